@@ -1,0 +1,2 @@
+//! The daemon's edges: systemd notify and watchdog, signals, the control
+//! socket and journald.

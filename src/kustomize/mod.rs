@@ -1,0 +1,3 @@
+//! Native `kustomize build`: loader, generators, transformers, strategic
+//! merge and JSON 6902 patches, output order. Knows nothing of Kubernetes
+//! clients.

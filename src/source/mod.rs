@@ -1,0 +1,2 @@
+//! Sources (one file per kind) that turn a remote into a content-addressed
+//! artifact, and the artifact store.

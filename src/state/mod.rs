@@ -1,0 +1,1 @@
+//! SQLite schema and migrations; the only code that writes SQL.

@@ -1,0 +1,21 @@
+//! Shared helpers for the integration tests.
+//!
+//! # Design
+//! One test control plane (tools/testcluster: etcd + kube-apiserver +
+//! kube-controller-manager) per test binary, started on first use and shared
+//! by every test. Each test gets its own namespace through [`TestNamespace`]
+//! and its own `kube::Client` (a client belongs to the tokio runtime that made
+//! it, and every `#[tokio::test]` has its own runtime).
+//!
+//! The control plane's stdin is a pipe held by this process: when the test
+//! binary exits, for whatever reason, the pipe closes and the control plane
+//! stops (`--exit-on-stdin-close`). Nothing is left running.
+//!
+//! A control plane that cannot start fails the test with the reason and the
+//! path of its log; it never skips.
+
+#![allow(dead_code)]
+
+pub mod cluster;
+
+pub use cluster::{cluster, TestNamespace};
