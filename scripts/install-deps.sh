@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what kedge's build and tests need on a fresh Debian machine:
+# Debian packages with apt-get, and a check that Go and Rust are present.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+# git: fixtures and loopback Git servers; openssh-server/client: the SSH Git
+# tests; lintian, dpkg-dev: the .deb checks; systemd: systemd-analyze verify.
+packages=(git openssh-server openssh-client lintian dpkg-dev systemd ca-certificates)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install-deps: apt-get install ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null; then
+  # Debian's Go is older than go.mod asks for; GOTOOLCHAIN=auto then fetches
+  # the right toolchain from the Go module proxy.
+  echo "install-deps: apt-get install golang-go"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+fi
+command -v cargo >/dev/null || { echo "install-deps: Rust (cargo) is required: install it with rustup" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt 2>/dev/null || true

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# kedge's whole test suite, as CI runs it: dependencies, the test control
+# plane, formatting, lints, every test. Prints how long each phase took.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+timings=()
+phase() {
+  local name=$1; shift
+  local started=$SECONDS
+  echo "==> $name"
+  "$@"
+  timings+=("$(printf '%-28s %4ss' "$name" $((SECONDS - started)))")
+}
+report() {
+  echo "==> phase timings"
+  printf '    %s\n' "${timings[@]}"
+}
+trap report EXIT
+
+phase "install dependencies" scripts/install-deps.sh
+phase "build test control plane" scripts/testcluster.sh build
+phase "cargo fmt --check" cargo fmt --all -- --check
+phase "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
+phase "cargo test" cargo test --locked
