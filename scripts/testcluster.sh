@@ -34,7 +34,6 @@ build() {
   (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$bin.partial" \
      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" .) >&2
   mv "$bin.partial" "$bin"
-  find "$out" -maxdepth 1 -name 'testcluster-*' ! -name "$(basename "$bin")" -delete
   echo "testcluster: built in $((SECONDS - started))s" >&2
   echo "$bin"
 }

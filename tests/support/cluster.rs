@@ -16,7 +16,6 @@ pub struct TestCluster {
     pub log: PathBuf,
     /// How long the control plane took from spawn to ready.
     pub startup: Duration,
-    _dir: tempfile::TempDir,
     _process: Mutex<(Child, ChildStdin)>,
 }
 
@@ -75,20 +74,26 @@ fn binary() -> Result<PathBuf, String> {
 
 fn start() -> Result<TestCluster, String> {
     let bin = binary()?;
+    // The control plane removes this directory after a clean stop (statics are
+    // never dropped, so this process cannot); after a failed start it stays,
+    // with the log.
     let dir = tempfile::Builder::new()
         .prefix("kedge-test-cluster-")
         .tempdir()
-        .map_err(|e| format!("temp dir: {e}"))?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    let log = dir.path().join("testcluster.log");
+        .map_err(|e| format!("temp dir: {e}"))?
+        .keep();
+    let kubeconfig = dir.join("kubeconfig");
+    let log = dir.join("testcluster.log");
     let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let started = Instant::now();
     let mut child = Command::new(&bin)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .arg("--exit-on-stdin-close")
+        .arg("--cleanup-dir")
+        .arg(&dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -112,7 +117,6 @@ fn start() -> Result<TestCluster, String> {
         server,
         log,
         startup,
-        _dir: dir,
         _process: Mutex::new((child, stdin)),
     })
 }

@@ -51,6 +51,7 @@ func main() {
 	dataDir := flag.String("data-dir", "", "working directory for etcd, certs and keys (default: a new temp dir, removed on exit)")
 	port := flag.Int("port", 0, "kube-apiserver secure port (default: a free port)")
 	exitOnStdinClose := flag.Bool("exit-on-stdin-close", false, "stop when stdin reaches EOF")
+	cleanupDir := flag.String("cleanup-dir", "", "a directory to remove after a clean stop (e.g. the caller's, holding the kubeconfig and log)")
 	flag.Parse()
 	if *kubeconfig == "" {
 		fmt.Fprintln(os.Stderr, "testcluster: --kubeconfig is required")
@@ -59,6 +60,10 @@ func main() {
 	if err := run(*kubeconfig, *dataDir, *port, *exitOnStdinClose); err != nil {
 		fmt.Fprintf(os.Stderr, "testcluster: %v\n", err)
 		os.Exit(1)
+	}
+	// Only after a clean stop: when the start fails, the caller needs the log.
+	if *cleanupDir != "" {
+		os.RemoveAll(*cleanupDir)
 	}
 }
 
