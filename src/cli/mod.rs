@@ -17,6 +17,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and exit.
     Version,
+    /// Print the man page (roff) on stdout; the Debian package ships it.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -36,6 +39,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Version => {
             println!("kedge {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            page.render(&mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds the .deb and checks it the way a user meets it: its contents,
+# lintian, dpkg -i, the installed binary, then remove (only the conffile may
+# stay) and purge (nothing may stay). Needs root: it installs the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { echo "check-deb: $*" >&2; exit 1; }
+
+deb=$(scripts/package-deb.sh)
+echo "check-deb: $deb"
+
+expected=(./usr/bin/kedge ./usr/lib/systemd/system/kedge.service ./etc/kedge/kedge.toml
+          ./usr/share/man/man1/kedge.1.gz ./usr/share/doc/kedge/copyright ./usr/share/doc/kedge/changelog.gz)
+contents=$(dpkg-deb --contents "$deb" | awk '{print $6}')
+for f in "${expected[@]}"; do grep -qx "$f" <<<"$contents" || fail "missing $f in the package"; done
+dpkg-deb --info "$deb" conffiles | grep -qx /etc/kedge/kedge.toml || fail "kedge.toml is not a conffile"
+
+lintian --fail-on error --tag-display-limit 0 "$deb" || fail "lintian reported errors"
+
+[ "$(id -u)" -eq 0 ] || fail "installing needs root"
+dpkg -i "$deb"
+/usr/bin/kedge --version
+/usr/bin/kedge check-config /etc/kedge/kedge.toml
+getent group kedge >/dev/null || fail "group kedge not created"
+systemd-analyze verify /usr/lib/systemd/system/kedge.service
+
+leftovers() { # files the package installed that still exist
+  dpkg-deb --contents "$deb" | awk '{print $6}' | sed 's/^\.//' | while read -r f; do
+    [ -n "$f" ] && [ ! -d "$f" ] && [ -e "$f" ] && echo "$f"
+  done
+}
+dpkg --remove kedge
+left=$(leftovers)
+[ "$left" = "/etc/kedge/kedge.toml" ] || fail "after remove, expected only the conffile, found: $left"
+dpkg --purge kedge
+left=$(leftovers)
+[ -z "$left" ] || fail "after purge, found: $left"
+[ ! -e /etc/kedge ] && [ ! -e /var/lib/kedge ] || fail "after purge, /etc/kedge or /var/lib/kedge remains"
+! getent group kedge >/dev/null || fail "after purge, group kedge remains"
+echo "check-deb: ok"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds target/debian/kedge_<version>_<arch>.deb from a release build with
+# plain dpkg-deb (see packaging/deb/README.md for why not cargo-deb or
+# debhelper). Prints the .deb's path.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+arch=$(dpkg --print-architecture)
+cargo build --release --locked --bin kedge >&2
+bin=target/release/kedge
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+pkg="$stage/kedge"
+install -D -m 0755 "$bin" "$pkg/usr/bin/kedge"
+install -D -m 0644 packaging/systemd/kedge.service "$pkg/usr/lib/systemd/system/kedge.service"
+install -D -m 0644 config.example.toml "$pkg/etc/kedge/kedge.toml"
+install -D -m 0644 config.example.toml "$pkg/usr/share/doc/kedge/examples/kedge.toml"
+install -D -m 0644 README.md "$pkg/usr/share/doc/kedge/README.md"
+install -D -m 0644 packaging/deb/copyright "$pkg/usr/share/doc/kedge/copyright"
+mkdir -p "$pkg/usr/share/man/man1"
+"$bin" man | gzip -9n > "$pkg/usr/share/man/man1/kedge.1.gz"
+gzip -9n < packaging/deb/changelog > "$pkg/usr/share/doc/kedge/changelog.gz"
+chmod 0644 "$pkg/usr/share/man/man1/kedge.1.gz" "$pkg/usr/share/doc/kedge/changelog.gz"
+
+# The highest glibc symbol version the binary needs is its libc6 dependency.
+glibc=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+mkdir -p "$pkg/DEBIAN"
+sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" \
+    -e "s/@DEPENDS@/libc6 (>= $glibc), libgcc-s1/" \
+    -e "s/@INSTALLED_SIZE@/$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)/" \
+    packaging/deb/control.in > "$pkg/DEBIAN/control"
+install -m 0644 packaging/deb/conffiles "$pkg/DEBIAN/conffiles"
+install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$pkg/DEBIAN/"
+(cd "$pkg" && find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | sort | xargs md5sum) > "$pkg/DEBIAN/md5sums"
+chmod 0644 "$pkg/DEBIAN/md5sums"
+
+mkdir -p target/debian
+out="target/debian/kedge_${version}_${arch}.deb"
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+  dpkg-deb --root-owner-group -Zxz --build "$pkg" "$out" >&2
+echo "$out"
