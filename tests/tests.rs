@@ -7,3 +7,5 @@ mod support;
 mod cluster_proof;
 // The `kedge` binary's command line.
 mod cli;
+// apply::Manager against the test control plane: SSA apply, dry-run, conflicts, CRDs.
+mod apply_ssa;
