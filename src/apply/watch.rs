@@ -7,8 +7,10 @@
 //! A change counts as drift when the object's `managedFields` gain an entry
 //! of another field manager on the object itself (status subresource
 //! writes are controllers reporting, not drift) that was not there before.
-//! The first sight of each object only records its entries, so starting a
-//! watch does not report old edits.
+//! At first sight of an object (watch start), any such entry counts, and an
+//! inventory object missing from the first list counts as deleted: a change
+//! made between the apply and the watch's start is not lost, at the cost of
+//! one no-op re-apply for objects a controller writes.
 //!
 //! # Caveats
 //! A controller that writes the object itself (the Deployment controller's
@@ -79,19 +81,23 @@ impl Manager {
                         api_version: sample.api_version(),
                         kind: sample.kind.clone(),
                     })?;
-            streams.push(self.watch_kind(kind, owner).boxed());
+            let expected = inventory
+                .iter()
+                .filter(|o| o.group == sample.group && o.kind == sample.kind)
+                .map(|o| (o.namespace.clone(), o.name.clone()));
+            let tracker = DriftTracker::new(kind, &owner.field_manager, expected);
+            streams.push(self.watch_kind(tracker, owner).boxed());
         }
         Ok(stream::select_all(streams))
     }
 
     fn watch_kind(
         &self,
-        kind: Kind,
+        mut tracker: DriftTracker,
         owner: &Owner,
     ) -> impl Stream<Item = DriftEvent> + Send + 'static {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &kind.resource);
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &tracker.kind.resource);
         let config = watcher::Config::default().labels(&owner.label_selector());
-        let mut tracker = DriftTracker::new(kind, &owner.field_manager);
         watcher(api, config)
             .default_backoff()
             .filter_map(|event| async move {
@@ -118,11 +124,17 @@ struct DriftTracker {
 }
 
 impl DriftTracker {
-    fn new(kind: Kind, field_manager: &str) -> DriftTracker {
+    /// `expected`: the inventory's objects of this kind. One missing from
+    /// the first list was deleted before the watch started.
+    fn new(
+        kind: Kind,
+        field_manager: &str,
+        expected: impl IntoIterator<Item = (Option<String>, String)>,
+    ) -> DriftTracker {
         DriftTracker {
             kind,
             field_manager: field_manager.to_string(),
-            seen: HashMap::new(),
+            seen: expected.into_iter().map(|k| (k, HashSet::new())).collect(),
             listing: None,
         }
     }
@@ -170,7 +182,10 @@ impl DriftTracker {
 
     fn changed(&mut self, object: &DynamicObject) -> Option<DriftEvent> {
         let entries = foreign_entries(object, &self.field_manager);
-        let previous = self.seen.insert(key(object), entries.clone())?;
+        let previous = self
+            .seen
+            .insert(key(object), entries.clone())
+            .unwrap_or_default();
         let mut new_managers: Vec<String> = entries
             .difference(&previous)
             .map(|(manager, _, _)| manager.clone())
@@ -273,6 +288,7 @@ mod tests {
                 namespaced: true,
             },
             "kedge",
+            [(Some("n".to_string()), "c".to_string())],
         )
     }
 
@@ -293,6 +309,27 @@ mod tests {
 
     const T1: &str = "2026-01-01T00:00:01Z";
     const T2: &str = "2026-01-01T00:00:02Z";
+
+    #[test]
+    fn an_inventory_object_missing_from_the_first_list_was_deleted() {
+        let mut t = tracker();
+        t.observe(watcher::Event::Init);
+        let events = t.observe(watcher::Event::InitDone);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].object.to_string(), "ConfigMap/n/c");
+        assert_eq!(events[0].cause, DriftCause::Deleted);
+    }
+
+    #[test]
+    fn an_edit_seen_at_first_sight_is_drift_once() {
+        let mut t = tracker();
+        let edited = cm(&[("kedge", "Apply", T1), ("kubectl-edit", "Update", T2)]);
+        assert_eq!(
+            t.observe(watcher::Event::InitApply(edited.clone())).len(),
+            1
+        );
+        assert!(t.observe(watcher::Event::Apply(edited)).is_empty());
+    }
 
     #[test]
     fn an_edit_by_another_manager_after_first_sight_is_drift() {
