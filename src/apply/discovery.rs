@@ -1,0 +1,111 @@
+//! Which kinds the API server serves, and at which path: a cache of
+//! discovery, refreshed when an object names a kind it does not hold.
+
+use std::collections::HashMap;
+
+use kube::discovery::{ApiResource, Discovery, Scope};
+use kube::Client;
+use tokio::sync::RwLock;
+
+use super::objref::ObjRef;
+
+/// Discovery could not be read from the API server.
+#[derive(Debug, thiserror::Error)]
+#[error("discovery of the API server's kinds failed")]
+pub struct DiscoveryError(#[source] pub kube::Error);
+
+/// A served kind: where its objects live and whether they are namespaced.
+#[derive(Debug, Clone)]
+pub struct Kind {
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+type Gvk = (String, String, String);
+
+/// Cached discovery. Shared by every apply, prune and watch of one
+/// [`super::Manager`].
+pub struct KindCache {
+    client: Client,
+    kinds: RwLock<HashMap<Gvk, Kind>>,
+}
+
+impl KindCache {
+    pub fn new(client: Client) -> KindCache {
+        KindCache {
+            client,
+            kinds: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The kind of every object, `None` for kinds the server does not serve.
+    /// Discovery is read again (once per call) when any kind is missing, so
+    /// a CRD installed since the last call is found.
+    pub async fn resolve_all(
+        &self,
+        objects: &[&ObjRef],
+    ) -> Result<Vec<Option<Kind>>, DiscoveryError> {
+        let found = self.lookup(objects).await;
+        if found.iter().all(Option::is_some) {
+            return Ok(found);
+        }
+        self.refresh().await?;
+        Ok(self.lookup(objects).await)
+    }
+
+    /// The kind of one object; see [`KindCache::resolve_all`].
+    pub async fn resolve(&self, object: &ObjRef) -> Result<Option<Kind>, DiscoveryError> {
+        let mut found = self.resolve_all(&[object]).await?;
+        Ok(found.pop().flatten())
+    }
+
+    async fn lookup(&self, objects: &[&ObjRef]) -> Vec<Option<Kind>> {
+        let kinds = self.kinds.read().await;
+        objects
+            .iter()
+            .map(|o| kinds.get(&gvk(o)).cloned())
+            .collect()
+    }
+
+    /// Reads every served kind. Aggregated discovery is two requests; older
+    /// servers without it get the per-group walk.
+    pub async fn refresh(&self) -> Result<(), DiscoveryError> {
+        let discovery = match Discovery::new(self.client.clone()).run_aggregated().await {
+            Ok(discovery) => discovery,
+            Err(_) => Discovery::new(self.client.clone())
+                .run()
+                .await
+                .map_err(DiscoveryError)?,
+        };
+        let mut fresh = HashMap::new();
+        for group in discovery.groups() {
+            for version in group.versions() {
+                for (resource, caps) in group.versioned_resources(version) {
+                    let key = (
+                        resource.group.clone(),
+                        resource.version.clone(),
+                        resource.kind.clone(),
+                    );
+                    let namespaced = caps.scope == Scope::Namespaced;
+                    fresh.insert(
+                        key,
+                        Kind {
+                            resource,
+                            namespaced,
+                        },
+                    );
+                }
+            }
+        }
+        *self.kinds.write().await = fresh;
+        Ok(())
+    }
+}
+
+fn gvk(object: &ObjRef) -> Gvk {
+    (
+        object.group.clone(),
+        object.version.clone(),
+        object.kind.clone(),
+    )
+}

@@ -1,0 +1,185 @@
+//! Server-side dry-run: validation before an apply, and
+//! [`Manager::dry_run_diff`], what an apply would change (for `kedge diff`).
+
+use futures::stream::{self, StreamExt};
+use kube::api::{DynamicObject, Patch, PatchParams};
+use serde_json::Value;
+
+use super::manifest::{self, Placed};
+use super::objref::ObjRef;
+use super::ssa::{ApplyError, ObjectFailure};
+use super::{Manager, Owner};
+
+/// How an object would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffKind {
+    /// It does not exist yet.
+    Create,
+    /// It exists and would change.
+    Update,
+    /// Applying it would change nothing.
+    Unchanged,
+}
+
+/// One object's dry-run outcome: the live object and what it would become,
+/// both without the fields the server maintains (managedFields,
+/// resourceVersion, generation, uid, timestamps).
+#[derive(Debug, Clone)]
+pub struct ObjectDiff {
+    pub object: ObjRef,
+    pub kind: DiffKind,
+    pub live: Option<Value>,
+    pub merged: Value,
+}
+
+impl Manager {
+    /// Server-side dry-run apply of every object, `concurrency` at a time,
+    /// results in the objects' order.
+    pub(crate) async fn dry_run_all(
+        &self,
+        placed: &[Placed],
+        owner: &Owner,
+        concurrency: usize,
+    ) -> Vec<Result<DynamicObject, kube::Error>> {
+        let params = PatchParams::apply(&owner.field_manager).force().dry_run();
+        stream::iter(placed)
+            .map(|p| {
+                let api = self.api(&p.kind, &p.objref);
+                let params = &params;
+                async move {
+                    api.patch(&p.objref.name, params, &Patch::Apply(&p.body))
+                        .await
+                }
+            })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// What applying `objects` as `owner` would change, object by object,
+    /// without changing anything. Kinds must be served (CRs whose CRD is not
+    /// installed yet are reported as [`ApplyError::UnknownKind`]).
+    ///
+    /// # Errors
+    /// [`ApplyError::DryRunFailed`] lists every object the server refused.
+    pub async fn dry_run_diff(
+        &self,
+        objects: Vec<Value>,
+        owner: &Owner,
+    ) -> Result<Vec<ObjectDiff>, ApplyError> {
+        let mut placed = Vec::new();
+        for m in manifest::prepare(objects, owner)? {
+            let Some(kind) = self.kinds.resolve(&m.objref).await? else {
+                return Err(ApplyError::UnknownKind {
+                    api_version: m.objref.api_version(),
+                    kind: m.objref.kind.clone(),
+                    object: m.objref,
+                    applied: Default::default(),
+                });
+            };
+            placed.push(manifest::place(m, kind)?);
+        }
+        let merged = self.dry_run_all(&placed, owner, 16).await;
+        let mut diffs = Vec::with_capacity(placed.len());
+        let mut failures = Vec::new();
+        for (p, result) in placed.iter().zip(merged) {
+            match result {
+                Ok(merged) => match self.live(p).await {
+                    Ok(live) => diffs.push(compare(&p.objref, live, merged)),
+                    Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
+                },
+                Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
+            }
+        }
+        if failures.is_empty() {
+            Ok(diffs)
+        } else {
+            Err(ApplyError::DryRunFailed {
+                failures,
+                applied: Default::default(),
+            })
+        }
+    }
+
+    async fn live(&self, placed: &Placed) -> Result<Option<DynamicObject>, kube::Error> {
+        self.api(&placed.kind, &placed.objref)
+            .get_opt(&placed.objref.name)
+            .await
+    }
+}
+
+fn compare(object: &ObjRef, live: Option<DynamicObject>, merged: DynamicObject) -> ObjectDiff {
+    let merged = comparable(serde_json::to_value(merged).unwrap_or(Value::Null));
+    let live = live.map(|l| comparable(serde_json::to_value(l).unwrap_or(Value::Null)));
+    let kind = match &live {
+        None => DiffKind::Create,
+        Some(live) if *live == merged => DiffKind::Unchanged,
+        Some(_) => DiffKind::Update,
+    };
+    ObjectDiff {
+        object: object.clone(),
+        kind,
+        live,
+        merged,
+    }
+}
+
+/// Drops the fields the server maintains, which differ between a live
+/// object and its dry-run without any change of content.
+fn comparable(mut object: Value) -> Value {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "uid",
+            "creationTimestamp",
+        ] {
+            metadata.remove(field);
+        }
+    }
+    object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cm(data: Value, rv: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "n", "resourceVersion": rv,
+                         "managedFields": [{"manager": rv}]},
+            "data": data
+        }))
+        .unwrap()
+    }
+
+    fn objref() -> ObjRef {
+        ObjRef::from_id("_v1_ConfigMap_n_c").unwrap()
+    }
+
+    #[test]
+    fn server_maintained_fields_do_not_count_as_a_change() {
+        let diff = compare(
+            &objref(),
+            Some(cm(json!({"a": "1"}), "1")),
+            cm(json!({"a": "1"}), "2"),
+        );
+        assert_eq!(diff.kind, DiffKind::Unchanged);
+    }
+
+    #[test]
+    fn a_changed_value_is_an_update_and_a_missing_object_a_create() {
+        let diff = compare(
+            &objref(),
+            Some(cm(json!({"a": "1"}), "1")),
+            cm(json!({"a": "2"}), "1"),
+        );
+        assert_eq!(diff.kind, DiffKind::Update);
+        assert_eq!(diff.merged["data"]["a"], "2");
+        let diff = compare(&objref(), None, cm(json!({"a": "2"}), ""));
+        assert_eq!(diff.kind, DiffKind::Create);
+    }
+}

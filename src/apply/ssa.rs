@@ -1,0 +1,431 @@
+//! [`Manager::apply`]: validate the whole set by server-side dry-run, then
+//! server-side apply it stage by stage with a bounded pool.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::Value;
+
+use super::changeset::{Action, ChangeSet};
+use super::discovery::{DiscoveryError, Kind};
+use super::health::HealthError;
+use super::manifest::{self, Manifest, Placed};
+use super::objref::{ObjRef, ObjRefError};
+use super::order::{self, Stage};
+use super::{Manager, Owner};
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Delete and re-create objects whose change touches an immutable field
+    /// (a Job's template, a Service's clusterIP…) instead of failing.
+    pub force_recreate: bool,
+    /// Requests in flight at once, for dry-run and for apply.
+    pub concurrency: usize,
+    /// How long to wait for CRDs of the set to be Established.
+    pub crd_timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> ApplyOptions {
+        ApplyOptions {
+            force_recreate: false,
+            concurrency: 16,
+            crd_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One object the API server refused, with its message (which names the
+/// field at fault).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectFailure {
+    pub object: ObjRef,
+    pub message: String,
+}
+
+impl ObjectFailure {
+    pub(crate) fn new(object: &ObjRef, err: &kube::Error) -> ObjectFailure {
+        let message = match err {
+            kube::Error::Api(status) => status.message.clone(),
+            other => other.to_string(),
+        };
+        ObjectFailure {
+            object: object.clone(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ObjectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+fn list(failures: &[ObjectFailure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why an apply stopped. Variants that can happen after a first stage was
+/// applied carry `applied`, what had been applied by then, so the caller
+/// can keep those objects in its inventory (and must not prune).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A manifest lacks apiVersion, kind or name.
+    #[error(transparent)]
+    Manifest(#[from] ObjRefError),
+    /// A manifest field has the wrong shape.
+    #[error("{object}: field {field} must be a map")]
+    InvalidManifest { object: ObjRef, field: &'static str },
+    /// The set names one object twice.
+    #[error("{object} appears twice in the set")]
+    Duplicate { object: ObjRef },
+    /// Discovery could not be read.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The cluster does not serve the object's kind, even after refreshing
+    /// discovery, and no CRD of the set defines it.
+    #[error("{object}: the cluster serves no kind {kind} in apiVersion {api_version}")]
+    UnknownKind {
+        object: ObjRef,
+        api_version: String,
+        kind: String,
+        applied: ChangeSet,
+    },
+    /// A namespaced object without `metadata.namespace`.
+    #[error("{object}: kind is namespaced but metadata.namespace is not set")]
+    MissingNamespace { object: ObjRef },
+    /// Server-side dry-run refused objects: nothing of their stage was applied.
+    #[error("dry-run failed, nothing applied: {}", list(.failures))]
+    DryRunFailed {
+        failures: Vec<ObjectFailure>,
+        applied: ChangeSet,
+    },
+    /// Objects that passed dry-run were refused when applied.
+    #[error("apply failed: {}", list(.failures))]
+    ApplyFailed {
+        failures: Vec<ObjectFailure>,
+        applied: ChangeSet,
+    },
+    /// The set's CRDs were applied but did not become Established in time.
+    #[error("CustomResourceDefinitions not established: {source}")]
+    CrdNotEstablished {
+        #[source]
+        source: HealthError,
+        applied: ChangeSet,
+    },
+}
+
+impl ApplyError {
+    /// What was applied before the error (empty when nothing was).
+    pub fn applied(&self) -> Option<&ChangeSet> {
+        match self {
+            ApplyError::UnknownKind { applied, .. }
+            | ApplyError::DryRunFailed { applied, .. }
+            | ApplyError::ApplyFailed { applied, .. }
+            | ApplyError::CrdNotEstablished { applied, .. } => Some(applied),
+            _ => None,
+        }
+    }
+}
+
+/// A manifest whose kind may only be served once the set's CRDs are in.
+type Resolved = (Manifest, Option<Kind>);
+
+/// What dry-run said of one object.
+enum Validated {
+    /// Valid. The dry-run's resourceVersion is the live one (none when the
+    /// object does not exist yet).
+    Ok { live_version: Option<String> },
+    /// An immutable field changes and `force_recreate` is set.
+    Recreate,
+}
+
+impl Manager {
+    /// Applies `objects` with server-side apply as `owner`, forcing
+    /// conflicts with other field managers (like Flux).
+    ///
+    /// # Expected flow
+    /// 1. every object is named, labelled with the owner and its kind
+    ///    resolved (discovery refreshed once on an unknown kind);
+    /// 2. stage by stage ([`Stage`]: CRDs and Namespaces, the rest,
+    ///    webhooks), the whole stage is validated by server-side dry-run,
+    ///    then applied, `options.concurrency` requests in flight;
+    /// 3. after the first stage, the set's CRDs are waited for until
+    ///    Established.
+    ///
+    /// # Errors
+    /// If any object of a stage fails dry-run, nothing of that stage (or
+    /// later ones) is applied, and [`ApplyError::DryRunFailed`] names every
+    /// refused object with the server's message. A set without CRDs or
+    /// Namespaces is one stage plus webhooks, so it is validated whole.
+    pub async fn apply(
+        &self,
+        objects: Vec<Value>,
+        owner: &Owner,
+        options: &ApplyOptions,
+    ) -> Result<ChangeSet, ApplyError> {
+        let manifests = manifest::prepare(objects, owner)?;
+        let resolved = self.resolve_kinds(manifests).await?;
+        let mut changes = ChangeSet::default();
+        for (stage, group) in order::stages(resolved, |(m, _)| &m.objref) {
+            let placed = self.place_all(group, &changes).await?;
+            let validated = self.validate(&placed, owner, options, &changes).await?;
+            let applied = self.apply_stage(&placed, validated, owner, options).await;
+            let failures = record(&placed, applied, &mut changes);
+            if !failures.is_empty() {
+                return Err(ApplyError::ApplyFailed {
+                    failures,
+                    applied: changes,
+                });
+            }
+            if stage == Stage::Definitions {
+                self.wait_for_crds(&placed, options.crd_timeout, &changes)
+                    .await?;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Resolves every kind; a kind not served is accepted only when a CRD
+    /// of the same set defines it.
+    async fn resolve_kinds(&self, manifests: Vec<Manifest>) -> Result<Vec<Resolved>, ApplyError> {
+        let refs: Vec<&ObjRef> = manifests.iter().map(|m| &m.objref).collect();
+        let kinds = self.kinds.resolve_all(&refs).await?;
+        let defined = manifest::kinds_defined_by_crds(&manifests);
+        let mut out = Vec::with_capacity(manifests.len());
+        for (manifest, kind) in manifests.into_iter().zip(kinds) {
+            let o = &manifest.objref;
+            let comes_with_its_crd = defined.iter().any(|(g, k)| *g == o.group && *k == o.kind);
+            if kind.is_none() && !comes_with_its_crd {
+                return Err(unknown_kind(o, ChangeSet::default()));
+            }
+            out.push((manifest, kind));
+        }
+        Ok(out)
+    }
+
+    /// Places a stage's objects, resolving kinds left for their CRDs. A CRD
+    /// just Established may take a moment to show in discovery.
+    async fn place_all(
+        &self,
+        group: Vec<Resolved>,
+        applied: &ChangeSet,
+    ) -> Result<Vec<Placed>, ApplyError> {
+        let mut placed = Vec::with_capacity(group.len());
+        for (manifest, kind) in group {
+            let kind = match kind {
+                Some(kind) => kind,
+                None => self.resolve_new_kind(&manifest.objref, applied).await?,
+            };
+            placed.push(manifest::place(manifest, kind)?);
+        }
+        Ok(placed)
+    }
+
+    async fn resolve_new_kind(
+        &self,
+        object: &ObjRef,
+        applied: &ChangeSet,
+    ) -> Result<Kind, ApplyError> {
+        for _ in 0..20 {
+            if let Some(kind) = self.kinds.resolve(object).await? {
+                return Ok(kind);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(unknown_kind(object, applied.clone()))
+    }
+
+    /// Dry-runs the whole stage; any refusal stops the apply.
+    async fn validate(
+        &self,
+        placed: &[Placed],
+        owner: &Owner,
+        options: &ApplyOptions,
+        applied: &ChangeSet,
+    ) -> Result<Vec<Validated>, ApplyError> {
+        let results = self.dry_run_all(placed, owner, options.concurrency).await;
+        let mut validated = Vec::with_capacity(placed.len());
+        let mut failures = Vec::new();
+        for (p, result) in placed.iter().zip(results) {
+            match result {
+                Ok(object) => validated.push(Validated::Ok {
+                    live_version: object.metadata.resource_version,
+                }),
+                Err(err) if options.force_recreate && is_immutable_field_error(&err) => {
+                    validated.push(Validated::Recreate)
+                }
+                Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
+            }
+        }
+        if failures.is_empty() {
+            Ok(validated)
+        } else {
+            Err(ApplyError::DryRunFailed {
+                failures,
+                applied: applied.clone(),
+            })
+        }
+    }
+
+    async fn apply_stage(
+        &self,
+        placed: &[Placed],
+        validated: Vec<Validated>,
+        owner: &Owner,
+        options: &ApplyOptions,
+    ) -> Vec<Result<Action, kube::Error>> {
+        stream::iter(placed.iter().zip(validated))
+            .map(|(p, v)| self.apply_one(p, v, owner))
+            .buffered(options.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn apply_one(
+        &self,
+        placed: &Placed,
+        validated: Validated,
+        owner: &Owner,
+    ) -> Result<Action, kube::Error> {
+        let api = self.api(&placed.kind, &placed.objref);
+        let params = PatchParams::apply(&owner.field_manager).force();
+        let before = match validated {
+            Validated::Ok { live_version } => live_version,
+            Validated::Recreate => {
+                self.delete_and_wait(placed).await?;
+                api.patch(&placed.objref.name, &params, &Patch::Apply(&placed.body))
+                    .await?;
+                return Ok(Action::Configured);
+            }
+        };
+        let after = api
+            .patch(&placed.objref.name, &params, &Patch::Apply(&placed.body))
+            .await?
+            .metadata
+            .resource_version;
+        Ok(action(before.as_deref(), after.as_deref()))
+    }
+
+    /// Deletes an object and waits (up to 30 s) until it is gone, so it can
+    /// be created again.
+    async fn delete_and_wait(&self, placed: &Placed) -> Result<(), kube::Error> {
+        let api = self.api(&placed.kind, &placed.objref);
+        let name = &placed.objref.name;
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(err) => return Err(err),
+        }
+        for _ in 0..300 {
+            if api.get_opt(name).await?.is_none() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    async fn wait_for_crds(
+        &self,
+        placed: &[Placed],
+        timeout: Duration,
+        applied: &ChangeSet,
+    ) -> Result<(), ApplyError> {
+        let crds: Vec<ObjRef> = placed
+            .iter()
+            .filter(|p| p.objref.is_crd())
+            .map(|p| p.objref.clone())
+            .collect();
+        if crds.is_empty() {
+            return Ok(());
+        }
+        self.wait(&crds, timeout)
+            .await
+            .map_err(|source| ApplyError::CrdNotEstablished {
+                source,
+                applied: applied.clone(),
+            })
+    }
+}
+
+/// Adds each applied object to `changes`; returns the refusals.
+fn record(
+    placed: &[Placed],
+    results: Vec<Result<Action, kube::Error>>,
+    changes: &mut ChangeSet,
+) -> Vec<ObjectFailure> {
+    let mut failures = Vec::new();
+    for (p, result) in placed.iter().zip(results) {
+        match result {
+            Ok(action) => changes.push(p.objref.clone(), action),
+            Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
+        }
+    }
+    failures
+}
+
+/// Created when dry-run saw no live object (no resourceVersion); Unchanged
+/// when the apply did not write (same resourceVersion as live).
+fn action(live: Option<&str>, after: Option<&str>) -> Action {
+    match live.filter(|rv| !rv.is_empty()) {
+        None => Action::Created,
+        Some(live) if Some(live) == after => Action::Unchanged,
+        Some(_) => Action::Configured,
+    }
+}
+
+pub(crate) fn is_immutable_field_error(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status)
+        if status.code == 422 && status.message.contains("immutable"))
+}
+
+fn unknown_kind(object: &ObjRef, applied: ChangeSet) -> ApplyError {
+    ApplyError::UnknownKind {
+        object: object.clone(),
+        api_version: object.api_version(),
+        kind: object.kind.clone(),
+        applied,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_without_a_live_version_was_created() {
+        assert_eq!(action(None, Some("12")), Action::Created);
+        assert_eq!(action(Some(""), Some("12")), Action::Created);
+    }
+
+    #[test]
+    fn an_apply_that_kept_the_live_version_changed_nothing() {
+        assert_eq!(action(Some("12"), Some("12")), Action::Unchanged);
+        assert_eq!(action(Some("12"), Some("13")), Action::Configured);
+    }
+
+    #[test]
+    fn a_dry_run_failure_lists_each_object_with_the_servers_message() {
+        let object = ObjRef::from_id("_v1_ConfigMap_ns_bad").unwrap();
+        let err = ApplyError::DryRunFailed {
+            failures: vec![ObjectFailure {
+                object,
+                message: "data[a b]: Invalid value".into(),
+            }],
+            applied: ChangeSet::default(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "dry-run failed, nothing applied: ConfigMap/ns/bad: data[a b]: Invalid value"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! `apply::Manager::drift_watch` against the test control plane: an edit by
+//! another field manager, and a deletion, are seen and undone by re-applying.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kedge::apply::{inventory, Action, ApplyOptions, DriftCause, DriftEvent, Manager, Owner};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::Api;
+use serde_json::json;
+
+use crate::apply_ssa::configmap;
+use crate::support::{cluster, TestNamespace};
+
+async fn next_event(
+    drift: &mut (impl futures::Stream<Item = DriftEvent> + Unpin),
+    what: &str,
+) -> DriftEvent {
+    tokio::time::timeout(Duration::from_secs(10), drift.next())
+        .await
+        .unwrap_or_else(|_| panic!("no drift event for {what} within 10 s"))
+        .expect("the drift stream never ends")
+}
+
+async fn value_of(configmaps: &Api<ConfigMap>, name: &str) -> Option<String> {
+    let cm = configmaps.get_opt(name).await.expect("get configmap")?;
+    cm.data.unwrap_or_default().get("key").cloned()
+}
+
+#[tokio::test]
+async fn an_edit_by_another_manager_is_seen_and_undone_by_reapplying() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "drift-edit").await;
+    let manager = Manager::new(client.clone());
+    // Watches are cluster-wide by owner label: an owner of its own per test.
+    let owner = Owner::new(&ns.name, "Kustomization");
+    let set = || {
+        vec![
+            configmap(&ns.name, "watched", "ours"),
+            configmap(&ns.name, "quiet", "x"),
+        ]
+    };
+    let applied = manager
+        .apply(set(), &owner, &ApplyOptions::default())
+        .await
+        .expect("apply");
+    let mut drift = Box::pin(
+        manager
+            .drift_watch(&inventory::from_changeset(&applied), &owner)
+            .await
+            .expect("watch"),
+    );
+
+    // What `kubectl edit` sends: a patch under the field manager "kubectl-edit".
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let edit = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
+    let edited_at = Instant::now();
+    configmaps
+        .patch(
+            "watched",
+            &edit,
+            &Patch::Merge(json!({ "data": { "key": "edited" } })),
+        )
+        .await
+        .expect("edit");
+
+    let event = next_event(&mut drift, "the edit").await;
+    assert_eq!(
+        event.object.to_string(),
+        format!("ConfigMap/{}/watched", ns.name)
+    );
+    assert_eq!(
+        event.cause,
+        DriftCause::ChangedBy(vec!["kubectl-edit".into()])
+    );
+
+    let changes = manager
+        .apply(set(), &owner, &ApplyOptions::default())
+        .await
+        .expect("re-apply");
+    assert_eq!(changes.action_of(&event.object), Some(Action::Configured));
+    assert_eq!(
+        value_of(&configmaps, "watched").await.as_deref(),
+        Some("ours")
+    );
+    eprintln!("edit reverted {:?} after it was made", edited_at.elapsed());
+
+    // Our own re-apply is not drift.
+    let quiet = tokio::time::timeout(Duration::from_secs(1), drift.next()).await;
+    assert!(
+        quiet.is_err(),
+        "unexpected drift after our own apply: {quiet:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_object_is_seen_and_recreated_by_reapplying() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "drift-delete").await;
+    let manager = Manager::new(client.clone());
+    // Watches are cluster-wide by owner label: an owner of its own per test.
+    let owner = Owner::new(&ns.name, "Kustomization");
+    let set = || vec![configmap(&ns.name, "doomed", "ours")];
+    let applied = manager
+        .apply(set(), &owner, &ApplyOptions::default())
+        .await
+        .expect("apply");
+    let mut drift = Box::pin(
+        manager
+            .drift_watch(&inventory::from_changeset(&applied), &owner)
+            .await
+            .expect("watch"),
+    );
+    // Polled once, so the watch is running before the delete; a delete
+    // before it starts is also reported (the object is missing from the list).
+    let none = tokio::time::timeout(Duration::from_millis(500), drift.next()).await;
+    assert!(none.is_err(), "no drift before the delete: {none:?}");
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    configmaps
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let event = next_event(&mut drift, "the deletion").await;
+    assert_eq!(
+        event.object.to_string(),
+        format!("ConfigMap/{}/doomed", ns.name)
+    );
+    assert_eq!(event.cause, DriftCause::Deleted);
+
+    let changes = manager
+        .apply(set(), &owner, &ApplyOptions::default())
+        .await
+        .expect("re-apply");
+    assert_eq!(changes.action_of(&event.object), Some(Action::Created));
+    assert_eq!(
+        value_of(&configmaps, "doomed").await.as_deref(),
+        Some("ours")
+    );
+}
+
+#[tokio::test]
+async fn an_object_deleted_before_the_watch_started_is_reported() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "drift-early").await;
+    let manager = Manager::new(client.clone());
+    let owner = Owner::new(&ns.name, "Kustomization");
+    let applied = manager
+        .apply(
+            vec![configmap(&ns.name, "early", "ours")],
+            &owner,
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect("apply");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    configmaps
+        .delete("early", &DeleteParams::default())
+        .await
+        .expect("delete");
+
+    let mut drift = Box::pin(
+        manager
+            .drift_watch(&inventory::from_changeset(&applied), &owner)
+            .await
+            .expect("watch"),
+    );
+    let event = next_event(&mut drift, "the earlier deletion").await;
+    assert_eq!(
+        event.object.to_string(),
+        format!("ConfigMap/{}/early", ns.name)
+    );
+    assert_eq!(event.cause, DriftCause::Deleted);
+}

@@ -1,0 +1,190 @@
+//! `apply::Manager::prune` and the inventory diff against the test control plane.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kedge::apply::{inventory, ApplyOptions, Manager, ObjRef, Owner, PruneOptions, SkipReason};
+use kube::Api;
+use serde_json::json;
+
+use crate::apply_ssa::{configmap, owner};
+use crate::support::{cluster, TestNamespace};
+
+async fn exists(configmaps: &Api<ConfigMap>, name: &str) -> bool {
+    configmaps
+        .get_opt(name)
+        .await
+        .expect("get configmap")
+        .is_some()
+}
+
+#[tokio::test]
+async fn stale_objects_are_deleted_and_kept_ones_stay() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "prune-stale").await;
+    let manager = Manager::new(client.clone());
+    let options = ApplyOptions::default();
+    let old = manager
+        .apply(
+            vec![
+                configmap(&ns.name, "keep", "x"),
+                configmap(&ns.name, "drop", "x"),
+            ],
+            &owner(),
+            &options,
+        )
+        .await
+        .expect("first apply");
+    let new = manager
+        .apply(vec![configmap(&ns.name, "keep", "x")], &owner(), &options)
+        .await
+        .expect("second apply");
+
+    let stale = inventory::diff(
+        &inventory::from_changeset(&old),
+        &inventory::from_changeset(&new),
+    );
+    assert_eq!(stale.len(), 1);
+    let result = manager
+        .prune(&stale, &owner(), &PruneOptions::default())
+        .await;
+    assert_eq!(result.deleted, stale);
+    assert!(
+        result.failed.is_empty() && result.skipped.is_empty(),
+        "{result:?}"
+    );
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert!(exists(&configmaps, "keep").await);
+    assert!(!exists(&configmaps, "drop").await);
+
+    // Pruning again finds nothing to delete and still reports it deleted (404).
+    let again = manager
+        .prune(&stale, &owner(), &PruneOptions::default())
+        .await;
+    assert_eq!(again.deleted, stale);
+}
+
+#[tokio::test]
+async fn the_prune_annotation_and_another_owner_keep_an_object() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "prune-skip").await;
+    let manager = Manager::new(client.clone());
+    let mut protected = configmap(&ns.name, "protected", "x");
+    protected["metadata"]["annotations"] = json!({ "kedge.dev/prune": "disabled" });
+    let applied = manager
+        .apply(
+            vec![protected, configmap(&ns.name, "taken", "x")],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect("apply");
+    // Another kustomization takes "taken" over.
+    let infra = Owner::new("infra", "Kustomization");
+    manager
+        .apply(
+            vec![configmap(&ns.name, "taken", "x")],
+            &infra,
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect("takeover");
+
+    let stale = inventory::from_changeset(&applied);
+    let result = manager
+        .prune(&stale, &owner(), &PruneOptions::default())
+        .await;
+    assert!(result.deleted.is_empty(), "{result:?}");
+    let reasons: Vec<_> = result
+        .skipped
+        .iter()
+        .map(|(o, r)| (o.name.as_str(), r.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("protected", SkipReason::PruneDisabled),
+            ("taken", SkipReason::NotOurs)
+        ]
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert!(exists(&configmaps, "protected").await);
+    assert!(exists(&configmaps, "taken").await);
+}
+
+#[tokio::test]
+async fn namespaces_are_pruned_after_their_contents() {
+    let client = cluster().client().await;
+    let scratch = TestNamespace::new(&client, "prune-ns").await;
+    let manager = Manager::new(client.clone());
+    let child = format!("{}-child", scratch.name);
+    let _cleanup = TestNamespace {
+        name: child.clone(),
+    };
+    let namespace =
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": child } });
+    let applied = manager
+        .apply(
+            vec![namespace, configmap(&child, "inside", "x")],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect("apply");
+
+    let stale = inventory::from_changeset(&applied);
+    assert_eq!(
+        stale[0].kind, "Namespace",
+        "apply order puts the Namespace first"
+    );
+    let result = manager
+        .prune(&stale, &owner(), &PruneOptions::default())
+        .await;
+    let deleted: Vec<_> = result.deleted.iter().map(|o| o.kind.as_str()).collect();
+    assert_eq!(deleted, ["ConfigMap", "Namespace"], "{result:?}");
+    let namespaces: Api<Namespace> = Api::all(client);
+    let ns = namespaces.get_opt(&child).await.expect("get namespace");
+    assert!(
+        ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "namespace deleted or terminating"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_that_fails_is_returned_and_kept_in_the_inventory() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "prune-fail").await;
+    let manager = Manager::new(client.clone());
+    let applied = manager
+        .apply(
+            vec![configmap(&ns.name, "held", "x")],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect("apply");
+    let stale = inventory::from_changeset(&applied);
+
+    // A kedge that may not delete: impersonating a user without RBAC makes
+    // the API server refuse (403) with a real error, not a simulated one.
+    let mut config = config_of_cluster().await;
+    config.auth_info.impersonate = Some("nobody".into());
+    let limited = Manager::new(kube::Client::try_from(config).expect("client"));
+    let result = limited
+        .prune(&stale, &owner(), &PruneOptions::default())
+        .await;
+    assert_eq!(result.survivors(), stale, "{result:?}");
+    assert!(result.failed[0].1.contains("forbidden"), "{result:?}");
+    let kept = inventory::merge(Vec::<ObjRef>::new(), &result.survivors());
+    assert_eq!(kept, stale);
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert!(exists(&configmaps, "held").await);
+}
+
+async fn config_of_cluster() -> kube::Config {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(&cluster().kubeconfig).expect("kubeconfig");
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config")
+}
