@@ -1,2 +1,184 @@
 //! The TOML configuration: schema, defaults, validation with file:line:col
 //! errors, and the diff between two configs for a reload.
+//!
+//! # Design
+//! Two stages. [`raw`] is serde over the file as written, keeping the span
+//! of every value. [`validate`](validate::validate) turns it into a
+//! [`Config`]: durations resolved, URLs parsed, key files checked,
+//! kustomization sources and `depends_on` cycles checked. Every problem of a
+//! file is reported at once, each as `file:line:col: key: message`.
+
+mod diff;
+mod error;
+pub mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diff::{diff, Changes, ConfigDiff};
+pub use error::{Error, Problem, Problems};
+
+/// Where the daemon reads its config unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kedge/kedge.toml";
+/// Where the daemon keeps its state unless `[agent] state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/kedge";
+
+/// A validated config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub agent: Agent,
+    pub sources: BTreeMap<String, GitSource>,
+    pub kustomizations: BTreeMap<String, Kustomization>,
+}
+
+/// The `[agent]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub state_dir: PathBuf,
+    /// `None`: in-cluster, else `$KUBECONFIG`, else `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// One `[git.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    pub name: String,
+    /// The URL as written in the config (never holds a password: validation
+    /// rejects userinfo passwords).
+    pub url: String,
+    pub reference: GitRef,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub auth: GitAuth,
+    /// Extra gitignore-style patterns, on top of Flux's defaults and the
+    /// repository's `.sourceignore` files.
+    pub ignore: Vec<String>,
+    pub suspend: bool,
+}
+
+/// Which commit of the repository a source follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitRef {
+    Branch(String),
+    Tag(String),
+    /// The highest tag that parses as semver (an optional leading `v`) and
+    /// matches the range.
+    Semver(semver::VersionReq),
+    /// A full 40-hex commit id.
+    Commit(String),
+}
+
+impl GitRef {
+    /// The default when `ref` is not given, like Flux: branch `master`
+    /// would surprise today, so kedge follows `main`.
+    pub fn default_branch() -> Self {
+        GitRef::Branch("main".to_string())
+    }
+}
+
+/// How kedge authenticates to a remote. Secrets stay in their files and are
+/// read at fetch time only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GitAuth {
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A reference to a source, written `kind/name` (only `git` for now).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceRef {
+    pub kind: SourceKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceKind {
+    Git,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Git => "git",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// One `[kustomization.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kustomization {
+    pub name: String,
+    pub source: SourceRef,
+    /// Relative to the artifact root, normalised: no `.` or `..` parts; empty
+    /// for the root itself.
+    pub path: PathBuf,
+    pub interval: Duration,
+    pub retry_interval: Duration,
+    pub timeout: Duration,
+    pub prune: bool,
+    pub wait: bool,
+    pub health_checks: Vec<HealthCheck>,
+    pub depends_on: Vec<String>,
+    pub target_namespace: Option<String>,
+    pub suspend: bool,
+    pub force: bool,
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub api_version: Option<String>,
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+/// What happens to a kustomization's objects when it leaves the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    Delete,
+    Orphan,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Read`] if the file cannot be read, [`Error::Invalid`] with
+    /// every problem found otherwise.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as the content of the config file at `path` (used
+    /// in messages and to resolve nothing else: relative paths are errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
+        validate::parse_and_validate(text).map_err(|problems| {
+            Error::Invalid(Problems {
+                file: path.to_path_buf(),
+                problems,
+            })
+        })
+    }
+
+    /// Path of the SQLite database inside the state directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.agent.state_dir.join("kedge.db")
+    }
+}

@@ -1,2 +1,196 @@
 //! Sources (one file per kind) that turn a remote into a content-addressed
 //! artifact, and the artifact store.
+//!
+//! # Design
+//! A fetch and the artifact it produces are separate steps: [`git`] brings
+//! a commit into a per-source bare repository under
+//! `state_dir/sources/git/NAME`, [`tree`] reads that commit's files straight
+//! from the object database (no checkout, so no symlink is ever followed),
+//! [`archive`] writes them as a deterministic `tar.gz`, and [`store`] names
+//! it by its sha256 under `state_dir/artifacts/git/NAME/`.
+//! [`sync::sync_git_source`] chains them for the scheduler.
+//!
+//! # Current limitations
+//! - Git submodules are left out of artifacts.
+//! - `ca_file` is accepted by the config but not yet handed to the HTTP
+//!   client; a private CA must be in the system trust store.
+
+pub mod archive;
+pub mod git;
+pub mod ignore;
+pub mod store;
+pub mod sync;
+pub mod tree;
+
+use std::path::PathBuf;
+
+pub use archive::extract;
+pub use store::ArtifactStore;
+pub use sync::{sync_git_source, SyncOutcome};
+
+/// A source's artifact: a `tar.gz` of its files at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// Like Flux: `main@sha1:<40 hex>`, `v1.2.0@sha1:<40 hex>` or
+    /// `sha1:<40 hex>` for a pinned commit.
+    pub revision: String,
+    /// sha256 of the `tar.gz`, lowercase hex.
+    pub digest: String,
+    pub path: PathBuf,
+}
+
+/// The limits that keep a hostile repository from filling memory or disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest single file put into an artifact.
+    pub max_file_bytes: u64,
+    /// The largest sum of file sizes of one artifact.
+    pub max_total_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 64 << 20,
+            max_total_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Errors of fetching a source and storing its artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The per-source repository could not be created or opened.
+    #[error("opening the local repository {path} of source {source_name}: {message}")]
+    LocalRepository {
+        source_name: String,
+        path: PathBuf,
+        message: String,
+    },
+    /// Talking to the remote failed (connect, authenticate, list refs,
+    /// receive the pack).
+    #[error("fetching {url} for source {source_name}: {message}")]
+    Fetch {
+        source_name: String,
+        url: String,
+        message: String,
+    },
+    /// The remote has no ref matching the configured one.
+    #[error("source {source_name}: {url} has no {what}")]
+    RefNotFound {
+        source_name: String,
+        url: String,
+        what: String,
+    },
+    /// A credential file could not be read.
+    #[error("source {source_name}: reading {path}: {source}")]
+    Credential {
+        source_name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The fetch took longer than the source's timeout.
+    #[error("fetching {url} for source {source_name} timed out after {seconds}s")]
+    Timeout {
+        source_name: String,
+        url: String,
+        seconds: u64,
+    },
+    /// The commit's tree could not be read.
+    #[error("reading the tree of {revision} for source {source_name}: {message}")]
+    ReadTree {
+        source_name: String,
+        revision: String,
+        message: String,
+    },
+    /// A file is over [`Limits`].
+    #[error("source {source_name}: {path} is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        source_name: String,
+        path: String,
+        size: u64,
+        limit: u64,
+    },
+    /// An ignore pattern is invalid.
+    #[error("source {source_name}: {source}")]
+    Ignore {
+        source_name: String,
+        #[source]
+        source: ignore::PatternError,
+    },
+    /// Writing, reading or unpacking an artifact on disk failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An artifact holds an entry that would land outside the directory it
+    /// is unpacked into.
+    #[error("artifact {artifact}: entry {entry:?} {why}")]
+    UnsafeEntry {
+        artifact: PathBuf,
+        entry: String,
+        why: &'static str,
+    },
+}
+
+impl Error {
+    /// The Flux condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Fetch { .. } | Error::RefNotFound { .. } | Error::Credential { .. } | Error::Timeout { .. } => {
+                "GitOperationFailed"
+            }
+            Error::LocalRepository { .. } | Error::Io { .. } => "StorageOperationFailed",
+            Error::ReadTree { .. } | Error::TooLarge { .. } | Error::Ignore { .. } | Error::UnsafeEntry { .. } => {
+                "ArtifactFailed"
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io_error(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { action, path, source }
+}
+
+/// The URL with any userinfo password or token replaced, safe to log and
+/// store.
+pub fn redact_url(url: &str) -> String {
+    match gix::url::parse(gix::bstr::BStr::new(url)) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            parsed.set_password(Some("REDACTED".to_string()));
+            parsed.to_bstring().to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// HTTPS uses rustls with ring, the provider kube already brings: the
+/// process-wide default must be set once before the first TLS connection.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed ring already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_a_password_and_keeps_the_rest() {
+        assert_eq!(
+            redact_url("https://bob:hunter2@git.example.org/ops/fleet.git"),
+            "https://bob:REDACTED@git.example.org/ops/fleet.git"
+        );
+        assert_eq!(redact_url("ssh://git@git.example.org/ops/fleet.git"), "ssh://git@git.example.org/ops/fleet.git");
+    }
+}

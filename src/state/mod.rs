@@ -1,1 +1,221 @@
 //! SQLite schema and migrations; the only code that writes SQL.
+//!
+//! # Design
+//! One database, `state_dir/kedge.db`, in WAL mode so `kedge status` can
+//! read while the daemon writes. The schema is an ordered list of
+//! migrations applied in code; `PRAGMA user_version` records how many have
+//! run. A later module adds its tables by appending a migration, never by
+//! editing one that has shipped.
+//!
+//! Nothing secret is ever written here: URLs are stored with their userinfo
+//! redacted, credentials stay in their files.
+
+mod events;
+mod sources;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use events::{Event, Severity};
+pub use sources::{SourceOutcome, SourceStatus};
+
+/// The schema, one migration per entry, applied in order.
+const MIGRATIONS: &[&str] = &[
+    // 1: sources and the event history.
+    "CREATE TABLE sources (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        revision TEXT,
+        artifact_digest TEXT,
+        artifact_path TEXT,
+        artifact_inputs TEXT,
+        last_attempt_at INTEGER,
+        last_success_at INTEGER,
+        last_artifact_at INTEGER,
+        ready INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT 'Progressing',
+        message TEXT NOT NULL DEFAULT '',
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (kind, name)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_by_object ON events (kind, name, id);",
+];
+
+/// How many events the history keeps; older ones are dropped on insert.
+pub const EVENT_HISTORY_LIMIT: i64 = 1000;
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database file could not be opened or created.
+    #[error("opening state database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The state directory could not be created.
+    #[error("creating state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A schema migration failed.
+    #[error("migrating state database to version {version}: {source}")]
+    Migrate {
+        version: usize,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer kedge.
+    #[error("state database has schema version {found}, newer than this kedge ({known})")]
+    TooNew { found: i64, known: usize },
+    /// A query failed.
+    #[error("{what}: {source}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn query_error(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |source| Error::Query { what, source }
+}
+
+/// The state database.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_error = |source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
+        Store::migrated(conn)
+    }
+
+    /// Opens an existing database without writing to it, for `kedge status`
+    /// while the daemon runs (or not).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let open_error = |source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_error)?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(Error::TooNew {
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        Ok(Store { conn })
+    }
+
+    /// A private database in memory, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory().map_err(|source| Error::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        Store::migrated(conn)
+    }
+
+    fn migrated(mut conn: Connection) -> Result<Store> {
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(query_error("reading schema version"))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(Error::TooNew {
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let version = index + 1;
+            let migrate = |source| Error::Migrate { version, source };
+            let tx = conn.transaction().map_err(migrate)?;
+            tx.execute_batch(sql).map_err(migrate)?;
+            tx.pragma_update(None, "user_version", version as i64).map_err(migrate)?;
+            tx.commit().map_err(migrate)?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(query_error("reading schema version"))
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp stored.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_is_migrated_to_the_latest_version() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        assert_eq!(store.schema_version()?, MIGRATIONS.len() as i64);
+        Ok(())
+    }
+
+    #[test]
+    fn reopening_a_database_keeps_its_rows_and_runs_no_migration_twice() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| Error::CreateDir {
+            path: PathBuf::from("tempdir"),
+            source,
+        })?;
+        let path = dir.path().join("kedge.db");
+        {
+            let store = Store::open(&path)?;
+            store.record_event(&Event::new("git", "fleet", Severity::Info, "Succeeded", "hello"))?;
+        }
+        let store = Store::open(&path)?;
+        assert_eq!(store.schema_version()?, MIGRATIONS.len() as i64);
+        assert_eq!(store.events("git", "fleet", 10)?.len(), 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! What changed between two configs, so a reload restarts only what it must.
+
+use std::collections::BTreeMap;
+
+use super::Config;
+
+/// Names added, changed and removed in one table kind, each sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// The difference between two configs. `agent_changed` means the daemon
+/// must restart as a whole (new state directory or cluster).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    pub agent_changed: bool,
+    pub sources: Changes,
+    pub kustomizations: Changes,
+}
+
+/// Compares `old` with `new`, table by table.
+pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+    ConfigDiff {
+        agent_changed: old.agent != new.agent,
+        sources: changes(&old.sources, &new.sources),
+        kustomizations: changes(&old.kustomizations, &new.kustomizations),
+    }
+}
+
+fn changes<T: PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Changes {
+    let mut result = Changes::default();
+    for (name, value) in new {
+        match old.get(name) {
+            None => result.added.push(name.clone()),
+            Some(previous) if previous != value => result.changed.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    result.removed = old.keys().filter(|name| !new.contains_key(*name)).cloned().collect();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        match Config::parse(Path::new("test.toml"), text) {
+            Ok(config) => config,
+            Err(err) => panic!("test config must be valid: {err}"),
+        }
+    }
+
+    #[test]
+    fn diff_sorts_sources_into_added_changed_and_removed() {
+        let old = config(
+            "[git.a]\nurl = \"/srv/a\"\n[git.b]\nurl = \"/srv/b\"\n[git.c]\nurl = \"/srv/c\"\n",
+        );
+        let new = config(
+            "[git.b]\nurl = \"/srv/b\"\ninterval = \"5m\"\n[git.c]\nurl = \"/srv/c\"\n[git.d]\nurl = \"/srv/d\"\n",
+        );
+        let diff = diff(&old, &new);
+        assert_eq!(diff.sources.added, ["d"]);
+        assert_eq!(diff.sources.changed, ["b"]);
+        assert_eq!(diff.sources.removed, ["a"]);
+        assert!(diff.kustomizations.is_empty());
+        assert!(!diff.agent_changed);
+    }
+}

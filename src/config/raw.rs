@@ -1,0 +1,79 @@
+//! The config file as written: serde types as close to the TOML as
+//! possible, every value keeping its span for file:line:col errors. Nothing
+//! here is validated beyond TOML types and unknown keys.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub agent: Option<Spanned<RawAgent>>,
+    #[serde(default)]
+    pub git: BTreeMap<Spanned<String>, Spanned<RawGitSource>>,
+    #[serde(default)]
+    pub kustomization: BTreeMap<Spanned<String>, Spanned<RawKustomization>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub state_dir: Option<Spanned<String>>,
+    pub kubeconfig: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGitSource {
+    pub url: Spanned<String>,
+    #[serde(rename = "ref")]
+    pub reference: Option<Spanned<RawGitRef>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub ssh_key_file: Option<Spanned<String>>,
+    pub known_hosts_file: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub bearer_token_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub ignore: Option<Spanned<Vec<String>>>,
+    pub suspend: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGitRef {
+    pub branch: Option<Spanned<String>>,
+    pub tag: Option<Spanned<String>>,
+    pub semver: Option<Spanned<String>>,
+    pub commit: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKustomization {
+    pub source: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    pub interval: Spanned<String>,
+    pub retry_interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub prune: Spanned<bool>,
+    pub wait: Option<Spanned<bool>>,
+    pub health_checks: Option<Vec<Spanned<RawHealthCheck>>>,
+    pub depends_on: Option<Vec<Spanned<String>>>,
+    pub target_namespace: Option<Spanned<String>>,
+    pub suspend: Option<Spanned<bool>>,
+    pub force: Option<Spanned<bool>>,
+    pub deletion_policy: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub api_version: Option<String>,
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+}

@@ -1,0 +1,574 @@
+//! From [`RawConfig`] to [`Config`]: every rule that needs more than serde,
+//! each problem located at the value it is about.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{Locator, Problem};
+use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource, RawKustomization};
+use super::{
+    Agent, Config, DeletionPolicy, GitAuth, GitRef, GitSource, HealthCheck, Kustomization,
+    SourceKind, SourceRef, DEFAULT_STATE_DIR,
+};
+
+const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// A kustomization's timeout defaults to its interval, but a long interval
+/// must not let one stuck apply block its retries for hours.
+const MAX_DEFAULT_KUSTOMIZATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+struct Checker<'a> {
+    locator: Locator<'a>,
+    problems: Vec<Problem>,
+}
+
+pub(super) fn parse_and_validate(text: &str) -> Result<Config, Vec<Problem>> {
+    let locator = Locator::new(text);
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let span = err.span().unwrap_or(0..0);
+            let key = key_at(text, span.clone());
+            return Err(vec![locator.problem(span, &key, err.message())]);
+        }
+    };
+    let mut checker = Checker {
+        locator,
+        problems: Vec::new(),
+    };
+    let config = checker.config(raw);
+    if checker.problems.is_empty() {
+        Ok(config)
+    } else {
+        checker.problems.sort_by_key(|p| (p.line, p.column));
+        Err(checker.problems)
+    }
+}
+
+/// The dotted key of a parse error: the nearest `[table]` header above it
+/// and the bare key under the span.
+fn key_at(text: &str, span: Range<usize>) -> String {
+    let before = text.get(..span.start).unwrap_or("");
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('[') && line.ends_with(']'))
+        .map(|line| line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let under = text.get(span).unwrap_or("").trim();
+    let leaf = under
+        .split(['=', '\n'])
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let leaf_is_key = !leaf.is_empty() && leaf.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c));
+    match (table, leaf_is_key) {
+        (Some(table), true) => format!("{table}.{leaf}"),
+        (Some(table), false) => table,
+        (None, true) => leaf,
+        (None, false) => "(top level)".to_string(),
+    }
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let problem = self.locator.problem(span, key, message);
+        self.problems.push(problem);
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let agent = match raw.agent {
+            Some(agent) => self.agent(agent.into_inner()),
+            None => Agent {
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                kubeconfig: None,
+            },
+        };
+        let mut sources = BTreeMap::new();
+        for (name, source) in raw.git {
+            let key = format!("git.{}", name.get_ref());
+            self.name(&name, &key);
+            if let Some(source) = self.git_source(name.get_ref(), &key, source) {
+                sources.insert(name.into_inner(), source);
+            }
+        }
+        let mut kustomizations = BTreeMap::new();
+        let mut depends_spans = BTreeMap::new();
+        for (name, kustomization) in raw.kustomization {
+            let key = format!("kustomization.{}", name.get_ref());
+            self.name(&name, &key);
+            depends_spans.insert(name.get_ref().clone(), kustomization.span());
+            if let Some(k) = self.kustomization(name.get_ref(), &key, kustomization, &sources) {
+                kustomizations.insert(name.into_inner(), k);
+            }
+        }
+        self.dependencies(&kustomizations, &depends_spans);
+        Config {
+            agent,
+            sources,
+            kustomizations,
+        }
+    }
+
+    fn name(&mut self, name: &Spanned<String>, key: &str) {
+        let valid = !name.get_ref().is_empty()
+            && name.get_ref().len() <= 63
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && !name.get_ref().starts_with('-');
+        if !valid {
+            self.problem(
+                name.span(),
+                key,
+                "a name must be 1 to 63 characters of a-z, 0-9, '-' and '_', not starting with '-'",
+            );
+        }
+    }
+
+    fn agent(&mut self, raw: RawAgent) -> Agent {
+        let state_dir = raw
+            .state_dir
+            .and_then(|dir| self.absolute_path(&dir, "agent.state_dir", false))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let kubeconfig = raw
+            .kubeconfig
+            .and_then(|file| self.absolute_path(&file, "agent.kubeconfig", true));
+        Agent {
+            state_dir,
+            kubeconfig,
+        }
+    }
+
+    fn absolute_path(&mut self, value: &Spanned<String>, key: &str, must_exist: bool) -> Option<PathBuf> {
+        let path = PathBuf::from(value.get_ref());
+        if !path.is_absolute() {
+            self.problem(value.span(), key, format!("{:?} must be an absolute path", value.get_ref()));
+            return None;
+        }
+        if must_exist && !path.is_file() {
+            self.problem(value.span(), key, format!("file {} does not exist", path.display()));
+            return None;
+        }
+        Some(path)
+    }
+
+    fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(duration) if duration.is_zero() => {
+                self.problem(value.span(), key, "a duration must be more than zero");
+                None
+            }
+            Ok(duration) => Some(duration),
+            Err(err) => {
+                self.problem(
+                    value.span(),
+                    key,
+                    format!("bad duration {:?}: {err} (write e.g. \"30s\", \"5m\", \"1h\")", value.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn optional_duration(&mut self, value: &Option<Spanned<String>>, key: &str, default: Duration) -> Option<Duration> {
+        match value {
+            Some(value) => self.duration(value, key),
+            None => Some(default),
+        }
+    }
+
+    fn git_source(&mut self, name: &str, key: &str, raw: Spanned<RawGitSource>) -> Option<GitSource> {
+        let table_span = raw.span();
+        let raw = raw.into_inner();
+        let scheme = self.git_url(&raw.url, &format!("{key}.url"));
+        let reference = match &raw.reference {
+            Some(reference) => self.git_ref(reference, &format!("{key}.ref")),
+            None => Some(GitRef::default_branch()),
+        };
+        let interval = self.optional_duration(&raw.interval, &format!("{key}.interval"), DEFAULT_GIT_INTERVAL);
+        let timeout = self.optional_duration(&raw.timeout, &format!("{key}.timeout"), DEFAULT_GIT_TIMEOUT);
+        let auth = self.git_auth(key, &raw, scheme, table_span);
+        let ignore = raw.ignore.as_ref().map(|i| i.get_ref().clone()).unwrap_or_default();
+        Some(GitSource {
+            name: name.to_string(),
+            url: raw.url.get_ref().clone(),
+            reference: reference?,
+            interval: interval?,
+            timeout: timeout?,
+            auth: auth?,
+            ignore,
+            suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
+        })
+    }
+
+    fn git_url(&mut self, url: &Spanned<String>, key: &str) -> Option<gix::url::Scheme> {
+        let parsed = match gix::url::parse(gix::bstr::BStr::new(url.get_ref().as_str())) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                self.problem(url.span(), key, format!("bad Git URL {:?}: {err}", url.get_ref()));
+                return None;
+            }
+        };
+        if parsed.password().is_some() {
+            self.problem(url.span(), key, "the URL holds a password: put it in password_file instead");
+            return None;
+        }
+        match &parsed.scheme {
+            gix::url::Scheme::File if !Path::new(&parsed.path.to_string()).is_absolute() => {
+                self.problem(url.span(), key, "a local repository path must be absolute");
+                None
+            }
+            scheme @ (gix::url::Scheme::File
+            | gix::url::Scheme::Git
+            | gix::url::Scheme::Ssh
+            | gix::url::Scheme::Http
+            | gix::url::Scheme::Https) => Some(scheme.clone()),
+            other => {
+                self.problem(
+                    url.span(),
+                    key,
+                    format!("unsupported URL scheme {:?}: use ssh, https, http, git, file or a local path", other.as_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn git_ref(&mut self, raw: &Spanned<RawGitRef>, key: &str) -> Option<GitRef> {
+        let RawGitRef { branch, tag, semver, commit } = raw.get_ref();
+        let given = [branch.is_some(), tag.is_some(), semver.is_some(), commit.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            self.problem(raw.span(), key, "give exactly one of branch, tag, semver or commit");
+            return None;
+        }
+        if let Some(branch) = branch {
+            return self.ref_name(branch, &format!("{key}.branch")).map(GitRef::Branch);
+        }
+        if let Some(tag) = tag {
+            return self.ref_name(tag, &format!("{key}.tag")).map(GitRef::Tag);
+        }
+        if let Some(range) = semver {
+            return match semver::VersionReq::parse(range.get_ref()) {
+                Ok(req) => Some(GitRef::Semver(req)),
+                Err(err) => {
+                    self.problem(range.span(), &format!("{key}.semver"), format!("bad semver range: {err}"));
+                    None
+                }
+            };
+        }
+        let commit = commit.as_ref()?;
+        let hex = commit.get_ref();
+        if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            Some(GitRef::Commit(hex.to_ascii_lowercase()))
+        } else {
+            self.problem(commit.span(), &format!("{key}.commit"), "a commit must be the full 40-hex id");
+            None
+        }
+    }
+
+    fn ref_name(&mut self, name: &Spanned<String>, key: &str) -> Option<String> {
+        let value = name.get_ref();
+        let valid = !value.is_empty()
+            && !value.starts_with('-')
+            && !value.starts_with("refs/")
+            && gix::validate::reference::name_partial(gix::bstr::BStr::new(value.as_str())).is_ok();
+        if valid {
+            Some(value.clone())
+        } else {
+            self.problem(name.span(), key, format!("{value:?} is not a valid short branch or tag name"));
+            None
+        }
+    }
+
+    fn git_auth(
+        &mut self,
+        key: &str,
+        raw: &RawGitSource,
+        scheme: Option<gix::url::Scheme>,
+        table_span: Range<usize>,
+    ) -> Option<GitAuth> {
+        let before = self.problems.len();
+        let file = |this: &mut Self, value: &Option<Spanned<String>>, field: &str| {
+            value
+                .as_ref()
+                .and_then(|v| this.absolute_path(v, &format!("{key}.{field}"), true))
+        };
+        let auth = GitAuth {
+            ssh_key_file: file(self, &raw.ssh_key_file, "ssh_key_file"),
+            known_hosts_file: file(self, &raw.known_hosts_file, "known_hosts_file"),
+            username: raw.username.as_ref().map(|u| u.get_ref().clone()),
+            password_file: file(self, &raw.password_file, "password_file"),
+            bearer_token_file: file(self, &raw.bearer_token_file, "bearer_token_file"),
+            ca_file: file(self, &raw.ca_file, "ca_file"),
+        };
+        let ssh_keys = [(&raw.ssh_key_file, "ssh_key_file"), (&raw.known_hosts_file, "known_hosts_file")];
+        let http_keys = [
+            (&raw.username, "username"),
+            (&raw.password_file, "password_file"),
+            (&raw.bearer_token_file, "bearer_token_file"),
+            (&raw.ca_file, "ca_file"),
+        ];
+        let not_for = |this: &mut Self, keys: &[(&Option<Spanned<String>>, &str)], what: &str| {
+            for (value, field) in keys {
+                if let Some(value) = value {
+                    this.problem(value.span(), &format!("{key}.{field}"), format!("{field} is not used with {what} URLs"));
+                }
+            }
+        };
+        match scheme {
+            Some(gix::url::Scheme::Ssh) => {
+                not_for(self, &http_keys, "ssh");
+                for (value, field) in ssh_keys {
+                    if value.is_none() {
+                        self.problem(
+                            table_span.clone(),
+                            key,
+                            format!("an ssh URL needs {field} (kedge checks host keys strictly)"),
+                        );
+                    }
+                }
+            }
+            Some(gix::url::Scheme::Http | gix::url::Scheme::Https) => {
+                not_for(self, &ssh_keys, "http(s)");
+                self.http_auth(key, raw, scheme == Some(gix::url::Scheme::Https));
+            }
+            Some(_) => {
+                not_for(self, &ssh_keys, "file and git://");
+                not_for(self, &http_keys, "file and git://");
+            }
+            None => {}
+        }
+        (self.problems.len() == before).then_some(auth)
+    }
+
+    fn http_auth(&mut self, key: &str, raw: &RawGitSource, https: bool) {
+        match (&raw.username, &raw.password_file) {
+            (Some(user), None) => self.problem(user.span(), &format!("{key}.username"), "username needs password_file"),
+            (None, Some(pass)) => self.problem(pass.span(), &format!("{key}.password_file"), "password_file needs username"),
+            _ => {}
+        }
+        if let (Some(token), Some(_)) = (&raw.bearer_token_file, &raw.username) {
+            self.problem(
+                token.span(),
+                &format!("{key}.bearer_token_file"),
+                "give either bearer_token_file or username + password_file, not both",
+            );
+        }
+        if let (Some(ca), false) = (&raw.ca_file, https) {
+            self.problem(ca.span(), &format!("{key}.ca_file"), "ca_file is only used with https URLs");
+        }
+    }
+
+    fn kustomization(
+        &mut self,
+        name: &str,
+        key: &str,
+        raw: Spanned<RawKustomization>,
+        sources: &BTreeMap<String, GitSource>,
+    ) -> Option<Kustomization> {
+        let raw = raw.into_inner();
+        let source = self.source_ref(&raw.source, &format!("{key}.source"), sources);
+        let path = match &raw.path {
+            Some(path) => self.relative_path(path, &format!("{key}.path")),
+            None => Some(PathBuf::new()),
+        };
+        let interval = self.duration(&raw.interval, &format!("{key}.interval"));
+        let retry_interval = self.optional_duration(
+            &raw.retry_interval,
+            &format!("{key}.retry_interval"),
+            interval.unwrap_or(DEFAULT_GIT_INTERVAL),
+        );
+        let default_timeout = interval
+            .unwrap_or(MAX_DEFAULT_KUSTOMIZATION_TIMEOUT)
+            .min(MAX_DEFAULT_KUSTOMIZATION_TIMEOUT);
+        let timeout = self.optional_duration(&raw.timeout, &format!("{key}.timeout"), default_timeout);
+        let deletion_policy = match &raw.deletion_policy {
+            None => Some(DeletionPolicy::Delete),
+            Some(policy) => match policy.get_ref().as_str() {
+                "delete" => Some(DeletionPolicy::Delete),
+                "orphan" => Some(DeletionPolicy::Orphan),
+                other => {
+                    self.problem(
+                        policy.span(),
+                        &format!("{key}.deletion_policy"),
+                        format!("unknown deletion policy {other:?}: use \"delete\" or \"orphan\""),
+                    );
+                    None
+                }
+            },
+        };
+        let health_checks = self.health_checks(&raw, key);
+        Some(Kustomization {
+            name: name.to_string(),
+            source: source?,
+            path: path?,
+            interval: interval?,
+            retry_interval: retry_interval?,
+            timeout: timeout?,
+            prune: *raw.prune.get_ref(),
+            wait: raw.wait.map(Spanned::into_inner).unwrap_or(false),
+            health_checks: health_checks?,
+            depends_on: raw
+                .depends_on
+                .unwrap_or_default()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
+            target_namespace: raw.target_namespace.map(Spanned::into_inner),
+            suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
+            force: raw.force.map(Spanned::into_inner).unwrap_or(false),
+            deletion_policy: deletion_policy?,
+        })
+    }
+
+    fn health_checks(&mut self, raw: &RawKustomization, key: &str) -> Option<Vec<HealthCheck>> {
+        let before = self.problems.len();
+        let mut checks = Vec::new();
+        for (index, check) in raw.health_checks.iter().flatten().enumerate() {
+            let value = check.get_ref();
+            if value.kind.is_empty() || value.name.is_empty() {
+                self.problem(
+                    check.span(),
+                    &format!("{key}.health_checks[{index}]"),
+                    "a health check needs a kind and a name",
+                );
+            }
+            checks.push(HealthCheck {
+                api_version: value.api_version.clone(),
+                kind: value.kind.clone(),
+                name: value.name.clone(),
+                namespace: value.namespace.clone(),
+            });
+        }
+        (self.problems.len() == before).then_some(checks)
+    }
+
+    fn source_ref(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        sources: &BTreeMap<String, GitSource>,
+    ) -> Option<SourceRef> {
+        let Some((kind, name)) = value.get_ref().split_once('/') else {
+            self.problem(value.span(), key, "write the source as kind/name, e.g. \"git/fleet\"");
+            return None;
+        };
+        if kind != SourceKind::Git.as_str() {
+            self.problem(value.span(), key, format!("unknown source kind {kind:?}: kedge knows \"git\""));
+            return None;
+        }
+        if !sources.contains_key(name) {
+            self.problem(value.span(), key, format!("no source [git.{name}] in this config"));
+            return None;
+        }
+        Some(SourceRef {
+            kind: SourceKind::Git,
+            name: name.to_string(),
+        })
+    }
+
+    fn relative_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
+        match normalise_relative(Path::new(value.get_ref())) {
+            Ok(path) => Some(path),
+            Err(why) => {
+                self.problem(value.span(), key, format!("bad path {:?}: {why}", value.get_ref()));
+                None
+            }
+        }
+    }
+
+    fn dependencies(
+        &mut self,
+        kustomizations: &BTreeMap<String, Kustomization>,
+        spans: &BTreeMap<String, Range<usize>>,
+    ) {
+        for k in kustomizations.values() {
+            for dependency in &k.depends_on {
+                if !spans.contains_key(dependency) {
+                    let span = spans.get(&k.name).cloned().unwrap_or(0..0);
+                    self.problem(
+                        span,
+                        &format!("kustomization.{}.depends_on", k.name),
+                        format!("no kustomization {dependency:?} in this config"),
+                    );
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(kustomizations) {
+            let first = cycle.first().cloned().unwrap_or_default();
+            let span = spans.get(&first).cloned().unwrap_or(0..0);
+            self.problem(
+                span,
+                &format!("kustomization.{first}.depends_on"),
+                format!("depends_on has a cycle: {}", cycle.join(" -> ")),
+            );
+        }
+    }
+}
+
+/// A relative path with `.` parts removed, refused when absolute or when a
+/// `..` climbs above the artifact root.
+pub(crate) fn normalise_relative(path: &Path) -> Result<PathBuf, &'static str> {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(part) => parts.push(part),
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err("it climbs out of the source with '..'");
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err("it must be relative to the source root"),
+        }
+    }
+    Ok(parts.iter().collect())
+}
+
+/// The first `depends_on` cycle found, as the names along it with the first
+/// repeated at the end.
+fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit(
+        name: &str,
+        all: &BTreeMap<String, Kustomization>,
+        marks: &mut BTreeMap<String, Mark>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        match marks.get(name) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Visiting) => {
+                let start = path.iter().position(|n| n == name).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(name.to_string());
+                return Some(cycle);
+            }
+            None => {}
+        }
+        marks.insert(name.to_string(), Mark::Visiting);
+        path.push(name.to_string());
+        for dependency in all.get(name).map(|k| k.depends_on.as_slice()).unwrap_or_default() {
+            if let Some(cycle) = visit(dependency, all, marks, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        marks.insert(name.to_string(), Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    kustomizations
+        .keys()
+        .find_map(|name| visit(name, kustomizations, &mut marks, &mut Vec::new()))
+}

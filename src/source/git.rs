@@ -1,0 +1,333 @@
+//! Fetching a Git source with gix into its own bare repository.
+//!
+//! # Design
+//! Each source has a bare repository under `state_dir/sources/git/NAME`,
+//! opened isolated from the user's and system's Git config. One fetch asks
+//! the remote for exactly one ref (or commit) and stores it as
+//! `refs/kedge/target`, shallow (depth 1): kedge needs the tree of one
+//! commit, never the history. When the remote still points at an object
+//! the repository already has, no pack is requested at all.
+//!
+//! SSH goes through the `ssh` program (gix shells out to it) with
+//! `core.sshCommand` set in memory to the source's key and known_hosts
+//! file, strict host key checking and batch mode. HTTPS uses reqwest with
+//! rustls; credentials are read from their files at fetch time and handed
+//! to gix through a credentials callback or an in-memory header, never
+//! written to the repository's config.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use gix::remote::Direction;
+
+use super::{Error, Result};
+use crate::config::{GitRef, GitSource};
+
+/// The local ref every fetch writes its target to.
+const TARGET_REF: &str = "refs/kedge/target";
+
+/// The commit a fetch resolved, and its Flux-style revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedCommit {
+    pub commit: gix::ObjectId,
+    pub revision: String,
+}
+
+/// What to ask the remote for.
+struct Want {
+    refspec: String,
+    /// What a missing ref is called in errors, e.g. `branch "main"`.
+    what: String,
+    /// The revision's prefix before `@sha1:` (branch or tag), `None` for a
+    /// pinned commit.
+    label: Option<String>,
+}
+
+/// Fetches the configured ref of `source` into the bare repository at
+/// `repo_dir` (created if missing) and returns the commit it points to.
+///
+/// Setting `interrupt` aborts a pack transfer in progress.
+pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Result<FetchedCommit> {
+    super::install_tls_provider();
+    let mut repo = open_or_init(source, repo_dir)?;
+    configure_transport(&mut repo, source)?;
+    let want = match &source.reference {
+        GitRef::Branch(branch) => Want {
+            refspec: format!("+refs/heads/{branch}:{TARGET_REF}"),
+            what: format!("branch {branch:?}"),
+            label: Some(branch.clone()),
+        },
+        GitRef::Tag(tag) => tag_want(tag),
+        GitRef::Semver(range) => tag_want(&highest_matching_tag(&repo, source, range)?),
+        GitRef::Commit(commit) => Want {
+            refspec: format!("+{commit}:{TARGET_REF}"),
+            what: format!("commit {commit}"),
+            label: None,
+        },
+    };
+    let commit = fetch_want(&repo, source, &want, interrupt)?;
+    let revision = match &want.label {
+        Some(label) => format!("{label}@sha1:{commit}"),
+        None => format!("sha1:{commit}"),
+    };
+    Ok(FetchedCommit { commit, revision })
+}
+
+fn tag_want(tag: &str) -> Want {
+    Want {
+        refspec: format!("+refs/tags/{tag}:{TARGET_REF}"),
+        what: format!("tag {tag:?}"),
+        label: Some(tag.to_string()),
+    }
+}
+
+fn local_repository_error(source: &GitSource, path: &Path, err: impl std::fmt::Display) -> Error {
+    Error::LocalRepository {
+        source_name: source.name.clone(),
+        path: path.to_path_buf(),
+        message: format!("{err:#}"),
+    }
+}
+
+fn fetch_error(source: &GitSource, err: impl std::fmt::Display) -> Error {
+    Error::Fetch {
+        source_name: source.name.clone(),
+        url: super::redact_url(&source.url),
+        message: format!("{err:#}"),
+    }
+}
+
+/// Opens the source's bare repository, creating it on first use. It is
+/// isolated: no global, system or environment Git configuration applies.
+pub fn open_or_init(source: &GitSource, repo_dir: &Path) -> Result<gix::Repository> {
+    let options = gix::open::Options::isolated();
+    if repo_dir.join("HEAD").is_file() {
+        return gix::open_opts(repo_dir, options).map_err(|err| local_repository_error(source, repo_dir, err));
+    }
+    std::fs::create_dir_all(repo_dir).map_err(|err| local_repository_error(source, repo_dir, err))?;
+    gix::ThreadSafeRepository::init_opts(repo_dir, gix::create::Kind::Bare, gix::create::Options::default(), options)
+        .map(|repo| repo.to_thread_local())
+        .map_err(|err| local_repository_error(source, repo_dir, err))
+}
+
+/// Single quotes for a `sh -c` command line, which gix uses to run
+/// `core.sshCommand`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+fn ssh_command(source: &GitSource) -> Option<String> {
+    let key = source.auth.ssh_key_file.as_ref()?;
+    let known_hosts = source.auth.known_hosts_file.as_ref()?;
+    let connect_timeout = source.timeout.as_secs().max(1);
+    Some(format!(
+        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
+         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout}",
+        shell_quote(&key.to_string_lossy()),
+        shell_quote(&known_hosts.to_string_lossy()),
+    ))
+}
+
+fn read_secret(source: &GitSource, path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|err| Error::Credential {
+            source_name: source.name.clone(),
+            path: path.to_path_buf(),
+            source: err,
+        })
+}
+
+/// Sets the in-memory config of this fetch: the ssh command and, for a
+/// bearer token, the Authorization header. Nothing is written to disk.
+fn configure_transport(repo: &mut gix::Repository, source: &GitSource) -> Result<()> {
+    let repo_dir = repo.path().to_path_buf();
+    let bearer = match &source.auth.bearer_token_file {
+        Some(file) => Some(read_secret(source, file)?),
+        None => None,
+    };
+    let mut config = repo.config_snapshot_mut();
+    if let Some(command) = ssh_command(source) {
+        config
+            .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
+            .map_err(|err| local_repository_error(source, &repo_dir, err))?;
+        config
+            .set_value(&gix::config::tree::Ssh::VARIANT, "ssh")
+            .map_err(|err| local_repository_error(source, &repo_dir, err))?;
+    }
+    if let Some(token) = bearer {
+        config
+            .set_value(
+                &gix::config::tree::Http::EXTRA_HEADER,
+                format!("Authorization: Bearer {token}").as_str(),
+            )
+            .map_err(|err| local_repository_error(source, &repo_dir, err))?;
+    }
+    config
+        .commit()
+        .map_err(|err| local_repository_error(source, &repo_dir, err))?;
+    Ok(())
+}
+
+/// Username and password for HTTP basic auth, if configured.
+fn basic_credentials(source: &GitSource) -> Result<Option<(String, String)>> {
+    match (&source.auth.username, &source.auth.password_file) {
+        (Some(user), Some(file)) => Ok(Some((user.clone(), read_secret(source, file)?))),
+        _ => Ok(None),
+    }
+}
+
+fn remote_with_refspec<'repo>(
+    repo: &'repo gix::Repository,
+    source: &GitSource,
+    refspec: &str,
+) -> Result<gix::Remote<'repo>> {
+    repo.remote_at(source.url.as_str())
+        .and_then(|remote| remote.with_refspecs([refspec], Direction::Fetch))
+        .map(|remote| remote.with_fetch_tags(gix::remote::fetch::Tags::None))
+        .map_err(|err| fetch_error(source, err))
+}
+
+/// Connects with kedge's own credentials callback: it answers from the
+/// configured files only, so no helper program or prompt is ever run.
+fn connect<'a, 'repo>(
+    remote: &'a gix::Remote<'repo>,
+    source: &GitSource,
+) -> Result<gix::remote::Connection<'a, 'static, 'repo, Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>>> {
+    let credentials = basic_credentials(source)?;
+    let connection = remote.connect(Direction::Fetch).map_err(|err| fetch_error(source, err))?;
+    Ok(connection.with_credentials(move |action| match (action, &credentials) {
+        (gix::credentials::helper::Action::Get(context), Some((username, password))) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: username.clone(),
+                    password: password.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: context.into(),
+            }))
+        }
+        _ => Ok(None),
+    }))
+}
+
+/// Lists the remote's tags and returns the highest one whose name (less a
+/// leading `v`) is a semver version in `range`.
+fn highest_matching_tag(repo: &gix::Repository, source: &GitSource, range: &semver::VersionReq) -> Result<String> {
+    let remote = remote_with_refspec(repo, source, "refs/tags/*:refs/tags/*")?;
+    let connection = connect(&remote, source)?;
+    let (ref_map, _handshake) = connection
+        .ref_map(gix::progress::Discard, Default::default())
+        .map_err(|err| fetch_error(source, err))?;
+    let tags = ref_map.remote_refs.iter().filter_map(|remote_ref| {
+        let (name, _, _) = remote_ref.unpack();
+        name.to_string().strip_prefix("refs/tags/").map(str::to_string)
+    });
+    pick_highest(tags, range).ok_or_else(|| Error::RefNotFound {
+        source_name: source.name.clone(),
+        url: super::redact_url(&source.url),
+        what: format!("tag matching semver range {range}"),
+    })
+}
+
+/// The tag with the highest semver version in `range`, ignoring tags that
+/// are not versions.
+pub fn pick_highest(tags: impl IntoIterator<Item = String>, range: &semver::VersionReq) -> Option<String> {
+    tags.into_iter()
+        .filter_map(|tag| {
+            let version = semver::Version::parse(tag.strip_prefix('v').unwrap_or(&tag)).ok()?;
+            range.matches(&version).then_some((version, tag))
+        })
+        .max_by(|(a, _), (b, _)| a.cmp(b))
+        .map(|(_, tag)| tag)
+}
+
+/// Asks the remote for `want` and returns the commit it resolves to,
+/// receiving a shallow pack only when the object is not here already.
+fn fetch_want(repo: &gix::Repository, source: &GitSource, want: &Want, interrupt: &AtomicBool) -> Result<gix::ObjectId> {
+    let remote = remote_with_refspec(repo, source, &want.refspec)?;
+    let connection = connect(&remote, source)?;
+    let prepare = connection
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|err| fetch_error(source, err))?;
+    let wanted = prepare
+        .ref_map()
+        .mappings
+        .iter()
+        .find_map(|mapping| mapping.remote.as_id().map(ToOwned::to_owned))
+        .ok_or_else(|| Error::RefNotFound {
+            source_name: source.name.clone(),
+            url: super::redact_url(&source.url),
+            what: want.what.clone(),
+        })?;
+    if !repo.has_object(wanted) {
+        let depth = NonZeroU32::MIN;
+        prepare
+            .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
+            .receive(gix::progress::Discard, interrupt)
+            .map_err(|err| fetch_error(source, err))?;
+    }
+    peel_to_commit(repo, source, wanted, want)
+}
+
+fn peel_to_commit(repo: &gix::Repository, source: &GitSource, id: gix::ObjectId, want: &Want) -> Result<gix::ObjectId> {
+    repo.find_object(id)
+        .and_then(|object| object.peel_to_commit())
+        .map(|commit| commit.id)
+        .map_err(|err| Error::Fetch {
+            source_name: source.name.clone(),
+            url: super::redact_url(&source.url),
+            message: format!("{} ({id}) is not a commit here after the fetch: {err:#}", want.what),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn range(text: &str) -> semver::VersionReq {
+        match semver::VersionReq::parse(text) {
+            Ok(range) => range,
+            Err(err) => panic!("test range {text:?}: {err}"),
+        }
+    }
+
+    #[test]
+    fn semver_picks_the_highest_tag_in_range_with_or_without_a_v() {
+        let all = tags(&["v1.0.0", "1.2.0", "v1.10.1", "v2.0.0", "latest", "v1.11.0-rc.1"]);
+        assert_eq!(pick_highest(all, &range(">=1.0, <2")), Some("v1.10.1".to_string()));
+    }
+
+    #[test]
+    fn semver_finds_nothing_when_no_tag_is_in_range() {
+        assert_eq!(pick_highest(tags(&["v0.1.0", "nightly"]), &range(">=1.0")), None);
+    }
+
+    #[test]
+    fn ssh_command_quotes_paths_and_checks_host_keys_strictly() {
+        let source = GitSource {
+            name: "fleet".into(),
+            url: "ssh://git@example.org/fleet.git".into(),
+            reference: GitRef::default_branch(),
+            interval: std::time::Duration::from_secs(60),
+            timeout: std::time::Duration::from_secs(30),
+            auth: crate::config::GitAuth {
+                ssh_key_file: Some("/etc/kedge/it's key".into()),
+                known_hosts_file: Some("/etc/kedge/known_hosts".into()),
+                ..Default::default()
+            },
+            ignore: Vec::new(),
+            suspend: false,
+        };
+        let command = ssh_command(&source).unwrap_or_default();
+        assert!(command.contains(r"-i '/etc/kedge/it'\''s key'"), "{command}");
+        assert!(command.contains("-o StrictHostKeyChecking=yes"), "{command}");
+        assert!(command.contains("-o UserKnownHostsFile='/etc/kedge/known_hosts'"), "{command}");
+        assert!(command.contains("-o BatchMode=yes"), "{command}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Where artifacts live: `state_dir/artifacts/KIND/NAME/<sha256>.tar.gz`.
+
+use std::path::{Path, PathBuf};
+
+use super::{io_error, Artifact, Result};
+use crate::state;
+
+/// How many artifacts of one source are kept, the current one included.
+pub const KEPT_PER_SOURCE: usize = 3;
+
+/// The artifact directory of a state directory.
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+impl ArtifactStore {
+    pub fn new(state_dir: &Path) -> ArtifactStore {
+        ArtifactStore {
+            root: state_dir.join("artifacts"),
+        }
+    }
+
+    /// The directory of one source's artifacts.
+    pub fn source_dir(&self, kind: &str, name: &str) -> PathBuf {
+        self.root.join(kind).join(name)
+    }
+
+    /// A fresh path inside the source's directory to write an artifact to
+    /// before it is named by its digest.
+    pub fn temp_path(&self, kind: &str, name: &str) -> Result<PathBuf> {
+        let dir = self.source_dir(kind, name);
+        std::fs::create_dir_all(&dir).map_err(io_error("creating artifact directory", &dir))?;
+        Ok(dir.join(format!(".incoming-{}.tar.gz", std::process::id())))
+    }
+
+    /// Names the file written at `temp` by its `digest` and returns the
+    /// final path. An identical artifact already there is kept as is.
+    pub fn commit(&self, kind: &str, name: &str, temp: &Path, digest: &str) -> Result<PathBuf> {
+        let path = self.source_dir(kind, name).join(format!("{digest}.tar.gz"));
+        if path.is_file() {
+            std::fs::remove_file(temp).map_err(io_error("removing", temp))?;
+        } else {
+            std::fs::rename(temp, &path).map_err(io_error("storing artifact", &path))?;
+        }
+        Ok(path)
+    }
+
+    /// Removes old artifacts of a source, keeping `current` and the newest
+    /// others up to [`KEPT_PER_SOURCE`] in all.
+    pub fn collect_garbage(&self, kind: &str, name: &str, current: &Path) -> Result<usize> {
+        let dir = self.source_dir(kind, name);
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(listing) => listing,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(io_error("listing artifacts", &dir)(err)),
+        };
+        let mut others = Vec::new();
+        for entry in listing {
+            let entry = entry.map_err(io_error("listing artifacts", &dir))?;
+            let path = entry.path();
+            let is_artifact = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".tar.gz") && !n.starts_with('.'));
+            if !is_artifact || path == current {
+                continue;
+            }
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(io_error("inspecting artifact", &path))?;
+            others.push((modified, path));
+        }
+        others.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut removed = 0;
+        for (_, path) in others.into_iter().skip(KEPT_PER_SOURCE.saturating_sub(1)) {
+            std::fs::remove_file(&path).map_err(io_error("removing old artifact", &path))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// The last good artifact of source `kind/name` recorded in `store`, if its
+/// file is still there. This is what a reconciler unpacks.
+pub fn latest_artifact(store: &state::Store, kind: &str, name: &str) -> Result<Option<Artifact>, state::Error> {
+    let Some(status) = store.source_status(kind, name)? else {
+        return Ok(None);
+    };
+    Ok(match (status.revision, status.artifact_digest, status.artifact_path) {
+        (Some(revision), Some(digest), Some(path)) if path.is_file() => Some(Artifact { revision, digest, path }),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_collection_keeps_the_current_and_the_newest_others() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(io_error("tempdir", Path::new("/tmp")))?;
+        let store = ArtifactStore::new(dir.path());
+        let source_dir = store.source_dir("git", "fleet");
+        std::fs::create_dir_all(&source_dir).map_err(io_error("mkdir", &source_dir))?;
+        let mut paths = Vec::new();
+        for index in 0..5 {
+            let path = source_dir.join(format!("{index:064}.tar.gz"));
+            std::fs::write(&path, b"x").map_err(io_error("write", &path))?;
+            let time = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + index);
+            let file = std::fs::File::options().write(true).open(&path).map_err(io_error("open", &path))?;
+            file.set_modified(time).map_err(io_error("touch", &path))?;
+            paths.push(path);
+        }
+        let removed = store.collect_garbage("git", "fleet", &paths[0])?;
+        assert_eq!(removed, 2);
+        assert!(paths[0].exists(), "the current artifact stays even when oldest");
+        assert!(paths[4].exists() && paths[3].exists());
+        assert!(!paths[2].exists() && !paths[1].exists());
+        Ok(())
+    }
+}
