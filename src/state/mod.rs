@@ -11,6 +11,7 @@
 //! redacted, credentials stay in their files.
 
 mod events;
+mod kustomizations;
 mod sources;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 pub use events::{Event, Severity};
+pub use kustomizations::{KustomizationOutcome, KustomizationStatus};
 pub use sources::{SourceOutcome, SourceStatus};
 
 /// The schema, one migration per entry, applied in order.
@@ -50,6 +52,26 @@ const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL
     );
     CREATE INDEX events_by_object ON events (kind, name, id);",
+    // 2: kustomizations and their inventories.
+    "CREATE TABLE kustomizations (
+        name TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        ready INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT 'Progressing',
+        message TEXT NOT NULL DEFAULT '',
+        last_applied_revision TEXT,
+        last_attempted_revision TEXT,
+        last_attempt_at INTEGER,
+        last_success_at INTEGER,
+        last_duration_ms INTEGER,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE inventory (
+        kustomization TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        PRIMARY KEY (kustomization, object_id)
+    );",
 ];
 
 /// How many events the history keeps; older ones are dropped on insert.

@@ -1,0 +1,219 @@
+//! Per-kustomization status rows and inventories: what a Flux
+//! Kustomization keeps in its status, in SQLite.
+//!
+//! The inventory is the set of objects a kustomization applied (as the
+//! stable ids of `apply::ObjRef::to_id`), with the revision it was written
+//! at. It is replaced in one transaction, so after a crash (even kill -9)
+//! it is either the old set or the new one, never half of each.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{query_error, Result, Store};
+
+/// The outcome of one reconcile of a kustomization, to be recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct KustomizationOutcome<'a> {
+    pub ready: bool,
+    /// A Flux condition reason: `ReconciliationSucceeded`, `BuildFailed`, …
+    pub reason: &'a str,
+    pub message: &'a str,
+    /// The source revision this attempt worked on, if it got that far.
+    pub attempted_revision: Option<&'a str>,
+    /// Set when this attempt applied its revision in full.
+    pub applied_revision: Option<&'a str>,
+    pub duration_ms: i64,
+}
+
+/// What `kedge status` shows of a kustomization, and what `depends_on` checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KustomizationStatus {
+    pub name: String,
+    pub source: String,
+    pub ready: bool,
+    pub reason: String,
+    pub message: String,
+    pub last_applied_revision: Option<String>,
+    pub last_attempted_revision: Option<String>,
+    pub last_attempt_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_duration_ms: Option<i64>,
+    pub consecutive_failures: i64,
+}
+
+const COLUMNS: &str = "name, source, ready, reason, message, last_applied_revision, \
+     last_attempted_revision, last_attempt_at, last_success_at, last_duration_ms, consecutive_failures";
+
+fn status_from_row(row: &Row<'_>) -> rusqlite::Result<KustomizationStatus> {
+    Ok(KustomizationStatus {
+        name: row.get(0)?,
+        source: row.get(1)?,
+        ready: row.get(2)?,
+        reason: row.get(3)?,
+        message: row.get(4)?,
+        last_applied_revision: row.get(5)?,
+        last_attempted_revision: row.get(6)?,
+        last_attempt_at: row.get(7)?,
+        last_success_at: row.get(8)?,
+        last_duration_ms: row.get(9)?,
+        consecutive_failures: row.get(10)?,
+    })
+}
+
+impl Store {
+    /// Records the outcome of one reconcile of kustomization `name` at `at`
+    /// (milliseconds since the epoch).
+    pub fn record_kustomization_outcome(
+        &self,
+        name: &str,
+        source: &str,
+        at: i64,
+        outcome: KustomizationOutcome<'_>,
+    ) -> Result<()> {
+        let KustomizationOutcome {
+            ready,
+            reason,
+            message,
+            attempted_revision,
+            applied_revision,
+            duration_ms,
+        } = outcome;
+        self.conn
+            .execute(
+                "INSERT INTO kustomizations (name, source) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET source = excluded.source",
+                params![name, source],
+            )
+            .map_err(query_error("creating kustomization row"))?;
+        self.conn
+            .execute(
+                "UPDATE kustomizations SET ready = ?2, reason = ?3, message = ?4,
+                    last_attempted_revision = COALESCE(?5, last_attempted_revision),
+                    last_applied_revision = COALESCE(?6, last_applied_revision),
+                    last_attempt_at = ?7,
+                    last_success_at = CASE WHEN ?2 THEN ?7 ELSE last_success_at END,
+                    last_duration_ms = ?8,
+                    consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures + 1 END
+                 WHERE name = ?1",
+                params![name, ready, reason, message, attempted_revision, applied_revision, at, duration_ms],
+            )
+            .map_err(query_error("recording kustomization outcome"))?;
+        Ok(())
+    }
+
+    /// The status of one kustomization, `None` if it never ran.
+    pub fn kustomization_status(&self, name: &str) -> Result<Option<KustomizationStatus>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM kustomizations WHERE name = ?1"),
+                params![name],
+                status_from_row,
+            )
+            .optional()
+            .map_err(query_error("reading kustomization status"))
+    }
+
+    /// Every kustomization recorded, by name.
+    pub fn kustomization_statuses(&self) -> Result<Vec<KustomizationStatus>> {
+        let mut statement = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM kustomizations ORDER BY name"))
+            .map_err(query_error("listing kustomizations"))?;
+        let rows = statement
+            .query_map([], status_from_row)
+            .map_err(query_error("listing kustomizations"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(query_error("listing kustomizations"))
+    }
+
+    /// The object ids in kustomization `name`'s inventory, sorted.
+    pub fn inventory(&self, name: &str) -> Result<Vec<String>> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT object_id FROM inventory WHERE kustomization = ?1 ORDER BY object_id")
+            .map_err(query_error("reading inventory"))?;
+        let rows = statement
+            .query_map(params![name], |row| row.get(0))
+            .map_err(query_error("reading inventory"))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(query_error("reading inventory"))
+    }
+
+    /// Replaces kustomization `name`'s inventory with `object_ids`, written
+    /// at `revision`, in one transaction.
+    pub fn set_inventory(&mut self, name: &str, revision: &str, object_ids: &[String]) -> Result<()> {
+        let write = query_error("writing inventory");
+        let tx = self.conn.transaction().map_err(write)?;
+        tx.execute("DELETE FROM inventory WHERE kustomization = ?1", params![name])
+            .map_err(query_error("writing inventory"))?;
+        {
+            let mut insert = tx
+                .prepare("INSERT OR IGNORE INTO inventory (kustomization, object_id, revision) VALUES (?1, ?2, ?3)")
+                .map_err(query_error("writing inventory"))?;
+            for id in object_ids {
+                insert
+                    .execute(params![name, id, revision])
+                    .map_err(query_error("writing inventory"))?;
+            }
+        }
+        tx.commit().map_err(query_error("writing inventory"))
+    }
+
+    /// Forgets kustomization `name`: its status and its inventory (its
+    /// events stay).
+    pub fn remove_kustomization(&mut self, name: &str) -> Result<()> {
+        let tx = self.conn.transaction().map_err(query_error("removing kustomization"))?;
+        tx.execute("DELETE FROM inventory WHERE kustomization = ?1", params![name])
+            .map_err(query_error("removing kustomization"))?;
+        tx.execute("DELETE FROM kustomizations WHERE name = ?1", params![name])
+            .map_err(query_error("removing kustomization"))?;
+        tx.commit().map_err(query_error("removing kustomization"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome<'a>(ready: bool, reason: &'a str, revision: &'a str) -> KustomizationOutcome<'a> {
+        KustomizationOutcome {
+            ready,
+            reason,
+            message: "m",
+            attempted_revision: Some(revision),
+            applied_revision: ready.then_some(revision),
+            duration_ms: 12,
+        }
+    }
+
+    #[test]
+    fn a_failure_keeps_the_last_applied_revision_and_counts_failures() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        store.record_kustomization_outcome("apps", "git/fleet", 1, outcome(true, "ReconciliationSucceeded", "main@sha1:a"))?;
+        store.record_kustomization_outcome("apps", "git/fleet", 2, outcome(false, "BuildFailed", "main@sha1:b"))?;
+        store.record_kustomization_outcome("apps", "git/fleet", 3, outcome(false, "BuildFailed", "main@sha1:b"))?;
+        let status = store.kustomization_status("apps")?.ok_or(Error::TooNew { found: 0, known: 0 })?;
+        assert!(!status.ready);
+        assert_eq!(status.last_applied_revision.as_deref(), Some("main@sha1:a"));
+        assert_eq!(status.last_attempted_revision.as_deref(), Some("main@sha1:b"));
+        assert_eq!(status.last_success_at, Some(1));
+        assert_eq!(status.consecutive_failures, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn an_inventory_is_replaced_as_a_whole_and_removed_with_its_kustomization() -> Result<()> {
+        let mut store = Store::open_in_memory()?;
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        store.set_inventory("apps", "r1", &ids(&["b", "a"]))?;
+        store.set_inventory("other", "r1", &ids(&["z"]))?;
+        assert_eq!(store.inventory("apps")?, ids(&["a", "b"]));
+        store.set_inventory("apps", "r2", &ids(&["c"]))?;
+        assert_eq!(store.inventory("apps")?, ids(&["c"]));
+        store.remove_kustomization("apps")?;
+        assert!(store.inventory("apps")?.is_empty());
+        assert_eq!(store.inventory("other")?, ids(&["z"]));
+        Ok(())
+    }
+
+    use super::super::Error;
+}
