@@ -1,6 +1,9 @@
 //! The `kedge` command line: one subcommand per user task. This is the
 //! binary's edge, so errors are `anyhow` and printed with their causes.
 
+mod build;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +20,12 @@ pub struct Cli {
 pub enum Command {
     /// Print the version and exit.
     Version,
+    /// Build a kustomization (or a plain directory of manifests) and print
+    /// it as `kubectl kustomize` does.
+    Build {
+        /// Directory holding kustomization.yaml, or plain manifests.
+        path: PathBuf,
+    },
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -38,5 +47,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("kedge {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Build { path } => build::run(&path),
     }
 }
