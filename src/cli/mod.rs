@@ -1,6 +1,9 @@
 //! The `kedge` command line: one subcommand per user task. This is the
 //! binary's edge, so errors are `anyhow` and printed with their causes.
 
+mod build;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +23,12 @@ pub enum Command {
     /// Print the man page (roff) on stdout; the Debian package ships it.
     #[command(hide = true)]
     Man,
+    /// Build a kustomization (or a plain directory of manifests) and print
+    /// it as `kubectl kustomize` does.
+    Build {
+        /// Directory holding kustomization.yaml, or plain manifests.
+        path: PathBuf,
+    },
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -46,5 +55,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             page.render(&mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Build { path } => build::run(&path),
     }
 }

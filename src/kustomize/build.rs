@@ -1,0 +1,360 @@
+//! The build of one kustomization directory: resources, generators,
+//! components, then transformers, in kustomize's order; and at the top
+//! level the name hashes, name references and output order.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::generate::{self, content_hash};
+use super::kustomization::{is_remote, Kustomization};
+use super::resource::{Behavior, Resource};
+use super::{nameref, order, patch, replace, transform, yaml, Error};
+
+/// Kustomizations being built, outermost first, to detect cycles.
+#[derive(Default)]
+pub struct Stack(Vec<PathBuf>);
+
+pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
+    let dir = canonical(dir, dir, "build")?;
+    let mut stack = Stack::default();
+    let (mut resources, kustomization, file) = accumulate(&dir, &mut stack, Vec::new(), false)?;
+    finish(&mut resources, &file)?;
+    order::sort(&mut resources, kustomization.sort_options.as_ref())
+        .map_err(|m| Error::field(&file, "sortOptions", m))?;
+    Ok(resources)
+}
+
+/// Builds a list of manifest files as if listed under `resources` of a
+/// kustomization in `dir` (Flux's generated kustomization).
+pub fn build_files(dir: &Path, files: &[PathBuf]) -> Result<Vec<Resource>, Error> {
+    let origin = dir.join("kustomization.yaml");
+    let mut resources = Vec::new();
+    for path in files {
+        for r in load_file(path, &origin)? {
+            add(&mut resources, r, &origin, "resources")?;
+        }
+    }
+    finish(&mut resources, &origin)?;
+    order::sort(&mut resources, None).map_err(|m| Error::field(&origin, "sortOptions", m))?;
+    Ok(resources)
+}
+
+/// The steps kustomize runs once, on the outermost result.
+fn finish(resources: &mut [Resource], file: &Path) -> Result<(), Error> {
+    for r in resources.iter_mut().filter(|r| r.needs_hash) {
+        let name = format!("{}-{}", r.name(), content_hash(&r.value));
+        r.set_name(&name);
+    }
+    nameref::fix(resources).map_err(|m| Error::field(file, "resources", m))
+}
+
+fn canonical(path: &Path, file: &Path, field: &str) -> Result<PathBuf, Error> {
+    path.canonicalize().map_err(|source| Error::Read {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn accumulate(
+    dir: &Path,
+    stack: &mut Stack,
+    mut resources: Vec<Resource>,
+    component: bool,
+) -> Result<(Vec<Resource>, Kustomization, PathBuf), Error> {
+    let (file, k) = Kustomization::load(dir)?;
+    check_kind(&file, &k, component)?;
+    stack.0.push(dir.to_path_buf());
+    let entries: Vec<&String> = k.bases.iter().chain(&k.resources).collect();
+    for entry in entries {
+        for r in load_entry(dir, entry, &file, stack)? {
+            add(&mut resources, r, &file, "resources")?;
+        }
+    }
+    run_generators(&mut resources, &k, dir, &file)?;
+    for entry in &k.components {
+        let path = local_path(dir, entry, &file, "components")?;
+        check_cycle(&path, stack, &file, "components")?;
+        resources = accumulate(&path, stack, resources, true)?.0;
+    }
+    run_transformers(&mut resources, &k, dir, &file)?;
+    stack.0.pop();
+    Ok((resources, k, file))
+}
+
+fn check_kind(file: &Path, k: &Kustomization, component: bool) -> Result<(), Error> {
+    let kind = k.kind.as_deref().unwrap_or("Kustomization");
+    match (component, kind) {
+        (true, "Component") | (false, "Kustomization") => Ok(()),
+        (true, other) => Err(Error::field(
+            file,
+            "kind",
+            format!("expected kind 'Component' for a component, got '{other}'"),
+        )),
+        (false, other) => Err(Error::field(
+            file,
+            "kind",
+            format!("expected kind 'Kustomization', got '{other}'"),
+        )),
+    }
+}
+
+fn local_path(dir: &Path, entry: &str, file: &Path, field: &str) -> Result<PathBuf, Error> {
+    if is_remote(entry) {
+        return Err(Error::Unsupported {
+            file: file.to_path_buf(),
+            field: field.to_string(),
+            reason: format!("remote resource '{entry}': kedge builds offline"),
+        });
+    }
+    canonical(&dir.join(entry), file, field)
+}
+
+fn check_cycle(path: &Path, stack: &Stack, file: &Path, field: &str) -> Result<(), Error> {
+    if stack.0.iter().any(|p| p == path) {
+        return Err(Error::Cycle {
+            file: file.to_path_buf(),
+            field: field.to_string(),
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+fn load_entry(
+    dir: &Path,
+    entry: &str,
+    file: &Path,
+    stack: &mut Stack,
+) -> Result<Vec<Resource>, Error> {
+    let path = local_path(dir, entry, file, "resources")?;
+    if path.is_dir() {
+        check_cycle(&path, stack, file, "resources")?;
+        return Ok(accumulate(&path, stack, Vec::new(), false)?.0);
+    }
+    load_file(&path, file)
+}
+
+/// Reads the objects of a manifest file; `List` objects are expanded.
+pub fn load_file(path: &Path, file: &Path) -> Result<Vec<Resource>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        file: file.to_path_buf(),
+        field: "resources".into(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut resources = Vec::new();
+    for doc in yaml::parse_documents(path, &text)? {
+        expand(doc, path, &mut resources)?;
+    }
+    Ok(resources)
+}
+
+fn expand(doc: Value, path: &Path, out: &mut Vec<Resource>) -> Result<(), Error> {
+    let Value::Object(map) = doc else {
+        return Err(Error::Yaml {
+            file: path.to_path_buf(),
+            line: None,
+            message: "a document is not an object".into(),
+        });
+    };
+    let is_list = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"))
+        && map.get("items").is_some_and(Value::is_array);
+    if is_list {
+        if let Some(Value::Array(items)) = map.get("items") {
+            for item in items {
+                expand(item.clone(), path, out)?;
+            }
+        }
+        return Ok(());
+    }
+    if map
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(Error::Yaml {
+            file: path.to_path_buf(),
+            line: None,
+            message: "missing kind in object".into(),
+        });
+    }
+    out.push(Resource::new(Value::Object(map)));
+    Ok(())
+}
+
+fn add(resources: &mut Vec<Resource>, r: Resource, file: &Path, field: &str) -> Result<(), Error> {
+    let id = r.id();
+    if resources
+        .iter()
+        .any(|existing| existing.id().same_object(&id))
+    {
+        return Err(Error::DuplicateId {
+            file: file.to_path_buf(),
+            field: field.to_string(),
+            id: id.to_string(),
+        });
+    }
+    resources.push(r);
+    Ok(())
+}
+
+fn run_generators(
+    resources: &mut Vec<Resource>,
+    k: &Kustomization,
+    dir: &Path,
+    file: &Path,
+) -> Result<(), Error> {
+    let global = k.generator_options.as_ref();
+    let config_maps = k
+        .config_map_generator
+        .iter()
+        .map(|a| (generate::Kind::ConfigMap, a));
+    let secrets = k
+        .secret_generator
+        .iter()
+        .map(|a| (generate::Kind::Secret, a));
+    for (kind, args) in config_maps.chain(secrets) {
+        let field = match kind {
+            generate::Kind::ConfigMap => "configMapGenerator",
+            generate::Kind::Secret => "secretGenerator",
+        };
+        let r = generate::generate(kind, args, global, dir, file)?;
+        absorb(resources, r, file, field)?;
+    }
+    Ok(())
+}
+
+/// Adds a generated object, or merges it into / replaces the object of
+/// the same id, following its `behavior`.
+fn absorb(
+    resources: &mut Vec<Resource>,
+    mut r: Resource,
+    file: &Path,
+    field: &str,
+) -> Result<(), Error> {
+    let id = r.id();
+    let matches: Vec<usize> = resources
+        .iter()
+        .enumerate()
+        .filter(|(_, old)| old.all_ids().iter().any(|known| known.same_object(&id)))
+        .map(|(i, _)| i)
+        .collect();
+    match (matches.as_slice(), r.behavior) {
+        ([], Behavior::Create) => {
+            resources.push(r);
+            Ok(())
+        }
+        ([], _) => Err(Error::field(
+            file,
+            field,
+            format!("id {id} does not exist; cannot merge or replace"),
+        )),
+        ([_], Behavior::Create) => Err(Error::DuplicateId {
+            file: file.to_path_buf(),
+            field: field.to_string(),
+            id: format!("{id} (behavior must be merge or replace)"),
+        }),
+        ([i], behavior) => {
+            let old = &resources[*i];
+            merge_meta(&mut r, old);
+            if behavior == Behavior::Merge {
+                for key in ["data", "binaryData"] {
+                    merge_map_field(&mut r.value, &old.value, key);
+                }
+            }
+            r.behavior = Behavior::Create;
+            resources[*i] = r;
+            Ok(())
+        }
+        _ => Err(Error::field(
+            file,
+            field,
+            format!("found multiple objects that could accept merge of {id}"),
+        )),
+    }
+}
+
+fn merge_meta(r: &mut Resource, old: &Resource) {
+    for key in ["labels", "annotations"] {
+        let mut merged = old
+            .value
+            .pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(new) = r
+            .value
+            .pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_object)
+        {
+            merged.extend(new.clone());
+        }
+        if !merged.is_empty() {
+            super::resource::set_at(&mut r.value, &["metadata", key], Value::Object(merged));
+        }
+    }
+    let name = old.name().to_string();
+    super::resource::set_at(&mut r.value, &["metadata", "name"], Value::String(name));
+    match old.namespace() {
+        Some(ns) => super::resource::set_at(
+            &mut r.value,
+            &["metadata", "namespace"],
+            Value::String(ns.to_string()),
+        ),
+        None => {
+            if let Some(Value::Object(meta)) = r.value.get_mut("metadata") {
+                meta.remove("namespace");
+            }
+        }
+    }
+    r.previous_ids = old.previous_ids.clone();
+    r.prefixes = old.prefixes.clone();
+    r.suffixes = old.suffixes.clone();
+}
+
+fn merge_map_field(new: &mut Value, old: &Value, key: &str) {
+    let mut merged: Map<String, Value> = old
+        .get(key)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(entries) = new.get(key).and_then(Value::as_object) {
+        merged.extend(entries.clone());
+    }
+    if let Value::Object(map) = new {
+        if !merged.is_empty() {
+            map.insert(key.to_string(), Value::Object(merged));
+        }
+    }
+}
+
+fn run_transformers(
+    resources: &mut Vec<Resource>,
+    k: &Kustomization,
+    dir: &Path,
+    file: &Path,
+) -> Result<(), Error> {
+    patch::strategic_merge(resources, &k.patches_strategic_merge, dir, file)?;
+    patch::patches(resources, &k.patches, dir, file, "patches")?;
+    if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
+        transform::namespace(resources, ns);
+    }
+    let prefix = k.name_prefix.as_deref().unwrap_or("");
+    let suffix = k.name_suffix.as_deref().unwrap_or("");
+    if !prefix.is_empty() || !suffix.is_empty() {
+        transform::prefix_suffix(resources, prefix, suffix);
+    }
+    transform::labels(resources, &k.common_labels, &k.labels, file)?;
+    transform::annotations(resources, &k.common_annotations, file)?;
+    patch::patches(resources, &k.patches_json6902, dir, file, "patchesJson6902")?;
+    transform::replicas(resources, &k.replicas);
+    transform::images(resources, &k.images);
+    replace::replacements(resources, &k.replacements, dir, file)?;
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! The kustomization file: read strictly (unknown fields and wrongly typed
+//! values are errors, as in kustomize).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{yaml, Error};
+
+/// File names kustomize looks for, in this order.
+pub const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Kustomization {
+    // Accepted as kustomize does; the build does not use them.
+    #[allow(dead_code)]
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    #[allow(dead_code)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub bases: Vec<String>,
+    #[serde(default)]
+    pub components: Vec<String>,
+    pub namespace: Option<String>,
+    pub name_prefix: Option<String>,
+    pub name_suffix: Option<String>,
+    #[serde(default)]
+    pub common_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: Vec<Label>,
+    #[serde(default)]
+    pub common_annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub patches: Vec<Patch>,
+    #[serde(default)]
+    pub patches_strategic_merge: Vec<String>,
+    #[serde(default, rename = "patchesJson6902")]
+    pub patches_json6902: Vec<Patch>,
+    #[serde(default)]
+    pub images: Vec<Image>,
+    #[serde(default)]
+    pub replicas: Vec<Replica>,
+    #[serde(default)]
+    pub config_map_generator: Vec<GeneratorArgs>,
+    #[serde(default)]
+    pub secret_generator: Vec<GeneratorArgs>,
+    pub generator_options: Option<GeneratorOptions>,
+    #[serde(default)]
+    pub replacements: Vec<Value>,
+    pub sort_options: Option<SortOptions>,
+    #[serde(default)]
+    pub build_metadata: Vec<String>,
+    // Fields kedge refuses with a clear error (see `unsupported_fields`).
+    pub helm_charts: Option<Value>,
+    pub helm_globals: Option<Value>,
+    pub helm_chart_inflation_generator: Option<Value>,
+    pub generators: Option<Value>,
+    pub transformers: Option<Value>,
+    pub validators: Option<Value>,
+    pub vars: Option<Value>,
+    pub crds: Option<Value>,
+    pub configurations: Option<Value>,
+    pub openapi: Option<Value>,
+    pub image_tags: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Label {
+    #[serde(default)]
+    pub pairs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub include_selectors: bool,
+    #[serde(default)]
+    pub include_templates: bool,
+    #[serde(default)]
+    pub fields: Vec<FieldSpecArgs>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldSpecArgs {
+    pub path: String,
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub create: bool,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Patch {
+    pub path: Option<String>,
+    pub patch: Option<String>,
+    pub target: Option<Selector>,
+    pub options: Option<BTreeMap<String, bool>>,
+}
+
+/// Which objects a patch or replacement applies to.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Selector {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub label_selector: String,
+    #[serde(default)]
+    pub annotation_selector: String,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Image {
+    pub name: String,
+    #[serde(default)]
+    pub new_name: String,
+    #[serde(default)]
+    pub new_tag: String,
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default)]
+    pub tag_suffix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Replica {
+    pub name: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GeneratorArgs {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+    pub behavior: Option<String>,
+    #[serde(default)]
+    pub literals: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub envs: Vec<String>,
+    pub env: Option<String>,
+    pub options: Option<GeneratorOptions>,
+    #[serde(rename = "type")]
+    pub secret_type: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GeneratorOptions {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub disable_name_suffix_hash: Option<bool>,
+    pub immutable: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SortOptions {
+    pub order: Option<String>,
+    pub legacy_sort_options: Option<LegacySortOptions>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LegacySortOptions {
+    #[serde(default)]
+    pub order_first: Vec<String>,
+    #[serde(default)]
+    pub order_last: Vec<String>,
+}
+
+impl Kustomization {
+    /// Finds and reads the kustomization file of `dir`.
+    pub fn load(dir: &Path) -> Result<(PathBuf, Kustomization), Error> {
+        let found: Vec<PathBuf> = FILE_NAMES
+            .iter()
+            .map(|n| dir.join(n))
+            .filter(|p| p.is_file())
+            .collect();
+        let file = match found.len() {
+            0 => {
+                return Err(Error::MissingKustomization {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            1 => found[0].clone(),
+            _ => {
+                return Err(Error::AmbiguousKustomization {
+                    dir: dir.to_path_buf(),
+                })
+            }
+        };
+        let text = std::fs::read_to_string(&file).map_err(|source| Error::Read {
+            file: file.clone(),
+            field: "kustomization".into(),
+            path: file.clone(),
+            source,
+        })?;
+        let value = yaml::parse_one(&file, &text)?;
+        let value = if value.is_null() {
+            Value::Object(Default::default())
+        } else {
+            value
+        };
+        let kustomization: Kustomization = serde_json::from_value(value).map_err(|e| {
+            Error::field(
+                &file,
+                "kustomization",
+                format!("invalid Kustomization: {e}"),
+            )
+        })?;
+        kustomization.check_supported(&file)?;
+        Ok((file, kustomization))
+    }
+
+    /// kedge builds offline and without plugins: refuse what needs either.
+    fn check_supported(&self, file: &Path) -> Result<(), Error> {
+        let unsupported = [
+            (
+                "helmCharts",
+                &self.helm_charts,
+                "Helm charts are rendered by kedge's Helm support, not by kustomize",
+            ),
+            (
+                "helmGlobals",
+                &self.helm_globals,
+                "Helm charts are not supported in kustomizations",
+            ),
+            (
+                "helmChartInflationGenerator",
+                &self.helm_chart_inflation_generator,
+                "Helm charts are not supported in kustomizations",
+            ),
+            (
+                "generators",
+                &self.generators,
+                "generator plugins are not supported",
+            ),
+            (
+                "transformers",
+                &self.transformers,
+                "transformer plugins are not supported",
+            ),
+            (
+                "validators",
+                &self.validators,
+                "validator plugins are not supported",
+            ),
+            ("vars", &self.vars, "vars are deprecated; use replacements"),
+            (
+                "crds",
+                &self.crds,
+                "custom CRD configurations are not supported",
+            ),
+            (
+                "configurations",
+                &self.configurations,
+                "custom transformer configurations are not supported",
+            ),
+            (
+                "openapi",
+                &self.openapi,
+                "custom OpenAPI schemas are not supported",
+            ),
+            ("imageTags", &self.image_tags, "use images"),
+        ];
+        for (field, value, reason) in unsupported {
+            if value.as_ref().is_some_and(|v| !is_empty(v)) {
+                return Err(Error::Unsupported {
+                    file: file.to_path_buf(),
+                    field: field.into(),
+                    reason: reason.into(),
+                });
+            }
+        }
+        if let Some(meta) = self.build_metadata.first() {
+            return Err(Error::Unsupported {
+                file: file.to_path_buf(),
+                field: "buildMetadata".into(),
+                reason: format!("option '{meta}' adds build annotations kedge does not write"),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// A remote resource (URL or Git repository) rather than a local path.
+pub fn is_remote(entry: &str) -> bool {
+    [
+        "http://",
+        "https://",
+        "git@",
+        "git::",
+        "ssh://",
+        "github.com/",
+        "gitlab.com/",
+        "bitbucket.org/",
+    ]
+    .iter()
+    .any(|p| entry.starts_with(p))
+}
