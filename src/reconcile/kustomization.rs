@@ -1,0 +1,506 @@
+//! The kustomization reconciler: Flux's Kustomization, without a CRD.
+//!
+//! # Design
+//! [`reconcile`] is the policy shell: it decides suspend and `depends_on`,
+//! runs the pipeline, and writes the outcome to `state` exactly once on
+//! every path, with a Flux reason. [`pipeline`] is a straight list of steps:
+//! artifact → unpack → build → apply → inventory → prune → health.
+//!
+//! The reconciler never learns why it runs (interval, new revision, drift,
+//! a request): it always recomputes from the artifact and the cluster.
+//!
+//! # Guarantees
+//! - Nothing is pruned when the build or the apply failed.
+//! - The inventory in SQLite never loses an object kedge applied and has
+//!   not deleted: it is widened to old ∪ new before pruning, and narrowed
+//!   only to new ∪ (prunes that failed) after.
+//!
+//! # Current limitations
+//! - `target_namespace` sets `metadata.namespace` of every namespaced
+//!   object, as kustomize's `namespace` field does, but does not rewrite
+//!   the namespace of RoleBinding subjects.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::apply::{self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions};
+use crate::config::{Config, Kustomization};
+use crate::kustomize;
+use crate::source;
+use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
+
+/// The `kedge.dev/kind` label value of objects applied by a kustomization.
+pub const OWNER_KIND: &str = "Kustomization";
+
+/// What the reconciler shares across runs.
+#[derive(Clone)]
+pub struct Context {
+    pub manager: Manager,
+    pub store: Arc<Mutex<Store>>,
+    /// Where artifacts are unpacked for a build; emptied after each run.
+    pub work_dir: PathBuf,
+}
+
+/// What the caller does next: run again after `requeue_after`, and watch
+/// `inventory` for drift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub requeue_after: Duration,
+    pub ready: bool,
+    /// The inventory after this run (empty when nothing was ever applied).
+    pub inventory: Vec<ObjRef>,
+}
+
+/// Why a run stopped, each mapped to one Flux reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The source has no artifact yet, or it cannot be unpacked.
+    #[error("artifact of {source_ref}: {message}")]
+    Artifact { source_ref: String, message: String },
+    /// The path does not exist in the artifact.
+    #[error("path {path} not found in revision {revision}")]
+    InvalidPath { path: String, revision: String },
+    /// kustomize build failed.
+    #[error("build of {path}: {source}")]
+    Build {
+        path: String,
+        #[source]
+        source: kustomize::Error,
+    },
+    /// Server-side apply (or its dry-run) failed.
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    /// Some stale objects could not be deleted.
+    #[error("prune failed: {0}")]
+    Prune(String),
+    /// Health checks did not pass within the timeout.
+    #[error(transparent)]
+    Health(#[from] apply::HealthError),
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] state::Error),
+    /// A stored inventory entry cannot be parsed.
+    #[error("stored inventory: {0}")]
+    Inventory(#[from] apply::ObjRefError),
+    /// The blocking build task panicked or was cancelled.
+    #[error("build task: {0}")]
+    Task(String),
+}
+
+impl Error {
+    /// The Flux condition reason for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Artifact { .. } => "ArtifactFailed",
+            Error::InvalidPath { .. } => "InvalidPath",
+            Error::Build { .. } | Error::Task(_) => "BuildFailed",
+            Error::Apply(_) | Error::State(_) | Error::Inventory(_) => "ReconciliationFailed",
+            Error::Prune(_) => "PruneFailed",
+            Error::Health(_) => "HealthCheckFailed",
+        }
+    }
+}
+
+/// A successful run.
+struct Applied {
+    revision: String,
+    changes: ChangeSet,
+    pruned: usize,
+    inventory: Vec<ObjRef>,
+}
+
+/// Reconciles `kustomization` once and records the outcome.
+///
+/// # Guarantees
+/// Exactly one outcome row is written per call, whatever happens; a
+/// failure leaves the last applied revision and the inventory in place.
+pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomization) -> Action {
+    let started = Instant::now();
+    let name = &kustomization.name;
+    let previous = current_inventory(ctx, name).unwrap_or_default();
+    if kustomization.suspend {
+        let action = Action {
+            requeue_after: kustomization.interval,
+            ready: false,
+            inventory: previous,
+        };
+        record(ctx, kustomization, started, false, "Suspended", "reconciliation is suspended", None, None);
+        return action;
+    }
+    if let Some(waiting) = dependency_not_ready(ctx, config, kustomization) {
+        record(ctx, kustomization, started, false, "DependencyNotReady", &waiting, None, None);
+        return Action {
+            requeue_after: kustomization.retry_interval,
+            ready: false,
+            inventory: previous,
+        };
+    }
+    let mut attempted = None;
+    match pipeline(ctx, kustomization, &mut attempted).await {
+        Ok(applied) => {
+            let message = format!(
+                "Applied revision: {} ({} created, {} configured, {} unchanged, {} pruned)",
+                applied.revision,
+                applied.changes.count(apply::Action::Created),
+                applied.changes.count(apply::Action::Configured),
+                applied.changes.count(apply::Action::Unchanged),
+                applied.pruned,
+            );
+            tracing::info!(kustomization = %name, revision = %applied.revision, reason = "ReconciliationSucceeded", "{message}");
+            let revision = Some(applied.revision.as_str());
+            record(ctx, kustomization, started, true, "ReconciliationSucceeded", &message, revision, revision);
+            Action {
+                requeue_after: kustomization.interval,
+                ready: true,
+                inventory: applied.inventory,
+            }
+        }
+        Err(err) => {
+            let message = format!("{err}");
+            tracing::warn!(kustomization = %name, revision = attempted.as_deref().unwrap_or(""), reason = err.reason(), "{message}");
+            record(ctx, kustomization, started, false, err.reason(), &message, attempted.as_deref(), None);
+            Action {
+                requeue_after: kustomization.retry_interval,
+                ready: false,
+                inventory: current_inventory(ctx, name).unwrap_or(previous),
+            }
+        }
+    }
+}
+
+/// The steps of one run. `attempted` is set as soon as the revision is known.
+async fn pipeline(ctx: &Context, k: &Kustomization, attempted: &mut Option<String>) -> Result<Applied, Error> {
+    let owner = Owner::new(&k.name, OWNER_KIND);
+    // Fetch the source's last good artifact.
+    let artifact = latest_artifact(ctx, k)?;
+    *attempted = Some(artifact.revision.clone());
+    // Unpack it and build the manifests at the path.
+    let objects = build(ctx, k, &artifact).await?;
+    let objects = match &k.target_namespace {
+        Some(namespace) => with_namespace(&ctx.manager, objects, namespace).await,
+        None => objects,
+    };
+    // Apply: dry-run the whole set, then server-side apply in order.
+    let old = current_inventory(ctx, &k.name)?;
+    let options = ApplyOptions {
+        force_recreate: k.force,
+        ..ApplyOptions::default()
+    };
+    let changes = match ctx.manager.apply(objects, &owner, &options).await {
+        Ok(changes) => changes,
+        Err(err) => {
+            // Keep what a partial apply created, so a later prune finds it.
+            if let Some(applied) = err.applied() {
+                let widened = inventory::merge(old.clone(), &inventory::from_changeset(applied));
+                store_inventory(ctx, &k.name, &artifact.revision, &widened)?;
+            }
+            return Err(err.into());
+        }
+    };
+    // Record the widened inventory before any delete.
+    let new = inventory::from_changeset(&changes);
+    store_inventory(ctx, &k.name, &artifact.revision, &inventory::merge(new.clone(), &old))?;
+    // Prune what the new revision no longer declares.
+    let stale = inventory::diff(&old, &new);
+    let (kept, pruned) = if k.prune && !stale.is_empty() {
+        let result = ctx.manager.prune(&stale, &owner, &PruneOptions::default()).await;
+        let survivors = result.survivors();
+        let kept = inventory::merge(new.clone(), &survivors);
+        store_inventory(ctx, &k.name, &artifact.revision, &kept)?;
+        if !result.failed.is_empty() {
+            let failed: Vec<String> = result.failed.iter().map(|(o, e)| format!("{o}: {e}")).collect();
+            return Err(Error::Prune(failed.join("; ")));
+        }
+        (kept, result.deleted.len())
+    } else {
+        // Without prune, stale objects are left alone and forgotten, like Flux.
+        store_inventory(ctx, &k.name, &artifact.revision, &new)?;
+        (new.clone(), 0)
+    };
+    // Wait for health.
+    let checked = health_targets(k, &new);
+    if !checked.is_empty() {
+        ctx.manager.wait(&checked, k.timeout).await?;
+    }
+    record_changes(ctx, &k.name, &changes);
+    Ok(Applied {
+        revision: artifact.revision,
+        changes,
+        pruned,
+        inventory: kept,
+    })
+}
+
+fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {
+    let store = lock(&ctx.store);
+    let source_ref = k.source.to_string();
+    source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)?.ok_or(Error::Artifact {
+        source_ref,
+        message: "no artifact yet".to_string(),
+    })
+}
+
+/// Unpacks `artifact` into a fresh directory and builds `k.path` in it, on
+/// the blocking pool (both are file-system bound).
+async fn build(ctx: &Context, k: &Kustomization, artifact: &source::Artifact) -> Result<Vec<Value>, Error> {
+    let unpack_dir = ctx.work_dir.join(&k.name);
+    let artifact = artifact.clone();
+    let path = k.path.clone();
+    let source_ref = k.source.to_string();
+    tokio::task::spawn_blocking(move || {
+        let result = unpack_and_build(&unpack_dir, &artifact, &path, &source_ref);
+        let _ = std::fs::remove_dir_all(&unpack_dir);
+        result
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
+fn unpack_and_build(
+    unpack_dir: &Path,
+    artifact: &source::Artifact,
+    path: &Path,
+    source_ref: &str,
+) -> Result<Vec<Value>, Error> {
+    let _ = std::fs::remove_dir_all(unpack_dir);
+    source::extract(&artifact.path, unpack_dir).map_err(|e| Error::Artifact {
+        source_ref: source_ref.to_string(),
+        message: e.to_string(),
+    })?;
+    let dir = unpack_dir.join(path);
+    let shown = format!("./{}", path.display());
+    if !dir.is_dir() {
+        return Err(Error::InvalidPath {
+            path: shown,
+            revision: artifact.revision.clone(),
+        });
+    }
+    let resources = kustomize::build_plain_dir(&dir).map_err(|source| Error::Build { path: shown, source })?;
+    Ok(resources.iter().map(kustomize::Resource::to_json).collect())
+}
+
+/// Sets `metadata.namespace` of every namespaced object (and of objects of
+/// kinds the cluster does not know yet, which are custom resources of the
+/// set's own CRDs and namespaced far more often than not).
+async fn with_namespace(manager: &Manager, mut objects: Vec<Value>, namespace: &str) -> Vec<Value> {
+    for (index, object) in objects.iter_mut().enumerate() {
+        let Ok(objref) = ObjRef::from_manifest(index, object) else { continue };
+        let namespaced = match manager.kinds().resolve(&objref).await {
+            Ok(Some(kind)) => kind.namespaced,
+            Ok(None) | Err(_) => true,
+        };
+        if namespaced {
+            if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata.insert("namespace".into(), Value::String(namespace.to_string()));
+            }
+        }
+    }
+    objects
+}
+
+/// The objects to wait for: everything applied with `wait`, else the
+/// listed health checks.
+fn health_targets(k: &Kustomization, applied: &[ObjRef]) -> Vec<ObjRef> {
+    if k.wait {
+        return applied.to_vec();
+    }
+    k.health_checks
+        .iter()
+        .map(|check| {
+            let (group, version) = match check.api_version.as_deref() {
+                Some(api_version) => split_api_version(api_version),
+                None => applied
+                    .iter()
+                    .find(|o| o.kind == check.kind && o.name == check.name)
+                    .map(|o| (o.group.clone(), o.version.clone()))
+                    .unwrap_or_default(),
+            };
+            ObjRef {
+                group,
+                version,
+                kind: check.kind.clone(),
+                namespace: check.namespace.clone(),
+                name: check.name.clone(),
+            }
+        })
+        .collect()
+}
+
+fn split_api_version(api_version: &str) -> (String, String) {
+    match api_version.split_once('/') {
+        Some((group, version)) => (group.to_string(), version.to_string()),
+        None => (String::new(), api_version.to_string()),
+    }
+}
+
+/// `Some(why)` when a dependency is not Ready at its source's latest revision.
+fn dependency_not_ready(ctx: &Context, config: &Config, k: &Kustomization) -> Option<String> {
+    let store = lock(&ctx.store);
+    for dependency in &k.depends_on {
+        let Some(dep) = config.kustomizations.get(dependency) else {
+            return Some(format!("dependency '{dependency}' is not configured"));
+        };
+        let latest = source::store::latest_artifact(&store, dep.source.kind.as_str(), &dep.source.name)
+            .ok()
+            .flatten()
+            .map(|a| a.revision);
+        let status = store.kustomization_status(dependency).ok().flatten();
+        let ready_at_latest = matches!(
+            (&status, &latest),
+            (Some(s), Some(rev)) if s.ready && s.last_applied_revision.as_ref() == Some(rev)
+        );
+        if !ready_at_latest {
+            return Some(format!("dependency '{dependency}' is not ready"));
+        }
+    }
+    None
+}
+
+fn current_inventory(ctx: &Context, name: &str) -> Result<Vec<ObjRef>, Error> {
+    let ids = lock(&ctx.store).inventory(name)?;
+    Ok(ids.iter().map(|id| ObjRef::from_id(id)).collect::<Result<_, _>>()?)
+}
+
+fn store_inventory(ctx: &Context, name: &str, revision: &str, objects: &[ObjRef]) -> Result<(), Error> {
+    let ids: Vec<String> = objects.iter().map(ObjRef::to_id).collect();
+    lock(&ctx.store).set_inventory(name, revision, &ids)?;
+    Ok(())
+}
+
+fn record_changes(ctx: &Context, name: &str, changes: &ChangeSet) {
+    let changed: Vec<String> = changes
+        .entries
+        .iter()
+        .filter(|c| c.action != apply::Action::Unchanged)
+        .map(ToString::to_string)
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let event = Event::new("kustomization", name, Severity::Info, "Progressing", &changed.join("\n"));
+    if let Err(err) = lock(&ctx.store).record_event(&event) {
+        tracing::error!(kustomization = %name, "recording event: {err}");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    ctx: &Context,
+    k: &Kustomization,
+    started: Instant,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    attempted_revision: Option<&str>,
+    applied_revision: Option<&str>,
+) {
+    let outcome = KustomizationOutcome {
+        ready,
+        reason,
+        message,
+        attempted_revision,
+        applied_revision,
+        duration_ms: started.elapsed().as_millis() as i64,
+    };
+    let store = lock(&ctx.store);
+    let severity = if ready { Severity::Info } else { Severity::Error };
+    let recorded = store
+        .record_kustomization_outcome(&k.name, &k.source.to_string(), state::now_millis(), outcome)
+        .and_then(|()| store.record_event(&Event::new("kustomization", &k.name, severity, reason, message)));
+    if let Err(err) = recorded {
+        tracing::error!(kustomization = %k.name, "recording outcome: {err}");
+    }
+}
+
+/// The store's lock; a panic elsewhere while holding it does not make the
+/// state unusable (every write is a transaction of its own).
+pub(crate) fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeletionPolicy, HealthCheck, SourceKind, SourceRef};
+
+    fn kustomization() -> Kustomization {
+        Kustomization {
+            name: "apps".into(),
+            source: SourceRef {
+                kind: SourceKind::Git,
+                name: "fleet".into(),
+            },
+            path: PathBuf::new(),
+            interval: Duration::from_secs(300),
+            retry_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(180),
+            prune: true,
+            wait: false,
+            health_checks: vec![],
+            depends_on: vec![],
+            target_namespace: None,
+            suspend: false,
+            force: false,
+            deletion_policy: DeletionPolicy::Delete,
+        }
+    }
+
+    fn objref(group: &str, kind: &str, name: &str) -> ObjRef {
+        ObjRef {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+            namespace: Some("apps".into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn health_checks_take_the_version_of_the_applied_object_unless_given() {
+        let mut k = kustomization();
+        k.health_checks = vec![
+            HealthCheck {
+                api_version: None,
+                kind: "Deployment".into(),
+                name: "web".into(),
+                namespace: Some("apps".into()),
+            },
+            HealthCheck {
+                api_version: Some("batch/v1".into()),
+                kind: "Job".into(),
+                name: "migrate".into(),
+                namespace: Some("apps".into()),
+            },
+        ];
+        let applied = vec![objref("apps", "Deployment", "web")];
+        let targets = health_targets(&k, &applied);
+        assert_eq!(targets[0], objref("apps", "Deployment", "web"));
+        assert_eq!((targets[1].group.as_str(), targets[1].version.as_str()), ("batch", "v1"));
+    }
+
+    #[test]
+    fn wait_checks_everything_applied() {
+        let mut k = kustomization();
+        k.wait = true;
+        let applied = vec![objref("", "ConfigMap", "a"), objref("apps", "Deployment", "web")];
+        assert_eq!(health_targets(&k, &applied), applied);
+    }
+
+    #[test]
+    fn every_failure_maps_to_a_flux_reason() {
+        let build = Error::InvalidPath {
+            path: "./x".into(),
+            revision: "r".into(),
+        };
+        assert_eq!(build.reason(), "InvalidPath");
+        assert_eq!(Error::Prune("x".into()).reason(), "PruneFailed");
+        let artifact = Error::Artifact {
+            source_ref: "git/fleet".into(),
+            message: "none".into(),
+        };
+        assert_eq!(artifact.reason(), "ArtifactFailed");
+    }
+}

@@ -1,0 +1,210 @@
+//! Runs every kustomization: on its interval, at once when its source has a
+//! new artifact, when a dependency becomes ready, when a watch sees drift,
+//! or on request.
+//!
+//! # Design
+//! One tokio task per kustomization, woken through its own [`Notify`]. The
+//! task runs [`kustomization::reconcile`], then (re)starts a drift watch on
+//! the inventory it returned, then sleeps until the requeue delay or a
+//! wake. A router task turns source updates and requests into wakes.
+//!
+//! # Guarantees
+//! - One reconcile of a kustomization at a time; wakes that arrive during a
+//!   run collapse into one more run.
+//! - Drift is debounced ([`DRIFT_QUIET`]) so a burst of edits is reverted
+//!   by one apply.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::kustomization::{self, Context, OWNER_KIND};
+use super::scheduler::SourceUpdate;
+use crate::apply::{debounce, ObjRef, Owner};
+use crate::config::Config;
+
+/// How long a watch must be quiet before the drift it saw is reverted.
+pub const DRIFT_QUIET: Duration = Duration::from_millis(100);
+
+/// A request to reconcile a kustomization now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub kustomization: String,
+}
+
+/// The running kustomization tasks.
+pub struct Runner {
+    requests: mpsc::Sender<Request>,
+    tasks: JoinSet<()>,
+}
+
+impl Runner {
+    /// A sender of immediate reconcile requests.
+    pub fn requests(&self) -> mpsc::Sender<Request> {
+        self.requests.clone()
+    }
+
+    /// Waits until every task has stopped (after shutdown).
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts one task per kustomization of `config`. They stop when
+/// `shutdown` becomes `true`.
+pub fn runner(
+    config: Arc<Config>,
+    ctx: Context,
+    updates: broadcast::Receiver<SourceUpdate>,
+    shutdown: watch::Receiver<bool>,
+) -> Runner {
+    let wakers: BTreeMap<String, Arc<Notify>> = config
+        .kustomizations
+        .keys()
+        .map(|name| (name.clone(), Arc::new(Notify::new())))
+        .collect();
+    let wakers = Arc::new(wakers);
+    let mut tasks = JoinSet::new();
+    for name in config.kustomizations.keys() {
+        tasks.spawn(run_kustomization(
+            name.clone(),
+            config.clone(),
+            ctx.clone(),
+            wakers.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let (requests, receiver) = mpsc::channel(32);
+    tasks.spawn(route(config, wakers, updates, receiver, shutdown));
+    Runner { requests, tasks }
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Wakes kustomizations: those of a source with a new artifact, and those
+/// named by a request.
+async fn route(
+    config: Arc<Config>,
+    wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    mut updates: broadcast::Receiver<SourceUpdate>,
+    mut requests: mpsc::Receiver<Request>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            update = updates.recv() => match update {
+                Ok(update) => {
+                    for k in config.kustomizations.values().filter(|k| k.source == update.source) {
+                        wake(&wakers, &k.name);
+                    }
+                }
+                // Missed updates: wake everyone, a reconcile is idempotent.
+                Err(broadcast::error::RecvError::Lagged(_)) => wakers.values().for_each(|w| w.notify_one()),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            request = requests.recv() => match request {
+                Some(request) => {
+                    if !wake(&wakers, &request.kustomization) {
+                        tracing::warn!(kustomization = %request.kustomization, "reconcile requested for an unknown kustomization");
+                    }
+                }
+                None => return,
+            },
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+fn wake(wakers: &BTreeMap<String, Arc<Notify>>, name: &str) -> bool {
+    match wakers.get(name) {
+        Some(waker) => {
+            waker.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+async fn run_kustomization(
+    name: String,
+    config: Arc<Config>,
+    ctx: Context,
+    wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(k) = config.kustomizations.get(&name) else { return };
+    let Some(own_wake) = wakers.get(&name).cloned() else { return };
+    let mut drift = DriftWatch::default();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let action = tokio::select! {
+            action = kustomization::reconcile(&ctx, &config, k) => action,
+            _ = stopped(&mut shutdown) => break,
+        };
+        if action.ready {
+            for dependent in config.kustomizations.values().filter(|d| d.depends_on.contains(&name)) {
+                wake(&wakers, &dependent.name);
+            }
+        }
+        if !k.suspend {
+            drift.follow(&ctx, &name, &action.inventory, own_wake.clone()).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(action.requeue_after) => {}
+            _ = own_wake.notified() => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    drift.stop();
+}
+
+/// The drift watch of one kustomization, restarted when its inventory
+/// changes.
+#[derive(Default)]
+struct DriftWatch {
+    watching: Vec<ObjRef>,
+    task: Option<AbortHandle>,
+}
+
+impl DriftWatch {
+    async fn follow(&mut self, ctx: &Context, name: &str, inventory: &[ObjRef], wake: Arc<Notify>) {
+        if self.task.is_some() && self.watching == inventory {
+            return;
+        }
+        self.stop();
+        self.watching = inventory.to_vec();
+        if inventory.is_empty() {
+            return;
+        }
+        let owner = Owner::new(name, OWNER_KIND);
+        match ctx.manager.drift_watch(inventory, &owner).await {
+            Ok(events) => {
+                let name = name.to_string();
+                let handle = tokio::spawn(async move {
+                    let mut batches = Box::pin(debounce(events, DRIFT_QUIET));
+                    while let Some(batch) = batches.next().await {
+                        let objects: Vec<String> = batch.iter().map(|e| e.object.to_string()).collect();
+                        tracing::info!(kustomization = %name, reason = "DriftDetected", "drift on {}", objects.join(", "));
+                        wake.notify_one();
+                    }
+                });
+                self.task = Some(handle.abort_handle());
+            }
+            Err(err) => tracing::warn!(kustomization = %name, "drift watch not started: {err}"),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
