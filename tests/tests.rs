@@ -7,3 +7,5 @@ mod support;
 mod cluster_proof;
 // The `kedge` binary's command line.
 mod cli;
+// Git sources over file://, a local path and git daemon: refs, artifacts, ignore rules, hostile trees.
+mod git_fetch;

@@ -103,12 +103,19 @@ fn fetch_error(source: &GitSource, err: impl std::fmt::Display) -> Error {
 pub fn open_or_init(source: &GitSource, repo_dir: &Path) -> Result<gix::Repository> {
     let options = gix::open::Options::isolated();
     if repo_dir.join("HEAD").is_file() {
-        return gix::open_opts(repo_dir, options).map_err(|err| local_repository_error(source, repo_dir, err));
+        return gix::open_opts(repo_dir, options)
+            .map_err(|err| local_repository_error(source, repo_dir, err));
     }
-    std::fs::create_dir_all(repo_dir).map_err(|err| local_repository_error(source, repo_dir, err))?;
-    gix::ThreadSafeRepository::init_opts(repo_dir, gix::create::Kind::Bare, gix::create::Options::default(), options)
-        .map(|repo| repo.to_thread_local())
-        .map_err(|err| local_repository_error(source, repo_dir, err))
+    std::fs::create_dir_all(repo_dir)
+        .map_err(|err| local_repository_error(source, repo_dir, err))?;
+    gix::ThreadSafeRepository::init_opts(
+        repo_dir,
+        gix::create::Kind::Bare,
+        gix::create::Options::default(),
+        options,
+    )
+    .map(|repo| repo.to_thread_local())
+    .map_err(|err| local_repository_error(source, repo_dir, err))
 }
 
 /// Single quotes for a `sh -c` command line, which gix uses to run
@@ -194,27 +201,42 @@ fn remote_with_refspec<'repo>(
 fn connect<'a, 'repo>(
     remote: &'a gix::Remote<'repo>,
     source: &GitSource,
-) -> Result<gix::remote::Connection<'a, 'static, 'repo, Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>>> {
+) -> Result<
+    gix::remote::Connection<
+        'a,
+        'static,
+        'repo,
+        Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+    >,
+> {
     let credentials = basic_credentials(source)?;
-    let connection = remote.connect(Direction::Fetch).map_err(|err| fetch_error(source, err))?;
-    Ok(connection.with_credentials(move |action| match (action, &credentials) {
-        (gix::credentials::helper::Action::Get(context), Some((username, password))) => {
-            Ok(Some(gix::credentials::protocol::Outcome {
-                identity: gix::sec::identity::Account {
-                    username: username.clone(),
-                    password: password.clone(),
-                    oauth_refresh_token: None,
-                },
-                next: context.into(),
-            }))
-        }
-        _ => Ok(None),
-    }))
+    let connection = remote
+        .connect(Direction::Fetch)
+        .map_err(|err| fetch_error(source, err))?;
+    Ok(
+        connection.with_credentials(move |action| match (action, &credentials) {
+            (gix::credentials::helper::Action::Get(context), Some((username, password))) => {
+                Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: username.clone(),
+                        password: password.clone(),
+                        oauth_refresh_token: None,
+                    },
+                    next: context.into(),
+                }))
+            }
+            _ => Ok(None),
+        }),
+    )
 }
 
 /// Lists the remote's tags and returns the highest one whose name (less a
 /// leading `v`) is a semver version in `range`.
-fn highest_matching_tag(repo: &gix::Repository, source: &GitSource, range: &semver::VersionReq) -> Result<String> {
+fn highest_matching_tag(
+    repo: &gix::Repository,
+    source: &GitSource,
+    range: &semver::VersionReq,
+) -> Result<String> {
     let remote = remote_with_refspec(repo, source, "refs/tags/*:refs/tags/*")?;
     let connection = connect(&remote, source)?;
     let (ref_map, _handshake) = connection
@@ -222,7 +244,9 @@ fn highest_matching_tag(repo: &gix::Repository, source: &GitSource, range: &semv
         .map_err(|err| fetch_error(source, err))?;
     let tags = ref_map.remote_refs.iter().filter_map(|remote_ref| {
         let (name, _, _) = remote_ref.unpack();
-        name.to_string().strip_prefix("refs/tags/").map(str::to_string)
+        name.to_string()
+            .strip_prefix("refs/tags/")
+            .map(str::to_string)
     });
     pick_highest(tags, range).ok_or_else(|| Error::RefNotFound {
         source_name: source.name.clone(),
@@ -233,7 +257,10 @@ fn highest_matching_tag(repo: &gix::Repository, source: &GitSource, range: &semv
 
 /// The tag with the highest semver version in `range`, ignoring tags that
 /// are not versions.
-pub fn pick_highest(tags: impl IntoIterator<Item = String>, range: &semver::VersionReq) -> Option<String> {
+pub fn pick_highest(
+    tags: impl IntoIterator<Item = String>,
+    range: &semver::VersionReq,
+) -> Option<String> {
     tags.into_iter()
         .filter_map(|tag| {
             let version = semver::Version::parse(tag.strip_prefix('v').unwrap_or(&tag)).ok()?;
@@ -245,7 +272,12 @@ pub fn pick_highest(tags: impl IntoIterator<Item = String>, range: &semver::Vers
 
 /// Asks the remote for `want` and returns the commit it resolves to,
 /// receiving a shallow pack only when the object is not here already.
-fn fetch_want(repo: &gix::Repository, source: &GitSource, want: &Want, interrupt: &AtomicBool) -> Result<gix::ObjectId> {
+fn fetch_want(
+    repo: &gix::Repository,
+    source: &GitSource,
+    want: &Want,
+    interrupt: &AtomicBool,
+) -> Result<gix::ObjectId> {
     let remote = remote_with_refspec(repo, source, &want.refspec)?;
     let connection = connect(&remote, source)?;
     let prepare = connection
@@ -271,14 +303,22 @@ fn fetch_want(repo: &gix::Repository, source: &GitSource, want: &Want, interrupt
     peel_to_commit(repo, source, wanted, want)
 }
 
-fn peel_to_commit(repo: &gix::Repository, source: &GitSource, id: gix::ObjectId, want: &Want) -> Result<gix::ObjectId> {
+fn peel_to_commit(
+    repo: &gix::Repository,
+    source: &GitSource,
+    id: gix::ObjectId,
+    want: &Want,
+) -> Result<gix::ObjectId> {
     repo.find_object(id)
         .and_then(|object| object.peel_to_commit())
         .map(|commit| commit.id)
         .map_err(|err| Error::Fetch {
             source_name: source.name.clone(),
             url: super::redact_url(&source.url),
-            message: format!("{} ({id}) is not a commit here after the fetch: {err:#}", want.what),
+            message: format!(
+                "{} ({id}) is not a commit here after the fetch: {err:#}",
+                want.what
+            ),
         })
 }
 
@@ -299,13 +339,26 @@ mod tests {
 
     #[test]
     fn semver_picks_the_highest_tag_in_range_with_or_without_a_v() {
-        let all = tags(&["v1.0.0", "1.2.0", "v1.10.1", "v2.0.0", "latest", "v1.11.0-rc.1"]);
-        assert_eq!(pick_highest(all, &range(">=1.0, <2")), Some("v1.10.1".to_string()));
+        let all = tags(&[
+            "v1.0.0",
+            "1.2.0",
+            "v1.10.1",
+            "v2.0.0",
+            "latest",
+            "v1.11.0-rc.1",
+        ]);
+        assert_eq!(
+            pick_highest(all, &range(">=1.0, <2")),
+            Some("v1.10.1".to_string())
+        );
     }
 
     #[test]
     fn semver_finds_nothing_when_no_tag_is_in_range() {
-        assert_eq!(pick_highest(tags(&["v0.1.0", "nightly"]), &range(">=1.0")), None);
+        assert_eq!(
+            pick_highest(tags(&["v0.1.0", "nightly"]), &range(">=1.0")),
+            None
+        );
     }
 
     #[test]
@@ -325,9 +378,18 @@ mod tests {
             suspend: false,
         };
         let command = ssh_command(&source).unwrap_or_default();
-        assert!(command.contains(r"-i '/etc/kedge/it'\''s key'"), "{command}");
-        assert!(command.contains("-o StrictHostKeyChecking=yes"), "{command}");
-        assert!(command.contains("-o UserKnownHostsFile='/etc/kedge/known_hosts'"), "{command}");
+        assert!(
+            command.contains(r"-i '/etc/kedge/it'\''s key'"),
+            "{command}"
+        );
+        assert!(
+            command.contains("-o StrictHostKeyChecking=yes"),
+            "{command}"
+        );
+        assert!(
+            command.contains("-o UserKnownHostsFile='/etc/kedge/known_hosts'"),
+            "{command}"
+        );
         assert!(command.contains("-o BatchMode=yes"), "{command}");
     }
 }
