@@ -9,3 +9,5 @@ mod cluster_proof;
 mod cli;
 // Git sources over file://, a local path and git daemon: refs, artifacts, ignore rules, hostile trees.
 mod git_fetch;
+// Git sources over smart HTTP (git http-backend) with Basic auth.
+mod git_http;

@@ -196,23 +196,28 @@ fn remote_with_refspec<'repo>(
         .map_err(|err| fetch_error(source, err))
 }
 
+type Connection<'a, 'repo> = gix::remote::Connection<
+    'a,
+    'static,
+    'repo,
+    Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+>;
+
 /// Connects with kedge's own credentials callback: it answers from the
 /// configured files only, so no helper program or prompt is ever run.
 fn connect<'a, 'repo>(
     remote: &'a gix::Remote<'repo>,
     source: &GitSource,
-) -> Result<
-    gix::remote::Connection<
-        'a,
-        'static,
-        'repo,
-        Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
-    >,
-> {
+) -> Result<Connection<'a, 'repo>> {
     let credentials = basic_credentials(source)?;
-    let connection = remote
+    let ca = private_ca(source)?;
+    let mut connection = remote
         .connect(Direction::Fetch)
         .map_err(|err| fetch_error(source, err))?;
+    if let Some(certificate) = ca {
+        let options = http_options_trusting(remote.repo(), source, certificate)?;
+        connection = connection.with_transport_options(Box::new(options));
+    }
     Ok(
         connection.with_credentials(move |action| match (action, &credentials) {
             (gix::credentials::helper::Action::Get(context), Some((username, password))) => {
@@ -228,6 +233,52 @@ fn connect<'a, 'repo>(
             _ => Ok(None),
         }),
     )
+}
+
+/// The source's `ca_file`, parsed, for an https URL.
+fn private_ca(source: &GitSource) -> Result<Option<reqwest::Certificate>> {
+    let Some(file) = &source.auth.ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(file).map_err(|err| Error::Credential {
+        source_name: source.name.clone(),
+        path: file.clone(),
+        source: err,
+    })?;
+    reqwest::Certificate::from_pem(&pem)
+        .map(Some)
+        .map_err(|err| Error::Credential {
+            source_name: source.name.clone(),
+            path: file.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, err),
+        })
+}
+
+/// The HTTP options gix derives from the repository config, with the
+/// reqwest client also trusting `certificate`.
+fn http_options_trusting(
+    repo: &gix::Repository,
+    source: &GitSource,
+    certificate: reqwest::Certificate,
+) -> Result<gix::protocol::transport::client::blocking_io::http::Options> {
+    use gix::protocol::transport::client::blocking_io::http;
+    let configured = repo
+        .transport_options(gix::bstr::BStr::new(source.url.as_str()), None)
+        .map_err(|err| fetch_error(source, err))?;
+    let mut options = configured
+        .and_then(|any| any.downcast::<http::Options>().ok())
+        .map(|boxed| *boxed)
+        .unwrap_or_default();
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(
+            move |builder: reqwest::blocking::ClientBuilder| {
+                Ok(builder.add_root_certificate(certificate.clone()))
+            },
+        )),
+        configure_request: None,
+    };
+    options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+    Ok(options)
 }
 
 /// Lists the remote's tags and returns the highest one whose name (less a

@@ -12,8 +12,6 @@
 //!
 //! # Current limitations
 //! - Git submodules are left out of artifacts.
-//! - `ca_file` is accepted by the config but not yet handed to the HTTP
-//!   client; a private CA must be in the system trust store.
 
 pub mod archive;
 pub mod git;

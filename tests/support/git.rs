@@ -270,9 +270,116 @@ pub fn base64(input: &[u8]) -> String {
     out
 }
 
+/// A private CA and a server certificate for 127.0.0.1 it signed, made
+/// with the `openssl` command (Debian package `openssl`).
+pub struct TestCa {
+    pub ca_pem: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn test_ca(dir: &Path) -> TestCa {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=kedge test CA",
+        "-days",
+        "2",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write extensions");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    TestCa {
+        ca_pem: dir.join("ca.pem"),
+        cert_pem: dir.join("server.pem"),
+        key_pem: dir.join("server.key"),
+    }
+}
+
+fn tls_acceptor(ca: &TestCa) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&ca.cert_pem)
+        .expect("read server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parse server.pem");
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_file(&ca.key_pem).expect("parse server.key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server certificate");
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
 /// Serves every repository under `project_root` at
-/// `http://127.0.0.1:PORT/NAME.git`, for `user`:`password` only.
-pub fn http_git(project_root: &Path, user: &str, password: &str) -> HttpGit {
+/// `http://127.0.0.1:PORT/NAME.git` (or `https://` with `tls`), for
+/// `user`:`password` only.
+pub fn http_git(project_root: &Path, user: &str, password: &str, tls: Option<&TestCa>) -> HttpGit {
+    let acceptor = tls.map(tls_acceptor);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
     listener
         .set_nonblocking(true)
@@ -287,7 +394,9 @@ pub fn http_git(project_root: &Path, user: &str, password: &str) -> HttpGit {
             .enable_all()
             .build()
             .expect("runtime for the HTTP test server");
-        runtime.block_on(serve_http(listener, root, expected, user, stopped));
+        runtime.block_on(serve_http(
+            listener, acceptor, root, expected, user, stopped,
+        ));
     });
     HttpGit {
         port,
@@ -298,6 +407,7 @@ pub fn http_git(project_root: &Path, user: &str, password: &str) -> HttpGit {
 
 async fn serve_http(
     listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     root: PathBuf,
     expected: String,
     user: String,
@@ -313,6 +423,7 @@ async fn serve_http(
             _ = &mut stopped => return,
         };
         let (root, expected, user) = (root.clone(), expected.clone(), user.clone());
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let (root, expected, user) = (root.clone(), expected.clone(), user.clone());
@@ -320,10 +431,19 @@ async fn serve_http(
                     Ok::<_, std::convert::Infallible>(cgi(request, &root, &expected, &user).await)
                 }
             });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                Some(acceptor) => {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        let io = hyper_util::rt::TokioIo::new(tls);
+                        let _ = http.serve_connection(io, service).await;
+                    }
+                }
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = http.serve_connection(io, service).await;
+                }
+            }
         });
     }
 }
