@@ -11,3 +11,7 @@ mod cli;
 mod git_fetch;
 // Git sources over smart HTTP (git http-backend) with Basic auth.
 mod git_http;
+// Git sources over SSH (Debian's sshd on loopback) with strict host key checking.
+mod git_ssh;
+// `kedge run` and `kedge status` end to end against git daemon.
+mod git_run;

@@ -125,7 +125,7 @@ fn append<W: Write>(
     let blob = repo
         .find_object(file.id)
         .map_err(|err| context.error(err))?;
-    let write_error = |err: std::io::Error| context.error(format!("adding {}: {err}", file.path));
+    let write_error = |err: std::io::Error| context.message(format!("adding {}: {err}", file.path));
     match file.kind {
         FileKind::File { executable } => {
             let mode = if executable { 0o755 } else { 0o644 };

@@ -51,7 +51,19 @@ struct Want {
 pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Result<FetchedCommit> {
     super::install_tls_provider();
     let mut repo = open_or_init(source, repo_dir)?;
-    configure_transport(&mut repo, source)?;
+    let stderr_file = ssh_stderr_file(repo_dir);
+    std::fs::write(&stderr_file, "")
+        .map_err(|err| local_repository_error(source, repo_dir, err))?;
+    configure_transport(&mut repo, source, &stderr_file)?;
+    fetch_configured(&repo, source, interrupt)
+        .map_err(|err| with_ssh_diagnostics(err, &stderr_file))
+}
+
+fn fetch_configured(
+    repo: &gix::Repository,
+    source: &GitSource,
+    interrupt: &AtomicBool,
+) -> Result<FetchedCommit> {
     let want = match &source.reference {
         GitRef::Branch(branch) => Want {
             refspec: format!("+refs/heads/{branch}:{TARGET_REF}"),
@@ -59,14 +71,14 @@ pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Res
             label: Some(branch.clone()),
         },
         GitRef::Tag(tag) => tag_want(tag),
-        GitRef::Semver(range) => tag_want(&highest_matching_tag(&repo, source, range)?),
+        GitRef::Semver(range) => tag_want(&highest_matching_tag(repo, source, range)?),
         GitRef::Commit(commit) => Want {
             refspec: format!("+{commit}:{TARGET_REF}"),
             what: format!("commit {commit}"),
             label: None,
         },
     };
-    let commit = fetch_want(&repo, source, &want, interrupt)?;
+    let commit = fetch_want(repo, source, &want, interrupt)?;
     let revision = match &want.label {
         Some(label) => format!("{label}@sha1:{commit}"),
         None => format!("sha1:{commit}"),
@@ -82,19 +94,37 @@ fn tag_want(tag: &str) -> Want {
     }
 }
 
-fn local_repository_error(source: &GitSource, path: &Path, err: impl std::fmt::Display) -> Error {
+/// An error and its causes on one line, each cause once.
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+fn local_repository_error<E: std::error::Error + 'static>(
+    source: &GitSource,
+    path: &Path,
+    err: E,
+) -> Error {
     Error::LocalRepository {
         source_name: source.name.clone(),
         path: path.to_path_buf(),
-        message: format!("{err:#}"),
+        message: describe(&err),
     }
 }
 
-fn fetch_error(source: &GitSource, err: impl std::fmt::Display) -> Error {
+fn fetch_error<E: std::error::Error + 'static>(source: &GitSource, err: E) -> Error {
     Error::Fetch {
         source_name: source.name.clone(),
         url: super::redact_url(&source.url),
-        message: format!("{err:#}"),
+        message: describe(&err),
     }
 }
 
@@ -124,16 +154,54 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-fn ssh_command(source: &GitSource) -> Option<String> {
+/// The `ssh` command line for `source`, its stderr appended to
+/// `stderr_file` so that a refused host key can be reported in the error.
+fn ssh_command(source: &GitSource, stderr_file: &Path) -> Option<String> {
     let key = source.auth.ssh_key_file.as_ref()?;
     let known_hosts = source.auth.known_hosts_file.as_ref()?;
     let connect_timeout = source.timeout.as_secs().max(1);
     Some(format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
-         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout}",
+         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout} 2>>{}",
         shell_quote(&key.to_string_lossy()),
         shell_quote(&known_hosts.to_string_lossy()),
+        shell_quote(&stderr_file.to_string_lossy()),
     ))
+}
+
+/// Where the `ssh` program's messages of the current fetch go.
+fn ssh_stderr_file(repo_dir: &Path) -> std::path::PathBuf {
+    repo_dir.join("kedge-ssh-stderr.log")
+}
+
+/// Adds what `ssh` printed (e.g. "Host key verification failed.") to a
+/// failed fetch's message: gix only sees the connection close.
+fn with_ssh_diagnostics(err: Error, stderr_file: &Path) -> Error {
+    let Error::Fetch {
+        source_name,
+        url,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let said: Vec<String> = std::fs::read_to_string(stderr_file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("Warning: Permanently added"))
+        .map(str::to_string)
+        .collect();
+    let message = if said.is_empty() {
+        message
+    } else {
+        format!("ssh: {}; {message}", said.join(" "))
+    };
+    Error::Fetch {
+        source_name,
+        url,
+        message,
+    }
 }
 
 fn read_secret(source: &GitSource, path: &Path) -> Result<String> {
@@ -148,14 +216,18 @@ fn read_secret(source: &GitSource, path: &Path) -> Result<String> {
 
 /// Sets the in-memory config of this fetch: the ssh command and, for a
 /// bearer token, the Authorization header. Nothing is written to disk.
-fn configure_transport(repo: &mut gix::Repository, source: &GitSource) -> Result<()> {
+fn configure_transport(
+    repo: &mut gix::Repository,
+    source: &GitSource,
+    ssh_stderr: &Path,
+) -> Result<()> {
     let repo_dir = repo.path().to_path_buf();
     let bearer = match &source.auth.bearer_token_file {
         Some(file) => Some(read_secret(source, file)?),
         None => None,
     };
     let mut config = repo.config_snapshot_mut();
-    if let Some(command) = ssh_command(source) {
+    if let Some(command) = ssh_command(source, ssh_stderr) {
         config
             .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
             .map_err(|err| local_repository_error(source, &repo_dir, err))?;
@@ -367,8 +439,9 @@ fn peel_to_commit(
             source_name: source.name.clone(),
             url: super::redact_url(&source.url),
             message: format!(
-                "{} ({id}) is not a commit here after the fetch: {err:#}",
-                want.what
+                "{} ({id}) is not a commit here after the fetch: {}",
+                want.what,
+                describe(&err)
             ),
         })
 }
@@ -428,7 +501,7 @@ mod tests {
             ignore: Vec::new(),
             suspend: false,
         };
-        let command = ssh_command(&source).unwrap_or_default();
+        let command = ssh_command(&source, Path::new("/var/lib/kedge/ssh.log")).unwrap_or_default();
         assert!(
             command.contains(r"-i '/etc/kedge/it'\''s key'"),
             "{command}"

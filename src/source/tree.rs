@@ -49,11 +49,15 @@ pub struct ReadContext<'a> {
 }
 
 impl ReadContext<'_> {
-    pub(crate) fn error(&self, err: impl std::fmt::Display) -> Error {
+    pub(crate) fn error<E: std::error::Error + 'static>(&self, err: E) -> Error {
+        self.message(super::git::describe(&err))
+    }
+
+    pub(crate) fn message(&self, message: String) -> Error {
         Error::ReadTree {
             source_name: self.source_name.to_string(),
             revision: self.revision.to_string(),
-            message: format!("{err:#}"),
+            message,
         }
     }
 }
@@ -69,13 +73,13 @@ fn walk(
     let decoded = tree.decode().map_err(|err| context.error(err))?;
     for entry in &decoded.entries {
         let name = std::str::from_utf8(entry.filename).map_err(|_| {
-            context.error(format!(
+            context.message(format!(
                 "{prefix}{:?} is not a UTF-8 file name",
                 entry.filename
             ))
         })?;
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-            return Err(context.error(format!("{prefix}{name:?} is not a safe file name")));
+            return Err(context.message(format!("{prefix}{name:?} is not a safe file name")));
         }
         let path = format!("{prefix}{name}");
         let id = entry.oid.to_owned();
