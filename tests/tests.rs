@@ -15,3 +15,5 @@ mod git_http;
 mod git_ssh;
 // `kedge run` and `kedge status` end to end against git daemon.
 mod git_run;
+// The config file: located validation errors, defaults, config.example.toml, check-config.
+mod config;
