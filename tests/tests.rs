@@ -15,3 +15,13 @@ mod apply_prune;
 mod apply_health;
 // apply::Manager::drift_watch: edits by other field managers and deletions, undone by re-applying.
 mod apply_drift;
+// Git sources over file://, a local path and git daemon: refs, artifacts, ignore rules, hostile trees.
+mod git_fetch;
+// Git sources over smart HTTP (git http-backend) with Basic auth.
+mod git_http;
+// Git sources over SSH (Debian's sshd on loopback) with strict host key checking.
+mod git_ssh;
+// `kedge run` and `kedge status` end to end against git daemon.
+mod git_run;
+// The config file: located validation errors, defaults, config.example.toml, check-config.
+mod config;

@@ -42,7 +42,8 @@ impl Manager {
         concurrency: usize,
     ) -> Vec<Result<DynamicObject, kube::Error>> {
         let params = PatchParams::apply(&owner.field_manager).force().dry_run();
-        stream::iter(placed)
+        let requests: Vec<_> = placed
+            .iter()
             .map(|p| {
                 let api = self.api(&p.kind, &p.objref);
                 let params = &params;
@@ -51,6 +52,8 @@ impl Manager {
                         .await
                 }
             })
+            .collect();
+        stream::iter(requests)
             .buffered(concurrency.max(1))
             .collect()
             .await

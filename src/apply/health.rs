@@ -87,11 +87,15 @@ impl Manager {
 
     /// Checks each object once; returns those not Current yet.
     async fn still_pending(&self, pending: Vec<Pending>) -> Result<Vec<Pending>, HealthError> {
-        let checked: Vec<Result<Option<Pending>, HealthError>> = stream::iter(pending)
-            .map(|p| self.check(p.object))
-            .buffered(16)
-            .collect()
-            .await;
+        let checked: Vec<Result<Option<Pending>, HealthError>> = stream::iter(
+            pending
+                .into_iter()
+                .map(|p| self.check(p.object))
+                .collect::<Vec<_>>(),
+        )
+        .buffered(16)
+        .collect()
+        .await;
         let mut still = Vec::new();
         for result in checked {
             if let Some(p) = result? {

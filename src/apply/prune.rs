@@ -102,11 +102,15 @@ impl Manager {
             rest.into_iter().partition(|o| o.is_crd());
         let mut result = PruneResult::default();
         for batch in [others, crds, namespaces] {
-            let outcomes: Vec<Outcome> = stream::iter(&batch)
-                .map(|o| self.prune_one(o, owner))
-                .buffered(options.concurrency.max(1))
-                .collect()
-                .await;
+            let outcomes: Vec<Outcome> = stream::iter(
+                batch
+                    .iter()
+                    .map(|o| self.prune_one(o, owner))
+                    .collect::<Vec<_>>(),
+            )
+            .buffered(options.concurrency.max(1))
+            .collect()
+            .await;
             for (object, outcome) in batch.into_iter().zip(outcomes) {
                 let object = object.clone();
                 match outcome {

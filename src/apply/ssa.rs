@@ -283,8 +283,12 @@ impl Manager {
         owner: &Owner,
         options: &ApplyOptions,
     ) -> Vec<Result<Action, kube::Error>> {
-        stream::iter(placed.iter().zip(validated))
+        let requests: Vec<_> = placed
+            .iter()
+            .zip(validated)
             .map(|(p, v)| self.apply_one(p, v, owner))
+            .collect();
+        stream::iter(requests)
             .buffered(options.concurrency.max(1))
             .collect()
             .await

@@ -2,11 +2,16 @@
 //! binary's edge, so errors are `anyhow` and printed with their causes.
 
 mod build;
+mod check_config;
+mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
 
 /// GitOps agent for single-node and edge Kubernetes.
 #[derive(Debug, Parser)]
@@ -29,6 +34,33 @@ pub enum Command {
         /// Directory holding kustomization.yaml, or plain manifests.
         path: PathBuf,
     },
+    /// Run the daemon: fetch every source on its interval until SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Show each source's revision, readiness, artifact age and message,
+    /// from the state database (the daemon need not run). Exits 1 when a
+    /// source is not ready.
+    Status(StatusArgs),
+    /// Validate a config file and print every problem as file:line:col.
+    CheckConfig {
+        /// The config file.
+        #[arg(default_value = DEFAULT_CONFIG_PATH)]
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct StatusArgs {
+    /// Read the state directory named by this config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Read this state directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -56,5 +88,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { path } => build::run(&path),
+        Command::Run { config } => run::run(&config),
+        Command::Status(args) => status::status(match (args.config, args.state_dir) {
+            (Some(config), _) => status::StateLocation::Config(config),
+            (None, Some(dir)) => status::StateLocation::StateDir(dir),
+            (None, None) => status::default_location(),
+        }),
+        Command::CheckConfig { path } => check_config::check_config(&path),
     }
 }

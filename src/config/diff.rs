@@ -45,7 +45,11 @@ fn changes<T: PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -
             Some(_) => {}
         }
     }
-    result.removed = old.keys().filter(|name| !new.contains_key(*name)).cloned().collect();
+    result.removed = old
+        .keys()
+        .filter(|name| !new.contains_key(*name))
+        .cloned()
+        .collect();
     result
 }
 

@@ -77,7 +77,12 @@ impl<'a> Locator<'a> {
         (line, column)
     }
 
-    pub(crate) fn problem(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> Problem {
+    pub(crate) fn problem(
+        &self,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Problem {
         let (line, column) = self.line_col(span.start);
         Problem {
             line,

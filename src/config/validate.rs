@@ -58,7 +58,11 @@ fn key_at(text: &str, span: Range<usize>) -> String {
         .rev()
         .map(str::trim)
         .find(|line| line.starts_with('[') && line.ends_with(']'))
-        .map(|line| line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        .map(|line| {
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string()
+        });
     let under = text.get(span).unwrap_or("").trim();
     let leaf = under
         .split(['=', '\n'])
@@ -66,7 +70,10 @@ fn key_at(text: &str, span: Range<usize>) -> String {
         .unwrap_or("")
         .trim()
         .to_string();
-    let leaf_is_key = !leaf.is_empty() && leaf.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c));
+    let leaf_is_key = !leaf.is_empty()
+        && leaf
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-.".contains(c));
     match (table, leaf_is_key) {
         (Some(table), true) => format!("{table}.{leaf}"),
         (Some(table), false) => table,
@@ -146,14 +153,27 @@ impl Checker<'_> {
         }
     }
 
-    fn absolute_path(&mut self, value: &Spanned<String>, key: &str, must_exist: bool) -> Option<PathBuf> {
+    fn absolute_path(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        must_exist: bool,
+    ) -> Option<PathBuf> {
         let path = PathBuf::from(value.get_ref());
         if !path.is_absolute() {
-            self.problem(value.span(), key, format!("{:?} must be an absolute path", value.get_ref()));
+            self.problem(
+                value.span(),
+                key,
+                format!("{:?} must be an absolute path", value.get_ref()),
+            );
             return None;
         }
         if must_exist && !path.is_file() {
-            self.problem(value.span(), key, format!("file {} does not exist", path.display()));
+            self.problem(
+                value.span(),
+                key,
+                format!("file {} does not exist", path.display()),
+            );
             return None;
         }
         Some(path)
@@ -170,21 +190,34 @@ impl Checker<'_> {
                 self.problem(
                     value.span(),
                     key,
-                    format!("bad duration {:?}: {err} (write e.g. \"30s\", \"5m\", \"1h\")", value.get_ref()),
+                    format!(
+                        "bad duration {:?}: {err} (write e.g. \"30s\", \"5m\", \"1h\")",
+                        value.get_ref()
+                    ),
                 );
                 None
             }
         }
     }
 
-    fn optional_duration(&mut self, value: &Option<Spanned<String>>, key: &str, default: Duration) -> Option<Duration> {
+    fn optional_duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Option<Duration> {
         match value {
             Some(value) => self.duration(value, key),
             None => Some(default),
         }
     }
 
-    fn git_source(&mut self, name: &str, key: &str, raw: Spanned<RawGitSource>) -> Option<GitSource> {
+    fn git_source(
+        &mut self,
+        name: &str,
+        key: &str,
+        raw: Spanned<RawGitSource>,
+    ) -> Option<GitSource> {
         let table_span = raw.span();
         let raw = raw.into_inner();
         let scheme = self.git_url(&raw.url, &format!("{key}.url"));
@@ -192,10 +225,19 @@ impl Checker<'_> {
             Some(reference) => self.git_ref(reference, &format!("{key}.ref")),
             None => Some(GitRef::default_branch()),
         };
-        let interval = self.optional_duration(&raw.interval, &format!("{key}.interval"), DEFAULT_GIT_INTERVAL);
-        let timeout = self.optional_duration(&raw.timeout, &format!("{key}.timeout"), DEFAULT_GIT_TIMEOUT);
+        let interval = self.optional_duration(
+            &raw.interval,
+            &format!("{key}.interval"),
+            DEFAULT_GIT_INTERVAL,
+        );
+        let timeout =
+            self.optional_duration(&raw.timeout, &format!("{key}.timeout"), DEFAULT_GIT_TIMEOUT);
         let auth = self.git_auth(key, &raw, scheme, table_span);
-        let ignore = raw.ignore.as_ref().map(|i| i.get_ref().clone()).unwrap_or_default();
+        let ignore = raw
+            .ignore
+            .as_ref()
+            .map(|i| i.get_ref().clone())
+            .unwrap_or_default();
         Some(GitSource {
             name: name.to_string(),
             url: raw.url.get_ref().clone(),
@@ -212,12 +254,20 @@ impl Checker<'_> {
         let parsed = match gix::url::parse(gix::bstr::BStr::new(url.get_ref().as_str())) {
             Ok(parsed) => parsed,
             Err(err) => {
-                self.problem(url.span(), key, format!("bad Git URL {:?}: {err}", url.get_ref()));
+                self.problem(
+                    url.span(),
+                    key,
+                    format!("bad Git URL {:?}: {err}", url.get_ref()),
+                );
                 return None;
             }
         };
         if parsed.password().is_some() {
-            self.problem(url.span(), key, "the URL holds a password: put it in password_file instead");
+            self.problem(
+                url.span(),
+                key,
+                "the URL holds a password: put it in password_file instead",
+            );
             return None;
         }
         match &parsed.scheme {
@@ -242,14 +292,30 @@ impl Checker<'_> {
     }
 
     fn git_ref(&mut self, raw: &Spanned<RawGitRef>, key: &str) -> Option<GitRef> {
-        let RawGitRef { branch, tag, semver, commit } = raw.get_ref();
-        let given = [branch.is_some(), tag.is_some(), semver.is_some(), commit.is_some()];
+        let RawGitRef {
+            branch,
+            tag,
+            semver,
+            commit,
+        } = raw.get_ref();
+        let given = [
+            branch.is_some(),
+            tag.is_some(),
+            semver.is_some(),
+            commit.is_some(),
+        ];
         if given.iter().filter(|g| **g).count() != 1 {
-            self.problem(raw.span(), key, "give exactly one of branch, tag, semver or commit");
+            self.problem(
+                raw.span(),
+                key,
+                "give exactly one of branch, tag, semver or commit",
+            );
             return None;
         }
         if let Some(branch) = branch {
-            return self.ref_name(branch, &format!("{key}.branch")).map(GitRef::Branch);
+            return self
+                .ref_name(branch, &format!("{key}.branch"))
+                .map(GitRef::Branch);
         }
         if let Some(tag) = tag {
             return self.ref_name(tag, &format!("{key}.tag")).map(GitRef::Tag);
@@ -258,7 +324,11 @@ impl Checker<'_> {
             return match semver::VersionReq::parse(range.get_ref()) {
                 Ok(req) => Some(GitRef::Semver(req)),
                 Err(err) => {
-                    self.problem(range.span(), &format!("{key}.semver"), format!("bad semver range: {err}"));
+                    self.problem(
+                        range.span(),
+                        &format!("{key}.semver"),
+                        format!("bad semver range: {err}"),
+                    );
                     None
                 }
             };
@@ -268,7 +338,11 @@ impl Checker<'_> {
         if hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
             Some(GitRef::Commit(hex.to_ascii_lowercase()))
         } else {
-            self.problem(commit.span(), &format!("{key}.commit"), "a commit must be the full 40-hex id");
+            self.problem(
+                commit.span(),
+                &format!("{key}.commit"),
+                "a commit must be the full 40-hex id",
+            );
             None
         }
     }
@@ -282,7 +356,11 @@ impl Checker<'_> {
         if valid {
             Some(value.clone())
         } else {
-            self.problem(name.span(), key, format!("{value:?} is not a valid short branch or tag name"));
+            self.problem(
+                name.span(),
+                key,
+                format!("{value:?} is not a valid short branch or tag name"),
+            );
             None
         }
     }
@@ -308,7 +386,10 @@ impl Checker<'_> {
             bearer_token_file: file(self, &raw.bearer_token_file, "bearer_token_file"),
             ca_file: file(self, &raw.ca_file, "ca_file"),
         };
-        let ssh_keys = [(&raw.ssh_key_file, "ssh_key_file"), (&raw.known_hosts_file, "known_hosts_file")];
+        let ssh_keys = [
+            (&raw.ssh_key_file, "ssh_key_file"),
+            (&raw.known_hosts_file, "known_hosts_file"),
+        ];
         let http_keys = [
             (&raw.username, "username"),
             (&raw.password_file, "password_file"),
@@ -318,7 +399,11 @@ impl Checker<'_> {
         let not_for = |this: &mut Self, keys: &[(&Option<Spanned<String>>, &str)], what: &str| {
             for (value, field) in keys {
                 if let Some(value) = value {
-                    this.problem(value.span(), &format!("{key}.{field}"), format!("{field} is not used with {what} URLs"));
+                    this.problem(
+                        value.span(),
+                        &format!("{key}.{field}"),
+                        format!("{field} is not used with {what} URLs"),
+                    );
                 }
             }
         };
@@ -350,8 +435,16 @@ impl Checker<'_> {
 
     fn http_auth(&mut self, key: &str, raw: &RawGitSource, https: bool) {
         match (&raw.username, &raw.password_file) {
-            (Some(user), None) => self.problem(user.span(), &format!("{key}.username"), "username needs password_file"),
-            (None, Some(pass)) => self.problem(pass.span(), &format!("{key}.password_file"), "password_file needs username"),
+            (Some(user), None) => self.problem(
+                user.span(),
+                &format!("{key}.username"),
+                "username needs password_file",
+            ),
+            (None, Some(pass)) => self.problem(
+                pass.span(),
+                &format!("{key}.password_file"),
+                "password_file needs username",
+            ),
             _ => {}
         }
         if let (Some(token), Some(_)) = (&raw.bearer_token_file, &raw.username) {
@@ -362,7 +455,11 @@ impl Checker<'_> {
             );
         }
         if let (Some(ca), false) = (&raw.ca_file, https) {
-            self.problem(ca.span(), &format!("{key}.ca_file"), "ca_file is only used with https URLs");
+            self.problem(
+                ca.span(),
+                &format!("{key}.ca_file"),
+                "ca_file is only used with https URLs",
+            );
         }
     }
 
@@ -388,7 +485,8 @@ impl Checker<'_> {
         let default_timeout = interval
             .unwrap_or(MAX_DEFAULT_KUSTOMIZATION_TIMEOUT)
             .min(MAX_DEFAULT_KUSTOMIZATION_TIMEOUT);
-        let timeout = self.optional_duration(&raw.timeout, &format!("{key}.timeout"), default_timeout);
+        let timeout =
+            self.optional_duration(&raw.timeout, &format!("{key}.timeout"), default_timeout);
         let deletion_policy = match &raw.deletion_policy {
             None => Some(DeletionPolicy::Delete),
             Some(policy) => match policy.get_ref().as_str() {
@@ -457,15 +555,27 @@ impl Checker<'_> {
         sources: &BTreeMap<String, GitSource>,
     ) -> Option<SourceRef> {
         let Some((kind, name)) = value.get_ref().split_once('/') else {
-            self.problem(value.span(), key, "write the source as kind/name, e.g. \"git/fleet\"");
+            self.problem(
+                value.span(),
+                key,
+                "write the source as kind/name, e.g. \"git/fleet\"",
+            );
             return None;
         };
         if kind != SourceKind::Git.as_str() {
-            self.problem(value.span(), key, format!("unknown source kind {kind:?}: kedge knows \"git\""));
+            self.problem(
+                value.span(),
+                key,
+                format!("unknown source kind {kind:?}: kedge knows \"git\""),
+            );
             return None;
         }
         if !sources.contains_key(name) {
-            self.problem(value.span(), key, format!("no source [git.{name}] in this config"));
+            self.problem(
+                value.span(),
+                key,
+                format!("no source [git.{name}] in this config"),
+            );
             return None;
         }
         Some(SourceRef {
@@ -478,7 +588,11 @@ impl Checker<'_> {
         match normalise_relative(Path::new(value.get_ref())) {
             Ok(path) => Some(path),
             Err(why) => {
-                self.problem(value.span(), key, format!("bad path {:?}: {why}", value.get_ref()));
+                self.problem(
+                    value.span(),
+                    key,
+                    format!("bad path {:?}: {why}", value.get_ref()),
+                );
                 None
             }
         }
@@ -526,7 +640,9 @@ pub(crate) fn normalise_relative(path: &Path) -> Result<PathBuf, &'static str> {
                     return Err("it climbs out of the source with '..'");
                 }
             }
-            Component::RootDir | Component::Prefix(_) => return Err("it must be relative to the source root"),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("it must be relative to the source root")
+            }
         }
     }
     Ok(parts.iter().collect())
@@ -558,7 +674,11 @@ fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<St
         }
         marks.insert(name.to_string(), Mark::Visiting);
         path.push(name.to_string());
-        for dependency in all.get(name).map(|k| k.depends_on.as_slice()).unwrap_or_default() {
+        for dependency in all
+            .get(name)
+            .map(|k| k.depends_on.as_slice())
+            .unwrap_or_default()
+        {
             if let Some(cycle) = visit(dependency, all, marks, path) {
                 return Some(cycle);
             }

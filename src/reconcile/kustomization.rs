@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::apply::{self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions};
+use crate::apply::{
+    self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions,
+};
 use crate::config::{Config, Kustomization};
 use crate::kustomize;
 use crate::source;
@@ -127,11 +129,29 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
             ready: false,
             inventory: previous,
         };
-        record(ctx, kustomization, started, false, "Suspended", "reconciliation is suspended", None, None);
+        record(
+            ctx,
+            kustomization,
+            started,
+            false,
+            "Suspended",
+            "reconciliation is suspended",
+            None,
+            None,
+        );
         return action;
     }
     if let Some(waiting) = dependency_not_ready(ctx, config, kustomization) {
-        record(ctx, kustomization, started, false, "DependencyNotReady", &waiting, None, None);
+        record(
+            ctx,
+            kustomization,
+            started,
+            false,
+            "DependencyNotReady",
+            &waiting,
+            None,
+            None,
+        );
         return Action {
             requeue_after: kustomization.retry_interval,
             ready: false,
@@ -151,7 +171,16 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
             );
             tracing::info!(kustomization = %name, revision = %applied.revision, reason = "ReconciliationSucceeded", "{message}");
             let revision = Some(applied.revision.as_str());
-            record(ctx, kustomization, started, true, "ReconciliationSucceeded", &message, revision, revision);
+            record(
+                ctx,
+                kustomization,
+                started,
+                true,
+                "ReconciliationSucceeded",
+                &message,
+                revision,
+                revision,
+            );
             Action {
                 requeue_after: kustomization.interval,
                 ready: true,
@@ -161,7 +190,16 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
         Err(err) => {
             let message = format!("{err}");
             tracing::warn!(kustomization = %name, revision = attempted.as_deref().unwrap_or(""), reason = err.reason(), "{message}");
-            record(ctx, kustomization, started, false, err.reason(), &message, attempted.as_deref(), None);
+            record(
+                ctx,
+                kustomization,
+                started,
+                false,
+                err.reason(),
+                &message,
+                attempted.as_deref(),
+                None,
+            );
             Action {
                 requeue_after: kustomization.retry_interval,
                 ready: false,
@@ -172,7 +210,11 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
 }
 
 /// The steps of one run. `attempted` is set as soon as the revision is known.
-async fn pipeline(ctx: &Context, k: &Kustomization, attempted: &mut Option<String>) -> Result<Applied, Error> {
+async fn pipeline(
+    ctx: &Context,
+    k: &Kustomization,
+    attempted: &mut Option<String>,
+) -> Result<Applied, Error> {
     let owner = Owner::new(&k.name, OWNER_KIND);
     // Fetch the source's last good artifact.
     let artifact = latest_artifact(ctx, k)?;
@@ -202,16 +244,28 @@ async fn pipeline(ctx: &Context, k: &Kustomization, attempted: &mut Option<Strin
     };
     // Record the widened inventory before any delete.
     let new = inventory::from_changeset(&changes);
-    store_inventory(ctx, &k.name, &artifact.revision, &inventory::merge(new.clone(), &old))?;
+    store_inventory(
+        ctx,
+        &k.name,
+        &artifact.revision,
+        &inventory::merge(new.clone(), &old),
+    )?;
     // Prune what the new revision no longer declares.
     let stale = inventory::diff(&old, &new);
     let (kept, pruned) = if k.prune && !stale.is_empty() {
-        let result = ctx.manager.prune(&stale, &owner, &PruneOptions::default()).await;
+        let result = ctx
+            .manager
+            .prune(&stale, &owner, &PruneOptions::default())
+            .await;
         let survivors = result.survivors();
         let kept = inventory::merge(new.clone(), &survivors);
         store_inventory(ctx, &k.name, &artifact.revision, &kept)?;
         if !result.failed.is_empty() {
-            let failed: Vec<String> = result.failed.iter().map(|(o, e)| format!("{o}: {e}")).collect();
+            let failed: Vec<String> = result
+                .failed
+                .iter()
+                .map(|(o, e)| format!("{o}: {e}"))
+                .collect();
             return Err(Error::Prune(failed.join("; ")));
         }
         (kept, result.deleted.len())
@@ -237,15 +291,21 @@ async fn pipeline(ctx: &Context, k: &Kustomization, attempted: &mut Option<Strin
 fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {
     let store = lock(&ctx.store);
     let source_ref = k.source.to_string();
-    source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)?.ok_or(Error::Artifact {
-        source_ref,
-        message: "no artifact yet".to_string(),
-    })
+    source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)?.ok_or(
+        Error::Artifact {
+            source_ref,
+            message: "no artifact yet".to_string(),
+        },
+    )
 }
 
 /// Unpacks `artifact` into a fresh directory and builds `k.path` in it, on
 /// the blocking pool (both are file-system bound).
-async fn build(ctx: &Context, k: &Kustomization, artifact: &source::Artifact) -> Result<Vec<Value>, Error> {
+async fn build(
+    ctx: &Context,
+    k: &Kustomization,
+    artifact: &source::Artifact,
+) -> Result<Vec<Value>, Error> {
     let unpack_dir = ctx.work_dir.join(&k.name);
     let artifact = artifact.clone();
     let path = k.path.clone();
@@ -278,7 +338,10 @@ fn unpack_and_build(
             revision: artifact.revision.clone(),
         });
     }
-    let resources = kustomize::build_plain_dir(&dir).map_err(|source| Error::Build { path: shown, source })?;
+    let resources = kustomize::build_plain_dir(&dir).map_err(|source| Error::Build {
+        path: shown,
+        source,
+    })?;
     Ok(resources.iter().map(kustomize::Resource::to_json).collect())
 }
 
@@ -287,7 +350,9 @@ fn unpack_and_build(
 /// set's own CRDs and namespaced far more often than not).
 async fn with_namespace(manager: &Manager, mut objects: Vec<Value>, namespace: &str) -> Vec<Value> {
     for (index, object) in objects.iter_mut().enumerate() {
-        let Ok(objref) = ObjRef::from_manifest(index, object) else { continue };
+        let Ok(objref) = ObjRef::from_manifest(index, object) else {
+            continue;
+        };
         let namespaced = match manager.kinds().resolve(&objref).await {
             Ok(Some(kind)) => kind.namespaced,
             Ok(None) | Err(_) => true,
@@ -343,10 +408,11 @@ fn dependency_not_ready(ctx: &Context, config: &Config, k: &Kustomization) -> Op
         let Some(dep) = config.kustomizations.get(dependency) else {
             return Some(format!("dependency '{dependency}' is not configured"));
         };
-        let latest = source::store::latest_artifact(&store, dep.source.kind.as_str(), &dep.source.name)
-            .ok()
-            .flatten()
-            .map(|a| a.revision);
+        let latest =
+            source::store::latest_artifact(&store, dep.source.kind.as_str(), &dep.source.name)
+                .ok()
+                .flatten()
+                .map(|a| a.revision);
         let status = store.kustomization_status(dependency).ok().flatten();
         let ready_at_latest = matches!(
             (&status, &latest),
@@ -361,10 +427,18 @@ fn dependency_not_ready(ctx: &Context, config: &Config, k: &Kustomization) -> Op
 
 fn current_inventory(ctx: &Context, name: &str) -> Result<Vec<ObjRef>, Error> {
     let ids = lock(&ctx.store).inventory(name)?;
-    Ok(ids.iter().map(|id| ObjRef::from_id(id)).collect::<Result<_, _>>()?)
+    Ok(ids
+        .iter()
+        .map(|id| ObjRef::from_id(id))
+        .collect::<Result<_, _>>()?)
 }
 
-fn store_inventory(ctx: &Context, name: &str, revision: &str, objects: &[ObjRef]) -> Result<(), Error> {
+fn store_inventory(
+    ctx: &Context,
+    name: &str,
+    revision: &str,
+    objects: &[ObjRef],
+) -> Result<(), Error> {
     let ids: Vec<String> = objects.iter().map(ObjRef::to_id).collect();
     lock(&ctx.store).set_inventory(name, revision, &ids)?;
     Ok(())
@@ -380,7 +454,13 @@ fn record_changes(ctx: &Context, name: &str, changes: &ChangeSet) {
     if changed.is_empty() {
         return;
     }
-    let event = Event::new("kustomization", name, Severity::Info, "Progressing", &changed.join("\n"));
+    let event = Event::new(
+        "kustomization",
+        name,
+        Severity::Info,
+        "Progressing",
+        &changed.join("\n"),
+    );
     if let Err(err) = lock(&ctx.store).record_event(&event) {
         tracing::error!(kustomization = %name, "recording event: {err}");
     }
@@ -406,10 +486,22 @@ fn record(
         duration_ms: started.elapsed().as_millis() as i64,
     };
     let store = lock(&ctx.store);
-    let severity = if ready { Severity::Info } else { Severity::Error };
+    let severity = if ready {
+        Severity::Info
+    } else {
+        Severity::Error
+    };
     let recorded = store
         .record_kustomization_outcome(&k.name, &k.source.to_string(), state::now_millis(), outcome)
-        .and_then(|()| store.record_event(&Event::new("kustomization", &k.name, severity, reason, message)));
+        .and_then(|()| {
+            store.record_event(&Event::new(
+                "kustomization",
+                &k.name,
+                severity,
+                reason,
+                message,
+            ))
+        });
     if let Err(err) = recorded {
         tracing::error!(kustomization = %k.name, "recording outcome: {err}");
     }
@@ -418,7 +510,9 @@ fn record(
 /// The store's lock; a panic elsewhere while holding it does not make the
 /// state unusable (every write is a transaction of its own).
 pub(crate) fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -478,14 +572,20 @@ mod tests {
         let applied = vec![objref("apps", "Deployment", "web")];
         let targets = health_targets(&k, &applied);
         assert_eq!(targets[0], objref("apps", "Deployment", "web"));
-        assert_eq!((targets[1].group.as_str(), targets[1].version.as_str()), ("batch", "v1"));
+        assert_eq!(
+            (targets[1].group.as_str(), targets[1].version.as_str()),
+            ("batch", "v1")
+        );
     }
 
     #[test]
     fn wait_checks_everything_applied() {
         let mut k = kustomization();
         k.wait = true;
-        let applied = vec![objref("", "ConfigMap", "a"), objref("apps", "Deployment", "web")];
+        let applied = vec![
+            objref("", "ConfigMap", "a"),
+            objref("apps", "Deployment", "web"),
+        ];
         assert_eq!(health_targets(&k, &applied), applied);
     }
 

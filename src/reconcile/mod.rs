@@ -1,4 +1,9 @@
 //! The scheduler and one reconciler per kind; the only module that joins
 //! sources, the kustomize engine and the cluster.
+
 pub mod kustomization;
 pub mod runner;
+pub mod scheduler;
+
+pub use runner::{runner, Request, Runner};
+pub use scheduler::{scheduler, Scheduler, SourceUpdate, Trigger};

@@ -138,8 +138,12 @@ async fn run_kustomization(
     wakers: Arc<BTreeMap<String, Arc<Notify>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(k) = config.kustomizations.get(&name) else { return };
-    let Some(own_wake) = wakers.get(&name).cloned() else { return };
+    let Some(k) = config.kustomizations.get(&name) else {
+        return;
+    };
+    let Some(own_wake) = wakers.get(&name).cloned() else {
+        return;
+    };
     let mut drift = DriftWatch::default();
     loop {
         if *shutdown.borrow() {
@@ -150,12 +154,18 @@ async fn run_kustomization(
             _ = stopped(&mut shutdown) => break,
         };
         if action.ready {
-            for dependent in config.kustomizations.values().filter(|d| d.depends_on.contains(&name)) {
+            for dependent in config
+                .kustomizations
+                .values()
+                .filter(|d| d.depends_on.contains(&name))
+            {
                 wake(&wakers, &dependent.name);
             }
         }
         if !k.suspend {
-            drift.follow(&ctx, &name, &action.inventory, own_wake.clone()).await;
+            drift
+                .follow(&ctx, &name, &action.inventory, own_wake.clone())
+                .await;
         }
         tokio::select! {
             _ = tokio::time::sleep(action.requeue_after) => {}
@@ -191,7 +201,8 @@ impl DriftWatch {
                 let handle = tokio::spawn(async move {
                     let mut batches = Box::pin(debounce(events, DRIFT_QUIET));
                     while let Some(batch) = batches.next().await {
-                        let objects: Vec<String> = batch.iter().map(|e| e.object.to_string()).collect();
+                        let objects: Vec<String> =
+                            batch.iter().map(|e| e.object.to_string()).collect();
                         tracing::info!(kustomization = %name, reason = "DriftDetected", "drift on {}", objects.join(", "));
                         wake.notify_one();
                     }

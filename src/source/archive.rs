@@ -68,15 +68,21 @@ pub fn write_artifact(
         inner: BufWriter::new(file),
         hasher: Sha256::new(),
     };
-    let gzip = flate2::GzBuilder::new().mtime(0).write(hashing, Compression::default());
+    let gzip = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(hashing, Compression::default());
     let mut tar = tar::Builder::new(gzip);
     let mut total: u64 = 0;
     for file in files {
         total = total.saturating_add(append(repo, &mut tar, file, limits, total, context)?);
     }
-    let gzip = tar.into_inner().map_err(io_error("writing artifact", dest))?;
+    let gzip = tar
+        .into_inner()
+        .map_err(io_error("writing artifact", dest))?;
     let mut hashing = finish(gzip).map_err(io_error("writing artifact", dest))?;
-    hashing.flush().map_err(io_error("writing artifact", dest))?;
+    hashing
+        .flush()
+        .map_err(io_error("writing artifact", dest))?;
     hashing
         .inner
         .get_ref()
@@ -98,7 +104,10 @@ fn append<W: Write>(
     total_so_far: u64,
     context: &ReadContext<'_>,
 ) -> Result<u64> {
-    let size = repo.find_header(file.id).map_err(|err| context.error(err))?.size();
+    let size = repo
+        .find_header(file.id)
+        .map_err(|err| context.error(err))?
+        .size();
     let too_large = |limit| Error::TooLarge {
         source_name: context.source_name.to_string(),
         path: file.path.clone(),
@@ -109,10 +118,14 @@ fn append<W: Write>(
         return Err(too_large(limits.max_file_bytes));
     }
     if total_so_far.saturating_add(size) > limits.max_total_bytes {
-        return Err(too_large(limits.max_total_bytes.saturating_sub(total_so_far)));
+        return Err(too_large(
+            limits.max_total_bytes.saturating_sub(total_so_far),
+        ));
     }
-    let blob = repo.find_object(file.id).map_err(|err| context.error(err))?;
-    let write_error = |err: std::io::Error| context.error(format!("adding {}: {err}", file.path));
+    let blob = repo
+        .find_object(file.id)
+        .map_err(|err| context.error(err))?;
+    let write_error = |err: std::io::Error| context.message(format!("adding {}: {err}", file.path));
     match file.kind {
         FileKind::File { executable } => {
             let mode = if executable { 0o755 } else { 0o644 };
@@ -134,7 +147,8 @@ fn append<W: Write>(
                 return Ok(0);
             }
             let mut header = header(0, 0o777, tar::EntryType::Symlink);
-            tar.append_link(&mut header, &file.path, &target).map_err(write_error)?;
+            tar.append_link(&mut header, &file.path, &target)
+                .map_err(write_error)?;
             Ok(0)
         }
     }
@@ -154,10 +168,15 @@ pub fn extract(artifact: &Path, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).map_err(io_error("creating directory", dest))?;
     let file = File::open(artifact).map_err(io_error("opening artifact", artifact))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let entries = archive.entries().map_err(io_error("reading artifact", artifact))?;
+    let entries = archive
+        .entries()
+        .map_err(io_error("reading artifact", artifact))?;
     for entry in entries {
         let mut entry = entry.map_err(io_error("reading artifact", artifact))?;
-        let path = entry.path().map_err(io_error("reading artifact", artifact))?.into_owned();
+        let path = entry
+            .path()
+            .map_err(io_error("reading artifact", artifact))?
+            .into_owned();
         let relative = checked_relative(artifact, &path)?;
         if relative.as_os_str().is_empty() {
             continue;
@@ -168,7 +187,11 @@ pub fn extract(artifact: &Path, dest: &Path) -> Result<()> {
         }
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let executable = entry.header().mode().map(|m| m & 0o111 != 0).unwrap_or(false);
+                let executable = entry
+                    .header()
+                    .mode()
+                    .map(|m| m & 0o111 != 0)
+                    .unwrap_or(false);
                 write_file(artifact, &path, &target, &mut entry, executable)?;
             }
             tar::EntryType::Directory => ensure_real_dirs(artifact, dest, &relative, &path)?,
@@ -179,11 +202,22 @@ pub fn extract(artifact: &Path, dest: &Path) -> Result<()> {
                     .ok_or_else(|| unsafe_entry(artifact, &path, "is a symlink without a target"))?
                     .into_owned();
                 if !symlink_stays_inside(&relative, &link) {
-                    return Err(unsafe_entry(artifact, &path, "is a symlink pointing outside the destination"));
+                    return Err(unsafe_entry(
+                        artifact,
+                        &path,
+                        "is a symlink pointing outside the destination",
+                    ));
                 }
-                std::os::unix::fs::symlink(&link, &target).map_err(io_error("creating symlink", &target))?;
+                std::os::unix::fs::symlink(&link, &target)
+                    .map_err(io_error("creating symlink", &target))?;
             }
-            _ => return Err(unsafe_entry(artifact, &path, "is not a file, directory or symlink")),
+            _ => {
+                return Err(unsafe_entry(
+                    artifact,
+                    &path,
+                    "is not a file, directory or symlink",
+                ))
+            }
         }
     }
     Ok(())
@@ -196,8 +230,12 @@ fn checked_relative(artifact: &Path, path: &Path) -> Result<PathBuf> {
         match component {
             Component::Normal(part) => relative.push(part),
             Component::CurDir => {}
-            Component::ParentDir => return Err(unsafe_entry(artifact, path, "climbs out with '..'")),
-            Component::RootDir | Component::Prefix(_) => return Err(unsafe_entry(artifact, path, "is absolute")),
+            Component::ParentDir => {
+                return Err(unsafe_entry(artifact, path, "climbs out with '..'"))
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(unsafe_entry(artifact, path, "is absolute"))
+            }
         }
     }
     Ok(relative)
@@ -211,7 +249,13 @@ fn ensure_real_dirs(artifact: &Path, dest: &Path, relative: &Path, entry: &Path)
         current.push(component);
         match std::fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_dir() => {}
-            Ok(_) => return Err(unsafe_entry(artifact, entry, "passes through a symlink or a file")),
+            Ok(_) => {
+                return Err(unsafe_entry(
+                    artifact,
+                    entry,
+                    "passes through a symlink or a file",
+                ))
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir(&current).map_err(io_error("creating directory", &current))?;
             }
@@ -221,7 +265,13 @@ fn ensure_real_dirs(artifact: &Path, dest: &Path, relative: &Path, entry: &Path)
     Ok(())
 }
 
-fn write_file(artifact: &Path, entry: &Path, target: &Path, content: &mut impl Read, executable: bool) -> Result<()> {
+fn write_file(
+    artifact: &Path,
+    entry: &Path,
+    target: &Path,
+    content: &mut impl Read,
+    executable: bool,
+) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mode = if executable { 0o755 } else { 0o644 };
     let mut file = OpenOptions::new()
@@ -230,7 +280,9 @@ fn write_file(artifact: &Path, entry: &Path, target: &Path, content: &mut impl R
         .mode(mode)
         .open(target)
         .map_err(|err| match err.kind() {
-            std::io::ErrorKind::AlreadyExists => unsafe_entry(artifact, entry, "is in the artifact twice"),
+            std::io::ErrorKind::AlreadyExists => {
+                unsafe_entry(artifact, entry, "is in the artifact twice")
+            }
             _ => io_error("creating file", target)(err),
         })?;
     std::io::copy(content, &mut file).map_err(io_error("writing file", target))?;
@@ -270,7 +322,10 @@ mod tests {
             let _ = tar.append_link(&mut h, "evil", "../../etc");
         });
         let (dir, result) = extract_bytes(&bytes);
-        assert!(matches!(result, Err(Error::UnsafeEntry { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(Error::UnsafeEntry { .. })),
+            "{result:?}"
+        );
         assert!(!dir.path().join("out/evil").exists());
     }
 
@@ -297,7 +352,10 @@ mod tests {
         let (dir, result) = extract_bytes(&bytes);
         result?;
         let out = dir.path().join("out");
-        assert_eq!(std::fs::read_to_string(out.join("bin/again.sh")).unwrap_or_default(), "abc");
+        assert_eq!(
+            std::fs::read_to_string(out.join("bin/again.sh")).unwrap_or_default(),
+            "abc"
+        );
         Ok(())
     }
 }

@@ -51,7 +51,19 @@ struct Want {
 pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Result<FetchedCommit> {
     super::install_tls_provider();
     let mut repo = open_or_init(source, repo_dir)?;
-    configure_transport(&mut repo, source)?;
+    let stderr_file = ssh_stderr_file(repo_dir);
+    std::fs::write(&stderr_file, "")
+        .map_err(|err| local_repository_error(source, repo_dir, err))?;
+    configure_transport(&mut repo, source, &stderr_file)?;
+    fetch_configured(&repo, source, interrupt)
+        .map_err(|err| with_ssh_diagnostics(err, &stderr_file))
+}
+
+fn fetch_configured(
+    repo: &gix::Repository,
+    source: &GitSource,
+    interrupt: &AtomicBool,
+) -> Result<FetchedCommit> {
     let want = match &source.reference {
         GitRef::Branch(branch) => Want {
             refspec: format!("+refs/heads/{branch}:{TARGET_REF}"),
@@ -59,14 +71,14 @@ pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Res
             label: Some(branch.clone()),
         },
         GitRef::Tag(tag) => tag_want(tag),
-        GitRef::Semver(range) => tag_want(&highest_matching_tag(&repo, source, range)?),
+        GitRef::Semver(range) => tag_want(&highest_matching_tag(repo, source, range)?),
         GitRef::Commit(commit) => Want {
             refspec: format!("+{commit}:{TARGET_REF}"),
             what: format!("commit {commit}"),
             label: None,
         },
     };
-    let commit = fetch_want(&repo, source, &want, interrupt)?;
+    let commit = fetch_want(repo, source, &want, interrupt)?;
     let revision = match &want.label {
         Some(label) => format!("{label}@sha1:{commit}"),
         None => format!("sha1:{commit}"),
@@ -82,19 +94,37 @@ fn tag_want(tag: &str) -> Want {
     }
 }
 
-fn local_repository_error(source: &GitSource, path: &Path, err: impl std::fmt::Display) -> Error {
+/// An error and its causes on one line, each cause once.
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+fn local_repository_error<E: std::error::Error + 'static>(
+    source: &GitSource,
+    path: &Path,
+    err: E,
+) -> Error {
     Error::LocalRepository {
         source_name: source.name.clone(),
         path: path.to_path_buf(),
-        message: format!("{err:#}"),
+        message: describe(&err),
     }
 }
 
-fn fetch_error(source: &GitSource, err: impl std::fmt::Display) -> Error {
+fn fetch_error<E: std::error::Error + 'static>(source: &GitSource, err: E) -> Error {
     Error::Fetch {
         source_name: source.name.clone(),
         url: super::redact_url(&source.url),
-        message: format!("{err:#}"),
+        message: describe(&err),
     }
 }
 
@@ -103,12 +133,19 @@ fn fetch_error(source: &GitSource, err: impl std::fmt::Display) -> Error {
 pub fn open_or_init(source: &GitSource, repo_dir: &Path) -> Result<gix::Repository> {
     let options = gix::open::Options::isolated();
     if repo_dir.join("HEAD").is_file() {
-        return gix::open_opts(repo_dir, options).map_err(|err| local_repository_error(source, repo_dir, err));
+        return gix::open_opts(repo_dir, options)
+            .map_err(|err| local_repository_error(source, repo_dir, err));
     }
-    std::fs::create_dir_all(repo_dir).map_err(|err| local_repository_error(source, repo_dir, err))?;
-    gix::ThreadSafeRepository::init_opts(repo_dir, gix::create::Kind::Bare, gix::create::Options::default(), options)
-        .map(|repo| repo.to_thread_local())
-        .map_err(|err| local_repository_error(source, repo_dir, err))
+    std::fs::create_dir_all(repo_dir)
+        .map_err(|err| local_repository_error(source, repo_dir, err))?;
+    gix::ThreadSafeRepository::init_opts(
+        repo_dir,
+        gix::create::Kind::Bare,
+        gix::create::Options::default(),
+        options,
+    )
+    .map(|repo| repo.to_thread_local())
+    .map_err(|err| local_repository_error(source, repo_dir, err))
 }
 
 /// Single quotes for a `sh -c` command line, which gix uses to run
@@ -117,16 +154,54 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-fn ssh_command(source: &GitSource) -> Option<String> {
+/// The `ssh` command line for `source`, its stderr appended to
+/// `stderr_file` so that a refused host key can be reported in the error.
+fn ssh_command(source: &GitSource, stderr_file: &Path) -> Option<String> {
     let key = source.auth.ssh_key_file.as_ref()?;
     let known_hosts = source.auth.known_hosts_file.as_ref()?;
     let connect_timeout = source.timeout.as_secs().max(1);
     Some(format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
-         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout}",
+         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout} 2>>{}",
         shell_quote(&key.to_string_lossy()),
         shell_quote(&known_hosts.to_string_lossy()),
+        shell_quote(&stderr_file.to_string_lossy()),
     ))
+}
+
+/// Where the `ssh` program's messages of the current fetch go.
+fn ssh_stderr_file(repo_dir: &Path) -> std::path::PathBuf {
+    repo_dir.join("kedge-ssh-stderr.log")
+}
+
+/// Adds what `ssh` printed (e.g. "Host key verification failed.") to a
+/// failed fetch's message: gix only sees the connection close.
+fn with_ssh_diagnostics(err: Error, stderr_file: &Path) -> Error {
+    let Error::Fetch {
+        source_name,
+        url,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let said: Vec<String> = std::fs::read_to_string(stderr_file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("Warning: Permanently added"))
+        .map(str::to_string)
+        .collect();
+    let message = if said.is_empty() {
+        message
+    } else {
+        format!("ssh: {}; {message}", said.join(" "))
+    };
+    Error::Fetch {
+        source_name,
+        url,
+        message,
+    }
 }
 
 fn read_secret(source: &GitSource, path: &Path) -> Result<String> {
@@ -141,14 +216,18 @@ fn read_secret(source: &GitSource, path: &Path) -> Result<String> {
 
 /// Sets the in-memory config of this fetch: the ssh command and, for a
 /// bearer token, the Authorization header. Nothing is written to disk.
-fn configure_transport(repo: &mut gix::Repository, source: &GitSource) -> Result<()> {
+fn configure_transport(
+    repo: &mut gix::Repository,
+    source: &GitSource,
+    ssh_stderr: &Path,
+) -> Result<()> {
     let repo_dir = repo.path().to_path_buf();
     let bearer = match &source.auth.bearer_token_file {
         Some(file) => Some(read_secret(source, file)?),
         None => None,
     };
     let mut config = repo.config_snapshot_mut();
-    if let Some(command) = ssh_command(source) {
+    if let Some(command) = ssh_command(source, ssh_stderr) {
         config
             .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
             .map_err(|err| local_repository_error(source, &repo_dir, err))?;
@@ -189,32 +268,98 @@ fn remote_with_refspec<'repo>(
         .map_err(|err| fetch_error(source, err))
 }
 
+type Connection<'a, 'repo> = gix::remote::Connection<
+    'a,
+    'static,
+    'repo,
+    Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+>;
+
 /// Connects with kedge's own credentials callback: it answers from the
 /// configured files only, so no helper program or prompt is ever run.
 fn connect<'a, 'repo>(
     remote: &'a gix::Remote<'repo>,
     source: &GitSource,
-) -> Result<gix::remote::Connection<'a, 'static, 'repo, Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>>> {
+) -> Result<Connection<'a, 'repo>> {
     let credentials = basic_credentials(source)?;
-    let connection = remote.connect(Direction::Fetch).map_err(|err| fetch_error(source, err))?;
-    Ok(connection.with_credentials(move |action| match (action, &credentials) {
-        (gix::credentials::helper::Action::Get(context), Some((username, password))) => {
-            Ok(Some(gix::credentials::protocol::Outcome {
-                identity: gix::sec::identity::Account {
-                    username: username.clone(),
-                    password: password.clone(),
-                    oauth_refresh_token: None,
-                },
-                next: context.into(),
-            }))
-        }
-        _ => Ok(None),
-    }))
+    let ca = private_ca(source)?;
+    let mut connection = remote
+        .connect(Direction::Fetch)
+        .map_err(|err| fetch_error(source, err))?;
+    if let Some(certificate) = ca {
+        let options = http_options_trusting(remote.repo(), source, certificate)?;
+        connection = connection.with_transport_options(Box::new(options));
+    }
+    Ok(
+        connection.with_credentials(move |action| match (action, &credentials) {
+            (gix::credentials::helper::Action::Get(context), Some((username, password))) => {
+                Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: username.clone(),
+                        password: password.clone(),
+                        oauth_refresh_token: None,
+                    },
+                    next: context.into(),
+                }))
+            }
+            _ => Ok(None),
+        }),
+    )
+}
+
+/// The source's `ca_file`, parsed, for an https URL.
+fn private_ca(source: &GitSource) -> Result<Option<reqwest::Certificate>> {
+    let Some(file) = &source.auth.ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(file).map_err(|err| Error::Credential {
+        source_name: source.name.clone(),
+        path: file.clone(),
+        source: err,
+    })?;
+    reqwest::Certificate::from_pem(&pem)
+        .map(Some)
+        .map_err(|err| Error::Credential {
+            source_name: source.name.clone(),
+            path: file.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, err),
+        })
+}
+
+/// The HTTP options gix derives from the repository config, with the
+/// reqwest client also trusting `certificate`.
+fn http_options_trusting(
+    repo: &gix::Repository,
+    source: &GitSource,
+    certificate: reqwest::Certificate,
+) -> Result<gix::protocol::transport::client::blocking_io::http::Options> {
+    use gix::protocol::transport::client::blocking_io::http;
+    let configured = repo
+        .transport_options(gix::bstr::BStr::new(source.url.as_str()), None)
+        .map_err(|err| fetch_error(source, err))?;
+    let mut options = configured
+        .and_then(|any| any.downcast::<http::Options>().ok())
+        .map(|boxed| *boxed)
+        .unwrap_or_default();
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(
+            move |builder: reqwest::blocking::ClientBuilder| {
+                Ok(builder.add_root_certificate(certificate.clone()))
+            },
+        )),
+        configure_request: None,
+    };
+    options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+    Ok(options)
 }
 
 /// Lists the remote's tags and returns the highest one whose name (less a
 /// leading `v`) is a semver version in `range`.
-fn highest_matching_tag(repo: &gix::Repository, source: &GitSource, range: &semver::VersionReq) -> Result<String> {
+fn highest_matching_tag(
+    repo: &gix::Repository,
+    source: &GitSource,
+    range: &semver::VersionReq,
+) -> Result<String> {
     let remote = remote_with_refspec(repo, source, "refs/tags/*:refs/tags/*")?;
     let connection = connect(&remote, source)?;
     let (ref_map, _handshake) = connection
@@ -222,7 +367,9 @@ fn highest_matching_tag(repo: &gix::Repository, source: &GitSource, range: &semv
         .map_err(|err| fetch_error(source, err))?;
     let tags = ref_map.remote_refs.iter().filter_map(|remote_ref| {
         let (name, _, _) = remote_ref.unpack();
-        name.to_string().strip_prefix("refs/tags/").map(str::to_string)
+        name.to_string()
+            .strip_prefix("refs/tags/")
+            .map(str::to_string)
     });
     pick_highest(tags, range).ok_or_else(|| Error::RefNotFound {
         source_name: source.name.clone(),
@@ -233,7 +380,10 @@ fn highest_matching_tag(repo: &gix::Repository, source: &GitSource, range: &semv
 
 /// The tag with the highest semver version in `range`, ignoring tags that
 /// are not versions.
-pub fn pick_highest(tags: impl IntoIterator<Item = String>, range: &semver::VersionReq) -> Option<String> {
+pub fn pick_highest(
+    tags: impl IntoIterator<Item = String>,
+    range: &semver::VersionReq,
+) -> Option<String> {
     tags.into_iter()
         .filter_map(|tag| {
             let version = semver::Version::parse(tag.strip_prefix('v').unwrap_or(&tag)).ok()?;
@@ -245,7 +395,12 @@ pub fn pick_highest(tags: impl IntoIterator<Item = String>, range: &semver::Vers
 
 /// Asks the remote for `want` and returns the commit it resolves to,
 /// receiving a shallow pack only when the object is not here already.
-fn fetch_want(repo: &gix::Repository, source: &GitSource, want: &Want, interrupt: &AtomicBool) -> Result<gix::ObjectId> {
+fn fetch_want(
+    repo: &gix::Repository,
+    source: &GitSource,
+    want: &Want,
+    interrupt: &AtomicBool,
+) -> Result<gix::ObjectId> {
     let remote = remote_with_refspec(repo, source, &want.refspec)?;
     let connection = connect(&remote, source)?;
     let prepare = connection
@@ -271,14 +426,23 @@ fn fetch_want(repo: &gix::Repository, source: &GitSource, want: &Want, interrupt
     peel_to_commit(repo, source, wanted, want)
 }
 
-fn peel_to_commit(repo: &gix::Repository, source: &GitSource, id: gix::ObjectId, want: &Want) -> Result<gix::ObjectId> {
+fn peel_to_commit(
+    repo: &gix::Repository,
+    source: &GitSource,
+    id: gix::ObjectId,
+    want: &Want,
+) -> Result<gix::ObjectId> {
     repo.find_object(id)
         .and_then(|object| object.peel_to_commit())
         .map(|commit| commit.id)
         .map_err(|err| Error::Fetch {
             source_name: source.name.clone(),
             url: super::redact_url(&source.url),
-            message: format!("{} ({id}) is not a commit here after the fetch: {err:#}", want.what),
+            message: format!(
+                "{} ({id}) is not a commit here after the fetch: {}",
+                want.what,
+                describe(&err)
+            ),
         })
 }
 
@@ -299,13 +463,26 @@ mod tests {
 
     #[test]
     fn semver_picks_the_highest_tag_in_range_with_or_without_a_v() {
-        let all = tags(&["v1.0.0", "1.2.0", "v1.10.1", "v2.0.0", "latest", "v1.11.0-rc.1"]);
-        assert_eq!(pick_highest(all, &range(">=1.0, <2")), Some("v1.10.1".to_string()));
+        let all = tags(&[
+            "v1.0.0",
+            "1.2.0",
+            "v1.10.1",
+            "v2.0.0",
+            "latest",
+            "v1.11.0-rc.1",
+        ]);
+        assert_eq!(
+            pick_highest(all, &range(">=1.0, <2")),
+            Some("v1.10.1".to_string())
+        );
     }
 
     #[test]
     fn semver_finds_nothing_when_no_tag_is_in_range() {
-        assert_eq!(pick_highest(tags(&["v0.1.0", "nightly"]), &range(">=1.0")), None);
+        assert_eq!(
+            pick_highest(tags(&["v0.1.0", "nightly"]), &range(">=1.0")),
+            None
+        );
     }
 
     #[test]
@@ -324,10 +501,19 @@ mod tests {
             ignore: Vec::new(),
             suspend: false,
         };
-        let command = ssh_command(&source).unwrap_or_default();
-        assert!(command.contains(r"-i '/etc/kedge/it'\''s key'"), "{command}");
-        assert!(command.contains("-o StrictHostKeyChecking=yes"), "{command}");
-        assert!(command.contains("-o UserKnownHostsFile='/etc/kedge/known_hosts'"), "{command}");
+        let command = ssh_command(&source, Path::new("/var/lib/kedge/ssh.log")).unwrap_or_default();
+        assert!(
+            command.contains(r"-i '/etc/kedge/it'\''s key'"),
+            "{command}"
+        );
+        assert!(
+            command.contains("-o StrictHostKeyChecking=yes"),
+            "{command}"
+        );
+        assert!(
+            command.contains("-o UserKnownHostsFile='/etc/kedge/known_hosts'"),
+            "{command}"
+        );
         assert!(command.contains("-o BatchMode=yes"), "{command}");
     }
 }

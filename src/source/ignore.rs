@@ -65,7 +65,11 @@ fn virtual_root() -> PathBuf {
     PathBuf::from("/kedge-source")
 }
 
-fn add_lines(builder: &mut GitignoreBuilder, lines: &str, origin: &str) -> Result<(), PatternError> {
+fn add_lines(
+    builder: &mut GitignoreBuilder,
+    lines: &str,
+    origin: &str,
+) -> Result<(), PatternError> {
     for line in lines.lines() {
         builder
             .add_line(Some(PathBuf::from(origin)), line)
@@ -90,9 +94,16 @@ impl IgnoreRules {
     /// Rules from the defaults, the `.sourceignore` files (`(directory,
     /// content)`, the root one with an empty directory) and the config's
     /// `extra` patterns, which come last and so win.
-    pub fn new(sourceignores: &[(PathBuf, String)], extra: &[String]) -> Result<IgnoreRules, PatternError> {
+    pub fn new(
+        sourceignores: &[(PathBuf, String)],
+        extra: &[String],
+    ) -> Result<IgnoreRules, PatternError> {
         let mut root = GitignoreBuilder::new(virtual_root());
-        add_lines(&mut root, &DEFAULT_EXCLUDES.join("\n"), "the default excludes")?;
+        add_lines(
+            &mut root,
+            &DEFAULT_EXCLUDES.join("\n"),
+            "the default excludes",
+        )?;
         let mut nested = Vec::new();
         let mut sorted: Vec<&(PathBuf, String)> = sourceignores.iter().collect();
         sorted.sort_by_key(|(dir, _)| dir.components().count());
@@ -117,7 +128,10 @@ impl IgnoreRules {
     /// out of the artifact, because of itself or of a parent directory.
     pub fn is_ignored(&self, path: &Path) -> bool {
         let full = virtual_root().join(path);
-        let mut ignored = matches!(self.root.matched_path_or_any_parents(&full, false), Match::Ignore(_));
+        let mut ignored = matches!(
+            self.root.matched_path_or_any_parents(&full, false),
+            Match::Ignore(_)
+        );
         for (dir, rules) in &self.nested {
             if path.starts_with(dir) {
                 match rules.matched_path_or_any_parents(&full, false) {

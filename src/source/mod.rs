@@ -12,8 +12,6 @@
 //!
 //! # Current limitations
 //! - Git submodules are left out of artifacts.
-//! - `ca_file` is accepted by the config but not yet handed to the HTTP
-//!   client; a private CA must be in the system trust store.
 
 pub mod archive;
 pub mod git;
@@ -117,7 +115,7 @@ pub enum Error {
     Ignore {
         source_name: String,
         #[source]
-        source: ignore::PatternError,
+        source: Box<ignore::PatternError>,
     },
     /// Writing, reading or unpacking an artifact on disk failed.
     #[error("{action} {path}: {source}")]
@@ -141,22 +139,31 @@ impl Error {
     /// The Flux condition reason for this error.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Fetch { .. } | Error::RefNotFound { .. } | Error::Credential { .. } | Error::Timeout { .. } => {
-                "GitOperationFailed"
-            }
+            Error::Fetch { .. }
+            | Error::RefNotFound { .. }
+            | Error::Credential { .. }
+            | Error::Timeout { .. } => "GitOperationFailed",
             Error::LocalRepository { .. } | Error::Io { .. } => "StorageOperationFailed",
-            Error::ReadTree { .. } | Error::TooLarge { .. } | Error::Ignore { .. } | Error::UnsafeEntry { .. } => {
-                "ArtifactFailed"
-            }
+            Error::ReadTree { .. }
+            | Error::TooLarge { .. }
+            | Error::Ignore { .. }
+            | Error::UnsafeEntry { .. } => "ArtifactFailed",
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) fn io_error(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io_error(
+    action: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();
-    move |source| Error::Io { action, path, source }
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// The URL with any userinfo password or token replaced, safe to log and
@@ -191,6 +198,9 @@ mod tests {
             redact_url("https://bob:hunter2@git.example.org/ops/fleet.git"),
             "https://bob:REDACTED@git.example.org/ops/fleet.git"
         );
-        assert_eq!(redact_url("ssh://git@git.example.org/ops/fleet.git"), "ssh://git@git.example.org/ops/fleet.git");
+        assert_eq!(
+            redact_url("ssh://git@git.example.org/ops/fleet.git"),
+            "ssh://git@git.example.org/ops/fleet.git"
+        );
     }
 }

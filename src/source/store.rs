@@ -72,7 +72,7 @@ impl ArtifactStore {
                 .map_err(io_error("inspecting artifact", &path))?;
             others.push((modified, path));
         }
-        others.sort_by(|a, b| b.0.cmp(&a.0));
+        others.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
         let mut removed = 0;
         for (_, path) in others.into_iter().skip(KEPT_PER_SOURCE.saturating_sub(1)) {
             std::fs::remove_file(&path).map_err(io_error("removing old artifact", &path))?;
@@ -84,14 +84,28 @@ impl ArtifactStore {
 
 /// The last good artifact of source `kind/name` recorded in `store`, if its
 /// file is still there. This is what a reconciler unpacks.
-pub fn latest_artifact(store: &state::Store, kind: &str, name: &str) -> Result<Option<Artifact>, state::Error> {
+pub fn latest_artifact(
+    store: &state::Store,
+    kind: &str,
+    name: &str,
+) -> Result<Option<Artifact>, state::Error> {
     let Some(status) = store.source_status(kind, name)? else {
         return Ok(None);
     };
-    Ok(match (status.revision, status.artifact_digest, status.artifact_path) {
-        (Some(revision), Some(digest), Some(path)) if path.is_file() => Some(Artifact { revision, digest, path }),
-        _ => None,
-    })
+    Ok(
+        match (
+            status.revision,
+            status.artifact_digest,
+            status.artifact_path,
+        ) {
+            (Some(revision), Some(digest), Some(path)) if path.is_file() => Some(Artifact {
+                revision,
+                digest,
+                path,
+            }),
+            _ => None,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -108,14 +122,21 @@ mod tests {
         for index in 0..5 {
             let path = source_dir.join(format!("{index:064}.tar.gz"));
             std::fs::write(&path, b"x").map_err(io_error("write", &path))?;
-            let time = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + index);
-            let file = std::fs::File::options().write(true).open(&path).map_err(io_error("open", &path))?;
+            let time =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + index);
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .map_err(io_error("open", &path))?;
             file.set_modified(time).map_err(io_error("touch", &path))?;
             paths.push(path);
         }
         let removed = store.collect_garbage("git", "fleet", &paths[0])?;
         assert_eq!(removed, 2);
-        assert!(paths[0].exists(), "the current artifact stays even when oldest");
+        assert!(
+            paths[0].exists(),
+            "the current artifact stays even when oldest"
+        );
         assert!(paths[4].exists() && paths[3].exists());
         assert!(!paths[2].exists() && !paths[1].exists());
         Ok(())

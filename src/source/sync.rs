@@ -25,13 +25,17 @@ pub enum SyncOutcome {
 impl SyncOutcome {
     pub fn artifact(&self) -> &Artifact {
         match self {
-            SyncOutcome::NewArtifact { artifact, .. } | SyncOutcome::Unchanged { artifact, .. } => artifact,
+            SyncOutcome::NewArtifact { artifact, .. } | SyncOutcome::Unchanged { artifact, .. } => {
+                artifact
+            }
         }
     }
 
     pub fn inputs(&self) -> &str {
         match self {
-            SyncOutcome::NewArtifact { inputs, .. } | SyncOutcome::Unchanged { inputs, .. } => inputs,
+            SyncOutcome::NewArtifact { inputs, .. } | SyncOutcome::Unchanged { inputs, .. } => {
+                inputs
+            }
         }
     }
 }
@@ -51,7 +55,12 @@ fn build_inputs(source: &GitSource, limits: Limits) -> String {
     }
     hasher.update(limits.max_file_bytes.to_le_bytes());
     hasher.update(limits.max_total_bytes.to_le_bytes());
-    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Fetches `source` and returns its current artifact, building a new one
@@ -66,7 +75,8 @@ pub fn sync_git_source(
     let repo_dir = repository_dir(state_dir, &source.name);
     let fetched = git::fetch(source, &repo_dir, interrupt)?;
     let inputs = build_inputs(source, limits);
-    if let Some(artifact) = previous.and_then(|p| unchanged_artifact(p, &fetched.revision, &inputs)) {
+    if let Some(artifact) = previous.and_then(|p| unchanged_artifact(p, &fetched.revision, &inputs))
+    {
         return Ok(SyncOutcome::Unchanged { artifact, inputs });
     }
     let repo = git::open_or_init(source, &repo_dir)?;
@@ -76,7 +86,9 @@ pub fn sync_git_source(
 }
 
 fn unchanged_artifact(previous: &SourceStatus, revision: &str, inputs: &str) -> Option<Artifact> {
-    if previous.revision.as_deref() != Some(revision) || previous.artifact_inputs.as_deref() != Some(inputs) {
+    if previous.revision.as_deref() != Some(revision)
+        || previous.artifact_inputs.as_deref() != Some(inputs)
+    {
         return None;
     }
     let path = previous.artifact_path.clone()?;
@@ -102,7 +114,7 @@ fn build_artifact(
     let sourceignores = tree::sourceignores(repo, &files, &context)?;
     let rules = IgnoreRules::new(&sourceignores, &source.ignore).map_err(|err| Error::Ignore {
         source_name: source.name.clone(),
-        source: err,
+        source: Box::new(err),
     })?;
     let files = tree::select(files, &rules);
     let temp = store.temp_path("git", &source.name)?;

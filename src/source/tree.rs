@@ -26,7 +26,11 @@ pub struct TreeFile {
 
 /// Every file and symlink of `commit`'s tree, sorted by path. Submodules
 /// are left out.
-pub fn list_files(repo: &gix::Repository, commit: gix::ObjectId, context: &ReadContext<'_>) -> Result<Vec<TreeFile>> {
+pub fn list_files(
+    repo: &gix::Repository,
+    commit: gix::ObjectId,
+    context: &ReadContext<'_>,
+) -> Result<Vec<TreeFile>> {
     let tree_id = repo
         .find_commit(commit)
         .and_then(|commit| commit.tree_id())
@@ -45,11 +49,15 @@ pub struct ReadContext<'a> {
 }
 
 impl ReadContext<'_> {
-    pub(crate) fn error(&self, err: impl std::fmt::Display) -> Error {
+    pub(crate) fn error<E: std::error::Error + 'static>(&self, err: E) -> Error {
+        self.message(super::git::describe(&err))
+    }
+
+    pub(crate) fn message(&self, message: String) -> Error {
         Error::ReadTree {
             source_name: self.source_name.to_string(),
             revision: self.revision.to_string(),
-            message: format!("{err:#}"),
+            message,
         }
     }
 }
@@ -64,10 +72,14 @@ fn walk(
     let tree = repo.find_tree(tree_id).map_err(|err| context.error(err))?;
     let decoded = tree.decode().map_err(|err| context.error(err))?;
     for entry in &decoded.entries {
-        let name = std::str::from_utf8(entry.filename)
-            .map_err(|_| context.error(format!("{prefix}{:?} is not a UTF-8 file name", entry.filename)))?;
+        let name = std::str::from_utf8(entry.filename).map_err(|_| {
+            context.message(format!(
+                "{prefix}{:?} is not a UTF-8 file name",
+                entry.filename
+            ))
+        })?;
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-            return Err(context.error(format!("{prefix}{name:?} is not a safe file name")));
+            return Err(context.message(format!("{prefix}{name:?} is not a safe file name")));
         }
         let path = format!("{prefix}{name}");
         let id = entry.oid.to_owned();
@@ -87,14 +99,22 @@ fn walk(
 }
 
 /// The `.sourceignore` files of the tree as `(directory, content)`.
-pub fn sourceignores(repo: &gix::Repository, files: &[TreeFile], context: &ReadContext<'_>) -> Result<Vec<(PathBuf, String)>> {
+pub fn sourceignores(
+    repo: &gix::Repository,
+    files: &[TreeFile],
+    context: &ReadContext<'_>,
+) -> Result<Vec<(PathBuf, String)>> {
     let mut found = Vec::new();
     for file in files {
         let path = Path::new(&file.path);
-        if path.file_name().and_then(|n| n.to_str()) != Some(SOURCEIGNORE) || file.kind == FileKind::Symlink {
+        if path.file_name().and_then(|n| n.to_str()) != Some(SOURCEIGNORE)
+            || file.kind == FileKind::Symlink
+        {
             continue;
         }
-        let blob = repo.find_object(file.id).map_err(|err| context.error(err))?;
+        let blob = repo
+            .find_object(file.id)
+            .map_err(|err| context.error(err))?;
         let content = String::from_utf8_lossy(&blob.data).into_owned();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         found.push((dir, content));
@@ -117,7 +137,10 @@ pub fn symlink_stays_inside(link_path: &Path, target: &Path) -> bool {
         return false;
     }
     let mut depth: usize = link_path.parent().map_or(0, |parent| {
-        parent.components().filter(|c| matches!(c, Component::Normal(_))).count()
+        parent
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .count()
     });
     for component in target.components() {
         match component {
@@ -141,10 +164,22 @@ mod tests {
 
     #[test]
     fn symlinks_climbing_out_of_the_root_are_outside() {
-        assert!(symlink_stays_inside(Path::new("apps/base"), Path::new("../common/base")));
-        assert!(symlink_stays_inside(Path::new("a/b/c"), Path::new("../../x")));
-        assert!(!symlink_stays_inside(Path::new("a/b/c"), Path::new("../../../x")));
-        assert!(!symlink_stays_inside(Path::new("link"), Path::new("/etc/passwd")));
+        assert!(symlink_stays_inside(
+            Path::new("apps/base"),
+            Path::new("../common/base")
+        ));
+        assert!(symlink_stays_inside(
+            Path::new("a/b/c"),
+            Path::new("../../x")
+        ));
+        assert!(!symlink_stays_inside(
+            Path::new("a/b/c"),
+            Path::new("../../../x")
+        ));
+        assert!(!symlink_stays_inside(
+            Path::new("link"),
+            Path::new("/etc/passwd")
+        ));
         assert!(!symlink_stays_inside(Path::new("link"), Path::new("..")));
     }
 }

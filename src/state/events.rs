@@ -113,7 +113,13 @@ mod tests {
         let store = Store::open_in_memory()?;
         let total = EVENT_HISTORY_LIMIT + 5;
         for index in 0..total {
-            store.record_event(&Event::new("git", "fleet", Severity::Info, "Succeeded", &index.to_string()))?;
+            store.record_event(&Event::new(
+                "git",
+                "fleet",
+                Severity::Info,
+                "Succeeded",
+                &index.to_string(),
+            ))?;
         }
         let events = store.events("git", "fleet", usize::MAX >> 1)?;
         assert_eq!(events.len() as i64, EVENT_HISTORY_LIMIT);

@@ -94,7 +94,16 @@ impl Store {
                     last_duration_ms = ?8,
                     consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures + 1 END
                  WHERE name = ?1",
-                params![name, ready, reason, message, attempted_revision, applied_revision, at, duration_ms],
+                params![
+                    name,
+                    ready,
+                    reason,
+                    message,
+                    attempted_revision,
+                    applied_revision,
+                    at,
+                    duration_ms
+                ],
             )
             .map_err(query_error("recording kustomization outcome"))?;
         Ok(())
@@ -116,7 +125,9 @@ impl Store {
     pub fn kustomization_statuses(&self) -> Result<Vec<KustomizationStatus>> {
         let mut statement = self
             .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM kustomizations ORDER BY name"))
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM kustomizations ORDER BY name"
+            ))
             .map_err(query_error("listing kustomizations"))?;
         let rows = statement
             .query_map([], status_from_row)
@@ -140,11 +151,19 @@ impl Store {
 
     /// Replaces kustomization `name`'s inventory with `object_ids`, written
     /// at `revision`, in one transaction.
-    pub fn set_inventory(&mut self, name: &str, revision: &str, object_ids: &[String]) -> Result<()> {
+    pub fn set_inventory(
+        &mut self,
+        name: &str,
+        revision: &str,
+        object_ids: &[String],
+    ) -> Result<()> {
         let write = query_error("writing inventory");
         let tx = self.conn.transaction().map_err(write)?;
-        tx.execute("DELETE FROM inventory WHERE kustomization = ?1", params![name])
-            .map_err(query_error("writing inventory"))?;
+        tx.execute(
+            "DELETE FROM inventory WHERE kustomization = ?1",
+            params![name],
+        )
+        .map_err(query_error("writing inventory"))?;
         {
             let mut insert = tx
                 .prepare("INSERT OR IGNORE INTO inventory (kustomization, object_id, revision) VALUES (?1, ?2, ?3)")
@@ -161,9 +180,15 @@ impl Store {
     /// Forgets kustomization `name`: its status and its inventory (its
     /// events stay).
     pub fn remove_kustomization(&mut self, name: &str) -> Result<()> {
-        let tx = self.conn.transaction().map_err(query_error("removing kustomization"))?;
-        tx.execute("DELETE FROM inventory WHERE kustomization = ?1", params![name])
+        let tx = self
+            .conn
+            .transaction()
             .map_err(query_error("removing kustomization"))?;
+        tx.execute(
+            "DELETE FROM inventory WHERE kustomization = ?1",
+            params![name],
+        )
+        .map_err(query_error("removing kustomization"))?;
         tx.execute("DELETE FROM kustomizations WHERE name = ?1", params![name])
             .map_err(query_error("removing kustomization"))?;
         tx.commit().map_err(query_error("removing kustomization"))
@@ -188,13 +213,33 @@ mod tests {
     #[test]
     fn a_failure_keeps_the_last_applied_revision_and_counts_failures() -> Result<()> {
         let store = Store::open_in_memory()?;
-        store.record_kustomization_outcome("apps", "git/fleet", 1, outcome(true, "ReconciliationSucceeded", "main@sha1:a"))?;
-        store.record_kustomization_outcome("apps", "git/fleet", 2, outcome(false, "BuildFailed", "main@sha1:b"))?;
-        store.record_kustomization_outcome("apps", "git/fleet", 3, outcome(false, "BuildFailed", "main@sha1:b"))?;
-        let status = store.kustomization_status("apps")?.ok_or(Error::TooNew { found: 0, known: 0 })?;
+        store.record_kustomization_outcome(
+            "apps",
+            "git/fleet",
+            1,
+            outcome(true, "ReconciliationSucceeded", "main@sha1:a"),
+        )?;
+        store.record_kustomization_outcome(
+            "apps",
+            "git/fleet",
+            2,
+            outcome(false, "BuildFailed", "main@sha1:b"),
+        )?;
+        store.record_kustomization_outcome(
+            "apps",
+            "git/fleet",
+            3,
+            outcome(false, "BuildFailed", "main@sha1:b"),
+        )?;
+        let status = store
+            .kustomization_status("apps")?
+            .ok_or(Error::TooNew { found: 0, known: 0 })?;
         assert!(!status.ready);
         assert_eq!(status.last_applied_revision.as_deref(), Some("main@sha1:a"));
-        assert_eq!(status.last_attempted_revision.as_deref(), Some("main@sha1:b"));
+        assert_eq!(
+            status.last_attempted_revision.as_deref(),
+            Some("main@sha1:b")
+        );
         assert_eq!(status.last_success_at, Some(1));
         assert_eq!(status.consecutive_failures, 2);
         Ok(())

@@ -139,9 +139,12 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_error)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_error)?;
         Store::migrated(conn)
     }
 
@@ -152,9 +155,13 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_error)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_error)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(open_error)?;
@@ -191,7 +198,8 @@ impl Store {
             let migrate = |source| Error::Migrate { version, source };
             let tx = conn.transaction().map_err(migrate)?;
             tx.execute_batch(sql).map_err(migrate)?;
-            tx.pragma_update(None, "user_version", version as i64).map_err(migrate)?;
+            tx.pragma_update(None, "user_version", version as i64)
+                .map_err(migrate)?;
             tx.commit().map_err(migrate)?;
         }
         Ok(Store { conn })
@@ -233,7 +241,13 @@ mod tests {
         let path = dir.path().join("kedge.db");
         {
             let store = Store::open(&path)?;
-            store.record_event(&Event::new("git", "fleet", Severity::Info, "Succeeded", "hello"))?;
+            store.record_event(&Event::new(
+                "git",
+                "fleet",
+                Severity::Info,
+                "Succeeded",
+                "hello",
+            ))?;
         }
         let store = Store::open(&path)?;
         assert_eq!(store.schema_version()?, MIGRATIONS.len() as i64);

@@ -99,7 +99,16 @@ impl Store {
                     ready = 1, reason = 'Succeeded',
                     message = 'stored artifact for revision ' || ?3, consecutive_failures = 0
                  WHERE kind = ?1 AND name = ?2",
-                params![kind, name, revision, digest, path.to_string_lossy(), inputs, at, new_artifact],
+                params![
+                    kind,
+                    name,
+                    revision,
+                    digest,
+                    path.to_string_lossy(),
+                    inputs,
+                    at,
+                    new_artifact
+                ],
             ),
             SourceOutcome::Failed { reason, message } => self.conn.execute(
                 "UPDATE sources SET last_attempt_at = ?3, ready = 0, reason = ?4, message = ?5,
@@ -128,7 +137,9 @@ impl Store {
     pub fn source_statuses(&self) -> Result<Vec<SourceStatus>> {
         let mut statement = self
             .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM sources ORDER BY kind, name"))
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM sources ORDER BY kind, name"
+            ))
             .map_err(query_error("listing sources"))?;
         let rows = statement
             .query_map([], status_from_row)
@@ -140,7 +151,10 @@ impl Store {
     /// Forgets a source removed from the config (its events stay).
     pub fn remove_source(&self, kind: &str, name: &str) -> Result<()> {
         self.conn
-            .execute("DELETE FROM sources WHERE kind = ?1 AND name = ?2", params![kind, name])
+            .execute(
+                "DELETE FROM sources WHERE kind = ?1 AND name = ?2",
+                params![kind, name],
+            )
             .map_err(query_error("removing source"))?;
         Ok(())
     }
@@ -185,7 +199,8 @@ mod tests {
     }
 
     #[test]
-    fn a_success_after_failures_resets_the_count_and_keeps_the_artifact_time_when_unchanged() -> Result<()> {
+    fn a_success_after_failures_resets_the_count_and_keeps_the_artifact_time_when_unchanged(
+    ) -> Result<()> {
         let store = Store::open_in_memory()?;
         let path = Path::new("/a.tar.gz");
         let ready = |new_artifact| SourceOutcome::Ready {

@@ -17,5 +17,6 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod git;
 
 pub use cluster::{cluster, TestNamespace};

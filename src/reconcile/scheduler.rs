@@ -1,0 +1,370 @@
+//! Runs every source on its own interval, with jittered exponential backoff
+//! after failures, immediate runs on request, and a broadcast of new
+//! artifacts for the reconcilers.
+//!
+//! # Design
+//! One tokio task per source. A sync runs on the blocking pool (gix is
+//! blocking) under the source's timeout; its outcome is written to the
+//! state store exactly once, then the task sleeps until the next interval,
+//! a [`Trigger`] or shutdown. A per-source lock keeps a fetch that
+//! outlived its timeout from overlapping the next one.
+//!
+//! # Guarantees
+//! - The last good artifact stays recorded (and on disk) when a later sync
+//!   fails.
+//! - On shutdown an in-flight fetch is interrupted and given
+//!   [`SHUTDOWN_GRACE`] to stop before the task returns.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, GitSource, SourceKind, SourceRef};
+use crate::source::{self, Artifact, ArtifactStore, Limits, SyncOutcome};
+use crate::state::{self, Event, Severity, SourceOutcome, Store};
+
+/// How long an interrupted fetch may take to stop at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The first retry delay after a failure; it doubles with each further
+/// failure, up to the source's interval.
+pub const FIRST_RETRY: Duration = Duration::from_secs(2);
+
+/// A request to sync a source now, whatever its interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    Source(SourceRef),
+}
+
+/// A source has a new current artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceUpdate {
+    pub source: SourceRef,
+    pub artifact: Artifact,
+}
+
+/// What the scheduler shares with every source task.
+struct Shared {
+    state_dir: PathBuf,
+    store: Arc<Mutex<Store>>,
+    limits: Limits,
+    updates: broadcast::Sender<SourceUpdate>,
+}
+
+/// The running scheduler: send triggers, subscribe to updates, wait for it
+/// to stop.
+pub struct Scheduler {
+    triggers: mpsc::Sender<Trigger>,
+    updates: broadcast::Sender<SourceUpdate>,
+    tasks: JoinSet<()>,
+}
+
+impl Scheduler {
+    /// A sender for immediate sync requests (for the control socket and the
+    /// reconcilers).
+    pub fn triggers(&self) -> mpsc::Sender<Trigger> {
+        self.triggers.clone()
+    }
+
+    /// A receiver of every new artifact from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SourceUpdate> {
+        self.updates.subscribe()
+    }
+
+    /// Waits until every task has stopped (after shutdown).
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts one task per source of `config` that is not suspended. They stop
+/// when `shutdown` becomes `true`.
+pub fn scheduler(
+    config: &Config,
+    store: Arc<Mutex<Store>>,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+) -> Scheduler {
+    let (updates, _) = broadcast::channel(64);
+    let shared = Arc::new(Shared {
+        state_dir: config.agent.state_dir.clone(),
+        store,
+        limits,
+        updates: updates.clone(),
+    });
+    let mut tasks = JoinSet::new();
+    let mut wakers = BTreeMap::new();
+    for source in config.sources.values() {
+        if source.suspend {
+            tracing::info!(source = %source.name, "source is suspended; not scheduled");
+            continue;
+        }
+        let wake = Arc::new(Notify::new());
+        wakers.insert(git_ref(&source.name), wake.clone());
+        tasks.spawn(run_source(
+            source.clone(),
+            shared.clone(),
+            wake,
+            shutdown.clone(),
+        ));
+    }
+    let (triggers, receiver) = mpsc::channel(32);
+    tasks.spawn(route_triggers(receiver, wakers, shutdown));
+    Scheduler {
+        triggers,
+        updates,
+        tasks,
+    }
+}
+
+/// Resolves once shutdown is requested (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn git_ref(name: &str) -> SourceRef {
+    SourceRef {
+        kind: SourceKind::Git,
+        name: name.to_string(),
+    }
+}
+
+async fn route_triggers(
+    mut triggers: mpsc::Receiver<Trigger>,
+    wakers: BTreeMap<SourceRef, Arc<Notify>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            trigger = triggers.recv() => match trigger {
+                Some(Trigger::Source(source)) => match wakers.get(&source) {
+                    Some(wake) => wake.notify_one(),
+                    None => tracing::warn!(source = %source, "trigger for a source that is not scheduled"),
+                },
+                None => return,
+            },
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// The delay before the next sync after `failures` consecutive failures
+/// (0: the interval), with ±20% jitter on retries so that sources failing
+/// together do not retry together.
+pub fn next_delay(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let exponent = failures.saturating_sub(1).min(16);
+    let backoff = FIRST_RETRY.saturating_mul(1u32 << exponent).min(interval);
+    backoff.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+async fn run_source(
+    source: GitSource,
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let fetch_lock = Arc::new(Mutex::new(()));
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match sync_once(&source, &shared, &fetch_lock, &mut shutdown).await {
+            Some(true) => failures = 0,
+            Some(false) => failures = failures.saturating_add(1),
+            None => return,
+        }
+        let delay = next_delay(source.interval, failures);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = wake.notified() => tracing::debug!(source = %source.name, "sync requested"),
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// One sync, recorded. `Some(success)`, or `None` when shutdown came first.
+async fn sync_once(
+    source: &GitSource,
+    shared: &Arc<Shared>,
+    fetch_lock: &Arc<Mutex<()>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<bool> {
+    let previous = previous_status(shared, &source.name);
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let mut task = tokio::task::spawn_blocking({
+        let (source, shared, lock, interrupt) = (
+            source.clone(),
+            shared.clone(),
+            fetch_lock.clone(),
+            interrupt.clone(),
+        );
+        move || {
+            let _serialised = lock.lock();
+            source::sync_git_source(
+                &source,
+                &shared.state_dir,
+                previous.as_ref(),
+                shared.limits,
+                &interrupt,
+            )
+        }
+    });
+    let timeout = tokio::time::sleep(source.timeout);
+    let result = tokio::select! {
+        joined = &mut task => match joined {
+            Ok(result) => result,
+            Err(err) => Err(source::Error::Fetch {
+                source_name: source.name.clone(),
+                url: source::redact_url(&source.url),
+                message: format!("the fetch task failed: {err}"),
+            }),
+        },
+        _ = timeout => {
+            interrupt.store(true, Ordering::Relaxed);
+            Err(source::Error::Timeout {
+                source_name: source.name.clone(),
+                url: source::redact_url(&source.url),
+                seconds: source.timeout.as_secs(),
+            })
+        }
+        _ = stopped(shutdown) => {
+            interrupt.store(true, Ordering::Relaxed);
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
+            return None;
+        }
+    };
+    let success = result.is_ok();
+    if let Err(err) = record(source, shared, result) {
+        tracing::error!(source = %source.name, error = %err, "recording source outcome");
+    }
+    Some(success)
+}
+
+fn previous_status(shared: &Shared, name: &str) -> Option<state::SourceStatus> {
+    let store = match shared.store.lock() {
+        Ok(store) => store,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match store.source_status("git", name) {
+        Ok(previous) => previous,
+        Err(err) => {
+            tracing::error!(source = %name, error = %err, "reading source state");
+            None
+        }
+    }
+}
+
+/// Writes the outcome to the state store, logs it, collects old artifacts
+/// and announces a new one.
+fn record(
+    source: &GitSource,
+    shared: &Shared,
+    result: source::Result<SyncOutcome>,
+) -> Result<(), state::Error> {
+    let url = source::redact_url(&source.url);
+    let now = state::now_millis();
+    let store = match shared.store.lock() {
+        Ok(store) => store,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match result {
+        Ok(outcome) => {
+            let artifact = outcome.artifact();
+            let new_artifact = matches!(outcome, SyncOutcome::NewArtifact { .. });
+            store.record_source_outcome(
+                "git",
+                &source.name,
+                &url,
+                now,
+                SourceOutcome::Ready {
+                    revision: &artifact.revision,
+                    digest: &artifact.digest,
+                    path: &artifact.path,
+                    inputs: outcome.inputs(),
+                    new_artifact,
+                },
+            )?;
+            if new_artifact {
+                announce(source, shared, &store, artifact)?;
+            } else {
+                tracing::debug!(source = %source.name, revision = %artifact.revision, "no change");
+            }
+        }
+        Err(err) => {
+            let message = err.to_string();
+            tracing::warn!(source = %source.name, reason = err.reason(), error = %message, "sync failed");
+            store.record_source_outcome(
+                "git",
+                &source.name,
+                &url,
+                now,
+                SourceOutcome::Failed {
+                    reason: err.reason(),
+                    message: &message,
+                },
+            )?;
+            store.record_event(&Event::new(
+                "git",
+                &source.name,
+                Severity::Error,
+                err.reason(),
+                &message,
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+fn announce(
+    source: &GitSource,
+    shared: &Shared,
+    store: &Store,
+    artifact: &Artifact,
+) -> Result<(), state::Error> {
+    tracing::info!(source = %source.name, revision = %artifact.revision, digest = %artifact.digest, "stored new artifact");
+    let message = format!("stored artifact for revision {}", artifact.revision);
+    store.record_event(&Event::new(
+        "git",
+        &source.name,
+        Severity::Info,
+        "NewArtifact",
+        &message,
+    ))?;
+    if let Err(err) =
+        ArtifactStore::new(&shared.state_dir).collect_garbage("git", &source.name, &artifact.path)
+    {
+        tracing::warn!(source = %source.name, error = %err, "collecting old artifacts");
+    }
+    // Nobody listening is fine: reconcilers read the latest artifact from the store when they start.
+    let _ = shared.updates.send(SourceUpdate {
+        source: git_ref(&source.name),
+        artifact: artifact.clone(),
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_first_retry_and_stops_at_the_interval() {
+        let interval = Duration::from_secs(60);
+        assert_eq!(next_delay(interval, 0), interval);
+        for (failures, expected) in [(1, 2.0), (2, 4.0), (3, 8.0), (6, 60.0), (40, 60.0)] {
+            let delay = next_delay(interval, failures).as_secs_f64();
+            assert!(
+                delay >= expected * 0.8 && delay <= expected * 1.2,
+                "{failures} failures: {delay}s, expected about {expected}s"
+            );
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The config file: validation errors located at file:line:col with their
+//! key, defaults, the kustomization graph, `config.example.toml`, and
+//! `kedge check-config`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kedge::config::{Config, DeletionPolicy, Error, GitRef, Problem};
+
+fn problems(text: &str) -> Vec<Problem> {
+    match Config::parse(Path::new("/etc/kedge/kedge.toml"), text) {
+        Ok(config) => panic!("expected problems, got {config:?}"),
+        Err(Error::Invalid(problems)) => problems.problems,
+        Err(other) => panic!("expected Invalid, got {other}"),
+    }
+}
+
+fn valid(text: &str) -> Config {
+    match Config::parse(Path::new("/etc/kedge/kedge.toml"), text) {
+        Ok(config) => config,
+        Err(err) => panic!("expected a valid config: {err}"),
+    }
+}
+
+fn one_problem(text: &str) -> Problem {
+    let all = problems(text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.into_iter().next().expect("one problem")
+}
+
+const SOURCE: &str = "[git.fleet]\nurl = \"https://git.example.org/ops/fleet.git\"\n";
+
+#[test]
+fn an_unknown_key_is_located_and_named() {
+    let problem = one_problem("[git.fleet]\nurl = \"/srv/fleet.git\"\nbrnach = \"main\"\n");
+    assert_eq!((problem.line, problem.column), (3, 1));
+    assert_eq!(problem.key, "git.fleet.brnach");
+    assert!(
+        problem.message.contains("unknown field `brnach`"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn a_bad_duration_points_at_its_value() {
+    let problem = one_problem(&format!("{SOURCE}interval = \"5 parsecs\"\n"));
+    assert_eq!((problem.line, problem.column), (3, 12));
+    assert_eq!(problem.key, "git.fleet.interval");
+    assert!(problem.message.contains("bad duration"), "{problem:?}");
+}
+
+#[test]
+fn a_bad_url_and_a_relative_local_path_are_refused() {
+    let problem = one_problem("[git.fleet]\nurl = \"ftp://example.org/x\"\n");
+    assert_eq!((problem.line, problem.key.as_str()), (2, "git.fleet.url"));
+    let problem = one_problem("[git.fleet]\nurl = \"relative/repo\"\n");
+    assert!(problem.message.contains("absolute"), "{problem:?}");
+}
+
+#[test]
+fn a_password_in_the_url_is_refused() {
+    let problem = one_problem("[git.fleet]\nurl = \"https://bob:hunter2@example.org/x.git\"\n");
+    assert!(problem.message.contains("password_file"), "{problem:?}");
+}
+
+#[test]
+fn a_missing_key_file_is_named() {
+    let known_hosts = tempfile::NamedTempFile::new().expect("temp known_hosts");
+    let problem = one_problem(&format!(
+        "[git.fleet]\nurl = \"ssh://git@example.org/x.git\"\nssh_key_file = \"/nonexistent/key\"\nknown_hosts_file = {:?}\n",
+        known_hosts.path().display().to_string()
+    ));
+    assert_eq!(problem.key, "git.fleet.ssh_key_file");
+    assert!(
+        problem.message.contains("/nonexistent/key does not exist"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn an_ssh_url_needs_a_key_and_known_hosts() {
+    let all = problems("[git.fleet]\nurl = \"git@example.org:ops/fleet.git\"\n");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all.iter().all(|p| p.key == "git.fleet" && p.line == 1));
+}
+
+#[test]
+fn both_a_tag_and_a_branch_are_refused() {
+    let problem = one_problem(&format!(
+        "{SOURCE}ref = {{ branch = \"main\", tag = \"v1\" }}\n"
+    ));
+    assert_eq!((problem.line, problem.key.as_str()), (3, "git.fleet.ref"));
+    assert!(problem.message.contains("exactly one"), "{problem:?}");
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once_in_file_order() {
+    let all = problems(&format!(
+        "{SOURCE}interval = \"soon\"\ntimeout = \"0s\"\nref = {{ semver = \"not a range\" }}\n"
+    ));
+    let lines: Vec<usize> = all.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [3, 4, 5], "{all:?}");
+}
+
+#[test]
+fn git_defaults_follow_flux() {
+    let config = valid(SOURCE);
+    let source = &config.sources["fleet"];
+    assert_eq!(source.interval, Duration::from_secs(60));
+    assert_eq!(source.timeout, Duration::from_secs(60));
+    assert_eq!(source.reference, GitRef::Branch("main".into()));
+    assert_eq!(config.agent.state_dir, PathBuf::from("/var/lib/kedge"));
+}
+
+#[test]
+fn a_kustomization_is_parsed_with_flux_defaults() {
+    let config = valid(&format!(
+        "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\npath = \"./clusters/edge-1/\"\ninterval = \"10m\"\nprune = true\n\
+         health_checks = [{{ kind = \"Deployment\", name = \"web\", namespace = \"apps\" }}]\n"
+    ));
+    let apps = &config.kustomizations["apps"];
+    assert_eq!(apps.path, PathBuf::from("clusters/edge-1"));
+    assert_eq!(
+        apps.retry_interval,
+        Duration::from_secs(600),
+        "retry_interval defaults to interval"
+    );
+    assert_eq!(
+        apps.timeout,
+        Duration::from_secs(300),
+        "timeout defaults to interval, capped at 5m"
+    );
+    assert_eq!(apps.deletion_policy, DeletionPolicy::Delete);
+    assert!(apps.prune && !apps.wait && !apps.force && !apps.suspend);
+    assert_eq!(apps.health_checks[0].name, "web");
+}
+
+#[test]
+fn prune_must_be_explicit() {
+    let problem = one_problem(&format!(
+        "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\n"
+    ));
+    assert!(problem.message.contains("prune"), "{problem:?}");
+}
+
+#[test]
+fn a_kustomization_of_an_unknown_source_is_refused() {
+    let problem = one_problem(&format!(
+        "{SOURCE}[kustomization.apps]\nsource = \"git/flet\"\ninterval = \"5m\"\nprune = true\n"
+    ));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (4, "kustomization.apps.source")
+    );
+    assert!(
+        problem.message.contains("no source [git.flet]"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn absolute_and_escaping_paths_are_refused() {
+    for path in ["/clusters", "../other", "apps/../../x"] {
+        let problem = one_problem(&format!(
+            "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\npath = {path:?}\ninterval = \"5m\"\nprune = true\n"
+        ));
+        assert_eq!(
+            (problem.line, problem.key.as_str()),
+            (5, "kustomization.apps.path"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_depends_on_cycle_is_named() {
+    let kustomization = |name: &str, depends: &str| {
+        format!(
+            "[kustomization.{name}]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\ndepends_on = [{depends:?}]\n"
+        )
+    };
+    let text = format!(
+        "{SOURCE}{}{}{}",
+        kustomization("apps", "infra"),
+        kustomization("infra", "crds"),
+        kustomization("crds", "apps")
+    );
+    let problem = one_problem(&text);
+    assert!(
+        problem.message.contains("apps -> infra -> crds -> apps"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn a_depends_on_an_unknown_kustomization_is_refused() {
+    let problem = one_problem(&format!(
+        "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\ndepends_on = [\"nope\"]\n"
+    ));
+    assert!(
+        problem.message.contains("no kustomization \"nope\""),
+        "{problem:?}"
+    );
+}
+
+fn example_with_files_in(dir: &Path) -> PathBuf {
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml"))
+            .expect("config.example.toml at the top level");
+    let prefix = format!("{}/", dir.display());
+    for line in example.lines() {
+        if let Some(start) = line.find("\"/etc/kedge/") {
+            let rest = &line[start + 1..];
+            let end = rest.find('"').expect("closing quote");
+            let file = dir.join(rest[..end].trim_start_matches("/etc/kedge/"));
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&file, "x").expect("write referenced file");
+        }
+    }
+    let path = dir.join("kedge.toml");
+    std::fs::write(&path, example.replace("/etc/kedge/", &prefix)).expect("write config");
+    path
+}
+
+#[test]
+fn the_example_config_is_valid_once_its_files_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::load(&example_with_files_in(dir.path())).expect("the example is valid");
+    assert!(!config.sources.is_empty());
+    assert!(!config.kustomizations.is_empty());
+}
+
+#[test]
+fn check_config_prints_located_problems_and_exits_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kedge.toml");
+    std::fs::write(
+        &path,
+        "[git.fleet]\nurl = \"/srv/fleet.git\"\ninterval = \"never\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(["check-config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run kedge");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:3:12: git.fleet.interval: bad duration",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = example_with_files_in(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(["check-config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run kedge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+}
