@@ -25,3 +25,5 @@ mod git_ssh;
 mod git_run;
 // The config file: located validation errors, defaults, config.example.toml, check-config.
 mod config;
+// `kedge run` with kustomizations against the test control plane: apply, prune, drift, dependsOn, restart.
+mod kustomization_run;

@@ -20,6 +20,10 @@
 //!   object, as kustomize's `namespace` field does, but does not rewrite
 //!   the namespace of RoleBinding subjects.
 
+// Errors carry the apply and health errors, which carry the objects they
+// are about; built once per failed run, never in a hot loop.
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +33,7 @@ use serde_json::Value;
 use crate::apply::{
     self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions,
 };
-use crate::config::{Config, Kustomization};
+use crate::config::{Config, DeletionPolicy, Kustomization};
 use crate::kustomize;
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
@@ -288,6 +292,38 @@ async fn pipeline(
     })
 }
 
+/// Deletes the objects of kustomizations that left the config (unless
+/// their deletion policy was `orphan`) and forgets them. One whose objects
+/// cannot all be deleted stays recorded, so the next start retries it.
+pub async fn collect_removed(ctx: &Context, config: &Config) -> Result<(), Error> {
+    let statuses = lock(&ctx.store).kustomization_statuses()?;
+    for status in statuses
+        .iter()
+        .filter(|s| !config.kustomizations.contains_key(&s.name))
+    {
+        let name = &status.name;
+        if status.deletion_policy == "delete" {
+            let owned = current_inventory(ctx, name)?;
+            let owner = Owner::new(name, OWNER_KIND);
+            let result = ctx
+                .manager
+                .prune(&owned, &owner, &PruneOptions::default())
+                .await;
+            if !result.failed.is_empty() {
+                let survivors = result.survivors();
+                store_inventory(ctx, name, "", &survivors)?;
+                tracing::warn!(kustomization = %name, "removed from the config; {} objects could not be deleted", survivors.len());
+                continue;
+            }
+            tracing::info!(kustomization = %name, "removed from the config; deleted its {} objects", result.deleted.len());
+        } else {
+            tracing::info!(kustomization = %name, "removed from the config; its objects are orphaned");
+        }
+        lock(&ctx.store).remove_kustomization(name)?;
+    }
+    Ok(())
+}
+
 fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {
     let store = lock(&ctx.store);
     let source_ref = k.source.to_string();
@@ -484,6 +520,10 @@ fn record(
         attempted_revision,
         applied_revision,
         duration_ms: started.elapsed().as_millis() as i64,
+        deletion_policy: match k.deletion_policy {
+            DeletionPolicy::Delete => "delete",
+            DeletionPolicy::Orphan => "orphan",
+        },
     };
     let store = lock(&ctx.store);
     let severity = if ready {
@@ -518,7 +558,7 @@ pub(crate) fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeletionPolicy, HealthCheck, SourceKind, SourceRef};
+    use crate::config::{HealthCheck, SourceKind, SourceRef};
 
     fn kustomization() -> Kustomization {
         Kustomization {

@@ -22,6 +22,8 @@ pub struct KustomizationOutcome<'a> {
     /// Set when this attempt applied its revision in full.
     pub applied_revision: Option<&'a str>,
     pub duration_ms: i64,
+    /// `delete` or `orphan`.
+    pub deletion_policy: &'a str,
 }
 
 /// What `kedge status` shows of a kustomization, and what `depends_on` checks.
@@ -38,10 +40,13 @@ pub struct KustomizationStatus {
     pub last_success_at: Option<i64>,
     pub last_duration_ms: Option<i64>,
     pub consecutive_failures: i64,
+    /// `delete` or `orphan`, as last configured: what to do with its objects
+    /// once it leaves the config.
+    pub deletion_policy: String,
 }
 
 const COLUMNS: &str = "name, source, ready, reason, message, last_applied_revision, \
-     last_attempted_revision, last_attempt_at, last_success_at, last_duration_ms, consecutive_failures";
+     last_attempted_revision, last_attempt_at, last_success_at, last_duration_ms, consecutive_failures, deletion_policy";
 
 fn status_from_row(row: &Row<'_>) -> rusqlite::Result<KustomizationStatus> {
     Ok(KustomizationStatus {
@@ -56,6 +61,7 @@ fn status_from_row(row: &Row<'_>) -> rusqlite::Result<KustomizationStatus> {
         last_success_at: row.get(8)?,
         last_duration_ms: row.get(9)?,
         consecutive_failures: row.get(10)?,
+        deletion_policy: row.get(11)?,
     })
 }
 
@@ -76,12 +82,14 @@ impl Store {
             attempted_revision,
             applied_revision,
             duration_ms,
+            deletion_policy,
         } = outcome;
         self.conn
             .execute(
-                "INSERT INTO kustomizations (name, source) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET source = excluded.source",
-                params![name, source],
+                "INSERT INTO kustomizations (name, source, deletion_policy) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET source = excluded.source,
+                    deletion_policy = excluded.deletion_policy",
+                params![name, source, deletion_policy],
             )
             .map_err(query_error("creating kustomization row"))?;
         self.conn
@@ -207,6 +215,7 @@ mod tests {
             attempted_revision: Some(revision),
             applied_revision: ready.then_some(revision),
             duration_ms: 12,
+            deletion_policy: "delete",
         }
     }
 
@@ -231,9 +240,9 @@ mod tests {
             3,
             outcome(false, "BuildFailed", "main@sha1:b"),
         )?;
-        let status = store
-            .kustomization_status("apps")?
-            .ok_or(Error::TooNew { found: 0, known: 0 })?;
+        let Some(status) = store.kustomization_status("apps")? else {
+            panic!("no status recorded")
+        };
         assert!(!status.ready);
         assert_eq!(status.last_applied_revision.as_deref(), Some("main@sha1:a"));
         assert_eq!(
@@ -259,6 +268,4 @@ mod tests {
         assert_eq!(store.inventory("other")?, ids(&["z"]));
         Ok(())
     }
-
-    use super::super::Error;
 }

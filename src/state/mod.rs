@@ -64,7 +64,8 @@ const MIGRATIONS: &[&str] = &[
         last_attempt_at INTEGER,
         last_success_at INTEGER,
         last_duration_ms INTEGER,
-        consecutive_failures INTEGER NOT NULL DEFAULT 0
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        deletion_policy TEXT NOT NULL DEFAULT 'delete'
     );
     CREATE TABLE inventory (
         kustomization TEXT NOT NULL,

@@ -1,0 +1,348 @@
+//! `kedge run` with Git sources and kustomizations against the test control
+//! plane: apply, update, prune, invalid manifests, drift, dependsOn,
+//! kill -9 and restart, and the prune-disabled annotation.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kedge::state::{KustomizationStatus, Store};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::support::git::FixtureRepo;
+use crate::support::{cluster, TestNamespace};
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Git repository, a config and a state directory for one test.
+struct Setup {
+    _root: tempfile::TempDir,
+    repo: FixtureRepo,
+    config: PathBuf,
+    state_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Setup {
+    /// `kustomizations` is the TOML of the `[kustomization.*]` tables.
+    fn new(kustomizations: &str) -> Setup {
+        let root = tempfile::tempdir().expect("tempdir");
+        let repo = FixtureRepo::new(root.path(), "fleet");
+        let state_dir = root.path().join("state");
+        let config = root.path().join("kedge.toml");
+        let text = format!(
+            "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\n\n[git.fleet]\nurl = \"file://{}\"\ninterval = \"1s\"\n\n{kustomizations}",
+            state_dir.display().to_string(),
+            cluster().kubeconfig.display().to_string(),
+            repo.bare.display(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        let log = root.path().join("kedge.log");
+        Setup {
+            _root: root,
+            repo,
+            config,
+            state_dir,
+            log,
+        }
+    }
+
+    fn start(&self) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        Daemon(
+            Command::new(env!("CARGO_BIN_EXE_kedge"))
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .env("KEDGE_LOG", "debug")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn kedge run"),
+        )
+    }
+
+    fn status(&self, name: &str) -> Option<KustomizationStatus> {
+        let db = self.state_dir.join("kedge.db");
+        Store::open_read_only(&db)
+            .ok()?
+            .kustomization_status(name)
+            .ok()?
+    }
+
+    /// Waits until kustomization `name` satisfies `accept`; panics with its
+    /// status and the daemon's log otherwise.
+    fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        accept: impl Fn(&KustomizationStatus) -> bool,
+    ) -> KustomizationStatus {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let status = self.status(name);
+            if let Some(status) = status.as_ref().filter(|s| accept(s)) {
+                return status.clone();
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "timed out waiting for {what}; status: {status:#?}\nlog (newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_applied(&self, name: &str, commit: &str) -> KustomizationStatus {
+        self.wait_for(name, &format!("{name} applied at {commit}"), |s| {
+            s.ready && s.last_applied_revision.as_deref() == Some(&format!("main@sha1:{commit}"))
+        })
+    }
+}
+
+fn configmap(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: \"{value}\"\n"
+    )
+}
+
+fn kustomization(name: &str, path: &str, namespace: &str, extra: &str) -> String {
+    format!(
+        "[kustomization.{name}]\nsource = \"git/fleet\"\npath = \"{path}\"\ninterval = \"1m\"\nretry_interval = \"1s\"\nprune = true\ntarget_namespace = \"{namespace}\"\n{extra}\n"
+    )
+}
+
+async fn value_of(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm = api.get_opt(name).await.expect("get configmap")?;
+    cm.data.unwrap_or_default().get("key").cloned()
+}
+
+async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within {bound:?}");
+}
+
+#[tokio::test]
+async fn a_commit_is_applied_updated_and_pruned_and_an_invalid_one_changes_nothing() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "ks-apply").await;
+    let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
+    let first = setup.repo.commit(
+        &[
+            ("apps/a.yaml", &configmap("a", "one")),
+            ("apps/b.yaml", &configmap("b", "one")),
+            ("docs/README.md", "not a manifest\n"),
+        ],
+        "two configmaps",
+    );
+    let _daemon = setup.start();
+    setup.wait_applied("apps", &first);
+    assert_eq!(
+        value_of(&client, &ns.name, "a").await.as_deref(),
+        Some("one")
+    );
+    assert_eq!(
+        value_of(&client, &ns.name, "b").await.as_deref(),
+        Some("one")
+    );
+
+    // A change and a removal: a is updated, b is pruned.
+    std::fs::remove_file(setup.repo.work.join("apps/b.yaml")).expect("rm b");
+    let second = setup.repo.commit(
+        &[("apps/a.yaml", &configmap("a", "two"))],
+        "update a, drop b",
+    );
+    setup.wait_applied("apps", &second);
+    assert_eq!(
+        value_of(&client, &ns.name, "a").await.as_deref(),
+        Some("two")
+    );
+    assert_eq!(value_of(&client, &ns.name, "b").await, None, "b pruned");
+
+    // An invalid object in the set: nothing of the set is applied.
+    let third = setup.repo.commit(
+        &[
+            ("apps/a.yaml", &configmap("a", "three")),
+            (
+                "apps/bad.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  ports:\n  - port: 99999\n",
+            ),
+        ],
+        "invalid service",
+    );
+    let failed = setup.wait_for("apps", "the invalid revision refused", |s| {
+        !s.ready && s.last_attempted_revision.as_deref() == Some(&format!("main@sha1:{third}"))
+    });
+    assert_eq!(failed.reason, "ReconciliationFailed");
+    assert!(
+        failed.message.contains("Service/") && failed.message.contains("bad"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed.message.contains("port"),
+        "names the field: {}",
+        failed.message
+    );
+    assert_eq!(
+        failed.last_applied_revision,
+        Some(format!("main@sha1:{second}"))
+    );
+    assert_eq!(
+        value_of(&client, &ns.name, "a").await.as_deref(),
+        Some("two"),
+        "nothing applied"
+    );
+}
+
+#[tokio::test]
+async fn drift_by_another_manager_and_deletion_are_reverted_promptly() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "ks-drift").await;
+    // A long interval: only the drift watch can explain a fast revert.
+    let setup = Setup::new(
+        &kustomization("apps", "./apps", &ns.name, "")
+            .replace("interval = \"1m\"", "interval = \"1h\""),
+    );
+    let commit = setup
+        .repo
+        .commit(&[("apps/a.yaml", &configmap("a", "declared"))], "one");
+    let _daemon = setup.start();
+    setup.wait_applied("apps", &commit);
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    configmaps
+        .patch("a", &PatchParams::apply("kubectl-edit").force(), &Patch::Apply(&json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "a" }, "data": { "key": "edited" }
+        })))
+        .await
+        .expect("edit by another manager");
+    let reverted = eventually(Duration::from_secs(2), "edit reverted", || {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move { value_of(&client, &ns, "a").await.as_deref() == Some("declared") }
+    })
+    .await;
+    eprintln!(
+        "drift reverted in {:.0} ms",
+        reverted.as_secs_f64() * 1000.0
+    );
+
+    configmaps
+        .delete("a", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually(Duration::from_secs(3), "deleted object recreated", || {
+        let client = client.clone();
+        let ns = ns.name.clone();
+        async move { value_of(&client, &ns, "a").await.as_deref() == Some("declared") }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dependent_waits_for_its_dependency_and_prune_disabled_objects_stay() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "ks-deps").await;
+    let tables = format!(
+        "{}{}",
+        kustomization("infra", "./infra", &ns.name, ""),
+        kustomization("apps", "./apps", &ns.name, "depends_on = [\"infra\"]")
+    );
+    let setup = Setup::new(&tables);
+    let keep = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\n  annotations:\n    kedge.dev/prune: disabled\ndata:\n  key: k\n";
+    let first = setup.repo.commit(
+        &[
+            ("infra/base.yaml", &configmap("base", "1")),
+            ("infra/keep.yaml", keep),
+            ("apps/app.yaml", &configmap("app", "1")),
+        ],
+        "infra and apps",
+    );
+    let _daemon = setup.start();
+    let infra = setup.wait_applied("infra", &first);
+    let apps = setup.wait_applied("apps", &first);
+    let infra_done = infra.last_success_at.expect("infra success time");
+    let apps_done = apps.last_success_at.expect("apps success time");
+    assert!(
+        apps_done >= infra_done,
+        "apps applied after infra ({apps_done} < {infra_done})"
+    );
+
+    std::fs::remove_file(setup.repo.work.join("infra/keep.yaml")).expect("rm keep");
+    let second = setup.repo.commit(&[], "drop keep from git");
+    setup.wait_applied("infra", &second);
+    assert_eq!(
+        value_of(&client, &ns.name, "keep").await.as_deref(),
+        Some("k"),
+        "prune disabled"
+    );
+}
+
+#[tokio::test]
+async fn after_kill_9_a_restarted_daemon_still_prunes_what_it_applied_before() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "ks-restart").await;
+    let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
+    let first = setup.repo.commit(
+        &[
+            ("apps/a.yaml", &configmap("a", "1")),
+            ("apps/b.yaml", &configmap("b", "1")),
+        ],
+        "a and b",
+    );
+    {
+        let mut daemon = setup.start();
+        setup.wait_applied("apps", &first);
+        // kill -9: no chance to clean up.
+        daemon.0.kill().expect("kill -9");
+        daemon.0.wait().expect("wait");
+    }
+    std::fs::remove_file(setup.repo.work.join("apps/b.yaml")).expect("rm b");
+    let second = setup.repo.commit(&[], "drop b");
+    let _daemon = setup.start();
+    setup.wait_applied("apps", &second);
+    assert_eq!(
+        value_of(&client, &ns.name, "b").await,
+        None,
+        "b pruned after restart"
+    );
+    assert_eq!(value_of(&client, &ns.name, "a").await.as_deref(), Some("1"));
+    let db = setup.state_dir.join("kedge.db");
+    let inventory = Store::open_read_only(&db)
+        .expect("db")
+        .inventory("apps")
+        .expect("inventory");
+    assert_eq!(inventory.len(), 1, "{inventory:?}");
+    assert!(
+        inventory[0].contains("ConfigMap") && inventory[0].ends_with("_a"),
+        "{inventory:?}"
+    );
+}
