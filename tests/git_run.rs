@@ -168,5 +168,5 @@ fn kedge_status_of_a_state_dir_never_used_says_so_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = kedge(&["status", "--state-dir", dir.path().to_str().expect("utf-8")]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no sources recorded"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing recorded"));
 }

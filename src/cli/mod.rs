@@ -40,9 +40,9 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Show each source's revision, readiness, artifact age and message,
-    /// from the state database (the daemon need not run). Exits 1 when a
-    /// source is not ready.
+    /// Show each source and kustomization: revision, readiness, age and
+    /// message, from the state database (the daemon need not run). Exits 1
+    /// when one is not ready.
     Status(StatusArgs),
     /// Validate a config file and print every problem as file:line:col.
     CheckConfig {

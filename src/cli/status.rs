@@ -1,12 +1,13 @@
-//! `kedge status`: a table of sources like `flux get sources git`, read
-//! from the state database. Works whether the daemon runs or not.
+//! `kedge status`: tables of sources and kustomizations like `flux get
+//! sources git` and `flux get kustomizations`, read from the state
+//! database. Works whether the daemon runs or not.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::{Config, DEFAULT_STATE_DIR};
-use crate::state::{now_millis, SourceStatus, Store};
+use crate::state::{now_millis, KustomizationStatus, SourceStatus, Store};
 
 /// Where to find the state: from a config file, a state directory, or the
 /// default config path.
@@ -19,28 +20,39 @@ pub fn status(location: StateLocation) -> anyhow::Result<ExitCode> {
     let (state_dir, configured) = match location {
         StateLocation::Config(path) => {
             let config = Config::load(&path)?;
-            let names: Vec<String> = config.sources.keys().cloned().collect();
-            (config.agent.state_dir, Some(names))
+            (config.agent.state_dir.clone(), Some(config))
         }
         StateLocation::StateDir(dir) => (dir, None),
     };
     let database = state_dir.join("kedge.db");
-    let mut rows = if database.is_file() {
-        Store::open_read_only(&database)?.source_statuses()?
+    let (mut sources, mut kustomizations) = if database.is_file() {
+        let store = Store::open_read_only(&database)?;
+        (store.source_statuses()?, store.kustomization_statuses()?)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
-    if let Some(names) = configured {
-        rows.retain(|row| row.kind != "git" || names.contains(&row.name));
-        for name in names {
-            if !rows.iter().any(|row| row.kind == "git" && row.name == name) {
-                rows.push(never_fetched(&name));
+    if let Some(config) = &configured {
+        sources.retain(|row| row.kind != "git" || config.sources.contains_key(&row.name));
+        for name in config.sources.keys() {
+            if !sources
+                .iter()
+                .any(|row| row.kind == "git" && &row.name == name)
+            {
+                sources.push(never_fetched(name));
             }
         }
-        rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        sources.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        kustomizations.retain(|row| config.kustomizations.contains_key(&row.name));
+        for (name, k) in &config.kustomizations {
+            if !kustomizations.iter().any(|row| &row.name == name) {
+                kustomizations.push(never_reconciled(name, &k.source.to_string()));
+            }
+        }
+        kustomizations.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    let all_ready = rows.iter().all(|row| row.ready);
-    match print_table(&rows, &database) {
+    let all_ready =
+        sources.iter().all(|row| row.ready) && kustomizations.iter().all(|row| row.ready);
+    match print_tables(&sources, &kustomizations, &database) {
         Ok(()) => {}
         // `kedge status | head` is fine.
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
@@ -82,41 +94,95 @@ fn never_fetched(name: &str) -> SourceStatus {
     }
 }
 
-fn print_table(rows: &[SourceStatus], database: &Path) -> std::io::Result<()> {
+fn never_reconciled(name: &str, source: &str) -> KustomizationStatus {
+    KustomizationStatus {
+        name: name.into(),
+        source: source.into(),
+        ready: false,
+        reason: "Progressing".into(),
+        message: "not reconciled yet".into(),
+        last_applied_revision: None,
+        last_attempted_revision: None,
+        last_attempt_at: None,
+        last_success_at: None,
+        last_duration_ms: None,
+        consecutive_failures: 0,
+        deletion_policy: "delete".into(),
+    }
+}
+
+fn print_tables(
+    sources: &[SourceStatus],
+    kustomizations: &[KustomizationStatus],
+    database: &Path,
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    if rows.is_empty() {
-        writeln!(out, "no sources recorded in {}", database.display())?;
+    if sources.is_empty() && kustomizations.is_empty() {
+        writeln!(out, "nothing recorded in {}", database.display())?;
         return Ok(());
     }
     let now = now_millis();
-    let table: Vec<[String; 5]> = rows
-        .iter()
-        .map(|row| {
+    let ready = |ready: bool| if ready { "True" } else { "False" }.to_string();
+    let one_line = |message: &str| message.replace('\n', " ");
+    if !sources.is_empty() {
+        let rows = sources.iter().map(|row| {
             [
                 format!("{}/{}", row.kind, row.name),
                 row.revision.clone().unwrap_or_else(|| "-".into()),
-                if row.ready {
-                    "True".into()
-                } else {
-                    "False".into()
-                },
+                ready(row.ready),
                 row.last_artifact_at
                     .map_or_else(|| "-".into(), |at| age(now - at)),
-                row.message.replace('\n', " "),
+                one_line(&row.message),
             ]
-        })
-        .collect();
-    let headers = ["NAME", "REVISION", "READY", "AGE", "MESSAGE"];
+        });
+        print_table(
+            &mut out,
+            ["NAME", "REVISION", "READY", "AGE", "MESSAGE"],
+            rows,
+        )?;
+    }
+    if !kustomizations.is_empty() {
+        if !sources.is_empty() {
+            writeln!(out)?;
+        }
+        let rows = kustomizations.iter().map(|row| {
+            [
+                format!("kustomization/{}", row.name),
+                row.last_applied_revision
+                    .clone()
+                    .unwrap_or_else(|| "-".into()),
+                ready(row.ready),
+                row.last_attempt_at
+                    .map_or_else(|| "-".into(), |at| age(now - at)),
+                one_line(&row.message),
+            ]
+        });
+        print_table(
+            &mut out,
+            ["NAME", "REVISION", "READY", "AGE", "MESSAGE"],
+            rows,
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints aligned columns, the last one unpadded.
+fn print_table<const N: usize>(
+    out: &mut dyn Write,
+    headers: [&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> std::io::Result<()> {
+    let rows: Vec<[String; N]> = rows.collect();
     let mut widths = headers.map(str::len);
-    for line in &table {
-        for (width, cell) in widths.iter_mut().zip(line) {
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let print = |out: &mut dyn Write, cells: [&str; 5]| -> std::io::Result<()> {
+    let mut print = |cells: [&str; N]| -> std::io::Result<()> {
         let mut line = String::new();
         for (index, cell) in cells.iter().enumerate() {
-            if index == cells.len() - 1 {
+            if index == N - 1 {
                 line.push_str(cell);
             } else {
                 line.push_str(&format!("{cell:<width$}   ", width = widths[index]));
@@ -124,9 +190,9 @@ fn print_table(rows: &[SourceStatus], database: &Path) -> std::io::Result<()> {
         }
         writeln!(out, "{}", line.trim_end())
     };
-    print(&mut out, headers)?;
-    for line in &table {
-        print(&mut out, [&line[0], &line[1], &line[2], &line[3], &line[4]])?;
+    print(headers)?;
+    for row in &rows {
+        print(std::array::from_fn(|i| row[i].as_str()))?;
     }
     Ok(())
 }
