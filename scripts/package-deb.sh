@@ -16,7 +16,7 @@ trap 'rm -rf "$stage"' EXIT
 pkg="$stage/kedge"
 install -D -m 0755 "$bin" "$pkg/usr/bin/kedge"
 install -D -m 0644 packaging/systemd/kedge.service "$pkg/usr/lib/systemd/system/kedge.service"
-install -D -m 0644 config.example.toml "$pkg/etc/kedge/kedge.toml"
+install -D -m 0644 packaging/deb/kedge.toml "$pkg/etc/kedge/kedge.toml"
 install -D -m 0644 config.example.toml "$pkg/usr/share/doc/kedge/examples/kedge.toml"
 install -D -m 0644 README.md "$pkg/usr/share/doc/kedge/README.md"
 install -D -m 0644 packaging/deb/copyright "$pkg/usr/share/doc/kedge/copyright"

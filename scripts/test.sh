@@ -10,7 +10,7 @@ phase() {
   local started=$SECONDS
   echo "==> $name"
   "$@"
-  timings+=("$(printf '%-28s %4ss' "$name" $((SECONDS - started)))")
+  timings+=("$(printf '%-56s %5ss' "$name" $((SECONDS - started)))")
 }
 report() {
   echo "==> phase timings"
@@ -23,3 +23,8 @@ phase "build test control plane" scripts/testcluster.sh build
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 phase "cargo test" cargo test --locked
+if [ "${CI:-}" = "true" ]; then
+  phase "debian package (build, lintian, install, remove, purge)" scripts/check-deb.sh
+else
+  echo "==> debian package: not checked here (it installs and removes the .deb: CI=true scripts/test.sh does it, as root)"
+fi

@@ -1,0 +1,240 @@
+//! End-to-end figures of `kedge run` against the test control plane, the
+//! ones DESIGN.md compares with Flux:
+//!
+//! - first sync of 20 ConfigMaps after declaring a source and a kustomization
+//!   (spawn → applied), against `git clone --depth 1` + `kubectl apply
+//!   --server-side` of the same files in the same run;
+//! - a new commit of 1,000 ConfigMaps → all applied, against `kubectl apply
+//!   --server-side` of the same files;
+//! - idle RSS with 20 kustomizations, and RSS after the 1,000 objects.
+//!
+//! Run: `cargo bench --bench e2e` (prints a table; figures go to
+//! docs/BENCHMARKS.md). Needs `kubectl` on PATH for the references.
+
+#[path = "../tests/support/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+#[path = "../tests/support/git.rs"]
+#[allow(dead_code)]
+mod git;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use git::FixtureRepo;
+use kedge::state::Store;
+
+const SOURCE_INTERVAL: &str = "200ms";
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn configmap(namespace: &str, name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata:\n  key: \"{value}\"\n")
+}
+
+fn kustomization_table(name: &str, path: &str) -> String {
+    format!("[kustomization.{name}]\nsource = \"git/fleet\"\npath = \"{path}\"\ninterval = \"1h\"\nprune = true\n\n")
+}
+
+struct Run {
+    root: PathBuf,
+    repo: FixtureRepo,
+    config: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl Run {
+    fn new(root: &Path, kustomizations: &str) -> Run {
+        let repo = FixtureRepo::new(root, "fleet");
+        let state_dir = root.join("state");
+        let config = root.join("kedge.toml");
+        let text = format!(
+            "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\n\n[git.fleet]\nurl = \"file://{}\"\ninterval = \"{SOURCE_INTERVAL}\"\n\n{kustomizations}",
+            state_dir.display().to_string(),
+            cluster::cluster().kubeconfig.display().to_string(),
+            repo.bare.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Run {
+            root: root.to_path_buf(),
+            repo,
+            config,
+            state_dir,
+        }
+    }
+
+    fn start(&self) -> Daemon {
+        let log = std::fs::File::create(self.root.join("kedge.log")).expect("log");
+        Daemon(
+            Command::new(env!("CARGO_BIN_EXE_kedge"))
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn kedge"),
+        )
+    }
+
+    /// Waits until every kustomization in `names` is Ready at `commit`.
+    fn wait_applied(&self, names: &[String], commit: &str) {
+        let revision = format!("main@sha1:{commit}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let db = self.state_dir.join("kedge.db");
+            let done = Store::open_read_only(&db).ok().is_some_and(|store| {
+                names.iter().all(|name| {
+                    store.kustomization_status(name).ok().flatten().is_some_and(|s| {
+                        s.ready && s.last_applied_revision.as_deref() == Some(revision.as_str())
+                    })
+                })
+            });
+            if done {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not applied within 120s; see {}", self.root.join("kedge.log").display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn kubectl_apply(dir: &Path, kubeconfig: &Path) -> Duration {
+    let started = Instant::now();
+    let status = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "--server-side", "--field-manager=reference", "-R", "-f"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run kubectl");
+    assert!(status.success(), "kubectl apply failed");
+    started.elapsed()
+}
+
+fn namespace_yaml(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+fn main() {
+    let cluster = cluster::cluster();
+    let kubeconfig = cluster.kubeconfig.clone();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+
+    // 1. First sync of 20 ConfigMaps.
+    let root = scratch.path().join("first");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let run = Run::new(&root, &kustomization_table("apps", "./apps"));
+    let mut files = vec![("apps/ns.yaml".to_string(), namespace_yaml("bench-first"))];
+    files.extend((0..20).map(|i| (format!("apps/cm-{i:02}.yaml"), configmap("bench-first", &format!("cm-{i:02}"), "1"))));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let commit = run.repo.commit(&refs, "20 configmaps");
+    let started = Instant::now();
+    let daemon = run.start();
+    run.wait_applied(&["apps".to_string()], &commit);
+    let kedge_first = started.elapsed();
+    drop(daemon);
+    let reference_dir = root.join("reference");
+    let started = Instant::now();
+    let cloned = Command::new("git")
+        .args(["clone", "-q", "--depth", "1"])
+        .arg(format!("file://{}", run.repo.bare.display()))
+        .arg(&reference_dir)
+        .status()
+        .expect("git clone");
+    assert!(cloned.success());
+    let text = std::fs::read_dir(reference_dir.join("apps")).expect("apps").count();
+    assert_eq!(text, 21);
+    let sed = |s: String| s.replace("bench-first", "bench-first-ref");
+    for (path, content) in &files {
+        std::fs::write(reference_dir.join(path), sed(content.clone())).expect("rewrite");
+    }
+    kubectl_apply(&reference_dir.join("apps"), &kubeconfig);
+    let reference_first = started.elapsed();
+    rows.push((
+        "first sync, 20 ConfigMaps (spawn → applied)".into(),
+        secs(kedge_first),
+        format!("{} (git clone + kubectl apply --server-side); Flux 1.7–1.9 s", secs(reference_first)),
+    ));
+
+    // 2. 20 kustomizations: idle RSS; then one commit of 1,000 ConfigMaps.
+    let root = scratch.path().join("many");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let names: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+    let tables: String = names.iter().map(|n| kustomization_table(n, &format!("./{n}"))).collect();
+    let run = Run::new(&root, &tables);
+    let mut files = vec![("k00/ns.yaml".to_string(), namespace_yaml("bench-many"))];
+    for name in &names {
+        files.push((format!("{name}/cm.yaml"), configmap("bench-many", &format!("{name}-base"), "1")));
+    }
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let commit = run.repo.commit(&refs, "20 kustomizations");
+    let daemon = run.start();
+    run.wait_applied(&names, &commit);
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = rss_mib(daemon.0.id());
+    rows.push(("idle RSS, 20 kustomizations".into(), format!("{idle:.1} MiB"), "Flux 205 MiB (two controllers)".into()));
+
+    let mut big = Vec::new();
+    for i in 0..1000 {
+        let owner = &names[i % names.len()];
+        big.push((format!("{owner}/big-{i:04}.yaml"), configmap("bench-many", &format!("big-{i:04}"), "1")));
+    }
+    let refs: Vec<(&str, &str)> = big.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let started = Instant::now();
+    let commit = run.repo.commit(&refs, "1000 configmaps");
+    run.wait_applied(&names, &commit);
+    let kedge_big = started.elapsed();
+    let after = rss_mib(daemon.0.id());
+    drop(daemon);
+
+    let reference_dir = root.join("reference");
+    std::fs::create_dir_all(&reference_dir).expect("mkdir");
+    std::fs::write(reference_dir.join("ns.yaml"), namespace_yaml("bench-many-ref")).expect("ns");
+    for (index, (_, content)) in big.iter().enumerate() {
+        std::fs::write(
+            reference_dir.join(format!("cm-{index:04}.yaml")),
+            content.replace("bench-many", "bench-many-ref"),
+        )
+        .expect("write");
+    }
+    let reference_big = kubectl_apply(&reference_dir, &kubeconfig);
+    rows.push((
+        "1,000 ConfigMaps, commit → all applied (20 kustomizations)".into(),
+        secs(kedge_big),
+        format!(
+            "{} kubectl apply --server-side (ratio {:.1}×); Flux 13.8–14.3 s",
+            secs(reference_big),
+            reference_big.as_secs_f64() / kedge_big.as_secs_f64()
+        ),
+    ));
+    rows.push(("RSS after 1,000 objects".into(), format!("{after:.1} MiB"), "Flux 179 MiB".into()));
+
+    println!("\nkedge end to end (source interval {SOURCE_INTERVAL}, test control plane v1.33.13)");
+    println!("{:<60} {:>12}   reference", "figure", "kedge");
+    for (figure, value, reference) in rows {
+        println!("{figure:<60} {value:>12}   {reference}");
+    }
+}
