@@ -1,14 +1,13 @@
 //! Server-side dry-run: validation before an apply, and
 //! [`Manager::dry_run_diff`], what an apply would change (for `kedge diff`).
 
-use futures::stream::{self, StreamExt};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use super::manifest::{self, Placed};
 use super::objref::ObjRef;
 use super::ssa::{ApplyError, ObjectFailure};
-use super::{Manager, Owner};
+use super::{bounded, Manager, Owner};
 
 /// How an object would change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +41,8 @@ impl Manager {
         concurrency: usize,
     ) -> Vec<Result<DynamicObject, kube::Error>> {
         let params = PatchParams::apply(&owner.field_manager).force().dry_run();
-        stream::iter(placed)
+        let requests = placed
+            .iter()
             .map(|p| {
                 let api = self.api(&p.kind, &p.objref);
                 let params = &params;
@@ -51,9 +51,8 @@ impl Manager {
                         .await
                 }
             })
-            .buffered(concurrency.max(1))
-            .collect()
-            .await
+            .collect();
+        bounded(requests, concurrency).await
     }
 
     /// What applying `objects` as `owner` would change, object by object,

@@ -185,3 +185,30 @@ mod tests {
         );
     }
 }
+
+/// Runs `futures` with at most `limit` in flight; results in input order.
+/// The futures are made before streaming them: a stream that maps with a
+/// closure borrowing its input makes the caller's future not `Send`
+/// (rust-lang/rust#102211).
+async fn bounded<F: std::future::Future>(futures: Vec<F>, limit: usize) -> Vec<F::Output> {
+    use futures::stream::{self, StreamExt};
+    stream::iter(futures).buffered(limit.max(1)).collect().await
+}
+
+/// The verbs' futures are `Send`, so a reconciler can run them in
+/// `tokio::spawn`; this fails to compile when one is not.
+#[cfg(test)]
+#[allow(dead_code)]
+mod send_check {
+    use super::*;
+
+    fn is_send<T: Send>(_: T) {}
+
+    async fn verbs_are_send(manager: &Manager, owner: &Owner, refs: &[ObjRef]) {
+        is_send(manager.apply(Vec::new(), owner, &ApplyOptions::default()));
+        is_send(manager.dry_run_diff(Vec::new(), owner));
+        is_send(manager.prune(refs, owner, &PruneOptions::default()));
+        is_send(manager.wait(refs, std::time::Duration::ZERO));
+        is_send(manager.drift_watch(refs, owner));
+    }
+}

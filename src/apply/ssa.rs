@@ -4,7 +4,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::Value;
 
@@ -14,7 +13,7 @@ use super::health::HealthError;
 use super::manifest::{self, Manifest, Placed};
 use super::objref::{ObjRef, ObjRefError};
 use super::order::{self, Stage};
-use super::{Manager, Owner};
+use super::{bounded, Manager, Owner};
 
 /// How to apply.
 #[derive(Debug, Clone)]
@@ -283,11 +282,12 @@ impl Manager {
         owner: &Owner,
         options: &ApplyOptions,
     ) -> Vec<Result<Action, kube::Error>> {
-        stream::iter(placed.iter().zip(validated))
+        let requests = placed
+            .iter()
+            .zip(validated)
             .map(|(p, v)| self.apply_one(p, v, owner))
-            .buffered(options.concurrency.max(1))
-            .collect()
-            .await
+            .collect();
+        bounded(requests, options.concurrency).await
     }
 
     async fn apply_one(
