@@ -360,3 +360,40 @@ async fn dry_run_diff_tells_create_update_and_unchanged_without_changing_anythin
     );
     assert_eq!(value_of(&configmaps, "fresh").await, None);
 }
+
+#[tokio::test]
+async fn an_invalid_webhook_applied_last_still_stops_the_objects_before_it() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "apply-webhook").await;
+    let manager = Manager::new(client.clone());
+    let webhook = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": { "name": ns.name },
+        "webhooks": [{
+            "name": "not-qualified",
+            "clientConfig": { "url": "https://127.0.0.1:1/validate" },
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None"
+        }]
+    });
+    let err = manager
+        .apply(
+            vec![webhook, configmap(&ns.name, "a", "x")],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect_err("invalid webhook");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("ValidatingWebhookConfiguration/{}", ns.name)),
+        "{message}"
+    );
+    assert!(
+        message.contains("webhooks[0].name"),
+        "names the field: {message}"
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert_eq!(value_of(&configmaps, "a").await, None);
+}

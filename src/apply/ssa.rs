@@ -154,17 +154,20 @@ impl Manager {
     /// # Expected flow
     /// 1. every object is named, labelled with the owner and its kind
     ///    resolved (discovery refreshed once on an unknown kind);
-    /// 2. stage by stage ([`Stage`]: CRDs and Namespaces, the rest,
-    ///    webhooks), the whole stage is validated by server-side dry-run,
-    ///    then applied, `options.concurrency` requests in flight;
-    /// 3. after the first stage, the set's CRDs are waited for until
-    ///    Established.
+    /// 2. CRDs and Namespaces ([`Stage::Definitions`]) are validated by
+    ///    server-side dry-run, applied, and the CRDs waited for until
+    ///    Established (custom resources cannot be dry-run before their CRD,
+    ///    nor objects before their Namespace);
+    /// 3. everything else is validated by dry-run as one set, then applied,
+    ///    [`Stage::Resources`] before [`Stage::Admission`] (webhooks);
+    ///
+    /// each dry-run and apply with `options.concurrency` requests in flight.
     ///
     /// # Errors
-    /// If any object of a stage fails dry-run, nothing of that stage (or
-    /// later ones) is applied, and [`ApplyError::DryRunFailed`] names every
-    /// refused object with the server's message. A set without CRDs or
-    /// Namespaces is one stage plus webhooks, so it is validated whole.
+    /// If any object fails dry-run, nothing of its step (or later ones) is
+    /// applied, and [`ApplyError::DryRunFailed`] names every refused object
+    /// with the server's message (which names the field). A set without
+    /// CRDs or Namespaces is validated whole before anything is applied.
     pub async fn apply(
         &self,
         objects: Vec<Value>,
@@ -174,23 +177,57 @@ impl Manager {
         let manifests = manifest::prepare(objects, owner)?;
         let resolved = self.resolve_kinds(manifests).await?;
         let mut changes = ChangeSet::default();
-        for (stage, group) in order::stages(resolved, |(m, _)| &m.objref) {
-            let placed = self.place_all(group, &changes).await?;
-            let validated = self.validate(&placed, owner, options, &changes).await?;
-            let applied = self.apply_stage(&placed, validated, owner, options).await;
-            let failures = record(&placed, applied, &mut changes);
+        let mut stages = order::stages(resolved, |(m, _)| &m.objref);
+        if stages
+            .first()
+            .is_some_and(|(s, _)| *s == Stage::Definitions)
+        {
+            let (_, definitions) = stages.remove(0);
+            self.validate_then_apply(vec![definitions], owner, options, &mut changes)
+                .await?;
+            self.wait_for_crds(&changes, options.crd_timeout).await?;
+        }
+        let rest = stages.into_iter().map(|(_, group)| group).collect();
+        self.validate_then_apply(rest, owner, options, &mut changes)
+            .await?;
+        Ok(changes)
+    }
+
+    /// Dry-runs every object of `stages` at once, then, if all passed,
+    /// applies the stages one after the other.
+    async fn validate_then_apply(
+        &self,
+        stages: Vec<Vec<Resolved>>,
+        owner: &Owner,
+        options: &ApplyOptions,
+        changes: &mut ChangeSet,
+    ) -> Result<(), ApplyError> {
+        let sizes: Vec<usize> = stages.iter().map(Vec::len).collect();
+        let mut placed = Vec::with_capacity(sizes.iter().sum());
+        for group in stages {
+            placed.extend(self.place_all(group, changes).await?);
+        }
+        let mut validated = self
+            .validate(&placed, owner, options, changes)
+            .await?
+            .into_iter();
+        let mut start = 0;
+        for size in sizes {
+            let stage = &placed[start..start + size];
+            let stage_validated = validated.by_ref().take(size).collect();
+            let results = self
+                .apply_stage(stage, stage_validated, owner, options)
+                .await;
+            let failures = record(stage, results, changes);
             if !failures.is_empty() {
                 return Err(ApplyError::ApplyFailed {
                     failures,
-                    applied: changes,
+                    applied: changes.clone(),
                 });
             }
-            if stage == Stage::Definitions {
-                self.wait_for_crds(&placed, options.crd_timeout, &changes)
-                    .await?;
-            }
+            start += size;
         }
-        Ok(changes)
+        Ok(())
     }
 
     /// Resolves every kind; a kind not served is accepted only when a CRD
@@ -336,14 +373,14 @@ impl Manager {
 
     async fn wait_for_crds(
         &self,
-        placed: &[Placed],
-        timeout: Duration,
         applied: &ChangeSet,
+        timeout: Duration,
     ) -> Result<(), ApplyError> {
-        let crds: Vec<ObjRef> = placed
+        let crds: Vec<ObjRef> = applied
+            .entries
             .iter()
-            .filter(|p| p.objref.is_crd())
-            .map(|p| p.objref.clone())
+            .filter(|c| c.object.is_crd())
+            .map(|c| c.object.clone())
             .collect();
         if crds.is_empty() {
             return Ok(());
