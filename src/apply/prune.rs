@@ -88,7 +88,8 @@ impl Manager {
     ///   caller keeps those objects in its inventory
     ///   ([`super::inventory::merge`] with [`PruneResult::survivors`]) so
     ///   the next reconcile retries them. See Flux issue #1664.
-    /// - A missing object (404) or a kind no longer served counts as deleted.
+    /// - A missing object (404), or one whose group and kind are no longer
+    ///   served in any version, counts as deleted.
     pub async fn prune(
         &self,
         stale: &[ObjRef],
@@ -119,7 +120,7 @@ impl Manager {
     }
 
     async fn prune_one(&self, object: &ObjRef, owner: &Owner) -> Outcome {
-        let kind = match self.kinds.resolve(object).await {
+        let kind = match self.kinds.resolve_any_version(object).await {
             Ok(Some(kind)) => kind,
             Ok(None) => return Outcome::Deleted,
             Err(err) => return Outcome::Failed(err.to_string()),
