@@ -22,16 +22,21 @@
 //!
 //! # How a reconciler uses it
 //! ```text
-//! let manager = Manager::new(client);                 // once, shared
-//! let owner = Owner::new("apps", "Kustomization");
+//! let manager = Manager::new(client);                  // once per daemon, cloned freely
+//! let owner = Owner::new("apps", "Kustomization");     // kustomization name and kind
 //! let changes = manager.apply(objects, &owner, &ApplyOptions::default()).await?;
+//! //   on Err: record the failure; do NOT prune; keep the old inventory plus
+//! //   `err.applied()` (inventory::merge(old, &inventory::from_changeset(applied)))
 //! let new = inventory::from_changeset(&changes);
-//! let stale = inventory::diff(&old, &new);             // old: from SQLite
-//! let pruned = manager.prune(&stale, &owner, &PruneOptions::default()).await?;
-//! let keep = inventory::merge(new, &pruned.survivors()); // store this in SQLite
-//! manager.wait(&new, timeout).await?;                   // if `wait` / health checks
-//! let drift = debounce(manager.drift_watch(&new, &owner).await?, 200ms);
+//! let stale = inventory::diff(&old, &new);              // old: last inventory from SQLite
+//! let pruned = manager.prune(&stale, &owner, &PruneOptions::default()).await;
+//! let keep = inventory::merge(new, &pruned.survivors()); // store per revision (ObjRef::to_id)
+//! manager.wait(&keep, timeout).await?;                  // when `wait` / health checks
+//! // drift: (re)start after each successful apply, feed batches to the scheduler
+//! let batches = debounce(manager.drift_watch(&keep, &owner).await?, Duration::from_millis(50));
 //! ```
+//! A kustomization removed from the config: `manager.prune(&its_inventory,
+//! &owner, ..)` unless its deletion policy says orphan.
 //!
 //! # Current limitations
 //! - Objects are applied with `force` (conflicts with other managers are
