@@ -5,7 +5,8 @@
 //! - kedge `Manager::apply`, 16 and 1 requests in flight (dry-run of the
 //!   whole set, then apply), and a re-apply of the unchanged set;
 //! - the floor: bare server-side apply requests from the same client, 16 in
-//!   flight, no dry-run (what the Go reference client measured);
+//!   flight, no dry-run (what the Go reference client measured), and the
+//!   same requests as dry-runs (what kedge's validation costs);
 //! - `kubectl apply --server-side -f <dir>` of the same 1,000 files;
 //! - drift: a `kubectl-edit` patch of a managed field, seen by the drift
 //!   watch, debounced 50 ms, re-applied; time until the value is back.
@@ -59,6 +60,7 @@ struct Run {
     kedge_1: f64,
     kedge_unchanged: f64,
     floor_16: f64,
+    dry_run_16: f64,
 }
 
 async fn kedge_apply(
@@ -91,11 +93,13 @@ async fn kedge_apply(
     (seconds(first), seconds(unchanged), ns)
 }
 
-/// The floor: one server-side apply request per object, 16 in flight.
-async fn bare_ssa(client: &Client, prefix: &str) -> (f64, TestNamespace) {
+/// The floor: one server-side apply request per object, 16 in flight
+/// (`dry_run`: the same requests as server-side dry-runs).
+async fn bare_ssa(client: &Client, prefix: &str, dry_run: bool) -> (f64, TestNamespace) {
     let ns = TestNamespace::new(client, prefix).await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    let params = PatchParams::apply("bench").force();
+    let mut params = PatchParams::apply("bench").force();
+    params.dry_run = dry_run;
     let objects = configmaps(&ns.name);
     let started = Instant::now();
     let results: Vec<_> = futures::stream::iter(&objects)
@@ -223,20 +227,22 @@ async fn bench() {
     let mut keep = Vec::new();
     let mut results = Vec::new();
     for run in 0..runs {
-        let (floor_16, ns) = bare_ssa(&client, "bench-floor").await;
+        let (floor_16, ns) = bare_ssa(&client, "bench-floor", false).await;
         keep.push(ns);
+        let (dry_run_16, _) = bare_ssa(&client, "bench-dry", true).await;
         let (kedge_16, kedge_unchanged, ns) = kedge_apply(&client, "bench-k16", 16).await;
         keep.push(ns);
         let (kedge_1, _, ns) = kedge_apply(&client, "bench-k1", 1).await;
         keep.push(ns);
         println!(
-            "run {run}: floor(16) {floor_16:.3} s | kedge(16) {kedge_16:.3} s | kedge(1) {kedge_1:.3} s | kedge re-apply unchanged(16) {kedge_unchanged:.3} s"
+            "run {run}: floor(16) {floor_16:.3} s | dry-run(16) {dry_run_16:.3} s | kedge(16) {kedge_16:.3} s | kedge(1) {kedge_1:.3} s | kedge re-apply unchanged(16) {kedge_unchanged:.3} s"
         );
         results.push(Run {
             kedge_16,
             kedge_1,
             kedge_unchanged,
             floor_16,
+            dry_run_16,
         });
     }
     let pick = |f: fn(&Run) -> f64| median(results.iter().map(f).collect());
@@ -247,7 +253,12 @@ async fn bench() {
         pick(|r| r.kedge_unchanged),
     );
     println!("\n{OBJECTS} ConfigMaps, median of {runs} runs:");
+    let dry_run = pick(|r| r.dry_run_16);
     println!("  bare SSA, 16 in flight (floor)        {floor:7.3} s");
+    println!(
+        "  bare SSA dry-run, 16 in flight        {dry_run:7.3} s  = {:.2}x floor",
+        dry_run / floor
+    );
     println!(
         "  kedge apply, 16 in flight             {k16:7.3} s  = {:.2}x floor",
         k16 / floor

@@ -397,3 +397,37 @@ async fn an_invalid_webhook_applied_last_still_stops_the_objects_before_it() {
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
     assert_eq!(value_of(&configmaps, "a").await, None);
 }
+
+#[tokio::test]
+async fn an_edit_after_an_unchanged_reapply_is_still_reverted() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "apply-memo").await;
+    let manager = Manager::new(client.clone());
+    let set = || vec![configmap(&ns.name, "held", "ours")];
+    manager
+        .apply(set(), &owner(), &ApplyOptions::default())
+        .await
+        .expect("apply");
+    // Answered from what this manager last applied, without an apply request.
+    let unchanged = manager
+        .apply(set(), &owner(), &ApplyOptions::default())
+        .await
+        .expect("re-apply");
+    assert_eq!(unchanged.entries[0].action, Action::Unchanged);
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    configmaps
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": { "key": "theirs" } })),
+        )
+        .await
+        .expect("edit");
+    let changes = manager
+        .apply(set(), &owner(), &ApplyOptions::default())
+        .await
+        .expect("revert");
+    assert_eq!(changes.entries[0].action, Action::Configured);
+    assert_eq!(value_of(&configmaps, "held").await.as_deref(), Some("ours"));
+}

@@ -5,6 +5,7 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use super::manifest::{self, Placed};
+use super::memo::server_fields_removed;
 use super::objref::ObjRef;
 use super::ssa::{ApplyError, ObjectFailure};
 use super::{bounded, Manager, Owner};
@@ -108,8 +109,8 @@ impl Manager {
 }
 
 fn compare(object: &ObjRef, live: Option<DynamicObject>, merged: DynamicObject) -> ObjectDiff {
-    let merged = comparable(serde_json::to_value(merged).unwrap_or(Value::Null));
-    let live = live.map(|l| comparable(serde_json::to_value(l).unwrap_or(Value::Null)));
+    let merged = server_fields_removed(serde_json::to_value(merged).unwrap_or(Value::Null));
+    let live = live.map(|l| server_fields_removed(serde_json::to_value(l).unwrap_or(Value::Null)));
     let kind = match &live {
         None => DiffKind::Create,
         Some(live) if *live == merged => DiffKind::Unchanged,
@@ -121,23 +122,6 @@ fn compare(object: &ObjRef, live: Option<DynamicObject>, merged: DynamicObject) 
         live,
         merged,
     }
-}
-
-/// Drops the fields the server maintains, which differ between a live
-/// object and its dry-run without any change of content.
-fn comparable(mut object: Value) -> Value {
-    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        for field in [
-            "managedFields",
-            "resourceVersion",
-            "generation",
-            "uid",
-            "creationTimestamp",
-        ] {
-            metadata.remove(field);
-        }
-    }
-    object
 }
 
 #[cfg(test)]

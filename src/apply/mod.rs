@@ -53,6 +53,7 @@ pub mod dry_run;
 pub mod health;
 pub mod inventory;
 mod manifest;
+mod memo;
 pub mod objref;
 pub mod order;
 pub mod prune;
@@ -129,12 +130,14 @@ impl Owner {
 pub struct Manager {
     client: Client,
     kinds: Arc<KindCache>,
+    memo: Arc<memo::Memo>,
 }
 
 impl Manager {
     pub fn new(client: Client) -> Manager {
         Manager {
             kinds: Arc::new(KindCache::new(client.clone())),
+            memo: Arc::new(memo::Memo::default()),
             client,
         }
     }

@@ -144,6 +144,7 @@ impl Manager {
             }),
             ..DeleteParams::background()
         };
+        self.memo.forget(object);
         match api.delete(&object.name, &params).await {
             Ok(_) => Outcome::Deleted,
             Err(kube::Error::Api(status)) if status.code == 404 => Outcome::Deleted,

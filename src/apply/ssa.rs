@@ -141,8 +141,12 @@ type Resolved = (Manifest, Option<Kind>);
 /// What dry-run said of one object.
 enum Validated {
     /// Valid. The dry-run's resourceVersion is the live one (none when the
-    /// object does not exist yet).
-    Ok { live_version: Option<String> },
+    /// object does not exist yet); `unchanged` when the dry-run shows the
+    /// object as we last applied it (see `memo.rs`), so no apply is needed.
+    Ok {
+        live_version: Option<String>,
+        unchanged: bool,
+    },
     /// An immutable field changes and `force_recreate` is set.
     Recreate,
 }
@@ -294,6 +298,7 @@ impl Manager {
         for (p, result) in placed.iter().zip(results) {
             match result {
                 Ok(object) => validated.push(Validated::Ok {
+                    unchanged: self.memo.unchanged(&p.objref, &object),
                     live_version: object.metadata.resource_version,
                 }),
                 Err(err) if options.force_recreate && is_immutable_field_error(&err) => {
@@ -335,21 +340,26 @@ impl Manager {
     ) -> Result<Action, kube::Error> {
         let api = self.api(&placed.kind, &placed.objref);
         let params = PatchParams::apply(&owner.field_manager).force();
+        let patch = Patch::Apply(&placed.body);
+        let apply = || api.patch(&placed.objref.name, &params, &patch);
         let before = match validated {
-            Validated::Ok { live_version } => live_version,
+            Validated::Ok {
+                unchanged: true, ..
+            } => return Ok(Action::Unchanged),
+            Validated::Ok { live_version, .. } => live_version,
             Validated::Recreate => {
+                self.memo.forget(&placed.objref);
                 self.delete_and_wait(placed).await?;
-                api.patch(&placed.objref.name, &params, &Patch::Apply(&placed.body))
-                    .await?;
+                self.memo.remember(&placed.objref, &apply().await?);
                 return Ok(Action::Configured);
             }
         };
-        let after = api
-            .patch(&placed.objref.name, &params, &Patch::Apply(&placed.body))
-            .await?
-            .metadata
-            .resource_version;
-        Ok(action(before.as_deref(), after.as_deref()))
+        let after = apply().await?;
+        self.memo.remember(&placed.objref, &after);
+        Ok(action(
+            before.as_deref(),
+            after.metadata.resource_version.as_deref(),
+        ))
     }
 
     /// Deletes an object and waits (up to 30 s) until it is gone, so it can
