@@ -163,6 +163,19 @@ impl Manager {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn bounded_keeps_input_order_whatever_the_finishing_order() {
+        let delays = [30u64, 0, 20, 10];
+        let futures = delays
+            .iter()
+            .map(|d| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(*d)).await;
+                *d
+            })
+            .collect();
+        assert_eq!(bounded(futures, 2).await, delays);
+    }
+
     #[test]
     fn an_owner_owns_objects_with_both_of_its_labels_only() {
         let owner = Owner::new("apps", "Kustomization");
@@ -195,12 +208,22 @@ mod tests {
 }
 
 /// Runs `futures` with at most `limit` in flight; results in input order.
-/// The futures are made before streaming them: a stream that maps with a
-/// closure borrowing its input makes the caller's future not `Send`
-/// (rust-lang/rust#102211).
+/// Unordered inside, so one slow request does not hold the window (as
+/// `buffered` would). The futures are made before streaming them: a stream
+/// that maps with a closure borrowing its input makes the caller's future
+/// not `Send` (rust-lang/rust#102211).
 async fn bounded<F: std::future::Future>(futures: Vec<F>, limit: usize) -> Vec<F::Output> {
     use futures::stream::{self, StreamExt};
-    stream::iter(futures).buffered(limit.max(1)).collect().await
+    let indexed = futures
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| async move { (i, f.await) });
+    let mut done: Vec<(usize, F::Output)> = stream::iter(indexed)
+        .buffer_unordered(limit.max(1))
+        .collect()
+        .await;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, output)| output).collect()
 }
 
 /// The verbs' futures are `Send`, so a reconciler can run them in
