@@ -431,3 +431,45 @@ async fn an_edit_after_an_unchanged_reapply_is_still_reverted() {
     assert_eq!(changes.entries[0].action, Action::Configured);
     assert_eq!(value_of(&configmaps, "held").await.as_deref(), Some("ours"));
 }
+
+#[tokio::test]
+async fn a_namespaced_object_without_namespace_or_with_a_missing_one_is_refused() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "apply-nons").await;
+    let manager = Manager::new(client.clone());
+    let mut homeless = configmap(&ns.name, "homeless", "x");
+    homeless["metadata"]
+        .as_object_mut()
+        .expect("metadata literal")
+        .remove("namespace");
+    let err = manager
+        .apply(
+            vec![configmap(&ns.name, "a", "x"), homeless],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect_err("no namespace");
+    assert_eq!(
+        err.to_string(),
+        "ConfigMap/homeless: kind is namespaced but metadata.namespace is not set"
+    );
+
+    let lost = configmap(&format!("{}-absent", ns.name), "lost", "x");
+    let err = manager
+        .apply(
+            vec![configmap(&ns.name, "a", "x"), lost],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect_err("namespace not found");
+    let message = err.to_string();
+    assert!(
+        message.contains("ConfigMap/") && message.contains("/lost"),
+        "{message}"
+    );
+    assert!(message.contains("not found"), "{message}");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert_eq!(value_of(&configmaps, "a").await, None);
+}

@@ -461,6 +461,24 @@ mod tests {
     }
 
     #[test]
+    fn only_a_422_naming_an_immutable_field_allows_a_recreate() {
+        let status = |code: u16, message: &str| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: message.into(),
+                ..kube::core::Status::default()
+            }))
+        };
+        let immutable = "ConfigMap \"c\" is invalid: data: Forbidden: field is immutable when `immutable` is set";
+        assert!(is_immutable_field_error(&status(422, immutable)));
+        assert!(!is_immutable_field_error(&status(
+            422,
+            "data[a b]: Invalid value"
+        )));
+        assert!(!is_immutable_field_error(&status(409, immutable)));
+    }
+
+    #[test]
     fn a_dry_run_failure_lists_each_object_with_the_servers_message() {
         let object = ObjRef::from_id("_v1_ConfigMap_ns_bad").unwrap();
         let err = ApplyError::DryRunFailed {
