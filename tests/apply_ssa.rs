@@ -473,3 +473,59 @@ async fn a_namespaced_object_without_namespace_or_with_a_missing_one_is_refused(
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
     assert_eq!(value_of(&configmaps, "a").await, None);
 }
+
+#[tokio::test]
+async fn a_crd_that_cannot_be_established_stops_the_apply_naming_it() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "apply-crdfail").await;
+    let manager = Manager::new(client.clone());
+    let group = format!("{}.kedge.test", ns.name);
+    let crd = |plural: &str| {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": { "name": format!("{plural}.{group}") },
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": { "plural": plural, "kind": "Thing" },
+                "versions": [{ "name": "v1", "served": true, "storage": true,
+                    "schema": { "openAPIV3Schema": { "type": "object" } } }]
+            }
+        })
+    };
+    manager
+        .apply(vec![crd("things")], &owner(), &ApplyOptions::default())
+        .await
+        .expect("first CRD");
+    // A second CRD of the same group and kind: its names are not accepted.
+    let options = ApplyOptions {
+        crd_timeout: std::time::Duration::from_secs(10),
+        ..ApplyOptions::default()
+    };
+    let err = manager
+        .apply(
+            vec![crd("others"), configmap(&ns.name, "after", "x")],
+            &owner(),
+            &options,
+        )
+        .await
+        .expect_err("kind conflict");
+    let message = err.to_string();
+    assert!(
+        matches!(err, ApplyError::CrdNotEstablished { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("CustomResourceDefinition/others.{group}")),
+        "{message}"
+    );
+    assert!(message.contains("names not accepted"), "{message}");
+    assert_eq!(
+        err.applied().map(|a| a.entries.len()),
+        Some(1),
+        "the CRD was applied"
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert_eq!(value_of(&configmaps, "after").await, None);
+}
