@@ -235,7 +235,8 @@ impl Manager {
     }
 
     /// Resolves every kind; a kind not served is accepted only when a CRD
-    /// of the same set defines it.
+    /// of the same set defines it. A namespaced object must name its
+    /// namespace.
     async fn resolve_kinds(&self, manifests: Vec<Manifest>) -> Result<Vec<Resolved>, ApplyError> {
         let refs: Vec<&ObjRef> = manifests.iter().map(|m| &m.objref).collect();
         let kinds = self.kinds.resolve_all(&refs).await?;
@@ -246,6 +247,11 @@ impl Manager {
             let comes_with_its_crd = defined.iter().any(|(g, k)| *g == o.group && *k == o.kind);
             if kind.is_none() && !comes_with_its_crd {
                 return Err(unknown_kind(o, ChangeSet::default()));
+            }
+            // Checked here too (not only when placed), so it stops the
+            // apply before the first stage.
+            if kind.as_ref().is_some_and(|k| k.namespaced) && o.namespace.is_none() {
+                return Err(ApplyError::MissingNamespace { object: o.clone() });
             }
             out.push((manifest, kind));
         }
