@@ -188,3 +188,26 @@ async fn config_of_cluster() -> kube::Config {
         .await
         .expect("config")
 }
+
+#[tokio::test]
+async fn an_object_recorded_under_a_version_no_longer_served_is_still_pruned() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "prune-version").await;
+    let manager = Manager::new(client.clone());
+    let applied = manager
+        .apply(
+            vec![configmap(&ns.name, "old", "x")],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect("apply");
+    let mut stale = inventory::from_changeset(&applied);
+    stale[0].version = "v1beta9".into();
+    let result = manager
+        .prune(&stale, &owner(), &PruneOptions::default())
+        .await;
+    assert_eq!(result.deleted, stale, "{result:?}");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert!(!exists(&configmaps, "old").await);
+}

@@ -360,3 +360,172 @@ async fn dry_run_diff_tells_create_update_and_unchanged_without_changing_anythin
     );
     assert_eq!(value_of(&configmaps, "fresh").await, None);
 }
+
+#[tokio::test]
+async fn an_invalid_webhook_applied_last_still_stops_the_objects_before_it() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "apply-webhook").await;
+    let manager = Manager::new(client.clone());
+    let webhook = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": { "name": ns.name },
+        "webhooks": [{
+            "name": "not-qualified",
+            "clientConfig": { "url": "https://127.0.0.1:1/validate" },
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None"
+        }]
+    });
+    let err = manager
+        .apply(
+            vec![webhook, configmap(&ns.name, "a", "x")],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect_err("invalid webhook");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("ValidatingWebhookConfiguration/{}", ns.name)),
+        "{message}"
+    );
+    assert!(
+        message.contains("webhooks[0].name"),
+        "names the field: {message}"
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert_eq!(value_of(&configmaps, "a").await, None);
+}
+
+#[tokio::test]
+async fn an_edit_after_an_unchanged_reapply_is_still_reverted() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "apply-memo").await;
+    let manager = Manager::new(client.clone());
+    let set = || vec![configmap(&ns.name, "held", "ours")];
+    manager
+        .apply(set(), &owner(), &ApplyOptions::default())
+        .await
+        .expect("apply");
+    // Answered from what this manager last applied, without an apply request.
+    let unchanged = manager
+        .apply(set(), &owner(), &ApplyOptions::default())
+        .await
+        .expect("re-apply");
+    assert_eq!(unchanged.entries[0].action, Action::Unchanged);
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    configmaps
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": { "key": "theirs" } })),
+        )
+        .await
+        .expect("edit");
+    let changes = manager
+        .apply(set(), &owner(), &ApplyOptions::default())
+        .await
+        .expect("revert");
+    assert_eq!(changes.entries[0].action, Action::Configured);
+    assert_eq!(value_of(&configmaps, "held").await.as_deref(), Some("ours"));
+}
+
+#[tokio::test]
+async fn a_namespaced_object_without_namespace_or_with_a_missing_one_is_refused() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "apply-nons").await;
+    let manager = Manager::new(client.clone());
+    let mut homeless = configmap(&ns.name, "homeless", "x");
+    homeless["metadata"]
+        .as_object_mut()
+        .expect("metadata literal")
+        .remove("namespace");
+    let err = manager
+        .apply(
+            vec![configmap(&ns.name, "a", "x"), homeless],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect_err("no namespace");
+    assert_eq!(
+        err.to_string(),
+        "ConfigMap/homeless: kind is namespaced but metadata.namespace is not set"
+    );
+
+    let lost = configmap(&format!("{}-absent", ns.name), "lost", "x");
+    let err = manager
+        .apply(
+            vec![configmap(&ns.name, "a", "x"), lost],
+            &owner(),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect_err("namespace not found");
+    let message = err.to_string();
+    assert!(
+        message.contains("ConfigMap/") && message.contains("/lost"),
+        "{message}"
+    );
+    assert!(message.contains("not found"), "{message}");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert_eq!(value_of(&configmaps, "a").await, None);
+}
+
+#[tokio::test]
+async fn a_crd_that_cannot_be_established_stops_the_apply_naming_it() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "apply-crdfail").await;
+    let manager = Manager::new(client.clone());
+    let group = format!("{}.kedge.test", ns.name);
+    let crd = |plural: &str| {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": { "name": format!("{plural}.{group}") },
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": { "plural": plural, "kind": "Thing" },
+                "versions": [{ "name": "v1", "served": true, "storage": true,
+                    "schema": { "openAPIV3Schema": { "type": "object" } } }]
+            }
+        })
+    };
+    manager
+        .apply(vec![crd("things")], &owner(), &ApplyOptions::default())
+        .await
+        .expect("first CRD");
+    // A second CRD of the same group and kind: its names are not accepted.
+    let options = ApplyOptions {
+        crd_timeout: std::time::Duration::from_secs(10),
+        ..ApplyOptions::default()
+    };
+    let err = manager
+        .apply(
+            vec![crd("others"), configmap(&ns.name, "after", "x")],
+            &owner(),
+            &options,
+        )
+        .await
+        .expect_err("kind conflict");
+    let message = err.to_string();
+    assert!(
+        matches!(err, ApplyError::CrdNotEstablished { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("CustomResourceDefinition/others.{group}")),
+        "{message}"
+    );
+    assert!(message.contains("names not accepted"), "{message}");
+    assert_eq!(
+        err.applied().map(|a| a.entries.len()),
+        Some(1),
+        "the CRD was applied"
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
+    assert_eq!(value_of(&configmaps, "after").await, None);
+}

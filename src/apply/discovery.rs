@@ -59,6 +59,26 @@ impl KindCache {
         Ok(found.pop().flatten())
     }
 
+    /// The kind of an existing object named by an older inventory: its own
+    /// version if still served, else any served version of its group and
+    /// kind (the object lives on when `v1beta1` stops being served).
+    pub async fn resolve_any_version(
+        &self,
+        object: &ObjRef,
+    ) -> Result<Option<Kind>, DiscoveryError> {
+        if let Some(kind) = self.resolve(object).await? {
+            return Ok(Some(kind));
+        }
+        let kinds = self.kinds.read().await;
+        let mut versions: Vec<&Kind> = kinds
+            .iter()
+            .filter(|((g, _, k), _)| *g == object.group && *k == object.kind)
+            .map(|(_, kind)| kind)
+            .collect();
+        versions.sort_by(|a, b| a.resource.version.cmp(&b.resource.version));
+        Ok(versions.first().map(|k| (*k).clone()))
+    }
+
     async fn lookup(&self, objects: &[&ObjRef]) -> Vec<Option<Kind>> {
         let kinds = self.kinds.read().await;
         objects

@@ -1,14 +1,14 @@
 //! Server-side dry-run: validation before an apply, and
 //! [`Manager::dry_run_diff`], what an apply would change (for `kedge diff`).
 
-use futures::stream::{self, StreamExt};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use super::manifest::{self, Placed};
+use super::memo::server_fields_removed;
 use super::objref::ObjRef;
 use super::ssa::{ApplyError, ObjectFailure};
-use super::{Manager, Owner};
+use super::{bounded, Manager, Owner};
 
 /// How an object would change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl Manager {
         concurrency: usize,
     ) -> Vec<Result<DynamicObject, kube::Error>> {
         let params = PatchParams::apply(&owner.field_manager).force().dry_run();
-        let requests: Vec<_> = placed
+        let requests = placed
             .iter()
             .map(|p| {
                 let api = self.api(&p.kind, &p.objref);
@@ -53,10 +53,7 @@ impl Manager {
                 }
             })
             .collect();
-        stream::iter(requests)
-            .buffered(concurrency.max(1))
-            .collect()
-            .await
+        bounded(requests, concurrency).await
     }
 
     /// What applying `objects` as `owner` would change, object by object,
@@ -112,8 +109,8 @@ impl Manager {
 }
 
 fn compare(object: &ObjRef, live: Option<DynamicObject>, merged: DynamicObject) -> ObjectDiff {
-    let merged = comparable(serde_json::to_value(merged).unwrap_or(Value::Null));
-    let live = live.map(|l| comparable(serde_json::to_value(l).unwrap_or(Value::Null)));
+    let merged = server_fields_removed(serde_json::to_value(merged).unwrap_or(Value::Null));
+    let live = live.map(|l| server_fields_removed(serde_json::to_value(l).unwrap_or(Value::Null)));
     let kind = match &live {
         None => DiffKind::Create,
         Some(live) if *live == merged => DiffKind::Unchanged,
@@ -125,23 +122,6 @@ fn compare(object: &ObjRef, live: Option<DynamicObject>, merged: DynamicObject) 
         live,
         merged,
     }
-}
-
-/// Drops the fields the server maintains, which differ between a live
-/// object and its dry-run without any change of content.
-fn comparable(mut object: Value) -> Value {
-    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        for field in [
-            "managedFields",
-            "resourceVersion",
-            "generation",
-            "uid",
-            "creationTimestamp",
-        ] {
-            metadata.remove(field);
-        }
-    }
-    object
 }
 
 #[cfg(test)]

@@ -4,13 +4,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use super::discovery::DiscoveryError;
 use super::objref::ObjRef;
 use super::status::{evaluate, Status};
-use super::Manager;
+use super::{bounded, Manager};
 
 const POLL: Duration = Duration::from_millis(250);
 
@@ -87,14 +86,10 @@ impl Manager {
 
     /// Checks each object once; returns those not Current yet.
     async fn still_pending(&self, pending: Vec<Pending>) -> Result<Vec<Pending>, HealthError> {
-        let checked: Vec<Result<Option<Pending>, HealthError>> = stream::iter(
-            pending
-                .into_iter()
-                .map(|p| self.check(p.object))
-                .collect::<Vec<_>>(),
+        let checked: Vec<Result<Option<Pending>, HealthError>> = bounded(
+            pending.into_iter().map(|p| self.check(p.object)).collect(),
+            16,
         )
-        .buffered(16)
-        .collect()
         .await;
         let mut still = Vec::new();
         for result in checked {

@@ -22,16 +22,21 @@
 //!
 //! # How a reconciler uses it
 //! ```text
-//! let manager = Manager::new(client);                 // once, shared
-//! let owner = Owner::new("apps", "Kustomization");
+//! let manager = Manager::new(client);                  // once per daemon, cloned freely
+//! let owner = Owner::new("apps", "Kustomization");     // kustomization name and kind
 //! let changes = manager.apply(objects, &owner, &ApplyOptions::default()).await?;
+//! //   on Err: record the failure; do NOT prune; keep the old inventory plus
+//! //   `err.applied()` (inventory::merge(old, &inventory::from_changeset(applied)))
 //! let new = inventory::from_changeset(&changes);
-//! let stale = inventory::diff(&old, &new);             // old: from SQLite
-//! let pruned = manager.prune(&stale, &owner, &PruneOptions::default()).await?;
-//! let keep = inventory::merge(new, &pruned.survivors()); // store this in SQLite
-//! manager.wait(&new, timeout).await?;                   // if `wait` / health checks
-//! let drift = debounce(manager.drift_watch(&new, &owner).await?, 200ms);
+//! let stale = inventory::diff(&old, &new);              // old: last inventory from SQLite
+//! let pruned = manager.prune(&stale, &owner, &PruneOptions::default()).await;
+//! let keep = inventory::merge(new, &pruned.survivors()); // store per revision (ObjRef::to_id)
+//! manager.wait(&keep, timeout).await?;                  // when `wait` / health checks
+//! // drift: (re)start after each successful apply, feed batches to the scheduler
+//! let batches = debounce(manager.drift_watch(&keep, &owner).await?, Duration::from_millis(50));
 //! ```
+//! A kustomization removed from the config: `manager.prune(&its_inventory,
+//! &owner, ..)` unless its deletion policy says orphan.
 //!
 //! # Current limitations
 //! - Objects are applied with `force` (conflicts with other managers are
@@ -48,6 +53,7 @@ pub mod dry_run;
 pub mod health;
 pub mod inventory;
 mod manifest;
+mod memo;
 pub mod objref;
 pub mod order;
 pub mod prune;
@@ -124,12 +130,14 @@ impl Owner {
 pub struct Manager {
     client: Client,
     kinds: Arc<KindCache>,
+    memo: Arc<memo::Memo>,
 }
 
 impl Manager {
     pub fn new(client: Client) -> Manager {
         Manager {
             kinds: Arc::new(KindCache::new(client.clone())),
+            memo: Arc::new(memo::Memo::default()),
             client,
         }
     }
@@ -154,6 +162,19 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bounded_keeps_input_order_whatever_the_finishing_order() {
+        let delays = [30u64, 0, 20, 10];
+        let futures = delays
+            .iter()
+            .map(|d| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(*d)).await;
+                *d
+            })
+            .collect();
+        assert_eq!(bounded(futures, 2).await, delays);
+    }
 
     #[test]
     fn an_owner_owns_objects_with_both_of_its_labels_only() {
@@ -183,5 +204,42 @@ mod tests {
             Owner::new("apps", "Kustomization").label_selector(),
             "kedge.dev/name=apps,kedge.dev/kind=Kustomization"
         );
+    }
+}
+
+/// Runs `futures` with at most `limit` in flight; results in input order.
+/// Unordered inside, so one slow request does not hold the window (as
+/// `buffered` would). The futures are made before streaming them: a stream
+/// that maps with a closure borrowing its input makes the caller's future
+/// not `Send` (rust-lang/rust#102211).
+async fn bounded<F: std::future::Future>(futures: Vec<F>, limit: usize) -> Vec<F::Output> {
+    use futures::stream::{self, StreamExt};
+    let indexed = futures
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| async move { (i, f.await) });
+    let mut done: Vec<(usize, F::Output)> = stream::iter(indexed)
+        .buffer_unordered(limit.max(1))
+        .collect()
+        .await;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, output)| output).collect()
+}
+
+/// The verbs' futures are `Send`, so a reconciler can run them in
+/// `tokio::spawn`; this fails to compile when one is not.
+#[cfg(test)]
+#[allow(dead_code)]
+mod send_check {
+    use super::*;
+
+    fn is_send<T: Send>(_: T) {}
+
+    async fn verbs_are_send(manager: &Manager, owner: &Owner, refs: &[ObjRef]) {
+        is_send(manager.apply(Vec::new(), owner, &ApplyOptions::default()));
+        is_send(manager.dry_run_diff(Vec::new(), owner));
+        is_send(manager.prune(refs, owner, &PruneOptions::default()));
+        is_send(manager.wait(refs, std::time::Duration::ZERO));
+        is_send(manager.drift_watch(refs, owner));
     }
 }

@@ -2,12 +2,11 @@
 
 use std::fmt;
 
-use futures::stream::{self, StreamExt};
 use kube::api::{DeleteParams, DynamicObject, Preconditions};
 
 use super::changeset::{Action, ChangeSet};
 use super::objref::ObjRef;
-use super::{Manager, Owner, PRUNE_ANNOTATION, PRUNE_DISABLED};
+use super::{bounded, Manager, Owner, PRUNE_ANNOTATION, PRUNE_DISABLED};
 
 /// How to prune.
 #[derive(Debug, Clone)]
@@ -89,7 +88,8 @@ impl Manager {
     ///   caller keeps those objects in its inventory
     ///   ([`super::inventory::merge`] with [`PruneResult::survivors`]) so
     ///   the next reconcile retries them. See Flux issue #1664.
-    /// - A missing object (404) or a kind no longer served counts as deleted.
+    /// - A missing object (404), or one whose group and kind are no longer
+    ///   served in any version, counts as deleted.
     pub async fn prune(
         &self,
         stale: &[ObjRef],
@@ -102,14 +102,10 @@ impl Manager {
             rest.into_iter().partition(|o| o.is_crd());
         let mut result = PruneResult::default();
         for batch in [others, crds, namespaces] {
-            let outcomes: Vec<Outcome> = stream::iter(
-                batch
-                    .iter()
-                    .map(|o| self.prune_one(o, owner))
-                    .collect::<Vec<_>>(),
+            let outcomes: Vec<Outcome> = bounded(
+                batch.iter().map(|o| self.prune_one(o, owner)).collect(),
+                options.concurrency,
             )
-            .buffered(options.concurrency.max(1))
-            .collect()
             .await;
             for (object, outcome) in batch.into_iter().zip(outcomes) {
                 let object = object.clone();
@@ -124,7 +120,7 @@ impl Manager {
     }
 
     async fn prune_one(&self, object: &ObjRef, owner: &Owner) -> Outcome {
-        let kind = match self.kinds.resolve(object).await {
+        let kind = match self.kinds.resolve_any_version(object).await {
             Ok(Some(kind)) => kind,
             Ok(None) => return Outcome::Deleted,
             Err(err) => return Outcome::Failed(err.to_string()),
@@ -148,6 +144,7 @@ impl Manager {
             }),
             ..DeleteParams::background()
         };
+        self.memo.forget(object);
         match api.delete(&object.name, &params).await {
             Ok(_) => Outcome::Deleted,
             Err(kube::Error::Api(status)) if status.code == 404 => Outcome::Deleted,

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::Value;
 
@@ -14,7 +13,7 @@ use super::health::HealthError;
 use super::manifest::{self, Manifest, Placed};
 use super::objref::{ObjRef, ObjRefError};
 use super::order::{self, Stage};
-use super::{Manager, Owner};
+use super::{bounded, Manager, Owner};
 
 /// How to apply.
 #[derive(Debug, Clone)]
@@ -142,8 +141,12 @@ type Resolved = (Manifest, Option<Kind>);
 /// What dry-run said of one object.
 enum Validated {
     /// Valid. The dry-run's resourceVersion is the live one (none when the
-    /// object does not exist yet).
-    Ok { live_version: Option<String> },
+    /// object does not exist yet); `unchanged` when the dry-run shows the
+    /// object as we last applied it (see `memo.rs`), so no apply is needed.
+    Ok {
+        live_version: Option<String>,
+        unchanged: bool,
+    },
     /// An immutable field changes and `force_recreate` is set.
     Recreate,
 }
@@ -155,17 +158,20 @@ impl Manager {
     /// # Expected flow
     /// 1. every object is named, labelled with the owner and its kind
     ///    resolved (discovery refreshed once on an unknown kind);
-    /// 2. stage by stage ([`Stage`]: CRDs and Namespaces, the rest,
-    ///    webhooks), the whole stage is validated by server-side dry-run,
-    ///    then applied, `options.concurrency` requests in flight;
-    /// 3. after the first stage, the set's CRDs are waited for until
-    ///    Established.
+    /// 2. CRDs and Namespaces ([`Stage::Definitions`]) are validated by
+    ///    server-side dry-run, applied, and the CRDs waited for until
+    ///    Established (custom resources cannot be dry-run before their CRD,
+    ///    nor objects before their Namespace);
+    /// 3. everything else is validated by dry-run as one set, then applied,
+    ///    [`Stage::Resources`] before [`Stage::Admission`] (webhooks);
+    ///
+    /// each dry-run and apply with `options.concurrency` requests in flight.
     ///
     /// # Errors
-    /// If any object of a stage fails dry-run, nothing of that stage (or
-    /// later ones) is applied, and [`ApplyError::DryRunFailed`] names every
-    /// refused object with the server's message. A set without CRDs or
-    /// Namespaces is one stage plus webhooks, so it is validated whole.
+    /// If any object fails dry-run, nothing of its step (or later ones) is
+    /// applied, and [`ApplyError::DryRunFailed`] names every refused object
+    /// with the server's message (which names the field). A set without
+    /// CRDs or Namespaces is validated whole before anything is applied.
     pub async fn apply(
         &self,
         objects: Vec<Value>,
@@ -175,27 +181,62 @@ impl Manager {
         let manifests = manifest::prepare(objects, owner)?;
         let resolved = self.resolve_kinds(manifests).await?;
         let mut changes = ChangeSet::default();
-        for (stage, group) in order::stages(resolved, |(m, _)| &m.objref) {
-            let placed = self.place_all(group, &changes).await?;
-            let validated = self.validate(&placed, owner, options, &changes).await?;
-            let applied = self.apply_stage(&placed, validated, owner, options).await;
-            let failures = record(&placed, applied, &mut changes);
-            if !failures.is_empty() {
-                return Err(ApplyError::ApplyFailed {
-                    failures,
-                    applied: changes,
-                });
-            }
-            if stage == Stage::Definitions {
-                self.wait_for_crds(&placed, options.crd_timeout, &changes)
-                    .await?;
-            }
+        let mut stages = order::stages(resolved, |(m, _)| &m.objref);
+        if stages
+            .first()
+            .is_some_and(|(s, _)| *s == Stage::Definitions)
+        {
+            let (_, definitions) = stages.remove(0);
+            self.validate_then_apply(vec![definitions], owner, options, &mut changes)
+                .await?;
+            self.wait_for_crds(&changes, options.crd_timeout).await?;
         }
+        let rest = stages.into_iter().map(|(_, group)| group).collect();
+        self.validate_then_apply(rest, owner, options, &mut changes)
+            .await?;
         Ok(changes)
     }
 
+    /// Dry-runs every object of `stages` at once, then, if all passed,
+    /// applies the stages one after the other.
+    async fn validate_then_apply(
+        &self,
+        stages: Vec<Vec<Resolved>>,
+        owner: &Owner,
+        options: &ApplyOptions,
+        changes: &mut ChangeSet,
+    ) -> Result<(), ApplyError> {
+        let sizes: Vec<usize> = stages.iter().map(Vec::len).collect();
+        let mut placed = Vec::with_capacity(sizes.iter().sum());
+        for group in stages {
+            placed.extend(self.place_all(group, changes).await?);
+        }
+        let mut validated = self
+            .validate(&placed, owner, options, changes)
+            .await?
+            .into_iter();
+        let mut start = 0;
+        for size in sizes {
+            let stage = &placed[start..start + size];
+            let stage_validated = validated.by_ref().take(size).collect();
+            let results = self
+                .apply_stage(stage, stage_validated, owner, options)
+                .await;
+            let failures = record(stage, results, changes);
+            if !failures.is_empty() {
+                return Err(ApplyError::ApplyFailed {
+                    failures,
+                    applied: changes.clone(),
+                });
+            }
+            start += size;
+        }
+        Ok(())
+    }
+
     /// Resolves every kind; a kind not served is accepted only when a CRD
-    /// of the same set defines it.
+    /// of the same set defines it. A namespaced object must name its
+    /// namespace.
     async fn resolve_kinds(&self, manifests: Vec<Manifest>) -> Result<Vec<Resolved>, ApplyError> {
         let refs: Vec<&ObjRef> = manifests.iter().map(|m| &m.objref).collect();
         let kinds = self.kinds.resolve_all(&refs).await?;
@@ -206,6 +247,11 @@ impl Manager {
             let comes_with_its_crd = defined.iter().any(|(g, k)| *g == o.group && *k == o.kind);
             if kind.is_none() && !comes_with_its_crd {
                 return Err(unknown_kind(o, ChangeSet::default()));
+            }
+            // Checked here too (not only when placed), so it stops the
+            // apply before the first stage.
+            if kind.as_ref().is_some_and(|k| k.namespaced) && o.namespace.is_none() {
+                return Err(ApplyError::MissingNamespace { object: o.clone() });
             }
             out.push((manifest, kind));
         }
@@ -258,6 +304,7 @@ impl Manager {
         for (p, result) in placed.iter().zip(results) {
             match result {
                 Ok(object) => validated.push(Validated::Ok {
+                    unchanged: self.memo.unchanged(&p.objref, &object),
                     live_version: object.metadata.resource_version,
                 }),
                 Err(err) if options.force_recreate && is_immutable_field_error(&err) => {
@@ -283,15 +330,12 @@ impl Manager {
         owner: &Owner,
         options: &ApplyOptions,
     ) -> Vec<Result<Action, kube::Error>> {
-        let requests: Vec<_> = placed
+        let requests = placed
             .iter()
             .zip(validated)
             .map(|(p, v)| self.apply_one(p, v, owner))
             .collect();
-        stream::iter(requests)
-            .buffered(options.concurrency.max(1))
-            .collect()
-            .await
+        bounded(requests, options.concurrency).await
     }
 
     async fn apply_one(
@@ -302,21 +346,26 @@ impl Manager {
     ) -> Result<Action, kube::Error> {
         let api = self.api(&placed.kind, &placed.objref);
         let params = PatchParams::apply(&owner.field_manager).force();
+        let patch = Patch::Apply(&placed.body);
+        let apply = || api.patch(&placed.objref.name, &params, &patch);
         let before = match validated {
-            Validated::Ok { live_version } => live_version,
+            Validated::Ok {
+                unchanged: true, ..
+            } => return Ok(Action::Unchanged),
+            Validated::Ok { live_version, .. } => live_version,
             Validated::Recreate => {
+                self.memo.forget(&placed.objref);
                 self.delete_and_wait(placed).await?;
-                api.patch(&placed.objref.name, &params, &Patch::Apply(&placed.body))
-                    .await?;
+                self.memo.remember(&placed.objref, &apply().await?);
                 return Ok(Action::Configured);
             }
         };
-        let after = api
-            .patch(&placed.objref.name, &params, &Patch::Apply(&placed.body))
-            .await?
-            .metadata
-            .resource_version;
-        Ok(action(before.as_deref(), after.as_deref()))
+        let after = apply().await?;
+        self.memo.remember(&placed.objref, &after);
+        Ok(action(
+            before.as_deref(),
+            after.metadata.resource_version.as_deref(),
+        ))
     }
 
     /// Deletes an object and waits (up to 30 s) until it is gone, so it can
@@ -340,14 +389,14 @@ impl Manager {
 
     async fn wait_for_crds(
         &self,
-        placed: &[Placed],
-        timeout: Duration,
         applied: &ChangeSet,
+        timeout: Duration,
     ) -> Result<(), ApplyError> {
-        let crds: Vec<ObjRef> = placed
+        let crds: Vec<ObjRef> = applied
+            .entries
             .iter()
-            .filter(|p| p.objref.is_crd())
-            .map(|p| p.objref.clone())
+            .filter(|c| c.object.is_crd())
+            .map(|c| c.object.clone())
             .collect();
         if crds.is_empty() {
             return Ok(());
@@ -415,6 +464,24 @@ mod tests {
     fn an_apply_that_kept_the_live_version_changed_nothing() {
         assert_eq!(action(Some("12"), Some("12")), Action::Unchanged);
         assert_eq!(action(Some("12"), Some("13")), Action::Configured);
+    }
+
+    #[test]
+    fn only_a_422_naming_an_immutable_field_allows_a_recreate() {
+        let status = |code: u16, message: &str| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: message.into(),
+                ..kube::core::Status::default()
+            }))
+        };
+        let immutable = "ConfigMap \"c\" is invalid: data: Forbidden: field is immutable when `immutable` is set";
+        assert!(is_immutable_field_error(&status(422, immutable)));
+        assert!(!is_immutable_field_error(&status(
+            422,
+            "data[a b]: Invalid value"
+        )));
+        assert!(!is_immutable_field_error(&status(409, immutable)));
     }
 
     #[test]
