@@ -18,6 +18,7 @@ dpkg-deb --info "$deb" conffiles | grep -qx /etc/kedge/kedge.toml || fail "kedge
 lintian --fail-on error --tag-display-limit 0 "$deb" || fail "lintian reported errors"
 
 [ "$(id -u)" -eq 0 ] || fail "installing needs root"
+if dpkg-query -W kedge >/dev/null 2>&1; then fail "kedge is already installed here: remove it first (dpkg --purge kedge)"; fi
 dpkg -i "$deb"
 /usr/bin/kedge --version
 /usr/bin/kedge check-config /etc/kedge/kedge.toml
@@ -26,7 +27,7 @@ systemd-analyze verify /usr/lib/systemd/system/kedge.service
 
 leftovers() { # files the package installed that still exist
   dpkg-deb --contents "$deb" | awk '{print $6}' | sed 's/^\.//' | while read -r f; do
-    [ -n "$f" ] && [ ! -d "$f" ] && [ -e "$f" ] && echo "$f"
+    if [ -n "$f" ] && [ ! -d "$f" ] && [ -e "$f" ]; then echo "$f"; fi
   done
 }
 dpkg --remove kedge

@@ -5,8 +5,9 @@
 set -euo pipefail
 
 # git: fixtures and loopback Git servers; openssh-server/client: the SSH Git
-# tests; lintian, dpkg-dev: the .deb checks; systemd: systemd-analyze verify.
-packages=(git openssh-server openssh-client lintian dpkg-dev systemd ca-certificates)
+# tests; openssl: the test CA of the HTTPS Git tests; lintian, dpkg-dev,
+# binutils (objdump): the .deb checks; systemd: systemd-analyze verify.
+packages=(git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do
