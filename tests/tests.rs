@@ -17,3 +17,5 @@ mod git_ssh;
 mod git_run;
 // The config file: located validation errors, defaults, config.example.toml, check-config.
 mod config;
+// The source scheduler: triggers, broadcast of new artifacts, shutdown.
+mod git_scheduler;
