@@ -70,3 +70,50 @@ async fn a_trigger_syncs_at_once_and_new_artifacts_are_broadcast() {
         .await
         .expect("every task stops after shutdown");
 }
+
+#[tokio::test]
+async fn a_remote_that_never_answers_is_recorded_as_a_timeout() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // Accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let text = format!(
+        "[agent]\nstate_dir = {:?}\n[git.mute]\nurl = \"git://127.0.0.1:{port}/mute.git\"\ninterval = \"1h\"\ntimeout = \"1s\"\n",
+        root.path().display().to_string()
+    );
+    let config = Config::parse(Path::new("kedge.toml"), &text).expect("valid config");
+    let store = Arc::new(Mutex::new(Store::open_in_memory().expect("store")));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = scheduler(&config, store.clone(), Limits::default(), shutdown);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = store
+            .lock()
+            .expect("lock")
+            .source_status("git", "mute")
+            .expect("status");
+        if let Some(status) = status {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no outcome recorded within 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    assert!(!status.ready);
+    assert_eq!(status.reason, "GitOperationFailed");
+    assert!(
+        status.message.contains("timed out after 1s"),
+        "{}",
+        status.message
+    );
+    assert_eq!(status.consecutive_failures, 1);
+    stop.send(true).expect("signal shutdown");
+    tokio::time::timeout(Duration::from_secs(15), running.join())
+        .await
+        .expect("every task stops after shutdown");
+    drop(silent);
+}
