@@ -112,3 +112,29 @@ fn credentials_are_never_sent_in_clear_text_over_plain_http() {
     assert!(err.to_string().contains("clear text"), "{err}");
     assert!(!err.to_string().contains("s3cret"), "{err}");
 }
+
+#[test]
+fn a_bearer_token_over_https_is_sent_as_an_authorization_header() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let repo = FixtureRepo::new(root.path(), "fleet");
+    let head = repo.commit(&[("a.yaml", "a\n")], "one");
+    let ca = test_ca(root.path());
+    let server = crate::support::git::http_git_bearer(root.path(), "t0ken", Some(&ca));
+    let token_file = root.path().join("token");
+    std::fs::write(&token_file, "t0ken\n").expect("write token");
+    let body = format!(
+        "bearer_token_file = {:?}\nca_file = {:?}",
+        token_file.display().to_string(),
+        ca.ca_pem.display().to_string()
+    );
+    let source = source_from(
+        &format!("https://127.0.0.1:{}/fleet.git", server.port),
+        &body,
+    );
+
+    let outcome = Syncer::new()
+        .sync(&source)
+        .expect("fetch with a bearer token");
+
+    assert_eq!(outcome.artifact().revision, format!("main@sha1:{head}"));
+}

@@ -27,3 +27,5 @@ mod git_run;
 mod config;
 // `kedge run` with kustomizations against the test control plane: apply, prune, drift, dependsOn, restart.
 mod kustomization_run;
+// The source scheduler: triggers, broadcast of new artifacts, shutdown.
+mod git_scheduler;

@@ -12,6 +12,7 @@ mod diff;
 mod error;
 pub mod raw;
 mod validate;
+mod validate_kustomization;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

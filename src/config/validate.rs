@@ -3,27 +3,21 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::error::{Locator, Problem};
-use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource, RawKustomization};
-use super::{
-    Agent, Config, DeletionPolicy, GitAuth, GitRef, GitSource, HealthCheck, Kustomization,
-    SourceKind, SourceRef, DEFAULT_STATE_DIR,
-};
+use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource};
+use super::{Agent, Config, GitAuth, GitRef, GitSource, DEFAULT_STATE_DIR};
 
-const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// A kustomization's timeout defaults to its interval, but a long interval
-/// must not let one stuck apply block its retries for hours.
-const MAX_DEFAULT_KUSTOMIZATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-struct Checker<'a> {
-    locator: Locator<'a>,
-    problems: Vec<Problem>,
+pub(super) struct Checker<'a> {
+    pub(super) locator: Locator<'a>,
+    pub(super) problems: Vec<Problem>,
 }
 
 pub(super) fn parse_and_validate(text: &str) -> Result<Config, Vec<Problem>> {
@@ -83,7 +77,7 @@ fn key_at(text: &str, span: Range<usize>) -> String {
 }
 
 impl Checker<'_> {
-    fn problem(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
         let problem = self.locator.problem(span, key, message);
         self.problems.push(problem);
     }
@@ -179,7 +173,7 @@ impl Checker<'_> {
         Some(path)
     }
 
-    fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
+    pub(super) fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
         match humantime::parse_duration(value.get_ref()) {
             Ok(duration) if duration.is_zero() => {
                 self.problem(value.span(), key, "a duration must be more than zero");
@@ -200,7 +194,7 @@ impl Checker<'_> {
         }
     }
 
-    fn optional_duration(
+    pub(super) fn optional_duration(
         &mut self,
         value: &Option<Spanned<String>>,
         key: &str,
@@ -462,233 +456,4 @@ impl Checker<'_> {
             );
         }
     }
-
-    fn kustomization(
-        &mut self,
-        name: &str,
-        key: &str,
-        raw: Spanned<RawKustomization>,
-        sources: &BTreeMap<String, GitSource>,
-    ) -> Option<Kustomization> {
-        let raw = raw.into_inner();
-        let source = self.source_ref(&raw.source, &format!("{key}.source"), sources);
-        let path = match &raw.path {
-            Some(path) => self.relative_path(path, &format!("{key}.path")),
-            None => Some(PathBuf::new()),
-        };
-        let interval = self.duration(&raw.interval, &format!("{key}.interval"));
-        let retry_interval = self.optional_duration(
-            &raw.retry_interval,
-            &format!("{key}.retry_interval"),
-            interval.unwrap_or(DEFAULT_GIT_INTERVAL),
-        );
-        let default_timeout = interval
-            .unwrap_or(MAX_DEFAULT_KUSTOMIZATION_TIMEOUT)
-            .min(MAX_DEFAULT_KUSTOMIZATION_TIMEOUT);
-        let timeout =
-            self.optional_duration(&raw.timeout, &format!("{key}.timeout"), default_timeout);
-        let deletion_policy = match &raw.deletion_policy {
-            None => Some(DeletionPolicy::Delete),
-            Some(policy) => match policy.get_ref().as_str() {
-                "delete" => Some(DeletionPolicy::Delete),
-                "orphan" => Some(DeletionPolicy::Orphan),
-                other => {
-                    self.problem(
-                        policy.span(),
-                        &format!("{key}.deletion_policy"),
-                        format!("unknown deletion policy {other:?}: use \"delete\" or \"orphan\""),
-                    );
-                    None
-                }
-            },
-        };
-        let health_checks = self.health_checks(&raw, key);
-        Some(Kustomization {
-            name: name.to_string(),
-            source: source?,
-            path: path?,
-            interval: interval?,
-            retry_interval: retry_interval?,
-            timeout: timeout?,
-            prune: *raw.prune.get_ref(),
-            wait: raw.wait.map(Spanned::into_inner).unwrap_or(false),
-            health_checks: health_checks?,
-            depends_on: raw
-                .depends_on
-                .unwrap_or_default()
-                .into_iter()
-                .map(Spanned::into_inner)
-                .collect(),
-            target_namespace: raw.target_namespace.map(Spanned::into_inner),
-            suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
-            force: raw.force.map(Spanned::into_inner).unwrap_or(false),
-            deletion_policy: deletion_policy?,
-        })
-    }
-
-    fn health_checks(&mut self, raw: &RawKustomization, key: &str) -> Option<Vec<HealthCheck>> {
-        let before = self.problems.len();
-        let mut checks = Vec::new();
-        for (index, check) in raw.health_checks.iter().flatten().enumerate() {
-            let value = check.get_ref();
-            if value.kind.is_empty() || value.name.is_empty() {
-                self.problem(
-                    check.span(),
-                    &format!("{key}.health_checks[{index}]"),
-                    "a health check needs a kind and a name",
-                );
-            }
-            checks.push(HealthCheck {
-                api_version: value.api_version.clone(),
-                kind: value.kind.clone(),
-                name: value.name.clone(),
-                namespace: value.namespace.clone(),
-            });
-        }
-        (self.problems.len() == before).then_some(checks)
-    }
-
-    fn source_ref(
-        &mut self,
-        value: &Spanned<String>,
-        key: &str,
-        sources: &BTreeMap<String, GitSource>,
-    ) -> Option<SourceRef> {
-        let Some((kind, name)) = value.get_ref().split_once('/') else {
-            self.problem(
-                value.span(),
-                key,
-                "write the source as kind/name, e.g. \"git/fleet\"",
-            );
-            return None;
-        };
-        if kind != SourceKind::Git.as_str() {
-            self.problem(
-                value.span(),
-                key,
-                format!("unknown source kind {kind:?}: kedge knows \"git\""),
-            );
-            return None;
-        }
-        if !sources.contains_key(name) {
-            self.problem(
-                value.span(),
-                key,
-                format!("no source [git.{name}] in this config"),
-            );
-            return None;
-        }
-        Some(SourceRef {
-            kind: SourceKind::Git,
-            name: name.to_string(),
-        })
-    }
-
-    fn relative_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
-        match normalise_relative(Path::new(value.get_ref())) {
-            Ok(path) => Some(path),
-            Err(why) => {
-                self.problem(
-                    value.span(),
-                    key,
-                    format!("bad path {:?}: {why}", value.get_ref()),
-                );
-                None
-            }
-        }
-    }
-
-    fn dependencies(
-        &mut self,
-        kustomizations: &BTreeMap<String, Kustomization>,
-        spans: &BTreeMap<String, Range<usize>>,
-    ) {
-        for k in kustomizations.values() {
-            for dependency in &k.depends_on {
-                if !spans.contains_key(dependency) {
-                    let span = spans.get(&k.name).cloned().unwrap_or(0..0);
-                    self.problem(
-                        span,
-                        &format!("kustomization.{}.depends_on", k.name),
-                        format!("no kustomization {dependency:?} in this config"),
-                    );
-                }
-            }
-        }
-        if let Some(cycle) = find_cycle(kustomizations) {
-            let first = cycle.first().cloned().unwrap_or_default();
-            let span = spans.get(&first).cloned().unwrap_or(0..0);
-            self.problem(
-                span,
-                &format!("kustomization.{first}.depends_on"),
-                format!("depends_on has a cycle: {}", cycle.join(" -> ")),
-            );
-        }
-    }
-}
-
-/// A relative path with `.` parts removed, refused when absolute or when a
-/// `..` climbs above the artifact root.
-pub(crate) fn normalise_relative(path: &Path) -> Result<PathBuf, &'static str> {
-    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::Normal(part) => parts.push(part),
-            Component::ParentDir => {
-                if parts.pop().is_none() {
-                    return Err("it climbs out of the source with '..'");
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err("it must be relative to the source root")
-            }
-        }
-    }
-    Ok(parts.iter().collect())
-}
-
-/// The first `depends_on` cycle found, as the names along it with the first
-/// repeated at the end.
-fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<String>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        Visiting,
-        Done,
-    }
-    fn visit(
-        name: &str,
-        all: &BTreeMap<String, Kustomization>,
-        marks: &mut BTreeMap<String, Mark>,
-        path: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
-        match marks.get(name) {
-            Some(Mark::Done) => return None,
-            Some(Mark::Visiting) => {
-                let start = path.iter().position(|n| n == name).unwrap_or(0);
-                let mut cycle = path[start..].to_vec();
-                cycle.push(name.to_string());
-                return Some(cycle);
-            }
-            None => {}
-        }
-        marks.insert(name.to_string(), Mark::Visiting);
-        path.push(name.to_string());
-        for dependency in all
-            .get(name)
-            .map(|k| k.depends_on.as_slice())
-            .unwrap_or_default()
-        {
-            if let Some(cycle) = visit(dependency, all, marks, path) {
-                return Some(cycle);
-            }
-        }
-        path.pop();
-        marks.insert(name.to_string(), Mark::Done);
-        None
-    }
-    let mut marks = BTreeMap::new();
-    kustomizations
-        .keys()
-        .find_map(|name| visit(name, kustomizations, &mut marks, &mut Vec::new()))
 }

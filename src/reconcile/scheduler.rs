@@ -207,7 +207,19 @@ async fn sync_once(
             interrupt.clone(),
         );
         move || {
-            let _serialised = lock.lock();
+            // A fetch that outlived its timeout may still hold the repository: never queue behind it.
+            let _serialised = match lock.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(source::Error::Fetch {
+                        source_name: source.name.clone(),
+                        url: source::redact_url(&source.url),
+                        message: "the previous fetch, which timed out, has not stopped yet"
+                            .to_string(),
+                    })
+                }
+            };
             source::sync_git_source(
                 &source,
                 &shared.state_dir,

@@ -92,9 +92,10 @@ fn unchanged_artifact(previous: &SourceStatus, revision: &str, inputs: &str) -> 
         return None;
     }
     let path = previous.artifact_path.clone()?;
+    let digest = previous.artifact_digest.clone()?;
     path.is_file().then(|| Artifact {
         revision: revision.to_string(),
-        digest: previous.artifact_digest.clone().unwrap_or_default(),
+        digest,
         path,
     })
 }

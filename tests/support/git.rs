@@ -379,6 +379,16 @@ fn tls_acceptor(ca: &TestCa) -> tokio_rustls::TlsAcceptor {
 /// `http://127.0.0.1:PORT/NAME.git` (or `https://` with `tls`), for
 /// `user`:`password` only.
 pub fn http_git(project_root: &Path, user: &str, password: &str, tls: Option<&TestCa>) -> HttpGit {
+    let expected = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+    serve_git(project_root, expected, user, tls)
+}
+
+/// Like [`http_git`], for `Authorization: Bearer TOKEN` only.
+pub fn http_git_bearer(project_root: &Path, token: &str, tls: Option<&TestCa>) -> HttpGit {
+    serve_git(project_root, format!("Bearer {token}"), "token", tls)
+}
+
+fn serve_git(project_root: &Path, expected: String, user: &str, tls: Option<&TestCa>) -> HttpGit {
     let acceptor = tls.map(tls_acceptor);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
     listener
@@ -387,7 +397,6 @@ pub fn http_git(project_root: &Path, user: &str, password: &str, tls: Option<&Te
     let port = listener.local_addr().expect("local addr").port();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let root = project_root.to_path_buf();
-    let expected = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
     let user = user.to_string();
     let thread = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
