@@ -15,6 +15,7 @@ pub mod notify;
 
 use crate::apply::Manager;
 use crate::config::Config;
+use crate::reconcile::unpack::Unpacker;
 use crate::reconcile::{kustomization, runner, scheduler};
 use crate::source::Limits;
 use crate::state::{self, Store};
@@ -109,7 +110,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         let ctx = kustomization::Context {
             manager: Manager::new(kube_client(&config).await?),
             store: store.clone(),
-            work_dir: config.agent.state_dir.join("work"),
+            unpacker: Arc::new(Unpacker::new(config.agent.state_dir.join("unpacked"))),
         };
         if let Err(err) = kustomization::collect_removed(&ctx, &config).await {
             tracing::error!("cleaning up removed kustomizations: {err}");

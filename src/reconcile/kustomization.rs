@@ -24,12 +24,13 @@
 // are about; built once per failed run, never in a hot loop.
 #![allow(clippy::result_large_err)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::unpack::Unpacker;
 use crate::apply::{
     self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions,
 };
@@ -46,8 +47,8 @@ pub const OWNER_KIND: &str = "Kustomization";
 pub struct Context {
     pub manager: Manager,
     pub store: Arc<Mutex<Store>>,
-    /// Where artifacts are unpacked for a build; emptied after each run.
-    pub work_dir: PathBuf,
+    /// Artifacts unpacked for builds, shared by all kustomizations.
+    pub unpacker: Arc<Unpacker>,
 }
 
 /// What the caller does next: run again after `requeue_after`, and watch
@@ -335,38 +336,33 @@ fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact,
     )
 }
 
-/// Unpacks `artifact` into a fresh directory and builds `k.path` in it, on
+/// Builds `k.path` of `artifact` (unpacked once for all kustomizations), on
 /// the blocking pool (both are file-system bound).
 async fn build(
     ctx: &Context,
     k: &Kustomization,
     artifact: &source::Artifact,
 ) -> Result<Vec<Value>, Error> {
-    let unpack_dir = ctx.work_dir.join(&k.name);
+    let unpacker = ctx.unpacker.clone();
     let artifact = artifact.clone();
     let path = k.path.clone();
     let source_ref = k.source.to_string();
-    tokio::task::spawn_blocking(move || {
-        let result = unpack_and_build(&unpack_dir, &artifact, &path, &source_ref);
-        let _ = std::fs::remove_dir_all(&unpack_dir);
-        result
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || unpack_and_build(&unpacker, &artifact, &path, &source_ref))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
 }
 
 fn unpack_and_build(
-    unpack_dir: &Path,
+    unpacker: &Unpacker,
     artifact: &source::Artifact,
     path: &Path,
     source_ref: &str,
 ) -> Result<Vec<Value>, Error> {
-    let _ = std::fs::remove_dir_all(unpack_dir);
-    source::extract(&artifact.path, unpack_dir).map_err(|e| Error::Artifact {
+    let tree = unpacker.unpacked(artifact).map_err(|e| Error::Artifact {
         source_ref: source_ref.to_string(),
         message: e.to_string(),
     })?;
-    let dir = unpack_dir.join(path);
+    let dir = tree.join(path);
     let shown = format!("./{}", path.display());
     if !dir.is_dir() {
         return Err(Error::InvalidPath {
@@ -567,7 +563,7 @@ mod tests {
                 kind: SourceKind::Git,
                 name: "fleet".into(),
             },
-            path: PathBuf::new(),
+            path: std::path::PathBuf::new(),
             interval: Duration::from_secs(300),
             retry_interval: Duration::from_secs(60),
             timeout: Duration::from_secs(180),

@@ -4,6 +4,7 @@
 pub mod kustomization;
 pub mod runner;
 pub mod scheduler;
+pub mod unpack;
 
 pub use runner::{runner, Request, Runner};
 pub use scheduler::{scheduler, Scheduler, SourceUpdate, Trigger};
