@@ -15,6 +15,6 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(daemon::run(config))?;
+    runtime.block_on(daemon::run(config_path, config))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,7 @@ use super::error::{Locator, Problem};
 use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource, RawKustomization};
 use super::{
     Agent, Config, DeletionPolicy, GitAuth, GitRef, GitSource, HealthCheck, Kustomization,
-    SourceKind, SourceRef, DEFAULT_STATE_DIR,
+    SourceKind, SourceRef, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR,
 };
 
 const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
@@ -94,6 +94,7 @@ impl Checker<'_> {
             None => Agent {
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 kubeconfig: None,
+                socket: PathBuf::from(DEFAULT_SOCKET_PATH),
             },
         };
         let mut sources = BTreeMap::new();
@@ -147,9 +148,14 @@ impl Checker<'_> {
         let kubeconfig = raw
             .kubeconfig
             .and_then(|file| self.absolute_path(&file, "agent.kubeconfig", true));
+        let socket = raw
+            .socket
+            .and_then(|file| self.absolute_path(&file, "agent.socket", false))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
         Agent {
             state_dir,
             kubeconfig,
+            socket,
         }
     }
 

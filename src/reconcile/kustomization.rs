@@ -324,6 +324,23 @@ pub async fn collect_removed(ctx: &Context, config: &Config) -> Result<(), Error
     Ok(())
 }
 
+/// What `k` declares at its source's last good artifact, as it would be
+/// applied (target namespace set), with that revision: for `kedge build
+/// NAME` and `kedge diff NAME`. Unpacks under `ctx.work_dir`, so give it a
+/// work directory of its own when a reconcile may run at the same time.
+pub async fn desired_objects(
+    ctx: &Context,
+    k: &Kustomization,
+) -> Result<(String, Vec<Value>), Error> {
+    let artifact = latest_artifact(ctx, k)?;
+    let objects = build(ctx, k, &artifact).await?;
+    let objects = match &k.target_namespace {
+        Some(namespace) => with_namespace(&ctx.manager, objects, namespace).await,
+        None => objects,
+    };
+    Ok((artifact.revision, objects))
+}
+
 fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {
     let store = lock(&ctx.store);
     let source_ref = k.source.to_string();

@@ -1,0 +1,130 @@
+//! Watching the config file for changes.
+//!
+//! # Design
+//! Editors save by writing a temporary file and renaming it over the old
+//! one, which replaces the inode a file watch would follow. So the
+//! directory is watched, and any creation, write, rename or removal of an
+//! entry with the config's file name counts. Changes are debounced
+//! ([`QUIET`]) so that one save is one reload.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// How long the file must be left alone before a change is reported.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// Errors of starting the watch.
+#[derive(Debug, thiserror::Error)]
+#[error("watching {} for changes to {}: {source}", dir.display(), file.to_string_lossy())]
+pub struct WatchError {
+    dir: PathBuf,
+    file: OsString,
+    #[source]
+    source: notify::Error,
+}
+
+/// A running watch; dropping it stops the watch.
+pub struct ConfigWatch {
+    _watcher: RecommendedWatcher,
+    changes: mpsc::Receiver<()>,
+}
+
+impl ConfigWatch {
+    /// Watches the directory of `path` for changes to `path`'s entry.
+    pub fn start(path: &Path) -> Result<ConfigWatch, WatchError> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file = path.file_name().map(OsString::from).unwrap_or_default();
+        let failed = |source| WatchError {
+            dir: dir.clone(),
+            file: file.clone(),
+            source,
+        };
+        let (sender, changes) = mpsc::channel(1);
+        let name = file.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                let ours = event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == Some(name.as_os_str()));
+                if ours && changes_content(&event.kind) {
+                    // Full means a change is already pending: one reload covers both.
+                    let _ = sender.try_send(());
+                }
+            })
+            .map_err(failed)?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(failed)?;
+        Ok(ConfigWatch {
+            _watcher: watcher,
+            changes,
+        })
+    }
+
+    /// Resolves once the file changed and then stayed quiet for [`QUIET`].
+    pub async fn changed(&mut self) {
+        if self.changes.recv().await.is_none() {
+            return std::future::pending().await;
+        }
+        loop {
+            match tokio::time::timeout(QUIET, self.changes.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Whether an event can change what the file reads as (not a mere read).
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Other => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_do_not_count_as_changes() {
+        assert!(!changes_content(&EventKind::Access(AccessKind::Read)));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_content(&EventKind::Create(
+            notify::event::CreateKind::File
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_file_renamed_over_the_config_is_seen() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("kedge.toml");
+        std::fs::write(&config, "one")?;
+        let mut watch = ConfigWatch::start(&config)?;
+        std::fs::write(dir.path().join("other.toml"), "not ours")?;
+        let unrelated = tokio::time::timeout(Duration::from_millis(500), watch.changed()).await;
+        assert!(unrelated.is_err(), "another file's change is not reported");
+        let temp = dir.path().join(".kedge.toml.swp");
+        std::fs::write(&temp, "two")?;
+        std::fs::rename(&temp, &config)?;
+        tokio::time::timeout(Duration::from_secs(5), watch.changed()).await?;
+        Ok(())
+    }
+}
