@@ -27,8 +27,19 @@ pub fn socket_path(explicit: Option<&Path>, config: &Path) -> PathBuf {
     }
     match Config::load(config) {
         Ok(config) => config.agent.socket,
-        Err(_) => PathBuf::from(DEFAULT_SOCKET_PATH),
+        // The daemon runs on its last good config while the file is refused.
+        Err(_) => {
+            raw_agent_path(config, "socket").unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH))
+        }
     }
+}
+
+/// `[agent] KEY` of a config file that does not validate, if it is at
+/// least TOML.
+pub fn raw_agent_path(config: &Path, key: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let value: toml::Table = toml::from_str(&text).ok()?;
+    value.get("agent")?.get(key)?.as_str().map(PathBuf::from)
 }
 
 fn ask(daemon: &DaemonArgs, request: &Request, timeout: Duration) -> Result<Reply, ClientError> {

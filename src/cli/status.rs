@@ -81,10 +81,15 @@ pub enum StateLocation {
 
 fn offline_report(location: StateLocation) -> anyhow::Result<StatusReport> {
     let (state_dir, configured) = match location {
-        StateLocation::Config(path) => {
-            let config = Config::load(&path)?;
-            (config.agent.state_dir.clone(), Some(config))
-        }
+        StateLocation::Config(path) => match Config::load(&path) {
+            Ok(config) => (config.agent.state_dir.clone(), Some(config)),
+            Err(err) => {
+                eprintln!("{err}");
+                let state_dir = super::control::raw_agent_path(&path, "state_dir")
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+                (state_dir, None)
+            }
+        },
         StateLocation::StateDir(dir) => (dir, None),
     };
     let database = state_dir.join("kedge.db");

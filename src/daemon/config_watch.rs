@@ -14,6 +14,7 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// How long the file must be left alone before a change is reported.
 pub const QUIET: Duration = Duration::from_millis(200);
@@ -32,6 +33,8 @@ pub struct WatchError {
 pub struct ConfigWatch {
     _watcher: RecommendedWatcher,
     changes: mpsc::Receiver<()>,
+    /// Set while a change waits for the file to be quiet.
+    quiet_until: Option<Instant>,
 }
 
 impl ConfigWatch {
@@ -68,18 +71,34 @@ impl ConfigWatch {
         Ok(ConfigWatch {
             _watcher: watcher,
             changes,
+            quiet_until: None,
         })
     }
 
     /// Resolves once the file changed and then stayed quiet for [`QUIET`].
+    ///
+    /// # Guarantees
+    /// Cancel-safe: a change seen by a call dropped before it resolved
+    /// (the main loop's `select!` does that) is reported by the next call,
+    /// at the same deadline.
     pub async fn changed(&mut self) {
-        if self.changes.recv().await.is_none() {
-            return std::future::pending().await;
-        }
         loop {
-            match tokio::time::timeout(QUIET, self.changes.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) | Err(_) => return,
+            match self.quiet_until {
+                None => match self.changes.recv().await {
+                    Some(()) => self.quiet_until = Some(Instant::now() + QUIET),
+                    None => return std::future::pending().await,
+                },
+                Some(until) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {
+                            self.quiet_until = None;
+                            return;
+                        }
+                        Some(()) = self.changes.recv() => {
+                            self.quiet_until = Some(Instant::now() + QUIET);
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,111 @@
+//! Config reload of a running `kedge run`: a valid change is applied, an
+//! invalid one is refused with its position while the last good config
+//! keeps running, and a file renamed over the config is picked up.
+
+use std::time::Duration;
+
+use kedge::daemon::protocol::StatusReport;
+
+use crate::daemon_common::{stdout, Setup};
+use crate::support::git::FixtureRepo;
+
+fn report(setup: &Setup) -> StatusReport {
+    let out = setup.cli(&["status", "-o", "json"]);
+    serde_json::from_str(&stdout(&out)).unwrap_or_else(|err| {
+        panic!(
+            "status -o json: {err}: {}{}",
+            stdout(&out),
+            crate::daemon_common::stderr(&out)
+        )
+    })
+}
+
+fn source_revision(report: &StatusReport, name: &str) -> Option<String> {
+    report
+        .sources
+        .iter()
+        .find(|row| row.name == name)
+        .and_then(|row| row.revision.clone())
+}
+
+#[test]
+fn a_valid_change_is_applied_an_invalid_one_refused_with_its_position_and_a_rename_picked_up() {
+    let setup = Setup::new("", "");
+    let first = setup.repo.commit(&[("a.yaml", "a: 1\n")], "one");
+    let second_repo = FixtureRepo::new(setup.root.path(), "second");
+    let second = second_repo.commit(&[("b.yaml", "b: 1\n")], "two");
+    let _daemon = setup.start(&[]);
+    setup.wait_ready();
+    let bound = Duration::from_secs(30);
+    setup.wait_until("git/fleet fetched", bound, || {
+        source_revision(&report(&setup), "fleet") == Some(format!("main@sha1:{first}"))
+    });
+
+    // A valid change, written in place: the new source is fetched.
+    let with_second = format!(
+        "{}[git.second]\nurl = \"file://{}\"\ninterval = \"1h\"\n",
+        setup.config_text("", ""),
+        second_repo.bare.display()
+    );
+    setup.write_config(&with_second);
+    setup.wait_until("git/second fetched after the reload", bound, || {
+        source_revision(&report(&setup), "second") == Some(format!("main@sha1:{second}"))
+    });
+    assert!(
+        setup
+            .log_text()
+            .contains("config reloaded (sources: +second)"),
+        "{}",
+        setup.log_text()
+    );
+
+    // An invalid change: refused with file:line:col, the old config runs on.
+    let invalid = format!(
+        "{}[git.second]\nurl = \"file://{}\"\ninterval = \"soon\"\n",
+        setup.config_text("", ""),
+        second_repo.bare.display()
+    );
+    let line = invalid
+        .lines()
+        .position(|l| l == "interval = \"soon\"")
+        .expect("the bad line")
+        + 1;
+    setup.write_config(&invalid);
+    setup.wait_until("the refusal in kedge status", bound, || {
+        !report(&setup).problems.is_empty()
+    });
+    let out = setup.cli(&["status"]);
+    let table = stdout(&out);
+    assert!(
+        !out.status.success(),
+        "status exits 1 while the config is refused"
+    );
+    assert!(table.contains("config refused"), "{table}");
+    assert!(
+        table.contains(&format!("kedge.toml:{line}:12: git.second.interval")),
+        "the position of the bad value (line {line}): {table}"
+    );
+    assert!(
+        setup.log_text().contains(&format!("kedge.toml:{line}:12")),
+        "the position is in the log too"
+    );
+    let newer = setup.repo.commit(&[("a.yaml", "a: 2\n")], "newer");
+    let out = setup.cli(&["reconcile", "source", "git/fleet"]);
+    assert!(
+        out.status.success() && stdout(&out).contains(&newer),
+        "the last good config keeps running: {}{}",
+        stdout(&out),
+        crate::daemon_common::stderr(&out)
+    );
+
+    // A valid file renamed over the config (as editors save): picked up,
+    // the refusal forgotten, the removed source gone.
+    setup.replace_config(&setup.config_text("", ""));
+    setup.wait_until("the renamed config applied", bound, || {
+        let report = report(&setup);
+        report.problems.is_empty() && source_revision(&report, "second").is_none()
+    });
+    let out = setup.cli(&["status"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("git/second"), "{}", stdout(&out));
+}
