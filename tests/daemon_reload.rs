@@ -109,3 +109,81 @@ fn a_valid_change_is_applied_an_invalid_one_refused_with_its_position_and_a_rena
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(!stdout(&out).contains("git/second"), "{}", stdout(&out));
 }
+
+fn configmap(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: v\n")
+}
+
+#[tokio::test]
+async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_others_run_on() {
+    use crate::support::{cluster, TestNamespace};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::Api;
+
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "reload-rm").await;
+    let table = |name: &str, policy: &str| {
+        format!(
+            "[kustomization.{name}]\nsource = \"git/fleet\"\npath = \"./{name}\"\ninterval = \"1h\"\nretry_interval = \"1s\"\nprune = true\ntarget_namespace = \"{}\"\ndeletion_policy = \"{policy}\"\n\n",
+            ns.name
+        )
+    };
+    let agent = format!(
+        "kubeconfig = {:?}\n",
+        cluster().kubeconfig.display().to_string()
+    );
+    let all = format!(
+        "{}{}{}",
+        table("gone", "delete"),
+        table("kept", "orphan"),
+        table("stays", "delete")
+    );
+    let setup = Setup::new(&agent, &all);
+    setup.repo.commit(
+        &[
+            ("gone/a.yaml", &configmap("gone-a")),
+            ("kept/a.yaml", &configmap("kept-a")),
+            ("stays/a.yaml", &configmap("stays-a")),
+        ],
+        "three kustomizations",
+    );
+    let _daemon = setup.start(&[]);
+    setup.wait_ready();
+    let all_ready = |report: &StatusReport| {
+        report.kustomizations.len() == 3 && report.kustomizations.iter().all(|k| k.ready)
+    };
+    setup.wait_until(
+        "three kustomizations applied",
+        Duration::from_secs(60),
+        || all_ready(&report(&setup)),
+    );
+
+    setup.replace_config(&setup.config_text(&agent, &table("stays", "delete")));
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while configmaps.get_opt("gone-a").await.expect("get").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gone-a not deleted after the reload; log:\n{}",
+            setup.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        configmaps.get_opt("kept-a").await.expect("get").is_some(),
+        "orphaned"
+    );
+    assert!(configmaps.get_opt("stays-a").await.expect("get").is_some());
+    let db = setup.state_dir.join("kedge.db");
+    setup.wait_until("only stays recorded", Duration::from_secs(30), || {
+        kedge::state::Store::open_read_only(&db)
+            .and_then(|store| store.kustomization_statuses())
+            .is_ok_and(|rows| rows.len() == 1 && rows[0].name == "stays")
+    });
+    let out = setup.cli(&["reconcile", "kustomization", "stays"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::daemon_common::stderr(&out)
+    );
+}
