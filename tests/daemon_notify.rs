@@ -145,3 +145,42 @@ fn ready_status_watchdog_reloading_and_stopping_reach_systemd_and_a_stalled_loop
         "the control socket is removed at exit"
     );
 }
+
+#[test]
+fn under_systemd_logs_go_to_journald_or_say_why_not() {
+    use std::os::unix::fs::MetadataExt;
+
+    let setup = Setup::new("", "");
+    let log = std::fs::File::create(&setup.log).expect("log");
+    let meta = log.metadata().expect("log metadata");
+    // What systemd sets when it connects stderr to the journal.
+    let journal_stream = format!("{}:{}", meta.dev(), meta.ino());
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["run", "--config"])
+            .arg(&setup.config)
+            .env("JOURNAL_STREAM", &journal_stream)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kedge run"),
+    );
+    setup.wait_ready();
+    assert!(daemon.stop().success());
+    let text = setup.log_text();
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(
+            !text.contains("kedge started"),
+            "events go to journald, not stderr: {text}"
+        );
+    } else {
+        assert!(
+            text.contains("journald unreachable") && text.contains("kedge started"),
+            "without journald, kedge says so and logs to stderr: {text}"
+        );
+        assert!(
+            !text.starts_with("20"),
+            "no timestamps: journald adds its own: {text}"
+        );
+    }
+}

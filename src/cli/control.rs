@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::DaemonArgs;
-use crate::config::{Config, DEFAULT_SOCKET_PATH};
+use crate::config::{Config, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR};
 use crate::daemon::protocol::{call, ClientError, EventRow, Reply, Request};
 use crate::daemon::report;
 use crate::state::{now_millis, Store};
@@ -118,8 +118,15 @@ pub fn events(
     };
     match ask(daemon, &request, QUICK) {
         Err(err @ ClientError::NotRunning { .. }) => {
-            let config = Config::load(&daemon.config)?;
-            let database = config.database_path();
+            let database = match Config::load(&daemon.config) {
+                Ok(config) => config.database_path(),
+                Err(err) => {
+                    eprintln!("{err}");
+                    raw_agent_path(&daemon.config, "state_dir")
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+                        .join("kedge.db")
+                }
+            };
             eprintln!("{err}; reading {}", database.display());
             if !database.is_file() {
                 return print_reply(Reply::Events { events: vec![] });
