@@ -265,4 +265,20 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
     let out = setup.cli(&["diff", "apps"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("no changes"), "{}", stdout(&out));
+
+    // --with-source: the new commit is fetched, then applied, in one request.
+    let third = setup
+        .repo
+        .commit(&[("apps/a.yaml", &configmap("a", "three"))], "three");
+    let out = setup.cli(&["reconcile", "kustomization", "apps", "--with-source"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("Applied revision: main@sha1:{third}")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        value_of(&client, &ns.name, "a").await.as_deref(),
+        Some("three")
+    );
 }

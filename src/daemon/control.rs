@@ -31,6 +31,7 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
     let answer = match request {
         Request::Status => status(units, store),
         Request::Events { object, limit } => {
+            let limit = limit.min(crate::state::EVENT_HISTORY_LIMIT as usize);
             match report::events(&lock(store), object.as_deref(), limit) {
                 Ok(events) => Reply::Events { events },
                 Err(err) => failed(err),
