@@ -158,9 +158,12 @@ async fn route_triggers(
     mut heartbeat: Option<Heartbeat>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut ticks = heartbeat
-        .as_ref()
-        .map(|h| tokio::time::interval(h.period.max(Duration::from_millis(10))));
+    let mut ticks = heartbeat.as_ref().map(|h| {
+        let mut ticks = tokio::time::interval(h.period.max(Duration::from_millis(10)));
+        // A late beat is not made up by a burst: systemd only needs the next one.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     loop {
         tokio::select! {
             _ = next_tick(&mut ticks) => {
