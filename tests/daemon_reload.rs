@@ -158,6 +158,28 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
         || all_ready(&report(&setup)),
     );
 
+    // A source change restarts the scheduler only: the same revision is
+    // fetched again, and no kustomization runs again (their interval is 1h).
+    let db = setup.state_dir.join("kedge.db");
+    let attempts = || {
+        kedge::state::Store::open_read_only(&db)
+            .and_then(|store| store.kustomization_statuses())
+            .map(|rows| rows.iter().map(|r| r.last_attempt_at).collect::<Vec<_>>())
+            .expect("kustomization statuses")
+    };
+    let before = attempts();
+    setup.replace_config(&setup.config_text(&agent, &all).replace(
+        "interval = \"1h\"\n\n[kustomization.gone]",
+        "interval = \"2h\"\n\n[kustomization.gone]",
+    ));
+    setup.wait_until("the source change applied", Duration::from_secs(30), || {
+        setup
+            .log_text()
+            .contains("config reloaded (sources: ~fleet)")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(attempts(), before, "no kustomization reconciled again");
+
     setup.replace_config(&setup.config_text(&agent, &table("stays", "delete")));
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -174,7 +196,6 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
         "orphaned"
     );
     assert!(configmaps.get_opt("stays-a").await.expect("get").is_some());
-    let db = setup.state_dir.join("kedge.db");
     setup.wait_until("only stays recorded", Duration::from_secs(30), || {
         kedge::state::Store::open_read_only(&db)
             .and_then(|store| store.kustomization_statuses())

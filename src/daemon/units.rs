@@ -6,25 +6,27 @@
 //! The config the units run is the file's config with the suspensions made
 //! from the CLI laid over it ([`effective`]), so `kedge suspend` is a config
 //! change like any other. A change is applied as a diff: unchanged config
-//! restarts nothing; a change of kustomizations only restarts the runner;
-//! a change of sources restarts the scheduler and the runner (the runner
-//! follows the scheduler's updates). State is kept throughout: a restarted
-//! unit resumes from its last recorded outcome and artifact.
+//! restarts nothing; a change of sources restarts only the scheduler; a
+//! change of kustomizations only the runner. The runner listens to a relay
+//! of the scheduler's updates that outlives any one scheduler. State is
+//! kept throughout: a restarted unit resumes from its last recorded outcome
+//! and artifact.
 //!
 //! # Current limitations
 //! The restart is per kind, not per source or kustomization: changing one
-//! kustomization restarts (and so reconciles again) every kustomization.
+//! kustomization restarts (and so reconciles again) every kustomization,
+//! and changing one source fetches every source again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::apply::Manager;
 use crate::config::{diff, Config, ConfigDiff, Kustomization, SourceKind, SourceRef};
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
-use crate::reconcile::{runner, Request, Runner, Scheduler, Trigger};
+use crate::reconcile::{runner, Request, Runner, Scheduler, SourceUpdate, Trigger};
 use crate::source::Limits;
 use crate::state::{self, Store};
 
@@ -47,6 +49,8 @@ pub struct Units {
     heartbeat: HeartbeatFactory,
     scheduler: Option<Running<Scheduler>>,
     runner: Option<Running<Runner>>,
+    /// Every new artifact of whichever scheduler runs, for the runner.
+    updates: broadcast::Sender<SourceUpdate>,
     ctx: Option<Context>,
     requests_made: AtomicU64,
 }
@@ -67,6 +71,7 @@ impl Units {
             heartbeat,
             scheduler: None,
             runner: None,
+            updates: broadcast::channel(64).0,
             ctx: None,
             requests_made: AtomicU64::new(0),
         };
@@ -102,7 +107,9 @@ impl Units {
             self.config = new;
             return Ok(changes);
         }
-        self.stop_runner().await;
+        if !changes.kustomizations.is_empty() {
+            self.stop_runner().await;
+        }
         if !changes.sources.is_empty() {
             self.stop_scheduler().await;
             self.config = new;
@@ -110,6 +117,9 @@ impl Units {
             self.start_scheduler();
         } else {
             self.config = new;
+        }
+        if changes.kustomizations.is_empty() {
+            return Ok(changes);
         }
         if self.needs_runner()? {
             let ctx = self.context().await?;
@@ -209,20 +219,13 @@ impl Units {
             shutdown,
             Some((self.heartbeat)()),
         );
+        tokio::spawn(relay(unit.subscribe(), self.updates.clone()));
         self.scheduler = Some(Running { unit, stop });
     }
 
     fn start_runner(&mut self, ctx: Context) {
-        let Some(scheduler) = &self.scheduler else {
-            return;
-        };
         let (stop, shutdown) = watch::channel(false);
-        let unit = runner(
-            self.config.clone(),
-            ctx,
-            scheduler.unit.subscribe(),
-            shutdown,
-        );
+        let unit = runner(self.config.clone(), ctx, self.updates.subscribe(), shutdown);
         self.runner = Some(Running { unit, stop });
     }
 
@@ -271,6 +274,22 @@ impl Units {
             }
         }
         Ok(())
+    }
+}
+
+/// Forwards one scheduler's updates until it stops.
+async fn relay(mut from: broadcast::Receiver<SourceUpdate>, to: broadcast::Sender<SourceUpdate>) {
+    loop {
+        match from.recv().await {
+            // No runner (no kustomization) is fine.
+            Ok(update) => drop(to.send(update)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    "{missed} source updates missed; kustomizations catch up on their interval"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
