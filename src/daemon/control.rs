@@ -41,13 +41,14 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
         Request::Resume { object } => set_suspended(units, store, &object, false).await,
         Request::ReconcileSource { name } => {
             let name = name.strip_prefix("git/").unwrap_or(&name).to_string();
+            // Taken before the trigger: a fetch may finish before the task below starts.
+            let since = state::now_millis();
             match units.trigger_source(&name) {
                 Err(message) => Reply::Failed { message },
                 Ok(source) => {
                     let wait = source.timeout + WAIT_MARGIN;
                     let store = store.clone();
                     tokio::spawn(async move {
-                        let since = state::now_millis();
                         let _ = reply.send(source_outcome(&store, &name, since, wait).await);
                     });
                     return;
@@ -245,7 +246,9 @@ struct ReconcilePlan {
     name: String,
     requests: tokio::sync::mpsc::Sender<RunnerRequest>,
     wait: Duration,
-    source_first: Option<(String, Duration)>,
+    /// The source to fetch first, how long to wait for it, and when it was
+    /// triggered.
+    source_first: Option<(String, Duration, i64)>,
 }
 
 fn reconcile_plan(units: &Units, name: &str, with_source: bool) -> Result<ReconcilePlan, String> {
@@ -254,8 +257,9 @@ fn reconcile_plan(units: &Units, name: &str, with_source: bool) -> Result<Reconc
         .runner_requests()
         .ok_or("the kustomization runner is not running")?;
     let source_first = if with_source {
+        let since = state::now_millis();
         let source = units.trigger_source(&k.source.name)?;
-        Some((source.name.clone(), source.timeout + WAIT_MARGIN))
+        Some((source.name.clone(), source.timeout + WAIT_MARGIN, since))
     } else {
         None
     };
@@ -269,10 +273,9 @@ fn reconcile_plan(units: &Units, name: &str, with_source: bool) -> Result<Reconc
 
 impl ReconcilePlan {
     async fn run(self, store: &Mutex<Store>) -> Reply {
-        let since = state::now_millis();
-        if let Some((source, wait)) = &self.source_first {
+        if let Some((source, wait, since)) = &self.source_first {
             if let failure @ Reply::Failed { .. } =
-                source_outcome(store, source, since, *wait).await
+                source_outcome(store, source, *since, *wait).await
             {
                 return failure;
             }
