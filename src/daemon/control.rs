@@ -148,7 +148,11 @@ async fn set_suspended(
     if let Err(err) = recorded {
         return failed(err);
     }
-    tracing::info!(object = %format!("{kind}/{name}"), reason, "{verb} from the command line");
+    // As `source =` or `kustomization =`, so journalctl selects it with the rest.
+    match kind {
+        "git" => tracing::info!(source = name, reason, "{verb} from the command line"),
+        _ => tracing::info!(kustomization = name, reason, "{verb} from the command line"),
+    }
     if let Err(err) = units.refresh_suspensions().await {
         return failed(err);
     }
