@@ -77,7 +77,7 @@ impl Units {
         };
         units.forget_removed_sources()?;
         units.start_scheduler();
-        if units.needs_runner()? {
+        if units.needs_runner(&units.config)? {
             let ctx = units.context().await?;
             if let Err(err) = kustomization::collect_removed(&ctx, &units.config).await {
                 tracing::error!("cleaning up removed kustomizations: {err}");
@@ -102,27 +102,28 @@ impl Units {
     pub async fn apply(&mut self, file_config: Config) -> Result<ConfigDiff, Error> {
         let new = Arc::new(effective(&file_config, &self.store)?);
         let changes = diff(&self.config, &new);
+        // The one step that can fail (a first cluster connection) comes
+        // before anything is stopped, so a failure changes nothing.
+        let ctx = if !changes.kustomizations.is_empty() && self.needs_runner(&new)? {
+            Some(self.context().await?)
+        } else {
+            None
+        };
         self.file_config = file_config;
-        if changes.sources.is_empty() && changes.kustomizations.is_empty() {
-            self.config = new;
-            return Ok(changes);
-        }
         if !changes.kustomizations.is_empty() {
             self.stop_runner().await;
         }
         if !changes.sources.is_empty() {
             self.stop_scheduler().await;
             self.config = new;
-            self.forget_removed_sources()?;
+            if let Err(err) = self.forget_removed_sources() {
+                tracing::error!("forgetting removed sources: {err}");
+            }
             self.start_scheduler();
         } else {
             self.config = new;
         }
-        if changes.kustomizations.is_empty() {
-            return Ok(changes);
-        }
-        if self.needs_runner()? {
-            let ctx = self.context().await?;
+        if let Some(ctx) = ctx {
             self.start_runner(ctx.clone());
             if !changes.kustomizations.removed.is_empty() {
                 let config = self.config.clone();
@@ -246,8 +247,8 @@ impl Units {
     /// A runner is needed for kustomizations, and for ones recorded but
     /// removed (their objects must be deleted); not otherwise, so a
     /// sources-only daemon needs no cluster.
-    fn needs_runner(&self) -> Result<bool, Error> {
-        Ok(!self.config.kustomizations.is_empty()
+    fn needs_runner(&self, config: &Config) -> Result<bool, Error> {
+        Ok(!config.kustomizations.is_empty()
             || !lock(&self.store).kustomization_statuses()?.is_empty())
     }
 
