@@ -89,6 +89,11 @@ fn a_valid_change_is_applied_an_invalid_one_refused_with_its_position_and_a_rena
         setup.log_text().contains(&format!("kedge.toml:{line}:12")),
         "the position is in the log too"
     );
+    let events = stdout(&setup.cli(&["events", "agent/config"]));
+    assert!(
+        events.contains("ConfigRefused") && events.contains("ConfigReloaded"),
+        "{events}"
+    );
     let newer = setup.repo.commit(&[("a.yaml", "a: 2\n")], "newer");
     let out = setup.cli(&["reconcile", "source", "git/fleet"]);
     assert!(
