@@ -101,8 +101,9 @@ fn kedge_run_follows_the_branch_keeps_the_last_artifact_when_the_remote_dies_and
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstate_dir = {:?}\n\n[git.fleet]\nurl = \"git://127.0.0.1:{}/fleet.git\"\ninterval = \"1s\"\ntimeout = \"10s\"\n",
+            "[agent]\nstate_dir = {:?}\nsocket = {:?}\n\n[git.fleet]\nurl = \"git://127.0.0.1:{}/fleet.git\"\ninterval = \"1s\"\ntimeout = \"10s\"\n",
             state_dir.display().to_string(),
+            root.path().join("kedge.sock").display().to_string(),
             server.port
         ),
     )

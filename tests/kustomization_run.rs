@@ -41,9 +41,10 @@ impl Setup {
         let state_dir = root.path().join("state");
         let config = root.path().join("kedge.toml");
         let text = format!(
-            "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\n\n[git.fleet]\nurl = \"file://{}\"\ninterval = \"1s\"\n\n{kustomizations}",
+            "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\nsocket = {:?}\n\n[git.fleet]\nurl = \"file://{}\"\ninterval = \"1s\"\n\n{kustomizations}",
             state_dir.display().to_string(),
             cluster().kubeconfig.display().to_string(),
+            root.path().join("kedge.sock").display().to_string(),
             repo.bare.display(),
         );
         std::fs::write(&config, text).expect("write config");

@@ -29,3 +29,11 @@ mod config;
 mod kustomization_run;
 // The source scheduler: triggers, broadcast of new artifacts, shutdown.
 mod git_scheduler;
+// Helpers of the daemon and CLI tests: a temporary config, state and control socket.
+mod daemon_common;
+// systemd's notify protocol: READY, STATUS, WATCHDOG from the scheduler loop, RELOADING, STOPPING.
+mod daemon_notify;
+// Config reload: a valid change applied, an invalid one refused with its position, rename picked up.
+mod daemon_reload;
+// The CLI through the control socket and without a daemon: reconcile, suspend/resume, events, diff, build.
+mod cli_control;

@@ -3,13 +3,14 @@
 
 mod build;
 mod check_config;
+mod control;
 mod run;
 mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_CONFIG_PATH;
 
@@ -28,21 +29,25 @@ pub enum Command {
     /// Print the man page (roff) on stdout; the Debian package ships it.
     #[command(hide = true)]
     Man,
-    /// Build a kustomization (or a plain directory of manifests) and print
-    /// it as `kubectl kustomize` does.
+    /// Build a directory (kustomization.yaml or plain manifests) as
+    /// `kubectl kustomize` does, or a configured kustomization by name (at
+    /// its source's current artifact, through the daemon).
     Build {
-        /// Directory holding kustomization.yaml, or plain manifests.
-        path: PathBuf,
+        /// A directory, or the name of a kustomization in the config.
+        target: PathBuf,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
-    /// Run the daemon: fetch every source on its interval until SIGTERM.
+    /// Run the daemon: sources and kustomizations until SIGTERM; SIGHUP or
+    /// a change of the config file reloads it.
     Run {
         /// The config file.
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Show each source and kustomization: revision, readiness, age and
-    /// message, from the state database (the daemon need not run). Exits 1
-    /// when one is not ready.
+    /// Show each source and kustomization: revision, suspension, readiness,
+    /// age and message, from the daemon (or the state database when it is
+    /// stopped). Exits 1 when one is not ready or the config was refused.
     Status(StatusArgs),
     /// Validate a config file and print every problem as file:line:col.
     CheckConfig {
@@ -50,17 +55,103 @@ pub enum Command {
         #[arg(default_value = DEFAULT_CONFIG_PATH)]
         path: PathBuf,
     },
+    /// Reconcile a source or a kustomization now and wait for the outcome.
+    Reconcile {
+        #[command(subcommand)]
+        target: ReconcileTarget,
+    },
+    /// Stop reconciling a kustomization (NAME) or a source (git/NAME) until
+    /// resumed; lasts across restarts.
+    Suspend {
+        object: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Resume a suspended kustomization (NAME) or source (git/NAME).
+    Resume {
+        object: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Show the newest events, of one object (NAME, git/NAME) or of all.
+    Events {
+        object: Option<String>,
+        /// How many events to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Show what applying a kustomization now would change (server-side
+    /// dry-run). Exits 1 when something would change.
+    Diff {
+        name: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReconcileTarget {
+    /// Fetch a source (git/NAME) now.
+    Source {
+        name: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Reconcile a kustomization now.
+    Kustomization {
+        name: String,
+        /// Fetch its source first.
+        #[arg(long)]
+        with_source: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+}
+
+/// How to reach the daemon: its control socket, given or read from the
+/// config file.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// The config file naming the control socket (`[agent] socket`).
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// The control socket, overriding the config.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    location: StatusLocation,
+    /// The control socket (default: from the config file).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Print again every 2 seconds until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
 #[group(multiple = false)]
-pub struct StatusArgs {
-    /// Read the state directory named by this config file.
+pub struct StatusLocation {
+    /// Ask the daemon of this config file, or read its state directory.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Read this state directory.
+    /// Read this state directory (the daemon is not asked).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an
@@ -87,13 +178,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             page.render(&mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { path } => build::run(&path),
+        Command::Build { target, daemon } => {
+            if target.is_dir() {
+                build::run(&target)
+            } else {
+                control::build(&daemon, &target.to_string_lossy())
+            }
+        }
         Command::Run { config } => run::run(&config),
-        Command::Status(args) => status::status(match (args.config, args.state_dir) {
-            (Some(config), _) => status::StateLocation::Config(config),
-            (None, Some(dir)) => status::StateLocation::StateDir(dir),
-            (None, None) => status::default_location(),
-        }),
+        Command::Status(args) => status::status(args),
         Command::CheckConfig { path } => check_config::check_config(&path),
+        Command::Reconcile { target } => match target {
+            ReconcileTarget::Source { name, daemon } => control::reconcile_source(&daemon, &name),
+            ReconcileTarget::Kustomization {
+                name,
+                with_source,
+                daemon,
+            } => control::reconcile_kustomization(&daemon, &name, with_source),
+        },
+        Command::Suspend { object, daemon } => control::suspend(&daemon, &object, true),
+        Command::Resume { object, daemon } => control::suspend(&daemon, &object, false),
+        Command::Events {
+            object,
+            limit,
+            daemon,
+        } => control::events(&daemon, object, limit),
+        Command::Diff { name, daemon } => control::diff(&daemon, &name),
     }
 }

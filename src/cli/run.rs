@@ -18,7 +18,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let result = runtime.block_on(daemon::run(config));
+    let result = runtime.block_on(daemon::run(config_path, config));
     // A fetch stuck in a blocking read must not keep the process alive.
     runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
     result?;

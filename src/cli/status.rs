@@ -1,68 +1,104 @@
 //! `kedge status`: tables of sources and kustomizations like `flux get
-//! sources git` and `flux get kustomizations`, read from the state
-//! database. Works whether the daemon runs or not.
+//! sources git` and `flux get kustomizations`, from the running daemon, or
+//! read from the state database when it is stopped.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use super::{Output, StatusArgs};
 use crate::config::{Config, DEFAULT_STATE_DIR};
-use crate::state::{now_millis, KustomizationStatus, SourceStatus, Store};
+use crate::daemon::protocol::{call, ClientError, Reply, Request, StatusReport, UnitRow};
+use crate::daemon::report::status_report;
+use crate::state::{now_millis, Store};
 
-/// Where to find the state: from a config file, a state directory, or the
-/// default config path.
+/// How often `--watch` prints again.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    loop {
+        let report = fetch(&args)?;
+        if args.watch {
+            print!("\x1b[2J\x1b[H");
+        }
+        let printed = match args.output {
+            Output::Json => serde_json::to_string_pretty(&report)
+                .map_err(std::io::Error::other)
+                .and_then(|json| writeln!(std::io::stdout().lock(), "{json}")),
+            Output::Table => print_report(&mut std::io::stdout().lock(), &report),
+        };
+        match printed {
+            Ok(()) => {}
+            // `kedge status | head` is fine.
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(ExitCode::SUCCESS)
+            }
+            Err(err) => return Err(err.into()),
+        }
+        if !args.watch {
+            return Ok(if report.all_ready() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        std::thread::sleep(WATCH_EVERY);
+    }
+}
+
+/// The report from the daemon when one answers, else from the database.
+fn fetch(args: &StatusArgs) -> anyhow::Result<StatusReport> {
+    let location = match (&args.location.config, &args.location.state_dir) {
+        (Some(config), _) => StateLocation::Config(config.clone()),
+        (None, Some(dir)) => StateLocation::StateDir(dir.clone()),
+        (None, None) => default_location(),
+    };
+    let socket = match (&args.socket, &location) {
+        (Some(socket), _) => Some(socket.clone()),
+        (None, StateLocation::Config(config)) => Some(super::control::socket_path(None, config)),
+        (None, StateLocation::StateDir(_)) => None,
+    };
+    if let Some(socket) = socket {
+        match call(&socket, &Request::Status, super::control::QUICK) {
+            Ok(Reply::Status(report)) => return Ok(report),
+            Ok(Reply::Failed { message }) => anyhow::bail!("{message}"),
+            Ok(other) => anyhow::bail!("unexpected reply to status: {other:?}"),
+            Err(err @ (ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. })) => {
+                eprintln!("{err}; reading the state database");
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    offline_report(location)
+}
+
+/// Where to find the state: from a config file, or a state directory.
 pub enum StateLocation {
     Config(PathBuf),
     StateDir(PathBuf),
 }
 
-pub fn status(location: StateLocation) -> anyhow::Result<ExitCode> {
+fn offline_report(location: StateLocation) -> anyhow::Result<StatusReport> {
     let (state_dir, configured) = match location {
-        StateLocation::Config(path) => {
-            let config = Config::load(&path)?;
-            (config.agent.state_dir.clone(), Some(config))
-        }
+        StateLocation::Config(path) => match Config::load(&path) {
+            Ok(config) => (config.agent.state_dir.clone(), Some(config)),
+            Err(err) => {
+                eprintln!("{err}");
+                let state_dir = super::control::raw_agent_path(&path, "state_dir")
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+                (state_dir, None)
+            }
+        },
         StateLocation::StateDir(dir) => (dir, None),
     };
     let database = state_dir.join("kedge.db");
-    let (mut sources, mut kustomizations) = if database.is_file() {
-        let store = Store::open_read_only(&database)?;
-        (store.source_statuses()?, store.kustomization_statuses()?)
+    let store = if database.is_file() {
+        Some(Store::open_read_only(&database)?)
     } else {
-        (Vec::new(), Vec::new())
+        None
     };
-    if let Some(config) = &configured {
-        sources.retain(|row| row.kind != "git" || config.sources.contains_key(&row.name));
-        for name in config.sources.keys() {
-            if !sources
-                .iter()
-                .any(|row| row.kind == "git" && &row.name == name)
-            {
-                sources.push(never_fetched(name));
-            }
-        }
-        sources.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
-        kustomizations.retain(|row| config.kustomizations.contains_key(&row.name));
-        for (name, k) in &config.kustomizations {
-            if !kustomizations.iter().any(|row| &row.name == name) {
-                kustomizations.push(never_reconciled(name, &k.source.to_string()));
-            }
-        }
-        kustomizations.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    let all_ready =
-        sources.iter().all(|row| row.ready) && kustomizations.iter().all(|row| row.ready);
-    match print_tables(&sources, &kustomizations, &database) {
-        Ok(()) => {}
-        // `kedge status | head` is fine.
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(err) => return Err(err.into()),
-    }
-    Ok(if all_ready {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(status_report(store.as_ref(), configured.as_ref())?)
 }
 
 /// The state directory `kedge status` reads without options.
@@ -75,99 +111,55 @@ pub fn default_location() -> StateLocation {
     }
 }
 
-fn never_fetched(name: &str) -> SourceStatus {
-    SourceStatus {
-        kind: "git".into(),
-        name: name.into(),
-        url: String::new(),
-        revision: None,
-        artifact_digest: None,
-        artifact_path: None,
-        artifact_inputs: None,
-        last_attempt_at: None,
-        last_success_at: None,
-        last_artifact_at: None,
-        ready: false,
-        reason: "Progressing".into(),
-        message: "not fetched yet".into(),
-        consecutive_failures: 0,
+/// The daemon's problems, then a table of sources and one of
+/// kustomizations.
+pub fn print_report(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
+    let now = now_millis();
+    for problem in &report.problems {
+        writeln!(out, "{} ({} ago)", problem.message, age(now - problem.at))?;
     }
-}
-
-fn never_reconciled(name: &str, source: &str) -> KustomizationStatus {
-    KustomizationStatus {
-        name: name.into(),
-        source: source.into(),
-        ready: false,
-        reason: "Progressing".into(),
-        message: "not reconciled yet".into(),
-        last_applied_revision: None,
-        last_attempted_revision: None,
-        last_attempt_at: None,
-        last_success_at: None,
-        last_duration_ms: None,
-        consecutive_failures: 0,
-        deletion_policy: "delete".into(),
+    if !report.problems.is_empty() {
+        writeln!(out)?;
     }
-}
-
-fn print_tables(
-    sources: &[SourceStatus],
-    kustomizations: &[KustomizationStatus],
-    database: &Path,
-) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if sources.is_empty() && kustomizations.is_empty() {
-        writeln!(out, "nothing recorded in {}", database.display())?;
+    if report.sources.is_empty() && report.kustomizations.is_empty() {
+        writeln!(out, "nothing recorded")?;
         return Ok(());
     }
-    let now = now_millis();
-    let ready = |ready: bool| if ready { "True" } else { "False" }.to_string();
-    let one_line = |message: &str| message.replace('\n', " ");
-    if !sources.is_empty() {
-        let rows = sources.iter().map(|row| {
-            [
-                format!("{}/{}", row.kind, row.name),
-                row.revision.clone().unwrap_or_else(|| "-".into()),
-                ready(row.ready),
-                row.last_artifact_at
-                    .map_or_else(|| "-".into(), |at| age(now - at)),
-                one_line(&row.message),
-            ]
-        });
+    let headers = ["NAME", "REVISION", "SUSPENDED", "READY", "AGE", "MESSAGE"];
+    if !report.sources.is_empty() {
         print_table(
-            &mut out,
-            ["NAME", "REVISION", "READY", "AGE", "MESSAGE"],
-            rows,
+            out,
+            headers,
+            report.sources.iter().map(|r| unit_cells(r, now)),
         )?;
     }
-    if !kustomizations.is_empty() {
-        if !sources.is_empty() {
+    if !report.kustomizations.is_empty() {
+        if !report.sources.is_empty() {
             writeln!(out)?;
         }
-        let rows = kustomizations.iter().map(|row| {
-            [
-                format!("kustomization/{}", row.name),
-                row.last_applied_revision
-                    .clone()
-                    .unwrap_or_else(|| "-".into()),
-                ready(row.ready),
-                row.last_attempt_at
-                    .map_or_else(|| "-".into(), |at| age(now - at)),
-                one_line(&row.message),
-            ]
-        });
         print_table(
-            &mut out,
-            ["NAME", "REVISION", "READY", "AGE", "MESSAGE"],
-            rows,
+            out,
+            headers,
+            report.kustomizations.iter().map(|r| unit_cells(r, now)),
         )?;
     }
     Ok(())
 }
 
+fn unit_cells(row: &UnitRow, now: i64) -> [String; 6] {
+    let flag = |on: bool| if on { "True" } else { "False" }.to_string();
+    [
+        format!("{}/{}", row.kind, row.name),
+        row.revision.clone().unwrap_or_else(|| "-".into()),
+        flag(row.suspended),
+        flag(row.ready),
+        row.since.map_or_else(|| "-".into(), |at| age(now - at)),
+        row.message.replace('\n', " "),
+    ]
+}
+
 /// Prints aligned columns, the last one unpadded.
-fn print_table<const N: usize>(
+pub fn print_table<const N: usize>(
     out: &mut dyn Write,
     headers: [&str; N],
     rows: impl Iterator<Item = [String; N]>,
@@ -198,7 +190,7 @@ fn print_table<const N: usize>(
 }
 
 /// A kubectl-style age: `45s`, `12m`, `5h`, `3d`.
-fn age(millis: i64) -> String {
+pub fn age(millis: i64) -> String {
     let seconds = (millis / 1000).max(0);
     match seconds {
         s if s < 120 => format!("{s}s"),

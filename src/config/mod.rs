@@ -25,6 +25,9 @@ pub use error::{Error, Problem, Problems};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kedge/kedge.toml";
 /// Where the daemon keeps its state unless `[agent] state_dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kedge";
+/// Where the daemon listens for the CLI unless `[agent] socket` says otherwise
+/// (`RuntimeDirectory=kedge` in the unit).
+pub const DEFAULT_SOCKET_PATH: &str = "/run/kedge/kedge.sock";
 
 /// A validated config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub struct Agent {
     pub state_dir: PathBuf,
     /// `None`: in-cluster, else `$KUBECONFIG`, else `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// The control socket the CLI talks to.
+    pub socket: PathBuf,
 }
 
 /// One `[git.NAME]` table.

@@ -22,6 +22,7 @@ pub struct RawConfig {
 pub struct RawAgent {
     pub state_dir: Option<Spanned<String>>,
     pub kubeconfig: Option<Spanned<String>>,
+    pub socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::error::{Locator, Problem};
 use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource};
-use super::{Agent, Config, GitAuth, GitRef, GitSource, DEFAULT_STATE_DIR};
+use super::{Agent, Config, GitAuth, GitRef, GitSource, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR};
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -88,6 +88,7 @@ impl Checker<'_> {
             None => Agent {
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 kubeconfig: None,
+                socket: PathBuf::from(DEFAULT_SOCKET_PATH),
             },
         };
         let mut sources = BTreeMap::new();
@@ -141,9 +142,14 @@ impl Checker<'_> {
         let kubeconfig = raw
             .kubeconfig
             .and_then(|file| self.absolute_path(&file, "agent.kubeconfig", true));
+        let socket = raw
+            .socket
+            .and_then(|file| self.absolute_path(&file, "agent.socket", false))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
         Agent {
             state_dir,
             kubeconfig,
+            socket,
         }
     }
 

@@ -1,24 +1,49 @@
 //! The daemon's edges: systemd notify and watchdog, signals, the control
-//! socket and journald.
+//! socket, config reload and journald.
 //!
-//! # Current limitations
-//! Only what `kedge run` needs so far: logging, SIGTERM/SIGINT, and the
-//! source loop. No sd_notify, control socket or config reload yet.
+//! # Design
+//! [`run`] opens the state, binds the control socket (mode 0660), starts
+//! the [`units`] and only then sends `READY=1`. Its main loop owns the
+//! units and serialises everything that changes them: signals (SIGTERM,
+//! SIGINT stop; SIGHUP reloads), changes of the config file, and control
+//! requests. The watchdog is pinged by the scheduler's own loop (a
+//! [`Heartbeat`]), so a stuck scheduler gets the daemon restarted.
+//!
+//! # Test hooks
+//! `KEDGE_TEST_STALL_LOOP_WHEN=<path>`: the scheduler loop hangs at its
+//! next heartbeat once `<path>` exists, so tests can see the watchdog
+//! pings stop. Unset in production.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch};
 
+pub mod config_watch;
+mod control;
+pub mod logging;
 pub mod notify;
+pub mod protocol;
+pub mod reload;
+pub mod report;
+mod signals;
+pub mod socket;
+pub mod units;
 
-use crate::apply::Manager;
+pub use logging::init_logging;
+pub use signals::{Received, Signals};
+
 use crate::config::Config;
-use crate::reconcile::unpack::Unpacker;
-use crate::reconcile::{kustomization, runner, scheduler};
-use crate::source::Limits;
-use crate::state::{self, Store};
+use crate::reconcile::kustomization;
+use crate::reconcile::scheduler::Heartbeat;
+use crate::state::{self, Store, CONFIG_REFUSED};
+
+/// The environment variable of the stall test hook (see the module doc).
+pub const STALL_HOOK: &str = "KEDGE_TEST_STALL_LOOP_WHEN";
+/// How often the scheduler beats when systemd's watchdog is off.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -40,126 +65,121 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
 }
 
-/// Logs to stderr (journald picks it up) with `tracing` fields; the level
-/// comes from `KEDGE_LOG` (e.g. `debug`, `kedge=debug,info`), else `info`.
-/// Under systemd (`JOURNAL_STREAM` set) timestamps are left to journald.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).try_init()
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
-    };
-    // A subscriber already set (tests) is fine.
-    drop(result);
-}
-
-/// SIGTERM and SIGINT handlers, installed when made so that no signal
-/// sent after [`Signals::install`] is lost.
-pub struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub fn install() -> Result<Signals, Error> {
-        let install = |kind, name| {
-            signal(kind).map_err(|source| Error::Signal {
-                signal: name,
-                source,
-            })
-        };
-        Ok(Signals {
-            term: install(SignalKind::terminate(), "SIGTERM")?,
-            int: install(SignalKind::interrupt(), "SIGINT")?,
-        })
-    }
-
-    /// Resolves with the name of the next signal received.
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
-}
-
-/// Runs sources and kustomizations of `config` until SIGTERM or SIGINT,
-/// then stops every task and closes the state database.
-pub async fn run(config: Config) -> Result<(), Error> {
-    let store = Store::open(&config.database_path())?;
-    forget_removed_sources(&store, &config)?;
-    let store = Arc::new(Mutex::new(store));
-    let (stop, shutdown) = watch::channel(false);
+/// Runs the sources and kustomizations of `config` (read from
+/// `config_path`, which is then watched) until SIGTERM or SIGINT, then
+/// stops every task and closes the state database.
+pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
+    let store = Arc::new(Mutex::new(Store::open(&config.database_path())?));
     let mut signals = Signals::install()?;
-    let scheduler =
-        scheduler::scheduler(&config, store.clone(), Limits::default(), shutdown.clone());
-    let updates = scheduler.subscribe();
-    let config = Arc::new(config);
-    let runner = if config.kustomizations.is_empty() && !has_recorded_kustomizations(&store)? {
-        None
-    } else {
-        let ctx = kustomization::Context {
-            manager: Manager::new(kube_client(&config).await?),
-            store: store.clone(),
-            unpacker: Arc::new(Unpacker::new(config.agent.state_dir.join("unpacked"))),
-        };
-        if let Err(err) = kustomization::collect_removed(&ctx, &config).await {
-            tracing::error!("cleaning up removed kustomizations: {err}");
+    let socket_path = config.agent.socket.clone();
+    let listener = socket::bind(&socket_path)?;
+    let (stop_socket, socket_shutdown) = watch::channel(false);
+    let (calls, mut incoming) = mpsc::channel(64);
+    let server = tokio::spawn(socket::serve(
+        listener,
+        socket_path.clone(),
+        calls,
+        socket_shutdown,
+    ));
+    let mut file_watch = match config_watch::ConfigWatch::start(config_path) {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            tracing::warn!("{err}; the config reloads on SIGHUP only");
+            None
         }
-        Some(runner::runner(config.clone(), ctx, updates, shutdown))
     };
+    let mut units = units::Units::start(config, store.clone(), heartbeat_factory(&store)).await?;
+    if let Ok(true) = kustomization::lock(&store).clear_agent_problem(CONFIG_REFUSED) {
+        tracing::info!("started with a valid config; the refused one is forgotten");
+    }
     tracing::info!(
-        sources = config.sources.len(),
-        kustomizations = config.kustomizations.len(),
-        state_dir = %config.agent.state_dir.display(),
+        sources = units.config().sources.len(),
+        kustomizations = units.config().kustomizations.len(),
+        state_dir = %units.config().agent.state_dir.display(),
+        socket = %socket_path.display(),
         "kedge started"
     );
     notify::ready(&status_line(&store));
-    let watchdog = notify::watchdog_period().unwrap_or(Duration::from_secs(5));
     let received = loop {
         tokio::select! {
-            received = signals.recv() => break received,
-            _ = tokio::time::sleep(watchdog) => {
-                notify::watchdog();
-                notify::status(&status_line(&store));
+            received = signals.recv() => match received {
+                Received::Stop(name) => break name,
+                Received::Reload => {
+                    reload::reload(config_path, reload::Cause::Sighup, &mut units, &store).await;
+                }
+            },
+            _ = changed(&mut file_watch) => {
+                reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
             }
+            Some(call) = incoming.recv() => control::handle(call, &mut units, &store).await,
         }
     };
     tracing::info!(signal = received, "stopping");
     notify::stopping();
-    let _ = stop.send(true);
-    scheduler.join().await;
-    if let Some(runner) = runner {
-        runner.join().await;
-    }
+    units.stop().await;
+    let _ = stop_socket.send(true);
+    let _ = server.await;
     drop(store);
     tracing::info!("stopped");
     Ok(())
 }
 
-fn status_line(store: &Mutex<Store>) -> String {
-    let store = kustomization::lock(store);
-    notify::summary(&store).unwrap_or_else(|err| format!("state unreadable: {err}"))
+async fn changed(watch: &mut Option<config_watch::ConfigWatch>) {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
-fn has_recorded_kustomizations(store: &Mutex<Store>) -> Result<bool, state::Error> {
-    Ok(!kustomization::lock(store)
-        .kustomization_statuses()?
-        .is_empty())
+/// The scheduler's heartbeat: `WATCHDOG=1` and a fresh `STATUS=` line
+/// every half `WatchdogSec` (or [`DEFAULT_HEARTBEAT`]). Reading the status
+/// takes the state lock, so a deadlocked store stops the pings too.
+fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
+    let store = store.clone();
+    let period = notify::watchdog_period().unwrap_or(DEFAULT_HEARTBEAT);
+    let stall_when = std::env::var_os(STALL_HOOK).map(PathBuf::from);
+    Box::new(move || {
+        let store = store.clone();
+        let stall_when = stall_when.clone();
+        Heartbeat {
+            period,
+            beat: Box::new(move || {
+                let store = store.clone();
+                let stall_when = stall_when.clone();
+                async move {
+                    if stall_when.as_deref().is_some_and(Path::exists) {
+                        tracing::warn!("{STALL_HOOK}: the scheduler loop stalls");
+                        std::future::pending::<()>().await;
+                    }
+                    notify::watchdog();
+                    notify::status(&status_line(&store));
+                }
+                .boxed()
+            }),
+        }
+    })
+}
+
+/// The `STATUS=` line: the state's summary, and a refused config first.
+pub(crate) fn status_line(store: &Mutex<Store>) -> String {
+    let store = kustomization::lock(store);
+    let summary = notify::summary(&store).unwrap_or_else(|err| format!("state unreadable: {err}"));
+    match store.agent_problems() {
+        Ok(problems) if problems.iter().any(|p| p.key == CONFIG_REFUSED) => {
+            format!("config refused (see kedge status) · {summary}")
+        }
+        _ => summary,
+    }
 }
 
 /// A client from `[agent] kubeconfig`, else in-cluster, `$KUBECONFIG` or
 /// `~/.kube/config`. Nothing is sent to the cluster yet.
-async fn kube_client(config: &Config) -> Result<kube::Client, Error> {
+pub(crate) async fn kube_client(config: &Config) -> Result<kube::Client, Error> {
     let path = config.agent.kubeconfig.clone();
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kubeconfig {
         path: path.clone(),
@@ -179,15 +199,4 @@ async fn kube_client(config: &Config) -> Result<kube::Client, Error> {
         None => kube::Config::infer().await.map_err(|e| failed(e.into()))?,
     };
     kube::Client::try_from(client_config).map_err(|e| failed(e.into()))
-}
-
-/// Sources no longer in the config leave `kedge status`.
-fn forget_removed_sources(store: &Store, config: &Config) -> Result<(), state::Error> {
-    for status in store.source_statuses()? {
-        if status.kind == "git" && !config.sources.contains_key(&status.name) {
-            tracing::info!(source = %status.name, "source removed from the config; forgetting its status");
-            store.remove_source(&status.kind, &status.name)?;
-        }
-    }
-    Ok(())
 }

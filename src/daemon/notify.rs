@@ -23,6 +23,11 @@ pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 
+/// Sends `RELOADING=1` with a status line; [`ready`] ends the reload.
+pub fn reloading(status: &str) {
+    send(&[NotifyState::Reloading, NotifyState::Status(status)]);
+}
+
 /// Sends `STOPPING=1`.
 pub fn stopping() {
     send(&[NotifyState::Stopping]);

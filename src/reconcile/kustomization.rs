@@ -225,11 +225,7 @@ async fn pipeline(
     let artifact = latest_artifact(ctx, k)?;
     *attempted = Some(artifact.revision.clone());
     // Unpack it and build the manifests at the path.
-    let objects = build(ctx, k, &artifact).await?;
-    let objects = match &k.target_namespace {
-        Some(namespace) => with_namespace(&ctx.manager, objects, namespace).await,
-        None => objects,
-    };
+    let objects = objects_at(ctx, k, &artifact).await?;
     // Apply: dry-run the whole set, then server-side apply in order.
     let old = current_inventory(ctx, &k.name)?;
     let options = ApplyOptions {
@@ -323,6 +319,32 @@ pub async fn collect_removed(ctx: &Context, config: &Config) -> Result<(), Error
         lock(&ctx.store).remove_kustomization(name)?;
     }
     Ok(())
+}
+
+/// What `k` declares at its source's last good artifact, as it would be
+/// applied (target namespace set), with that revision: for `kedge build
+/// NAME` and `kedge diff NAME`.
+pub async fn desired_objects(
+    ctx: &Context,
+    k: &Kustomization,
+) -> Result<(String, Vec<Value>), Error> {
+    let artifact = latest_artifact(ctx, k)?;
+    let objects = objects_at(ctx, k, &artifact).await?;
+    Ok((artifact.revision, objects))
+}
+
+/// The objects `k` declares in `artifact`, built and with its target
+/// namespace set.
+async fn objects_at(
+    ctx: &Context,
+    k: &Kustomization,
+    artifact: &source::Artifact,
+) -> Result<Vec<Value>, Error> {
+    let objects = build(ctx, k, artifact).await?;
+    Ok(match &k.target_namespace {
+        Some(namespace) => with_namespace(&ctx.manager, objects, namespace).await,
+        None => objects,
+    })
 }
 
 fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {

@@ -81,6 +81,14 @@ impl Scheduler {
     }
 }
 
+/// A beat the trigger loop awaits every `period`: the daemon's proof for
+/// systemd's watchdog that the scheduler still turns. A beat that never
+/// completes stalls the loop (until shutdown), as a stuck loop would.
+pub struct Heartbeat {
+    pub period: Duration,
+    pub beat: Box<dyn FnMut() -> futures::future::BoxFuture<'static, ()> + Send>,
+}
+
 /// Starts one task per source of `config` that is not suspended. They stop
 /// when `shutdown` becomes `true`.
 pub fn scheduler(
@@ -88,6 +96,17 @@ pub fn scheduler(
     store: Arc<Mutex<Store>>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
+) -> Scheduler {
+    scheduler_with_heartbeat(config, store, limits, shutdown, None)
+}
+
+/// [`scheduler`], whose trigger loop also awaits `heartbeat`.
+pub fn scheduler_with_heartbeat(
+    config: &Config,
+    store: Arc<Mutex<Store>>,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+    heartbeat: Option<Heartbeat>,
 ) -> Scheduler {
     let (updates, _) = broadcast::channel(64);
     let shared = Arc::new(Shared {
@@ -113,7 +132,7 @@ pub fn scheduler(
         ));
     }
     let (triggers, receiver) = mpsc::channel(32);
-    tasks.spawn(route_triggers(receiver, wakers, shutdown));
+    tasks.spawn(route_triggers(receiver, wakers, heartbeat, shutdown));
     Scheduler {
         triggers,
         updates,
@@ -136,10 +155,25 @@ fn git_ref(name: &str) -> SourceRef {
 async fn route_triggers(
     mut triggers: mpsc::Receiver<Trigger>,
     wakers: BTreeMap<SourceRef, Arc<Notify>>,
+    mut heartbeat: Option<Heartbeat>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut ticks = heartbeat.as_ref().map(|h| {
+        let mut ticks = tokio::time::interval(h.period.max(Duration::from_millis(10)));
+        // A late beat is not made up by a burst: systemd only needs the next one.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     loop {
         tokio::select! {
+            _ = next_tick(&mut ticks) => {
+                if let Some(heartbeat) = heartbeat.as_mut() {
+                    tokio::select! {
+                        _ = (heartbeat.beat)() => {}
+                        _ = stopped(&mut shutdown) => return,
+                    }
+                }
+            }
             trigger = triggers.recv() => match trigger {
                 Some(Trigger::Source(source)) => match wakers.get(&source) {
                     Some(wake) => wake.notify_one(),
@@ -149,6 +183,15 @@ async fn route_triggers(
             },
             _ = stopped(&mut shutdown) => return,
         }
+    }
+}
+
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

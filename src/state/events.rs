@@ -11,7 +11,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
             Severity::Error => "error",
@@ -88,20 +88,38 @@ impl Store {
             )
             .map_err(query_error("listing events"))?;
         let rows = statement
-            .query_map(params![kind, name, limit as i64], |row| {
-                Ok(Event {
-                    at: row.get(0)?,
-                    kind: row.get(1)?,
-                    name: row.get(2)?,
-                    severity: Severity::parse(&row.get::<_, String>(3)?),
-                    reason: row.get(4)?,
-                    message: row.get(5)?,
-                })
-            })
+            .query_map(params![kind, name, limit as i64], event_from_row)
             .map_err(query_error("listing events"))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(query_error("listing events"))
     }
+
+    /// The newest `limit` events of every object, newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT at, kind, name, severity, reason, message FROM events
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(query_error("listing events"))?;
+        let rows = statement
+            .query_map(params![limit as i64], event_from_row)
+            .map_err(query_error("listing events"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(query_error("listing events"))
+    }
+}
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        at: row.get(0)?,
+        kind: row.get(1)?,
+        name: row.get(2)?,
+        severity: Severity::parse(&row.get::<_, String>(3)?),
+        reason: row.get(4)?,
+        message: row.get(5)?,
+    })
 }
 
 #[cfg(test)]

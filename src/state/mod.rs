@@ -10,6 +10,7 @@
 //! Nothing secret is ever written here: URLs are stored with their userinfo
 //! redacted, credentials stay in their files.
 
+mod agent;
 mod events;
 mod kustomizations;
 mod sources;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use agent::{AgentProblem, CONFIG_REFUSED};
 pub use events::{Event, Severity};
 pub use kustomizations::{KustomizationOutcome, KustomizationStatus};
 pub use sources::{SourceOutcome, SourceStatus};
@@ -72,6 +74,19 @@ const MIGRATIONS: &[&str] = &[
         object_id TEXT NOT NULL,
         revision TEXT NOT NULL,
         PRIMARY KEY (kustomization, object_id)
+    );",
+    // 3: the daemon's own problems (a refused config) and suspensions
+    // made from the CLI, which outlive restarts.
+    "CREATE TABLE agent_problems (
+        key TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE TABLE suspensions (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
     );",
 ];
 

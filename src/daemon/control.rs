@@ -1,0 +1,474 @@
+//! What each control request does. Quick ones are answered by the main
+//! loop itself; those that wait (a reconcile's outcome, a build, a
+//! dry-run) are answered by a task of their own, so the main loop keeps
+//! turning.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::apply::{DiffKind, ObjectDiff, Owner};
+use crate::config::Kustomization;
+use crate::reconcile::kustomization::{self, lock, Context, OWNER_KIND};
+use crate::reconcile::Request as RunnerRequest;
+use crate::state::{self, Event, Severity, Store};
+
+use super::protocol::{parse_object, Reply, Request};
+use super::report;
+use super::socket::Call;
+use super::units::Units;
+
+/// How often a waiting request looks at the state for the outcome.
+const POLL: Duration = Duration::from_millis(20);
+/// How long a reconcile may take beyond its timeout before the CLI is told
+/// it goes on without it.
+const WAIT_MARGIN: Duration = Duration::from_secs(30);
+
+/// Answers `call`.
+pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
+    let Call { request, reply } = call;
+    let answer = match request {
+        Request::Status => status(units, store),
+        Request::Events { object, limit } => {
+            let limit = limit.min(crate::state::EVENT_HISTORY_LIMIT as usize);
+            match report::events(&lock(store), object.as_deref(), limit) {
+                Ok(events) => Reply::Events { events },
+                Err(err) => failed(err),
+            }
+        }
+        Request::Suspend { object } => set_suspended(units, store, &object, true).await,
+        Request::Resume { object } => set_suspended(units, store, &object, false).await,
+        Request::ReconcileSource { name } => {
+            let name = name.strip_prefix("git/").unwrap_or(&name).to_string();
+            // Taken before the trigger: a fetch may finish before the task below starts.
+            let since = state::now_millis();
+            match units.trigger_source(&name) {
+                Err(message) => Reply::Failed { message },
+                Ok(source) => {
+                    let wait = source.timeout + WAIT_MARGIN;
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(source_outcome(&store, &name, since, wait).await);
+                    });
+                    return;
+                }
+            }
+        }
+        Request::ReconcileKustomization { name, with_source } => {
+            match reconcile_plan(units, &name, with_source) {
+                Err(message) => Reply::Failed { message },
+                Ok(plan) => {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(plan.run(&store).await);
+                    });
+                    return;
+                }
+            }
+        }
+        Request::Build { name } => match build_inputs(units, &name) {
+            Err(message) => Reply::Failed { message },
+            Ok((k, ctx)) => {
+                tokio::spawn(async move {
+                    let _ = reply.send(build(&ctx, &k).await);
+                });
+                return;
+            }
+        },
+        Request::Diff { name } => match build_inputs(units, &name) {
+            Err(message) => Reply::Failed { message },
+            Ok((k, ctx)) => {
+                tokio::spawn(async move {
+                    let _ = reply.send(dry_run_diff(&ctx, &k).await);
+                });
+                return;
+            }
+        },
+    };
+    let _ = reply.send(answer);
+}
+
+fn failed(err: impl std::fmt::Display) -> Reply {
+    Reply::Failed {
+        message: err.to_string(),
+    }
+}
+
+fn status(units: &Units, store: &Mutex<Store>) -> Reply {
+    match report::status_report(Some(&lock(store)), Some(units.file_config())) {
+        Ok(mut report) => {
+            report.daemon_running = true;
+            Reply::Status(report)
+        }
+        Err(err) => failed(err),
+    }
+}
+
+async fn set_suspended(
+    units: &mut Units,
+    store: &Mutex<Store>,
+    object: &str,
+    suspend: bool,
+) -> Reply {
+    let (kind, name) = parse_object(object);
+    let configured = match kind {
+        "git" => units.file_config().sources.contains_key(name),
+        "kustomization" => units.file_config().kustomizations.contains_key(name),
+        _ => false,
+    };
+    if !configured {
+        return Reply::Failed {
+            message: format!("no {kind}/{name} in the config"),
+        };
+    }
+    let (verb, reason) = if suspend {
+        ("suspended", "Suspended")
+    } else {
+        ("resumed", "Resumed")
+    };
+    let recorded = {
+        let store = lock(store);
+        let changed = if suspend {
+            store.suspend(kind, name).map(|()| true)
+        } else {
+            store.resume(kind, name)
+        };
+        changed.and_then(|changed| {
+            store.record_event(&Event::new(
+                kind,
+                name,
+                Severity::Info,
+                reason,
+                &format!("{verb} from the command line"),
+            ))?;
+            Ok(changed)
+        })
+    };
+    if let Err(err) = recorded {
+        return failed(err);
+    }
+    // As `source =` or `kustomization =`, so journalctl selects it with the rest.
+    match kind {
+        "git" => tracing::info!(source = name, reason, "{verb} from the command line"),
+        _ => tracing::info!(kustomization = name, reason, "{verb} from the command line"),
+    }
+    if let Err(err) = units.refresh_suspensions().await {
+        return failed(err);
+    }
+    let still = !suspend && configured_suspended(units, kind, name);
+    Reply::Done {
+        message: if still {
+            format!("{kind}/{name} resumed, but the config file still sets suspend = true")
+        } else {
+            format!("{kind}/{name} {verb}")
+        },
+    }
+}
+
+fn configured_suspended(units: &Units, kind: &str, name: &str) -> bool {
+    match kind {
+        "git" => units
+            .file_config()
+            .sources
+            .get(name)
+            .is_some_and(|s| s.suspend),
+        _ => units
+            .file_config()
+            .kustomizations
+            .get(name)
+            .is_some_and(|k| k.suspend),
+    }
+}
+
+/// Waits until source `name` records an attempt made at or after `since`.
+async fn source_outcome(store: &Mutex<Store>, name: &str, since: i64, wait: Duration) -> Reply {
+    let deadline = Instant::now() + wait;
+    loop {
+        let status = lock(store).source_status("git", name);
+        match status {
+            Err(err) => return failed(err),
+            Ok(Some(s)) if s.last_attempt_at.is_some_and(|at| at >= since) => {
+                let message = format!("git/{name}: {}", s.message);
+                return if s.ready {
+                    Reply::Done { message }
+                } else {
+                    Reply::Failed { message }
+                };
+            }
+            Ok(_) => {}
+        }
+        if Instant::now() > deadline {
+            return timed_out(&format!("git/{name}"), wait);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until kustomization `name` records an attempt made at or after `since`.
+async fn kustomization_outcome(
+    store: &Mutex<Store>,
+    name: &str,
+    since: i64,
+    wait: Duration,
+) -> Reply {
+    let deadline = Instant::now() + wait;
+    loop {
+        let status = lock(store).kustomization_status(name);
+        match status {
+            Err(err) => return failed(err),
+            Ok(Some(s)) if s.last_attempt_at.is_some_and(|at| at >= since) => {
+                let message = format!("kustomization/{name}: {}", s.message);
+                return if s.ready {
+                    Reply::Done { message }
+                } else {
+                    Reply::Failed {
+                        message: format!("{message} ({})", s.reason),
+                    }
+                };
+            }
+            Ok(_) => {}
+        }
+        if Instant::now() > deadline {
+            return timed_out(&format!("kustomization/{name}"), wait);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn timed_out(object: &str, wait: Duration) -> Reply {
+    Reply::Failed {
+        message: format!(
+            "{object}: no outcome within {}s; the reconcile goes on, see `kedge status`",
+            wait.as_secs()
+        ),
+    }
+}
+
+/// A reconcile of a kustomization, with its source first when asked.
+struct ReconcilePlan {
+    name: String,
+    requests: tokio::sync::mpsc::Sender<RunnerRequest>,
+    wait: Duration,
+    /// The source to fetch first, how long to wait for it, and when it was
+    /// triggered.
+    source_first: Option<(String, Duration, i64)>,
+}
+
+fn reconcile_plan(units: &Units, name: &str, with_source: bool) -> Result<ReconcilePlan, String> {
+    let k = units.kustomization(name)?;
+    let requests = units
+        .runner_requests()
+        .ok_or("the kustomization runner is not running")?;
+    let source_first = if with_source {
+        let since = state::now_millis();
+        let source = units.trigger_source(&k.source.name)?;
+        Some((source.name.clone(), source.timeout + WAIT_MARGIN, since))
+    } else {
+        None
+    };
+    Ok(ReconcilePlan {
+        name: name.to_string(),
+        requests,
+        wait: k.timeout + WAIT_MARGIN,
+        source_first,
+    })
+}
+
+impl ReconcilePlan {
+    async fn run(self, store: &Mutex<Store>) -> Reply {
+        if let Some((source, wait, since)) = &self.source_first {
+            if let failure @ Reply::Failed { .. } =
+                source_outcome(store, source, *since, *wait).await
+            {
+                return failure;
+            }
+        }
+        let since = state::now_millis();
+        let request = RunnerRequest {
+            kustomization: self.name.clone(),
+        };
+        if let Err(err) = self.requests.send(request).await {
+            return failed(format!("the runner did not take the request: {err}"));
+        }
+        kustomization_outcome(store, &self.name, since, self.wait).await
+    }
+}
+
+fn build_inputs(units: &Units, name: &str) -> Result<(Kustomization, Context), String> {
+    let k = units
+        .config()
+        .kustomizations
+        .get(name)
+        .cloned()
+        .ok_or_else(|| format!("no kustomization {name} in the config"))?;
+    let ctx = units
+        .request_context()
+        .ok_or("no cluster connection yet (no kustomization has run)")?;
+    Ok((k, ctx))
+}
+
+async fn build(ctx: &Context, k: &Kustomization) -> Reply {
+    let built = kustomization::desired_objects(ctx, k).await;
+    match built {
+        Ok((_, objects)) => Reply::Text {
+            text: to_yaml(&objects),
+            changed: false,
+        },
+        Err(err) => failed(err),
+    }
+}
+
+async fn dry_run_diff(ctx: &Context, k: &Kustomization) -> Reply {
+    let built = kustomization::desired_objects(ctx, k).await;
+    let (revision, objects) = match built {
+        Ok(built) => built,
+        Err(err) => return failed(err),
+    };
+    let owner = Owner::new(&k.name, OWNER_KIND);
+    match ctx.manager.dry_run_diff(objects, &owner).await {
+        Ok(diffs) => {
+            let (text, changed) = format_diff(&diffs);
+            Reply::Text {
+                text: format!("kustomization/{} at {revision}:\n{text}", k.name),
+                changed,
+            }
+        }
+        Err(err) => failed(err),
+    }
+}
+
+fn to_yaml(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|object| serde_yaml::to_string(object).unwrap_or_else(|err| format!("# {err}\n")))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// One line per object that would change, then one per field:
+/// `+` added, `-` removed, `~` changed. Values of Secrets are not shown.
+pub fn format_diff(diffs: &[ObjectDiff]) -> (String, bool) {
+    let mut text = String::new();
+    for d in diffs {
+        match d.kind {
+            DiffKind::Unchanged => {}
+            DiffKind::Create => text.push_str(&format!("+ {} would be created\n", d.object)),
+            DiffKind::Update => {
+                text.push_str(&format!("~ {} would change\n", d.object));
+                let mut fields = Vec::new();
+                let secret = d.object.kind == "Secret";
+                changed_fields("", d.live.as_ref(), Some(&d.merged), secret, &mut fields);
+                for field in fields {
+                    text.push_str(&format!("    {field}\n"));
+                }
+            }
+        }
+    }
+    let changed = !text.is_empty();
+    if !changed {
+        text.push_str("no changes\n");
+    }
+    (text, changed)
+}
+
+fn changed_fields(
+    path: &str,
+    live: Option<&Value>,
+    merged: Option<&Value>,
+    secret: bool,
+    out: &mut Vec<String>,
+) {
+    if let (Some(Value::Object(a)), Some(Value::Object(b))) = (live, merged) {
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            changed_fields(&child, a.get(key), b.get(key), secret, out);
+        }
+        return;
+    }
+    if live == merged {
+        return;
+    }
+    let hidden = secret && (path.starts_with("data") || path.starts_with("stringData"));
+    let show = |v: &Value| {
+        if hidden {
+            "(hidden)".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    match (live, merged) {
+        (None, Some(b)) => out.push(format!("+ {path}: {}", show(b))),
+        (Some(a), None) => out.push(format!("- {path}: {}", show(a))),
+        (Some(a), Some(b)) => out.push(format!("~ {path}: {} -> {}", show(a), show(b))),
+        (None, None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::ObjRef;
+    use serde_json::json;
+
+    fn objref(kind: &str) -> ObjRef {
+        ObjRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: kind.into(),
+            namespace: Some("apps".into()),
+            name: "a".into(),
+        }
+    }
+
+    #[test]
+    fn a_diff_lists_changed_fields_and_hides_secret_values() {
+        let diffs = vec![
+            ObjectDiff {
+                object: objref("ConfigMap"),
+                kind: DiffKind::Update,
+                live: Some(json!({"data": {"key": "old", "same": "x"}})),
+                merged: json!({"data": {"key": "new", "same": "x", "added": "y"}}),
+            },
+            ObjectDiff {
+                object: objref("Secret"),
+                kind: DiffKind::Update,
+                live: Some(json!({"data": {"password": "b2xk"}})),
+                merged: json!({"data": {"password": "bmV3"}}),
+            },
+            ObjectDiff {
+                object: objref("Service"),
+                kind: DiffKind::Unchanged,
+                live: Some(json!({})),
+                merged: json!({}),
+            },
+        ];
+        let (text, changed) = format_diff(&diffs);
+        assert!(changed);
+        assert!(text.contains("~ data.key: \"old\" -> \"new\""), "{text}");
+        assert!(text.contains("+ data.added: \"y\""), "{text}");
+        assert!(!text.contains("same"), "{text}");
+        assert!(
+            text.contains("~ data.password: (hidden) -> (hidden)"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("bmV3") && !text.contains("Service"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_change_says_so() {
+        let (text, changed) = format_diff(&[]);
+        assert!(!changed);
+        assert_eq!(text, "no changes\n");
+    }
+}

@@ -1,0 +1,130 @@
+//! A config reload (file change or SIGHUP): a valid new config is applied
+//! as a diff; an invalid one is refused, recorded where `kedge status`
+//! shows it, and the last good config keeps running.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::config::{Config, ConfigDiff};
+use crate::reconcile::kustomization::lock;
+use crate::state::{Event, Severity, Store, CONFIG_REFUSED};
+
+use super::units::Units;
+use super::{notify, status_line};
+
+/// Why the daemon reloads, for the log.
+#[derive(Debug, Clone, Copy)]
+pub enum Cause {
+    FileChanged,
+    Sighup,
+}
+
+/// Reloads `path` into `units`, telling systemd (`RELOADING=1`, then
+/// `READY=1`) and the log what happened.
+pub async fn reload(path: &Path, cause: Cause, units: &mut Units, store: &Mutex<Store>) {
+    notify::reloading("reloading the config");
+    tracing::info!(config = %path.display(), ?cause, "reloading the config");
+    match Config::load(path) {
+        Err(err) => refuse(
+            store,
+            &format!("config refused, still running the last good one: {err}"),
+        ),
+        Ok(new) if new.agent != units.file_config().agent => refuse(
+            store,
+            &format!(
+                "config refused: the [agent] table of {} changed; restart kedge to apply it",
+                path.display()
+            ),
+        ),
+        Ok(new) => match units.apply(new).await {
+            Ok(changes) => accepted(store, &changes),
+            Err(err) => refuse(store, &format!("config not applied: {err}")),
+        },
+    }
+    notify::ready(&status_line(store));
+}
+
+fn accepted(store: &Mutex<Store>, changes: &ConfigDiff) {
+    let store = lock(store);
+    match store.clear_agent_problem(CONFIG_REFUSED) {
+        Ok(true) => tracing::info!(reason = "ConfigAccepted", "the config is valid again"),
+        Ok(false) => {}
+        Err(err) => tracing::error!("clearing the config problem: {err}"),
+    }
+    if changes.sources.is_empty() && changes.kustomizations.is_empty() {
+        tracing::info!("config unchanged");
+        return;
+    }
+    let message = describe(changes);
+    tracing::info!(reason = "ConfigReloaded", "{message}");
+    if let Err(err) = store.record_event(&Event::new(
+        "agent",
+        "config",
+        Severity::Info,
+        "ConfigReloaded",
+        &message,
+    )) {
+        tracing::error!("recording the reload: {err}");
+    }
+}
+
+fn refuse(store: &Mutex<Store>, message: &str) {
+    tracing::error!(reason = "ConfigRefused", "{message}");
+    let store = lock(store);
+    let recorded = store
+        .set_agent_problem(CONFIG_REFUSED, message)
+        .and_then(|()| {
+            store.record_event(&Event::new(
+                "agent",
+                "config",
+                Severity::Error,
+                "ConfigRefused",
+                message,
+            ))
+        });
+    if let Err(err) = recorded {
+        tracing::error!("recording the refused config: {err}");
+    }
+}
+
+/// `sources: +b ~a -c; kustomizations: +apps`.
+pub fn describe(changes: &ConfigDiff) -> String {
+    let part = |what: &str, c: &crate::config::Changes| {
+        let names: Vec<String> = c
+            .added
+            .iter()
+            .map(|n| format!("+{n}"))
+            .chain(c.changed.iter().map(|n| format!("~{n}")))
+            .chain(c.removed.iter().map(|n| format!("-{n}")))
+            .collect();
+        (!names.is_empty()).then(|| format!("{what}: {}", names.join(" ")))
+    };
+    let parts: Vec<String> = [
+        part("sources", &changes.sources),
+        part("kustomizations", &changes.kustomizations),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!("config reloaded ({})", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Changes;
+
+    #[test]
+    fn a_reload_is_described_by_sign_and_name() {
+        let changes = ConfigDiff {
+            agent_changed: false,
+            sources: Changes {
+                added: vec!["b".into()],
+                changed: vec!["a".into()],
+                removed: vec!["c".into()],
+            },
+            kustomizations: Changes::default(),
+        };
+        assert_eq!(describe(&changes), "config reloaded (sources: +b ~a -c)");
+    }
+}

@@ -1,0 +1,184 @@
+//! The status report and event list, assembled from the state database
+//! and the config: the same for the daemon's socket and for the CLI
+//! reading the database while the daemon is stopped.
+
+use crate::config::Config;
+use crate::state::{self, Event, KustomizationStatus, SourceStatus, Store};
+
+use super::protocol::{parse_object, EventRow, ProblemRow, StatusReport, UnitRow};
+
+/// The report of `store` (absent: nothing recorded yet). With `config`,
+/// only its sources and kustomizations are listed, those never run
+/// included.
+pub fn status_report(
+    store: Option<&Store>,
+    config: Option<&Config>,
+) -> Result<StatusReport, state::Error> {
+    let (sources, kustomizations, problems) = match store {
+        Some(store) => (
+            store.source_statuses()?,
+            store.kustomization_statuses()?,
+            // A database of an older kedge opened read-only has no such table.
+            store.agent_problems().unwrap_or_default(),
+        ),
+        None => Default::default(),
+    };
+    let suspended =
+        |kind: &str, name: &str| store.is_some_and(|s| s.is_suspended(kind, name).unwrap_or(false));
+    let mut source_rows: Vec<UnitRow> = sources
+        .iter()
+        .filter(|s| config.is_none_or(|c| s.kind != "git" || c.sources.contains_key(&s.name)))
+        .map(|s| source_row(s, suspended(&s.kind, &s.name)))
+        .collect();
+    let mut kustomization_rows: Vec<UnitRow> = kustomizations
+        .iter()
+        .filter(|k| config.is_none_or(|c| c.kustomizations.contains_key(&k.name)))
+        .map(|k| kustomization_row(k, suspended("kustomization", &k.name)))
+        .collect();
+    if let Some(config) = config {
+        for (name, source) in &config.sources {
+            match source_rows
+                .iter_mut()
+                .find(|r| r.kind == "git" && &r.name == name)
+            {
+                Some(row) => row.suspended |= source.suspend,
+                None => source_rows.push(never_run(
+                    "git",
+                    name,
+                    source.suspend || suspended("git", name),
+                    "not fetched yet",
+                )),
+            }
+        }
+        for (name, k) in &config.kustomizations {
+            match kustomization_rows.iter_mut().find(|r| &r.name == name) {
+                Some(row) => row.suspended |= k.suspend,
+                None => kustomization_rows.push(never_run(
+                    "kustomization",
+                    name,
+                    k.suspend || suspended("kustomization", name),
+                    "not reconciled yet",
+                )),
+            }
+        }
+    }
+    source_rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    kustomization_rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(StatusReport {
+        daemon_running: false,
+        problems: problems
+            .into_iter()
+            .map(|p| ProblemRow {
+                key: p.key,
+                at: p.at,
+                message: p.message,
+            })
+            .collect(),
+        sources: source_rows,
+        kustomizations: kustomization_rows,
+    })
+}
+
+/// The newest `limit` events of `object` (see [`parse_object`]), or of all.
+pub fn events(
+    store: &Store,
+    object: Option<&str>,
+    limit: usize,
+) -> Result<Vec<EventRow>, state::Error> {
+    let events = match object {
+        Some(object) => {
+            let (kind, name) = parse_object(object);
+            store.events(kind, name, limit)?
+        }
+        None => store.recent_events(limit)?,
+    };
+    Ok(events.iter().map(event_row).collect())
+}
+
+fn event_row(event: &Event) -> EventRow {
+    EventRow {
+        at: event.at,
+        object: format!("{}/{}", event.kind, event.name),
+        severity: event.severity.as_str().to_string(),
+        reason: event.reason.clone(),
+        message: event.message.clone(),
+    }
+}
+
+fn source_row(s: &SourceStatus, suspended: bool) -> UnitRow {
+    UnitRow {
+        kind: s.kind.clone(),
+        name: s.name.clone(),
+        revision: s.revision.clone(),
+        ready: s.ready,
+        suspended,
+        reason: s.reason.clone(),
+        message: s.message.clone(),
+        since: s.last_artifact_at,
+    }
+}
+
+fn kustomization_row(k: &KustomizationStatus, suspended: bool) -> UnitRow {
+    UnitRow {
+        kind: "kustomization".into(),
+        name: k.name.clone(),
+        revision: k.last_applied_revision.clone(),
+        ready: k.ready,
+        suspended,
+        reason: k.reason.clone(),
+        message: k.message.clone(),
+        since: k.last_attempt_at,
+    }
+}
+
+fn never_run(kind: &str, name: &str, suspended: bool, message: &str) -> UnitRow {
+    UnitRow {
+        kind: kind.into(),
+        name: name.into(),
+        revision: None,
+        ready: false,
+        suspended,
+        reason: "Progressing".into(),
+        message: message.into(),
+        since: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn configured_but_never_run_objects_are_listed_and_suspensions_shown(
+    ) -> Result<(), state::Error> {
+        let store = Store::open_in_memory()?;
+        store.suspend("git", "fleet")?;
+        let config = Config::parse(
+            Path::new("k.toml"),
+            "[git.fleet]\nurl = \"/srv/fleet\"\n[git.other]\nurl = \"/srv/other\"\nsuspend = true\n",
+        );
+        let Ok(config) = config else {
+            panic!("test config must be valid: {config:?}")
+        };
+        let report = status_report(Some(&store), Some(&config))?;
+        let names: Vec<(&str, bool)> = report
+            .sources
+            .iter()
+            .map(|r| (r.name.as_str(), r.suspended))
+            .collect();
+        assert_eq!(names, [("fleet", true), ("other", true)]);
+        assert!(!report.all_ready());
+        Ok(())
+    }
+
+    #[test]
+    fn a_refused_config_makes_the_report_not_ready() -> Result<(), state::Error> {
+        let store = Store::open_in_memory()?;
+        store.set_agent_problem(state::CONFIG_REFUSED, "k.toml:3:12: bad")?;
+        let report = status_report(Some(&store), None)?;
+        assert_eq!(report.problems.len(), 1);
+        assert!(!report.all_ready());
+        Ok(())
+    }
+}

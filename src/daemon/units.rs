@@ -1,0 +1,331 @@
+//! The running units of the daemon: the source scheduler and the
+//! kustomization runner, started from a config and restarted when a reload
+//! or a suspension changes what they run.
+//!
+//! # Design
+//! The config the units run is the file's config with the suspensions made
+//! from the CLI laid over it ([`effective`]), so `kedge suspend` is a config
+//! change like any other. A change is applied as a diff: unchanged config
+//! restarts nothing; a change of sources restarts only the scheduler; a
+//! change of kustomizations only the runner. The runner listens to a relay
+//! of the scheduler's updates that outlives any one scheduler. State is
+//! kept throughout: a restarted unit resumes from its last recorded outcome
+//! and artifact.
+//!
+//! # Current limitations
+//! The restart is per kind, not per source or kustomization: changing one
+//! kustomization restarts (and so reconciles again) every kustomization,
+//! and changing one source fetches every source again.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::apply::Manager;
+use crate::config::{diff, Config, ConfigDiff, Kustomization, SourceKind, SourceRef};
+use crate::reconcile::kustomization::{self, lock, Context};
+use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
+use crate::reconcile::unpack::Unpacker;
+use crate::reconcile::{runner, Request, Runner, Scheduler, SourceUpdate, Trigger};
+use crate::source::Limits;
+use crate::state::{self, Store};
+
+use super::Error;
+
+/// Makes the scheduler's heartbeat, once per scheduler started.
+pub type HeartbeatFactory = Box<dyn Fn() -> Heartbeat + Send>;
+
+struct Running<T> {
+    unit: T,
+    stop: watch::Sender<bool>,
+}
+
+/// The scheduler, the runner (once there is a kustomization) and the
+/// config they run.
+pub struct Units {
+    file_config: Config,
+    config: Arc<Config>,
+    store: Arc<Mutex<Store>>,
+    heartbeat: HeartbeatFactory,
+    scheduler: Option<Running<Scheduler>>,
+    runner: Option<Running<Runner>>,
+    /// Every new artifact of whichever scheduler runs, for the runner.
+    updates: broadcast::Sender<SourceUpdate>,
+    ctx: Option<Context>,
+}
+
+impl Units {
+    /// Starts the units of `file_config`, after deleting the objects of
+    /// kustomizations that left it while the daemon was stopped.
+    pub async fn start(
+        file_config: Config,
+        store: Arc<Mutex<Store>>,
+        heartbeat: HeartbeatFactory,
+    ) -> Result<Units, Error> {
+        let config = Arc::new(effective(&file_config, &store)?);
+        let mut units = Units {
+            file_config,
+            config,
+            store,
+            heartbeat,
+            scheduler: None,
+            runner: None,
+            updates: broadcast::channel(64).0,
+            ctx: None,
+        };
+        units.forget_removed_sources()?;
+        units.start_scheduler();
+        if units.needs_runner(&units.config)? {
+            let ctx = units.context().await?;
+            if let Err(err) = kustomization::collect_removed(&ctx, &units.config).await {
+                tracing::error!("cleaning up removed kustomizations: {err}");
+            }
+            units.start_runner(ctx);
+        }
+        Ok(units)
+    }
+
+    /// The config as read from the file (without CLI suspensions).
+    pub fn file_config(&self) -> &Config {
+        &self.file_config
+    }
+
+    /// The config the units run.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Applies a new config from the file (see the module's design); the
+    /// caller has checked that its `[agent]` table is unchanged.
+    pub async fn apply(&mut self, file_config: Config) -> Result<ConfigDiff, Error> {
+        let new = Arc::new(effective(&file_config, &self.store)?);
+        let changes = diff(&self.config, &new);
+        // The one step that can fail (a first cluster connection) comes
+        // before anything is stopped, so a failure changes nothing.
+        let ctx = if !changes.kustomizations.is_empty() && self.needs_runner(&new)? {
+            Some(self.context().await?)
+        } else {
+            None
+        };
+        self.file_config = file_config;
+        if !changes.kustomizations.is_empty() {
+            self.stop_runner().await;
+        }
+        if !changes.sources.is_empty() {
+            self.stop_scheduler().await;
+            self.config = new;
+            if let Err(err) = self.forget_removed_sources() {
+                tracing::error!("forgetting removed sources: {err}");
+            }
+            self.start_scheduler();
+        } else {
+            self.config = new;
+        }
+        if let Some(ctx) = ctx {
+            self.start_runner(ctx.clone());
+            if !changes.kustomizations.removed.is_empty() {
+                let config = self.config.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = kustomization::collect_removed(&ctx, &config).await {
+                        tracing::error!("cleaning up removed kustomizations: {err}");
+                    }
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Applies a change of the suspensions recorded in the state.
+    pub async fn refresh_suspensions(&mut self) -> Result<ConfigDiff, Error> {
+        self.apply(self.file_config.clone()).await
+    }
+
+    /// Asks the scheduler to fetch source `name` now.
+    pub fn trigger_source(&self, name: &str) -> Result<&crate::config::GitSource, String> {
+        let source = self
+            .config
+            .sources
+            .get(name)
+            .ok_or_else(|| format!("no source git/{name} in the config"))?;
+        if source.suspend {
+            return Err(format!(
+                "git/{name} is suspended; `kedge resume git/{name}` first"
+            ));
+        }
+        let scheduler = self
+            .scheduler
+            .as_ref()
+            .ok_or("the scheduler is not running")?;
+        scheduler
+            .unit
+            .triggers()
+            .try_send(Trigger::Source(SourceRef {
+                kind: SourceKind::Git,
+                name: name.to_string(),
+            }))
+            .map_err(|err| format!("the scheduler did not take the request: {err}"))?;
+        Ok(source)
+    }
+
+    /// The kustomization `name`, if configured and not suspended.
+    pub fn kustomization(&self, name: &str) -> Result<&Kustomization, String> {
+        let k = self
+            .config
+            .kustomizations
+            .get(name)
+            .ok_or_else(|| format!("no kustomization {name} in the config"))?;
+        if k.suspend {
+            return Err(format!(
+                "kustomization {name} is suspended; `kedge resume {name}` first"
+            ));
+        }
+        Ok(k)
+    }
+
+    /// A sender of reconcile requests to the runner.
+    pub fn runner_requests(&self) -> Option<mpsc::Sender<Request>> {
+        self.runner.as_ref().map(|r| r.unit.requests())
+    }
+
+    /// A sender of triggers to the scheduler.
+    pub fn scheduler_triggers(&self) -> Option<mpsc::Sender<Trigger>> {
+        self.scheduler.as_ref().map(|s| s.unit.triggers())
+    }
+
+    /// A reconcile context for building a kustomization outside the runner
+    /// (unpacked artifacts are shared and only read, so it is the runner's).
+    pub fn request_context(&self) -> Option<Context> {
+        self.ctx.clone()
+    }
+
+    /// Stops every unit and waits for it.
+    pub async fn stop(&mut self) {
+        self.stop_runner().await;
+        self.stop_scheduler().await;
+    }
+
+    fn start_scheduler(&mut self) {
+        let (stop, shutdown) = watch::channel(false);
+        let unit = scheduler_with_heartbeat(
+            &self.config,
+            self.store.clone(),
+            Limits::default(),
+            shutdown,
+            Some((self.heartbeat)()),
+        );
+        tokio::spawn(relay(unit.subscribe(), self.updates.clone()));
+        self.scheduler = Some(Running { unit, stop });
+    }
+
+    fn start_runner(&mut self, ctx: Context) {
+        let (stop, shutdown) = watch::channel(false);
+        let unit = runner(self.config.clone(), ctx, self.updates.subscribe(), shutdown);
+        self.runner = Some(Running { unit, stop });
+    }
+
+    async fn stop_scheduler(&mut self) {
+        if let Some(running) = self.scheduler.take() {
+            let _ = running.stop.send(true);
+            running.unit.join().await;
+        }
+    }
+
+    async fn stop_runner(&mut self) {
+        if let Some(running) = self.runner.take() {
+            let _ = running.stop.send(true);
+            running.unit.join().await;
+        }
+    }
+
+    /// A runner is needed for kustomizations, and for ones recorded but
+    /// removed (their objects must be deleted); not otherwise, so a
+    /// sources-only daemon needs no cluster.
+    fn needs_runner(&self, config: &Config) -> Result<bool, Error> {
+        Ok(!config.kustomizations.is_empty()
+            || !lock(&self.store).kustomization_statuses()?.is_empty())
+    }
+
+    async fn context(&mut self) -> Result<Context, Error> {
+        if let Some(ctx) = &self.ctx {
+            return Ok(ctx.clone());
+        }
+        let ctx = Context {
+            manager: Manager::new(super::kube_client(&self.config).await?),
+            store: self.store.clone(),
+            unpacker: Arc::new(Unpacker::new(self.config.agent.state_dir.join("unpacked"))),
+        };
+        self.ctx = Some(ctx.clone());
+        Ok(ctx)
+    }
+
+    /// Sources no longer in the config leave `kedge status`.
+    fn forget_removed_sources(&self) -> Result<(), state::Error> {
+        let store = lock(&self.store);
+        for status in store.source_statuses()? {
+            if status.kind == "git" && !self.config.sources.contains_key(&status.name) {
+                tracing::info!(source = %status.name, "source removed from the config; forgetting its status");
+                store.remove_source(&status.kind, &status.name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Forwards one scheduler's updates until it stops.
+async fn relay(mut from: broadcast::Receiver<SourceUpdate>, to: broadcast::Sender<SourceUpdate>) {
+    loop {
+        match from.recv().await {
+            // No runner (no kustomization) is fine.
+            Ok(update) => drop(to.send(update)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    "{missed} source updates missed; kustomizations catch up on their interval"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// `file_config` with the suspensions recorded in `store` applied.
+pub fn effective(file_config: &Config, store: &Mutex<Store>) -> Result<Config, state::Error> {
+    let mut config = file_config.clone();
+    for (kind, name) in lock(store).suspensions()? {
+        match kind.as_str() {
+            "git" => {
+                if let Some(source) = config.sources.get_mut(&name) {
+                    source.suspend = true;
+                }
+            }
+            "kustomization" => {
+                if let Some(k) = config.kustomizations.get_mut(&name) {
+                    k.suspend = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn suspensions_from_the_cli_are_laid_over_the_file() -> Result<(), Box<dyn std::error::Error>> {
+        let store = Mutex::new(Store::open_in_memory()?);
+        lock(&store).suspend("git", "fleet")?;
+        lock(&store).suspend("git", "gone")?;
+        let file = Config::parse(
+            Path::new("k.toml"),
+            "[git.fleet]\nurl = \"/srv/fleet\"\n[git.other]\nurl = \"/srv/other\"\n",
+        )?;
+        let config = effective(&file, &store)?;
+        assert!(config.sources["fleet"].suspend);
+        assert!(!config.sources["other"].suspend);
+        assert_eq!(config.sources.len(), 2);
+        Ok(())
+    }
+}
