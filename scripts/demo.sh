@@ -93,11 +93,12 @@ cat > "$demo/kedge.toml" <<TOML
 [agent]
 state_dir = "$demo/state"
 kubeconfig = "$KUBECONFIG"
+socket = "$demo/kedge.sock"
 
 [git.fleet]
 url = "file://$repo"
 ref = { branch = "main" }
-interval = "2s"
+interval = "1m"
 
 [kustomization.apps]
 source = "git/fleet"
@@ -152,6 +153,8 @@ import sys; p = sys.argv[1]; docs = open(p).read().split("---\n"); open(p, "w").
 PY
 git -C "$repo" -c user.name=demo -c user.email=demo@example.org commit -q -am "scale web, drop its Service"
 commit=$(git -C "$repo" rev-parse HEAD)
+say "kedge reconcile kustomization apps --with-source (through the control socket)"
+"$kedge" reconcile kustomization apps --with-source --config "$demo/kedge.toml" || true
 for _ in $(seq 100); do
   "$kedge" status --config "$demo/kedge.toml" 2>/dev/null | grep -q "kustomization/apps.*$commit" && break
   sleep 0.2
