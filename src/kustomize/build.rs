@@ -65,7 +65,7 @@ fn accumulate(
     component: bool,
 ) -> Result<(Vec<Resource>, Kustomization, PathBuf), Error> {
     let (file, k) = Kustomization::load(dir)?;
-    check_kind(&file, &k, component)?;
+    check_kind(&file, &k, component, stack)?;
     stack.0.push(dir.to_path_buf());
     let entries: Vec<&String> = k.bases.iter().chain(&k.resources).collect();
     for entry in entries {
@@ -84,10 +84,16 @@ fn accumulate(
     Ok((resources, k, file))
 }
 
-fn check_kind(file: &Path, k: &Kustomization, component: bool) -> Result<(), Error> {
+fn check_kind(file: &Path, k: &Kustomization, component: bool, stack: &Stack) -> Result<(), Error> {
     let kind = k.kind.as_deref().unwrap_or("Kustomization");
+    let api_version = k.api_version.as_deref().unwrap_or("");
+    let expected = if kind == "Component" { "kustomize.config.k8s.io/v1alpha1" } else { "kustomize.config.k8s.io/v1beta1" };
+    if !api_version.is_empty() && api_version != expected {
+        return Err(Error::field(file, "apiVersion", format!("apiVersion for {kind} should be {expected}")));
+    }
     match (component, kind) {
         (true, "Component") | (false, "Kustomization") => Ok(()),
+        (false, "Component") if stack.0.is_empty() => Ok(()),
         (true, other) => Err(Error::field(
             file,
             "kind",
@@ -184,8 +190,25 @@ fn expand(doc: Value, path: &Path, out: &mut Vec<Resource>) -> Result<(), Error>
             message: "missing kind in object".into(),
         });
     }
-    out.push(Resource::new(Value::Object(map)));
+    let mut value = Value::Object(map);
+    stringify_annotations(&mut value);
+    out.push(Resource::new(value));
     Ok(())
+}
+
+/// kustomize reads annotations as strings and writes them back, so
+/// `port: 8080` comes out as `port: "8080"`.
+fn stringify_annotations(value: &mut Value) {
+    if let Some(Value::Object(annotations)) = value.pointer_mut("/metadata/annotations") {
+        for v in annotations.values_mut() {
+            let text = match &*v {
+                Value::String(_) => continue,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            *v = Value::String(text);
+        }
+    }
 }
 
 fn add(resources: &mut Vec<Resource>, r: Resource, file: &Path, field: &str) -> Result<(), Error> {
@@ -313,6 +336,8 @@ fn merge_meta(r: &mut Resource, old: &Resource) {
             }
         }
     }
+    // The hash flag survives only if both the old and the new object have it.
+    r.needs_hash = old.needs_hash && r.needs_hash;
     r.previous_ids = old.previous_ids.clone();
     r.prefixes = old.prefixes.clone();
     r.suffixes = old.suffixes.clone();

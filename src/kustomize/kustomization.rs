@@ -15,10 +15,9 @@ pub const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "K
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Kustomization {
-    // Accepted as kustomize does; the build does not use them.
-    #[allow(dead_code)]
     pub api_version: Option<String>,
     pub kind: Option<String>,
+    // Accepted as kustomize does; the build does not use it.
     #[allow(dead_code)]
     pub metadata: Option<Value>,
     #[serde(default)]
@@ -221,7 +220,7 @@ impl Kustomization {
             path: file.clone(),
             source,
         })?;
-        let value = yaml::parse_one(&file, &text)?;
+        let value = yaml::parse_kustomization(&file, &text)?;
         let value = if value.is_null() {
             Value::Object(Default::default())
         } else {

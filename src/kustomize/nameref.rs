@@ -176,7 +176,7 @@ impl Finder<'_> {
     fn set(&self, node: &mut Value) -> Result<(), String> {
         match node {
             Value::String(name) => {
-                if let Some(c) = self.select(name, None)? {
+                if let Some(c) = self.select(name, None, false)? {
                     *name = c.current.name.clone();
                 }
                 Ok(())
@@ -189,7 +189,7 @@ impl Finder<'_> {
                     .get("namespace")
                     .and_then(Value::as_str)
                     .map(String::from);
-                if let Some(c) = self.select(&name, namespace.as_deref())? {
+                if let Some(c) = self.select(&name, namespace.as_deref(), true)? {
                     if c.current.name == name && c.current.namespace.is_empty() {
                         return Ok(());
                     }
@@ -213,7 +213,9 @@ impl Finder<'_> {
         }
     }
 
-    fn select(&self, old: &str, namespace: Option<&str>) -> Result<Option<&Candidate>, String> {
+    /// `in_map`: the reference is a map with `name` (and maybe
+    /// `namespace`), so candidates must agree on both.
+    fn select(&self, old: &str, namespace: Option<&str>, in_map: bool) -> Result<Option<&Candidate>, String> {
         let mut list: Vec<&Candidate> = self
             .candidates
             .iter()
@@ -256,7 +258,7 @@ impl Finder<'_> {
                 let first = &list[0].current;
                 let identical = list.iter().all(|c| {
                     c.current.name == first.name
-                        && (namespace.is_none() || c.current.namespace == first.namespace)
+                        && (!in_map || c.current.namespace == first.namespace)
                 });
                 if identical {
                     Ok(Some(list[0]))

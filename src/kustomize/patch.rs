@@ -165,7 +165,12 @@ fn apply_json6902(
     for i in selected(resources, target, origin)? {
         let r = &mut resources[i];
         let id = r.id();
-        json_patch::apply(&mut r.value, ops).map_err(|m| origin.error(id.to_string(), m))?;
+        let mut patched = r.value.clone();
+        json_patch::apply(&mut patched, ops).map_err(|m| origin.error(id.to_string(), m))?;
+        if super::resource::ResId::of(&patched) != id {
+            r.remember_id();
+        }
+        r.value = patched;
     }
     Ok(())
 }
