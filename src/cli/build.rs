@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let resources = crate::kustomize::build(path)
-        .with_context(|| format!("building {}", path.display()))?;
+    let resources =
+        crate::kustomize::build(path).with_context(|| format!("building {}", path.display()))?;
     let yaml = crate::kustomize::to_yaml(&resources);
     let mut out = std::io::stdout().lock();
     match out.write_all(yaml.as_bytes()).and_then(|()| out.flush()) {

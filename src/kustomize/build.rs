@@ -44,6 +44,7 @@ pub fn build_files(dir: &Path, files: &[PathBuf]) -> Result<Vec<Resource>, Error
 fn finish(resources: &mut [Resource], file: &Path) -> Result<(), Error> {
     for r in resources.iter_mut().filter(|r| r.needs_hash) {
         let name = format!("{}-{}", r.name(), content_hash(&r.value));
+        r.remember_id();
         r.set_name(&name);
     }
     nameref::fix(resources).map_err(|m| Error::field(file, "resources", m))
@@ -87,9 +88,17 @@ fn accumulate(
 fn check_kind(file: &Path, k: &Kustomization, component: bool, stack: &Stack) -> Result<(), Error> {
     let kind = k.kind.as_deref().unwrap_or("Kustomization");
     let api_version = k.api_version.as_deref().unwrap_or("");
-    let expected = if kind == "Component" { "kustomize.config.k8s.io/v1alpha1" } else { "kustomize.config.k8s.io/v1beta1" };
+    let expected = if kind == "Component" {
+        "kustomize.config.k8s.io/v1alpha1"
+    } else {
+        "kustomize.config.k8s.io/v1beta1"
+    };
     if !api_version.is_empty() && api_version != expected {
-        return Err(Error::field(file, "apiVersion", format!("apiVersion for {kind} should be {expected}")));
+        return Err(Error::field(
+            file,
+            "apiVersion",
+            format!("apiVersion for {kind} should be {expected}"),
+        ));
     }
     match (component, kind) {
         (true, "Component") | (false, "Kustomization") => Ok(()),
@@ -370,10 +379,11 @@ fn run_transformers(
     if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
         transform::namespace(resources, ns);
     }
-    let prefix = k.name_prefix.as_deref().unwrap_or("");
-    let suffix = k.name_suffix.as_deref().unwrap_or("");
-    if !prefix.is_empty() || !suffix.is_empty() {
-        transform::prefix_suffix(resources, prefix, suffix);
+    if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
+        transform::prefix(resources, prefix);
+    }
+    if let Some(suffix) = k.name_suffix.as_deref().filter(|s| !s.is_empty()) {
+        transform::suffix(resources, suffix);
     }
     transform::labels(resources, &k.common_labels, &k.labels, file)?;
     transform::annotations(resources, &k.common_annotations, file)?;

@@ -215,7 +215,12 @@ impl Finder<'_> {
 
     /// `in_map`: the reference is a map with `name` (and maybe
     /// `namespace`), so candidates must agree on both.
-    fn select(&self, old: &str, namespace: Option<&str>, in_map: bool) -> Result<Option<&Candidate>, String> {
+    fn select(
+        &self,
+        old: &str,
+        namespace: Option<&str>,
+        in_map: bool,
+    ) -> Result<Option<&Candidate>, String> {
         let mut list: Vec<&Candidate> = self
             .candidates
             .iter()

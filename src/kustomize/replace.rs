@@ -102,7 +102,8 @@ fn apply(resources: &mut [Resource], r: &Replacement) -> Result<(), String> {
     let source = r.source.as_ref().ok_or("a replacement needs a 'source'")?;
     let value = source_value(resources, source)?;
     for target in &r.targets {
-        let select = Compiled::new(&target.select)?;
+        let mut select = Compiled::new(&target.select)?;
+        select.any_id = true;
         let rejects = target
             .reject
             .iter()
@@ -129,7 +130,8 @@ fn apply(resources: &mut [Resource], r: &Replacement) -> Result<(), String> {
 }
 
 fn source_value(resources: &[Resource], source: &Source) -> Result<Value, String> {
-    let select = Compiled::new(&source.selector)?;
+    let mut select = Compiled::new(&source.selector)?;
+    select.any_id = true;
     let matching: Vec<&Resource> = resources
         .iter()
         .filter(|r| select.matches(r).unwrap_or(false))

@@ -155,16 +155,13 @@ impl Resource {
             .unwrap_or_else(|| self.id())
     }
 
-    /// Remembers the current id before a change of name or namespace.
+    /// Remembers the current id, as kustomize does before each transformer
+    /// that may change names or namespaces (even when it does not).
     pub(crate) fn remember_id(&mut self) {
-        let id = self.id();
-        if self.previous_ids.last() != Some(&id) {
-            self.previous_ids.push(id);
-        }
+        self.previous_ids.push(self.id());
     }
 
     pub(crate) fn set_name(&mut self, name: &str) {
-        self.remember_id();
         set_at(
             &mut self.value,
             &["metadata", "name"],
@@ -173,7 +170,6 @@ impl Resource {
     }
 
     pub(crate) fn set_namespace(&mut self, namespace: &str) {
-        self.remember_id();
         set_at(
             &mut self.value,
             &["metadata", "namespace"],

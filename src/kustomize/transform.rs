@@ -17,6 +17,7 @@ use super::Error;
 /// names, and of RoleBinding subjects named `default`.
 pub fn namespace(resources: &mut [Resource], namespace: &str) {
     for r in resources.iter_mut() {
+        r.remember_id();
         let id = r.id();
         if !is_cluster_scoped(&id.group, &id.kind) {
             r.set_namespace(namespace);
@@ -64,16 +65,21 @@ fn keeps_name(r: &Resource) -> bool {
     )
 }
 
-pub fn prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
+pub fn prefix(resources: &mut [Resource], prefix: &str) {
     for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
-        let name = format!("{prefix}{}{suffix}", r.name());
+        r.prefixes.push(prefix.to_string());
+        r.remember_id();
+        let name = format!("{prefix}{}", r.name());
         r.set_name(&name);
-        if !prefix.is_empty() {
-            r.prefixes.push(prefix.to_string());
-        }
-        if !suffix.is_empty() {
-            r.suffixes.push(suffix.to_string());
-        }
+    }
+}
+
+pub fn suffix(resources: &mut [Resource], suffix: &str) {
+    for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
+        r.suffixes.push(suffix.to_string());
+        r.remember_id();
+        let name = format!("{}{suffix}", r.name());
+        r.set_name(&name);
     }
 }
 

@@ -25,7 +25,8 @@ pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, Error> {
     }
     let mut docs = Vec::new();
     for document in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_yaml::Value::deserialize(document).map_err(|err| yaml_error(file, &err))?;
+        let value =
+            serde_yaml::Value::deserialize(document).map_err(|err| yaml_error(file, &err))?;
         let value = to_json(value).map_err(|message| Error::Yaml {
             file: file.to_path_buf(),
             line: None,
@@ -58,7 +59,9 @@ fn to_json(value: serde_yaml::Value) -> Result<Value, String> {
             }
         }
         Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect::<Result<_, _>>()?),
+        Y::Sequence(items) => {
+            Value::Array(items.into_iter().map(to_json).collect::<Result<_, _>>()?)
+        }
         Y::Mapping(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
