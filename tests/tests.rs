@@ -7,3 +7,5 @@ mod support;
 mod cluster_proof;
 // The `kedge` binary's command line.
 mod cli;
+// Native kustomize builds compared with `kubectl kustomize` on fixtures.
+mod kustomize_conformance;

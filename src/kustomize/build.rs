@@ -127,6 +127,25 @@ fn local_path(dir: &Path, entry: &str, file: &Path, field: &str) -> Result<PathB
     canonical(&dir.join(entry), file, field)
 }
 
+/// Like kustomize's default load restriction: files (not directories)
+/// must be in or below the kustomization's directory.
+pub fn check_within(dir: &Path, path: &Path, file: &Path, field: &str) -> Result<(), Error> {
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let target = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if target.starts_with(&root) {
+        return Ok(());
+    }
+    Err(Error::field(
+        file,
+        field,
+        format!(
+            "security: file '{}' is not in or below '{}'",
+            target.display(),
+            root.display()
+        ),
+    ))
+}
+
 fn check_cycle(path: &Path, stack: &Stack, file: &Path, field: &str) -> Result<(), Error> {
     if stack.0.iter().any(|p| p == path) {
         return Err(Error::Cycle {
@@ -149,6 +168,7 @@ fn load_entry(
         check_cycle(&path, stack, file, "resources")?;
         return Ok(accumulate(&path, stack, Vec::new(), false)?.0);
     }
+    check_within(dir, &path, file, "resources")?;
     load_file(&path, file)
 }
 

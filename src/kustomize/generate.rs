@@ -177,6 +177,7 @@ fn collect_pairs(
 
 fn read(dir: &Path, path: &str, file: &Path, field: &str) -> Result<Vec<u8>, Error> {
     let full = dir.join(path);
+    super::build::check_within(dir, &full, file, field)?;
     std::fs::read(&full).map_err(|source| Error::Read {
         file: file.to_path_buf(),
         field: field.to_string(),

@@ -34,6 +34,7 @@ fn read_patch_file(
     origin: &Origin,
 ) -> Result<(std::path::PathBuf, String), Error> {
     let full = dir.join(path);
+    super::build::check_within(dir, &full, origin.file, origin.field)?;
     let text = std::fs::read_to_string(&full).map_err(|source| Error::Read {
         file: origin.file.to_path_buf(),
         field: origin.field.to_string(),

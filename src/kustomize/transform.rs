@@ -102,7 +102,9 @@ pub fn labels(
         let mut specs = if entry.include_selectors {
             everywhere()
         } else if entry.include_templates {
-            parse_table(fieldspec::METADATA_LABELS)
+            let mut specs = parse_table(fieldspec::METADATA_LABELS);
+            specs.extend(parse_table(fieldspec::VOLUME_CLAIM_TEMPLATE_LABELS));
+            specs
         } else {
             parse_table("|||metadata/labels|true")
         };
