@@ -43,6 +43,8 @@ mod build;
 mod emit;
 mod error;
 mod fieldspec;
+#[cfg(test)]
+mod fuzz_tests;
 mod generate;
 mod json_patch;
 mod kustomization;
