@@ -9,3 +9,5 @@ mod cluster_proof;
 mod cli;
 // Native kustomize builds compared with `kubectl kustomize` on fixtures.
 mod kustomize_conformance;
+// `kedge build`, Flux-style plain directories and build errors.
+mod kustomize_build;

@@ -23,8 +23,12 @@ pub enum Command {
     /// Build a kustomization (or a plain directory of manifests) and print
     /// it as `kubectl kustomize` does.
     Build {
-        /// Directory holding kustomization.yaml, or plain manifests.
+        /// Directory holding a kustomization.yaml.
         path: PathBuf,
+        /// Build like Flux: a directory without kustomization file gets one
+        /// listing the manifests below it.
+        #[arg(long)]
+        flux: bool,
     },
 }
 
@@ -47,6 +51,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("kedge {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { path } => build::run(&path),
+        Command::Build { path, flux } => build::run(&path, flux),
     }
 }

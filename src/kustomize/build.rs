@@ -25,13 +25,19 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
     Ok(resources)
 }
 
-/// Builds a list of manifest files as if listed under `resources` of a
-/// kustomization in `dir` (Flux's generated kustomization).
-pub fn build_files(dir: &Path, files: &[PathBuf]) -> Result<Vec<Resource>, Error> {
+/// Builds manifest files and kustomization directories as if listed under
+/// `resources` of a kustomization in `dir` (Flux's generated one).
+pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, Error> {
     let origin = dir.join("kustomization.yaml");
+    let mut stack = Stack(vec![dir.to_path_buf()]);
     let mut resources = Vec::new();
-    for path in files {
-        for r in load_file(path, &origin)? {
+    for path in entries {
+        let loaded = if path.is_dir() {
+            accumulate(path, &mut stack, Vec::new(), false)?.0
+        } else {
+            load_file(path, &origin)?
+        };
+        for r in loaded {
             add(&mut resources, r, &origin, "resources")?;
         }
     }

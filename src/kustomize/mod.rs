@@ -76,32 +76,40 @@ pub fn build(dir: &Path) -> Result<Vec<Resource>, Error> {
     build::build_top(dir)
 }
 
-/// Builds a directory without kustomization file the way Flux does: every
-/// `.yaml`, `.yml` and `.json` file below it (hidden directories skipped),
-/// in path order, as the `resources` of a generated kustomization. A
-/// directory that does have a kustomization file is built normally.
+/// Builds a directory the way Flux does: with a kustomization file, as
+/// [`build`]; without one, as if it had one listing, in path order, every
+/// `.yaml`/`.yml` file below it and every subdirectory that has a
+/// kustomization file (not descending into those), hidden entries skipped
+/// (Flux's `generator`, see fluxcd/pkg `kustomize`).
 pub fn build_plain_dir(dir: &Path) -> Result<Vec<Resource>, Error> {
-    if kustomization::FILE_NAMES
-        .iter()
-        .any(|n| dir.join(n).is_file())
-    {
+    if has_kustomization(dir) {
         return build(dir);
     }
-    let mut files = Vec::new();
-    collect_manifests(dir, &mut files)?;
-    files.sort();
-    build::build_files(dir, &files)
+    let mut entries = Vec::new();
+    collect_manifests(dir, &mut entries)?;
+    build::build_entries(dir, &entries)
 }
 
-fn collect_manifests(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> {
+fn has_kustomization(dir: &Path) -> bool {
+    kustomization::FILE_NAMES
+        .iter()
+        .any(|n| dir.join(n).is_file())
+}
+
+fn collect_manifests(dir: &Path, entries: &mut Vec<PathBuf>) -> Result<(), Error> {
     let read_error = |source| Error::Read {
         file: dir.join("kustomization.yaml"),
         field: "resources".into(),
         path: dir.to_path_buf(),
         source,
     };
-    for entry in std::fs::read_dir(dir).map_err(read_error)? {
-        let path = entry.map_err(read_error)?.path();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_error)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(read_error)?;
+    paths.sort();
+    for path in paths {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -110,12 +118,13 @@ fn collect_manifests(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> 
             continue;
         }
         if path.is_dir() {
-            collect_manifests(&path, files)?;
-        } else if [".yaml", ".yml", ".json"]
-            .iter()
-            .any(|ext| name.ends_with(ext))
-        {
-            files.push(path);
+            if has_kustomization(&path) {
+                entries.push(path);
+            } else {
+                collect_manifests(&path, entries)?;
+            }
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            entries.push(path);
         }
     }
     Ok(())
