@@ -140,21 +140,28 @@ fn check_all(dir: &Path, live: bool) -> (usize, Vec<String>) {
         if problems.is_empty() {
             passed += 1;
         } else {
-            eprintln!("FAIL {name}\n{}", problems.join("\n"));
+            report(&format!("FAIL {name}\n{}", problems.join("\n")));
             failed.push(name);
         }
     }
     (passed, failed)
 }
 
+/// Written straight to stderr so the summary shows even when the test
+/// harness captures output.
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 #[test]
 fn kedge_builds_its_own_fixtures_like_kubectl_kustomize() {
     let live = kubectl_available();
     let (passed, failed) = check_all(&fixtures_root().join("kustomize"), live);
-    println!(
+    report(&format!(
         "kedge fixtures (live kubectl: {live}): {passed} passed, {} failed",
         failed.len()
-    );
+    ));
     assert!(
         passed >= 80,
         "expected at least 80 fixtures, found {passed} passing"
@@ -166,10 +173,10 @@ fn kedge_builds_its_own_fixtures_like_kubectl_kustomize() {
 fn kedge_builds_the_kustomize_corpus_like_kubectl_kustomize() {
     let live = kubectl_available();
     let (passed, failed) = check_all(&fixtures_root().join("kustomize-corpus"), live);
-    println!(
+    report(&format!(
         "kustomize corpus (live kubectl: {live}): {passed} passed, {} failed",
         failed.len()
-    );
+    ));
     let known: BTreeSet<String> =
         std::fs::read_to_string(fixtures_root().join("kustomize-corpus-known-failures.txt"))
             .expect("known failures list")

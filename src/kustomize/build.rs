@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
 use super::resource::{Behavior, Resource};
@@ -18,8 +19,10 @@ pub struct Stack(Vec<PathBuf>);
 pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
     let dir = canonical(dir, dir, "build")?;
     let mut stack = Stack::default();
-    let (mut resources, kustomization, file) = accumulate(&dir, &mut stack, Vec::new(), false)?;
-    finish(&mut resources, &file)?;
+    let mut config = Config::default();
+    let (mut resources, kustomization, file) =
+        accumulate(&dir, &mut stack, Vec::new(), false, &mut config)?;
+    finish(&mut resources, &file, &config)?;
     order::sort(&mut resources, kustomization.sort_options.as_ref())
         .map_err(|m| Error::field(&file, "sortOptions", m))?;
     Ok(resources)
@@ -30,10 +33,11 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
 pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, Error> {
     let origin = dir.join("kustomization.yaml");
     let mut stack = Stack(vec![dir.to_path_buf()]);
+    let mut config = Config::default();
     let mut resources = Vec::new();
     for path in entries {
         let loaded = if path.is_dir() {
-            accumulate(path, &mut stack, Vec::new(), false)?.0
+            accumulate(path, &mut stack, Vec::new(), false, &mut config)?.0
         } else {
             load_file(path, &origin)?
         };
@@ -41,19 +45,19 @@ pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, E
             add(&mut resources, r, &origin, "resources")?;
         }
     }
-    finish(&mut resources, &origin)?;
+    finish(&mut resources, &origin, &config)?;
     order::sort(&mut resources, None).map_err(|m| Error::field(&origin, "sortOptions", m))?;
     Ok(resources)
 }
 
 /// The steps kustomize runs once, on the outermost result.
-fn finish(resources: &mut [Resource], file: &Path) -> Result<(), Error> {
+fn finish(resources: &mut [Resource], file: &Path, config: &Config) -> Result<(), Error> {
     for r in resources.iter_mut().filter(|r| r.needs_hash) {
         let name = format!("{}-{}", r.name(), content_hash(&r.value));
         r.remember_id();
         r.set_name(&name);
     }
-    nameref::fix(resources).map_err(|m| Error::field(file, "resources", m))
+    nameref::fix(resources, &config.name_references).map_err(|m| Error::field(file, "resources", m))
 }
 
 fn canonical(path: &Path, file: &Path, field: &str) -> Result<PathBuf, Error> {
@@ -65,28 +69,34 @@ fn canonical(path: &Path, file: &Path, field: &str) -> Result<PathBuf, Error> {
     })
 }
 
+/// `config` gathers the field specs of this kustomization and of all it
+/// includes.
 fn accumulate(
     dir: &Path,
     stack: &mut Stack,
     mut resources: Vec<Resource>,
     component: bool,
+    config: &mut Config,
 ) -> Result<(Vec<Resource>, Kustomization, PathBuf), Error> {
     let (file, k) = Kustomization::load(dir)?;
     check_kind(&file, &k, component, stack)?;
     stack.0.push(dir.to_path_buf());
     let entries: Vec<&String> = k.bases.iter().chain(&k.resources).collect();
     for entry in entries {
-        for r in load_entry(dir, entry, &file, stack)? {
+        for r in load_entry(dir, entry, &file, stack, config)? {
             add(&mut resources, r, &file, "resources")?;
         }
+    }
+    for entry in &k.configurations {
+        config.load(dir, entry, &file)?;
     }
     run_generators(&mut resources, &k, dir, &file)?;
     for entry in &k.components {
         let path = local_path(dir, entry, &file, "components")?;
         check_cycle(&path, stack, &file, "components")?;
-        resources = accumulate(&path, stack, resources, true)?.0;
+        resources = accumulate(&path, stack, resources, true, config)?.0;
     }
-    run_transformers(&mut resources, &k, dir, &file)?;
+    run_transformers(&mut resources, &k, dir, &file, config)?;
     stack.0.pop();
     Ok((resources, k, file))
 }
@@ -168,11 +178,17 @@ fn load_entry(
     entry: &str,
     file: &Path,
     stack: &mut Stack,
+    config: &mut Config,
 ) -> Result<Vec<Resource>, Error> {
     let path = local_path(dir, entry, file, "resources")?;
     if path.is_dir() {
         check_cycle(&path, stack, file, "resources")?;
-        return Ok(accumulate(&path, stack, Vec::new(), false)?.0);
+        // A base is built with its own configuration, which then also
+        // applies to the kustomizations that include it.
+        let mut own = Config::default();
+        let built = accumulate(&path, stack, Vec::new(), false, &mut own)?.0;
+        config.merge(&own);
+        return Ok(built);
     }
     check_within(dir, &path, file, "resources")?;
     load_file(&path, file)
@@ -399,6 +415,7 @@ fn run_transformers(
     k: &Kustomization,
     dir: &Path,
     file: &Path,
+    config: &Config,
 ) -> Result<(), Error> {
     patch::strategic_merge(resources, &k.patches_strategic_merge, dir, file)?;
     patch::patches(resources, &k.patches, dir, file, "patches")?;
@@ -411,11 +428,11 @@ fn run_transformers(
     if let Some(suffix) = k.name_suffix.as_deref().filter(|s| !s.is_empty()) {
         transform::suffix(resources, suffix);
     }
-    transform::labels(resources, &k.common_labels, &k.labels, file)?;
-    transform::annotations(resources, &k.common_annotations, file)?;
+    transform::labels(resources, &k.common_labels, &k.labels, config, file)?;
+    transform::annotations(resources, &k.common_annotations, config, file)?;
     patch::patches(resources, &k.patches_json6902, dir, file, "patchesJson6902")?;
-    transform::replicas(resources, &k.replicas);
-    transform::images(resources, &k.images);
+    transform::replicas(resources, &k.replicas, config);
+    transform::images(resources, &k.images, config);
     replace::replacements(resources, &k.replacements, dir, file)?;
     Ok(())
 }

@@ -64,7 +64,8 @@ pub struct Kustomization {
     pub validators: Option<Value>,
     pub vars: Option<Value>,
     pub crds: Option<Value>,
-    pub configurations: Option<Value>,
+    #[serde(default)]
+    pub configurations: Vec<String>,
     pub openapi: Option<Value>,
     pub image_tags: Option<Value>,
 }
@@ -275,11 +276,6 @@ impl Kustomization {
                 "crds",
                 &self.crds,
                 "custom CRD configurations are not supported",
-            ),
-            (
-                "configurations",
-                &self.configurations,
-                "custom transformer configurations are not supported",
             ),
             (
                 "openapi",

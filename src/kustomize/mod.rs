@@ -40,6 +40,7 @@
 //! `buildMetadata` fail with an error naming the field.
 
 mod build;
+mod config;
 mod emit;
 mod error;
 mod fieldspec;

@@ -5,41 +5,33 @@
 //! default table, kept in `name_references.txt`.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use super::config::Reference;
 use super::fieldspec::visit;
 use super::resource::{ResId, Resource};
 use super::schema::is_cluster_scoped;
 
-struct Reference {
-    referral: (String, String, String),
-    referrer: (String, String, String),
-    path: String,
-}
-
-fn table() -> &'static [Reference] {
-    static TABLE: OnceLock<Vec<Reference>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        include_str!("name_references.txt")
-            .lines()
-            .filter(|l| !l.starts_with('#') && l.contains("<-"))
-            .filter_map(|line| {
-                let (referral, referrer) = line.split_once(" <- ")?;
-                let a: Vec<&str> = referral.split('|').collect();
-                let b: Vec<&str> = referrer.split('|').collect();
-                if a.len() != 3 || b.len() != 4 {
-                    return None;
-                }
-                Some(Reference {
-                    referral: (a[0].into(), a[1].into(), a[2].into()),
-                    referrer: (b[0].into(), b[1].into(), b[2].into()),
-                    path: b[3].into(),
-                })
+/// kustomize's default name references.
+pub fn default_references() -> Vec<Reference> {
+    include_str!("name_references.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("<-"))
+        .filter_map(|line| {
+            let (referral, referrer) = line.split_once(" <- ")?;
+            let a: Vec<&str> = referral.split('|').collect();
+            let b: Vec<&str> = referrer.split('|').collect();
+            if a.len() != 3 || b.len() != 4 {
+                return None;
+            }
+            Some(Reference {
+                referral: (a[0].into(), a[1].into(), a[2].into()),
+                referrer: (b[0].into(), b[1].into(), b[2].into()),
+                path: b[3].into(),
             })
-            .collect()
-    })
+        })
+        .collect()
 }
 
 fn selects(gvk: &(String, String, String), id: &ResId) -> bool {
@@ -74,7 +66,7 @@ struct Candidate {
 
 /// Rewrites every name reference; an error names the referrer when a name
 /// is ambiguous.
-pub fn fix(resources: &mut [Resource]) -> Result<(), String> {
+pub fn fix(resources: &mut [Resource], references: &[Reference]) -> Result<(), String> {
     let candidates: Vec<Candidate> = resources
         .iter()
         .map(|r| Candidate {
@@ -89,7 +81,10 @@ pub fn fix(resources: &mut [Resource]) -> Result<(), String> {
         let referrer_id = r.id();
         let subset = referable_by(&candidates, r);
         let ctx = (r.prefixes.clone(), r.suffixes.clone());
-        for reference in table().iter().filter(|t| selects(&t.referrer, &original)) {
+        for reference in references
+            .iter()
+            .filter(|t| selects(&t.referrer, &original))
+        {
             let chosen: Vec<&Candidate> = subset
                 .iter()
                 .map(|&i| &candidates[i])

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::config::Config;
 use super::fieldspec::{self, parse_table, visit, FieldSpec};
 use super::kustomization::{Image, Label, Replica};
 use super::resource::Resource;
@@ -87,34 +88,39 @@ pub fn labels(
     resources: &mut [Resource],
     common: &BTreeMap<String, String>,
     entries: &[Label],
+    config: &Config,
     file: &Path,
 ) -> Result<(), Error> {
-    let everywhere = || {
-        let mut specs = parse_table(fieldspec::METADATA_LABELS);
-        specs.extend(parse_table(fieldspec::SELECTOR_LABELS));
-        specs.extend(parse_table(fieldspec::VOLUME_CLAIM_TEMPLATE_LABELS));
-        specs
-    };
     if !common.is_empty() {
-        set_everywhere(resources, &everywhere(), common, file, "commonLabels")?;
+        set_everywhere(
+            resources,
+            &config.common_labels,
+            common,
+            file,
+            "commonLabels",
+        )?;
     }
     for entry in entries {
-        let mut specs = if entry.include_selectors {
-            everywhere()
-        } else if entry.include_templates {
-            let mut specs = parse_table(fieldspec::METADATA_LABELS);
-            specs.extend(parse_table(fieldspec::VOLUME_CLAIM_TEMPLATE_LABELS));
-            specs
+        let mut specs: Vec<FieldSpec> = entry
+            .fields
+            .iter()
+            .map(|f| FieldSpec {
+                group: f.group.clone(),
+                version: f.version.clone(),
+                kind: f.kind.clone(),
+                path: f.path.clone(),
+                create: f.create,
+            })
+            .collect();
+        if entry.include_selectors {
+            specs.extend(config.common_labels.iter().cloned());
         } else {
-            parse_table("|||metadata/labels|true")
-        };
-        specs.extend(entry.fields.iter().map(|f| FieldSpec {
-            group: f.group.clone(),
-            version: f.version.clone(),
-            kind: f.kind.clone(),
-            path: f.path.clone(),
-            create: f.create,
-        }));
+            specs.extend(parse_table("|||metadata/labels|true"));
+            if entry.include_templates {
+                specs.extend(config.template_labels.iter().cloned());
+            }
+        }
+        specs.extend(config.labels.iter().cloned());
         set_everywhere(resources, &specs, &entry.pairs, file, "labels")?;
     }
     Ok(())
@@ -123,13 +129,19 @@ pub fn labels(
 pub fn annotations(
     resources: &mut [Resource],
     common: &BTreeMap<String, String>,
+    config: &Config,
     file: &Path,
 ) -> Result<(), Error> {
     if common.is_empty() {
         return Ok(());
     }
-    let specs = parse_table(fieldspec::ANNOTATIONS);
-    set_everywhere(resources, &specs, common, file, "commonAnnotations")
+    set_everywhere(
+        resources,
+        &config.common_annotations,
+        common,
+        file,
+        "commonAnnotations",
+    )
 }
 
 fn set_everywhere(
@@ -146,12 +158,13 @@ fn set_everywhere(
     Ok(())
 }
 
-pub fn images(resources: &mut [Resource], images: &[Image]) {
-    let specs = parse_table(fieldspec::IMAGES);
+pub fn images(resources: &mut [Resource], images: &[Image], config: &Config) {
+    let specs = &config.images;
     for r in resources.iter_mut() {
         for image in images {
             update_containers_anywhere(&mut r.value, image);
-            for spec in &specs {
+            let id = r.id();
+            for spec in specs.iter().filter(|s| s.matches(&id)) {
                 let _ = visit(&mut r.value, &spec.path, false, &mut |node| {
                     if let Value::String(s) = node {
                         if let Some(updated) = update_image(s, image) {
@@ -234,8 +247,8 @@ fn update_image(current: &str, image: &Image) -> Option<String> {
     Some(name)
 }
 
-pub fn replicas(resources: &mut [Resource], replicas: &[Replica]) {
-    let specs = parse_table(fieldspec::REPLICAS);
+pub fn replicas(resources: &mut [Resource], replicas: &[Replica], config: &Config) {
+    let specs = &config.replicas;
     for replica in replicas {
         for r in resources.iter_mut() {
             if !r.all_ids().iter().any(|id| id.name == replica.name) {
