@@ -63,6 +63,7 @@ pub fn strategic_merge(
                 read_patch_file(dir, entry, &origin)?
             };
         for patch in yaml::parse_documents(&source, &text)? {
+            require_kind_and_name(&patch, &origin)?;
             apply_smp_by_id(resources, &patch, &origin, false)?;
         }
     }
@@ -115,6 +116,7 @@ pub fn patches(
             continue;
         }
         for patch in docs {
+            require_kind_and_name(&patch, &origin)?;
             match &entry.target {
                 Some(target) => apply_smp_to_selected(resources, target, &patch, &origin, keep)?,
                 None => apply_smp_by_id(resources, &patch, &origin, true)?,
@@ -122,6 +124,25 @@ pub fn patches(
         }
     }
     Ok(())
+}
+
+/// kustomize reads a strategic merge patch as an object: it needs a kind
+/// and a name even when a target selects what it patches.
+fn require_kind_and_name(patch: &Value, origin: &Origin) -> Result<(), Error> {
+    let has = |path: &str| {
+        patch
+            .pointer(path)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    if has("/kind") && has("/metadata/name") {
+        return Ok(());
+    }
+    Err(Error::field(
+        origin.file,
+        origin.field,
+        "unable to parse a strategic merge or JSON patch: a strategic merge patch needs 'kind' and 'metadata.name'",
+    ))
 }
 
 #[derive(Clone, Copy)]

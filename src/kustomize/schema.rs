@@ -63,14 +63,63 @@ fn table() -> &'static Table {
     TABLE_CELL.get_or_init(|| serde_json::from_str(TABLE).unwrap_or_default())
 }
 
+/// Group-versions kustomize's bundled schema (Kubernetes 1.21) still has
+/// but current Kubernetes no longer serves; their kinds merge like the
+/// kind's current version.
+const REMOVED_SINCE_1_21: &[&str] = &[
+    "batch/v1beta1",
+    "policy/v1beta1",
+    "autoscaling/v2beta1",
+    "autoscaling/v2beta2",
+    "networking.k8s.io/v1beta1",
+    "extensions/v1beta1",
+    "discovery.k8s.io/v1beta1",
+    "events.k8s.io/v1beta1",
+    "node.k8s.io/v1beta1",
+    "storage.k8s.io/v1beta1",
+    "rbac.authorization.k8s.io/v1beta1",
+    "admissionregistration.k8s.io/v1beta1",
+    "apiextensions.k8s.io/v1beta1",
+    "apiregistration.k8s.io/v1beta1",
+    "certificates.k8s.io/v1beta1",
+    "coordination.k8s.io/v1beta1",
+    "scheduling.k8s.io/v1beta1",
+    "flowcontrol.apiserver.k8s.io/v1beta1",
+];
+
 /// The definition name of a kind, e.g. `apps/v1/Deployment`.
 pub fn root(group: &str, version: &str, kind: &str) -> Option<&'static str> {
-    let key = if group.is_empty() {
-        format!("{version}/{kind}")
-    } else {
-        format!("{group}/{version}/{kind}")
+    let key = |group: &str, version: &str| {
+        if group.is_empty() {
+            format!("{version}/{kind}")
+        } else {
+            format!("{group}/{version}/{kind}")
+        }
     };
-    table().roots.get(&key).map(String::as_str)
+    if let Some(def) = table().roots.get(&key(group, version)) {
+        return Some(def);
+    }
+    if !REMOVED_SINCE_1_21.contains(&format!("{group}/{version}").as_str()) {
+        return None;
+    }
+    // extensions/v1beta1 Ingress lives on in networking.k8s.io.
+    let group = if group == "extensions" && kind == "Ingress" {
+        "networking.k8s.io"
+    } else {
+        group
+    };
+    let prefix = format!("{group}/");
+    let mut candidates: Vec<(&String, &String)> = table()
+        .roots
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(&prefix)
+                && k.ends_with(&format!("/{kind}"))
+                && k.matches('/').count() == 2
+        })
+        .collect();
+    candidates.sort();
+    candidates.last().map(|(_, def)| def.as_str())
 }
 
 /// A field of a definition.
@@ -107,6 +156,16 @@ mod tests {
         let containers = field(pod_spec, "containers").unwrap();
         assert!(containers.merges());
         assert_eq!(containers.merge_keys(), vec!["name"]);
+    }
+
+    #[test]
+    fn removed_versions_merge_like_the_current_one() {
+        assert_eq!(
+            root("batch", "v1beta1", "CronJob"),
+            root("batch", "v1", "CronJob")
+        );
+        assert!(root("extensions", "v1beta1", "Ingress").is_some());
+        assert!(root("apps", "v1beta1", "Deployment").is_none());
     }
 
     #[test]
