@@ -10,7 +10,7 @@ use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
 use super::resource::{Behavior, Resource};
-use super::{nameref, order, patch, replace, transform, yaml, Error};
+use super::{nameref, order, patch, replace, transform, vars, yaml, Error};
 
 /// Kustomizations being built, outermost first, to detect cycles.
 #[derive(Default)]
@@ -57,7 +57,10 @@ fn finish(resources: &mut [Resource], file: &Path, config: &Config) -> Result<()
         r.remember_id();
         r.set_name(&name);
     }
-    nameref::fix(resources, &config.name_references).map_err(|m| Error::field(file, "resources", m))
+    nameref::fix(resources, &config.name_references)
+        .map_err(|m| Error::field(file, "resources", m))?;
+    vars::resolve(resources, &config.vars, &config.var_references)
+        .map_err(|m| Error::field(file, "vars", m))
 }
 
 fn canonical(path: &Path, file: &Path, field: &str) -> Result<PathBuf, Error> {
@@ -97,6 +100,8 @@ fn accumulate(
         resources = accumulate(&path, stack, resources, true, config)?.0;
     }
     run_transformers(&mut resources, &k, dir, &file, config)?;
+    vars::declare(&mut resources, &k.vars, &mut config.vars)
+        .map_err(|m| Error::field(&file, "vars", m))?;
     stack.0.pop();
     Ok((resources, k, file))
 }
@@ -187,7 +192,9 @@ fn load_entry(
         // applies to the kustomizations that include it.
         let mut own = Config::default();
         let built = accumulate(&path, stack, Vec::new(), false, &mut own)?.0;
-        config.merge(&own);
+        config
+            .merge(&own)
+            .map_err(|m| Error::field(file, "vars", m))?;
         return Ok(built);
     }
     check_within(dir, &path, file, "resources")?;

@@ -32,6 +32,10 @@ pub struct Config {
     pub images: Vec<FieldSpec>,
     pub replicas: Vec<FieldSpec>,
     pub name_references: Vec<Reference>,
+    /// Fields where `$(VAR)` is expanded.
+    pub var_references: Vec<FieldSpec>,
+    /// Vars declared by this kustomization and all it includes.
+    pub vars: Vec<super::vars::Var>,
 }
 
 impl Default for Config {
@@ -52,6 +56,8 @@ impl Default for Config {
             images: parse_table(fieldspec::IMAGES),
             replicas: parse_table(fieldspec::REPLICAS),
             name_references: nameref::default_references(),
+            var_references: parse_table(include_str!("var_references.txt")),
+            vars: Vec::new(),
         }
     }
 }
@@ -77,7 +83,8 @@ struct File {
     name_prefix: Option<serde_json::Value>,
     name_suffix: Option<serde_json::Value>,
     namespace: Option<serde_json::Value>,
-    var_reference: Option<serde_json::Value>,
+    #[serde(default)]
+    var_reference: Vec<FieldSpecArgs>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,8 +120,12 @@ fn extend<T: PartialEq + Clone>(into: &mut Vec<T>, more: &[T]) {
 }
 
 impl Config {
-    /// Adds what `other` has and `self` lacks.
-    pub fn merge(&mut self, other: &Config) {
+    /// Adds what `other` has and `self` lacks; a var declared on both
+    /// sides is an error, as in kustomize.
+    pub fn merge(&mut self, other: &Config) -> Result<(), String> {
+        for var in &other.vars {
+            super::vars::add(&mut self.vars, var)?;
+        }
         extend(&mut self.common_labels, &other.common_labels);
         extend(&mut self.template_labels, &other.template_labels);
         extend(&mut self.labels, &other.labels);
@@ -122,6 +133,8 @@ impl Config {
         extend(&mut self.images, &other.images);
         extend(&mut self.replicas, &other.replicas);
         extend(&mut self.name_references, &other.name_references);
+        extend(&mut self.var_references, &other.var_references);
+        Ok(())
     }
 
     /// Reads one `configurations` file into this configuration.
@@ -146,7 +159,6 @@ impl Config {
             ("namePrefix", &file.name_prefix),
             ("nameSuffix", &file.name_suffix),
             ("namespace", &file.namespace),
-            ("varReference", &file.var_reference),
         ] {
             if value.is_some() {
                 return Err(Error::Unsupported {
@@ -165,6 +177,7 @@ impl Config {
         );
         extend(&mut self.images, &specs(&file.images));
         extend(&mut self.replicas, &specs(&file.replicas));
+        extend(&mut self.var_references, &specs(&file.var_reference));
         for reference in &file.name_reference {
             for spec in &reference.field_specs {
                 let r = Reference {

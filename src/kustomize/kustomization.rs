@@ -62,7 +62,8 @@ pub struct Kustomization {
     pub generators: Option<Value>,
     pub transformers: Option<Value>,
     pub validators: Option<Value>,
-    pub vars: Option<Value>,
+    #[serde(default)]
+    pub vars: Vec<super::vars::Var>,
     pub crds: Option<Value>,
     #[serde(default)]
     pub configurations: Vec<String>,
@@ -227,13 +228,14 @@ impl Kustomization {
         } else {
             value
         };
-        let kustomization: Kustomization = serde_json::from_value(value).map_err(|e| {
-            Error::field(
-                &file,
-                "kustomization",
-                format!("invalid Kustomization: {e}"),
-            )
-        })?;
+        let kustomization: Kustomization = serde_json::from_value(fold_field_names(value))
+            .map_err(|e| {
+                Error::field(
+                    &file,
+                    "kustomization",
+                    format!("invalid Kustomization: {e}"),
+                )
+            })?;
         kustomization.check_supported(&file)?;
         Ok((file, kustomization))
     }
@@ -271,7 +273,6 @@ impl Kustomization {
                 &self.validators,
                 "validator plugins are not supported",
             ),
-            ("vars", &self.vars, "vars are deprecated; use replacements"),
             (
                 "crds",
                 &self.crds,
@@ -302,6 +303,65 @@ impl Kustomization {
         }
         Ok(())
     }
+}
+
+/// The top-level field names, as kustomize spells them.
+const FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "resources",
+    "bases",
+    "components",
+    "namespace",
+    "namePrefix",
+    "nameSuffix",
+    "commonLabels",
+    "labels",
+    "commonAnnotations",
+    "patches",
+    "patchesStrategicMerge",
+    "patchesJson6902",
+    "images",
+    "replicas",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "replacements",
+    "sortOptions",
+    "buildMetadata",
+    "helmCharts",
+    "helmGlobals",
+    "helmChartInflationGenerator",
+    "generators",
+    "transformers",
+    "validators",
+    "vars",
+    "crds",
+    "configurations",
+    "openapi",
+    "imageTags",
+];
+
+/// kustomize decodes with Go's encoding/json, which matches field names
+/// case-insensitively when no exact match exists (`nameprefix` works).
+fn fold_field_names(value: Value) -> Value {
+    let Value::Object(map) = value else {
+        return value;
+    };
+    let folded = map
+        .into_iter()
+        .map(|(key, v)| {
+            let known = FIELDS.iter().find(|f| f.eq_ignore_ascii_case(&key));
+            match known {
+                Some(name) if *name != key && !FIELDS.contains(&key.as_str()) => {
+                    (name.to_string(), v)
+                }
+                _ => (key, v),
+            }
+        })
+        .collect();
+    Value::Object(folded)
 }
 
 fn is_empty(v: &Value) -> bool {

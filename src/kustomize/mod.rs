@@ -59,6 +59,7 @@ mod schema;
 mod select;
 mod smp;
 mod transform;
+mod vars;
 mod yaml;
 
 use std::path::{Path, PathBuf};

@@ -101,6 +101,8 @@ pub struct Resource {
     /// Generated objects get a content hash on their name at the end.
     pub(crate) needs_hash: bool,
     pub(crate) behavior: Behavior,
+    /// Vars bound to this object.
+    pub(crate) var_names: Vec<String>,
 }
 
 impl Resource {
@@ -112,6 +114,7 @@ impl Resource {
             suffixes: Vec::new(),
             needs_hash: false,
             behavior: Behavior::Create,
+            var_names: Vec::new(),
         }
     }
 
