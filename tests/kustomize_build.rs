@@ -160,8 +160,20 @@ fn errors_name_the_kustomization_file_and_field() {
         "{err}"
     );
 
-    for field in ["helmCharts", "generators", "transformers", "validators"] {
+    for field in ["helmCharts", "validators"] {
         let err = build_error(&[("kustomization.yaml", &format!("{field}:\n- x\n"))]);
+        assert!(
+            err.contains(&format!("'{field}'")) && err.contains("not supported"),
+            "{err}"
+        );
+    }
+    let exec_plugin =
+        "apiVersion: someteam.example.com/v1\nkind: ChartInflator\nmetadata:\n  name: x\n";
+    for field in ["generators", "transformers"] {
+        let err = build_error(&[
+            ("kustomization.yaml", &format!("{field}:\n- plugin.yaml\n")),
+            ("plugin.yaml", exec_plugin),
+        ]);
         assert!(
             err.contains(&format!("'{field}'")) && err.contains("not supported"),
             "{err}"

@@ -10,7 +10,7 @@ use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
 use super::resource::{Behavior, Resource};
-use super::{nameref, order, patch, replace, transform, vars, yaml, Error};
+use super::{nameref, order, patch, plugins, replace, transform, vars, yaml, Error};
 
 /// Kustomizations being built, outermost first, to detect cycles.
 #[derive(Default)]
@@ -23,6 +23,7 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
     let (mut resources, kustomization, file) =
         accumulate(&dir, &mut stack, Vec::new(), false, &mut config)?;
     finish(&mut resources, &file, &config)?;
+    resources.retain(|r| !is_local_config(r));
     order::sort(&mut resources, kustomization.sort_options.as_ref())
         .map_err(|m| Error::field(&file, "sortOptions", m))?;
     Ok(resources)
@@ -48,6 +49,15 @@ pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, E
     finish(&mut resources, &origin, &config)?;
     order::sort(&mut resources, None).map_err(|m| Error::field(&origin, "sortOptions", m))?;
     Ok(resources)
+}
+
+/// Objects annotated `config.kubernetes.io/local-config: "true"` take part
+/// in the build (as replacement sources, say) but are not output.
+fn is_local_config(r: &Resource) -> bool {
+    r.annotations()
+        .and_then(|a| a.get("config.kubernetes.io/local-config"))
+        .and_then(Value::as_str)
+        == Some("true")
 }
 
 /// The steps kustomize runs once, on the outermost result.
@@ -94,16 +104,57 @@ fn accumulate(
         config.load(dir, entry, &file)?;
     }
     run_generators(&mut resources, &k, dir, &file)?;
+    let generator_configs = load_plugin_configs(dir, &k.generators, &file, "generators", stack)?;
+    for r in plugins::generate(&mut resources, &generator_configs, dir, &file)? {
+        absorb(&mut resources, r, &file, "generators")?;
+    }
     for entry in &k.components {
         let path = local_path(dir, entry, &file, "components")?;
         check_cycle(&path, stack, &file, "components")?;
         resources = accumulate(&path, stack, resources, true, config)?.0;
     }
     run_transformers(&mut resources, &k, dir, &file, config)?;
+    let transformer_configs =
+        load_plugin_configs(dir, &k.transformers, &file, "transformers", stack)?;
+    plugins::transform(&mut resources, &transformer_configs, dir, &file, config)?;
     vars::declare(&mut resources, &k.vars, &mut config.vars)
         .map_err(|m| Error::field(&file, "vars", m))?;
     stack.0.pop();
     Ok((resources, k, file))
+}
+
+/// Plugin configurations: inline YAML, a file, or a kustomization
+/// directory whose output is the configurations.
+fn load_plugin_configs(
+    dir: &Path,
+    entries: &[String],
+    file: &Path,
+    field: &str,
+    stack: &mut Stack,
+) -> Result<Vec<Value>, Error> {
+    let mut configs = Vec::new();
+    for entry in entries {
+        if entry.contains('\n') {
+            configs.extend(yaml::parse_documents(file, entry)?);
+            continue;
+        }
+        let path = local_path(dir, entry, file, field)?;
+        if path.is_dir() {
+            check_cycle(&path, stack, file, field)?;
+            let built = accumulate(&path, stack, Vec::new(), false, &mut Config::default())?.0;
+            configs.extend(built.into_iter().map(|r| r.value));
+        } else {
+            check_within(dir, &path, file, field)?;
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+                file: file.to_path_buf(),
+                field: field.into(),
+                path: path.clone(),
+                source,
+            })?;
+            configs.extend(yaml::parse_documents(&path, &text)?);
+        }
+    }
+    Ok(configs)
 }
 
 fn check_kind(file: &Path, k: &Kustomization, component: bool, stack: &Stack) -> Result<(), Error> {

@@ -59,8 +59,10 @@ pub struct Kustomization {
     pub helm_charts: Option<Value>,
     pub helm_globals: Option<Value>,
     pub helm_chart_inflation_generator: Option<Value>,
-    pub generators: Option<Value>,
-    pub transformers: Option<Value>,
+    #[serde(default)]
+    pub generators: Vec<String>,
+    #[serde(default)]
+    pub transformers: Vec<String>,
     pub validators: Option<Value>,
     #[serde(default)]
     pub vars: Vec<super::vars::Var>,
@@ -257,16 +259,6 @@ impl Kustomization {
                 "helmChartInflationGenerator",
                 &self.helm_chart_inflation_generator,
                 "Helm charts are not supported in kustomizations",
-            ),
-            (
-                "generators",
-                &self.generators,
-                "generator plugins are not supported",
-            ),
-            (
-                "transformers",
-                &self.transformers,
-                "transformer plugins are not supported",
             ),
             (
                 "validators",

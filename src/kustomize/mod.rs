@@ -52,6 +52,7 @@ mod kustomization;
 mod nameref;
 mod order;
 mod patch;
+mod plugins;
 mod replace;
 mod resource;
 mod scalar;

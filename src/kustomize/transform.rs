@@ -84,6 +84,34 @@ pub fn suffix(resources: &mut [Resource], suffix: &str) {
     }
 }
 
+/// A prefix and suffix on the given fields (a `PrefixSuffixTransformer`
+/// with field specs); on `metadata/name` it renames like `namePrefix`.
+pub fn affix_fields(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec]) {
+    for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
+        let original = r.original_id();
+        for spec in specs.iter().filter(|s| s.matches(&original)) {
+            if spec.path == "metadata/name" {
+                if !prefix.is_empty() {
+                    r.prefixes.push(prefix.to_string());
+                }
+                if !suffix.is_empty() {
+                    r.suffixes.push(suffix.to_string());
+                }
+                r.remember_id();
+                let name = format!("{prefix}{}{suffix}", r.name());
+                r.set_name(&name);
+                continue;
+            }
+            let _ = visit(&mut r.value, &spec.path, spec.create, &mut |node| {
+                if let Value::String(s) = node {
+                    *s = format!("{prefix}{s}{suffix}");
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
 pub fn labels(
     resources: &mut [Resource],
     common: &BTreeMap<String, String>,
