@@ -90,6 +90,11 @@ pub fn fix(resources: &mut [Resource], references: &[Reference]) -> Result<(), S
                 .map(|&i| &candidates[i])
                 .filter(|c| c.previous.iter().any(|id| selects(&reference.referral, id)))
                 .collect();
+            if reference.path == "subjects" && has_blank_subject_namespace(&r.value) {
+                return Err(format!(
+                    "Invalid Input: namespace is blank for resource {referrer_id}"
+                ));
+            }
             if chosen.is_empty() {
                 continue;
             }
@@ -112,6 +117,18 @@ pub fn fix(resources: &mut [Resource], references: &[Reference]) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// A subject with `namespace:` and no value, which kustomize refuses.
+fn has_blank_subject_namespace(value: &Value) -> bool {
+    value
+        .get("subjects")
+        .and_then(Value::as_array)
+        .is_some_and(|subjects| {
+            subjects
+                .iter()
+                .any(|s| s.get("namespace").is_some_and(Value::is_null))
+        })
 }
 
 /// The kinds a RoleBinding's `roleRef` may name.

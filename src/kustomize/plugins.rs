@@ -87,6 +87,10 @@ pub fn generate(
     let mut generated = Vec::new();
     for config in configs {
         let kind = match kind_of(config, file, field)?.as_str() {
+            "IAMPolicyGenerator" => {
+                generated.push(iam_service_account(config, file)?);
+                continue;
+            }
             "ConfigMapGenerator" => generate::Kind::ConfigMap,
             "SecretGenerator" => generate::Kind::Secret,
             other => {
@@ -121,6 +125,54 @@ pub fn generate(
     }
     let _ = resources;
     Ok(generated)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IamPolicy {
+    cloud: String,
+    kubernetes_service: NamespacedName,
+    service_account: GcpServiceAccount,
+}
+
+#[derive(Deserialize)]
+struct NamespacedName {
+    name: String,
+    #[serde(default)]
+    namespace: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GcpServiceAccount {
+    name: String,
+    project_id: String,
+}
+
+/// `IAMPolicyGenerator` (GKE workload identity): a ServiceAccount bound to
+/// a Google service account.
+fn iam_service_account(config: &Value, file: &Path) -> Result<Resource, Error> {
+    let s: IamPolicy = settings(config, file, "generators")?;
+    if s.cloud != "gke" {
+        return Err(Error::field(
+            file,
+            "generators",
+            format!("IAMPolicyGenerator: unsupported cloud '{}'", s.cloud),
+        ));
+    }
+    let mut metadata = serde_json::json!({
+        "name": s.kubernetes_service.name,
+        "annotations": {
+            "iam.gke.io/gcp-service-account":
+                format!("{}@{}.iam.gserviceaccount.com", s.service_account.name, s.service_account.project_id),
+        },
+    });
+    if !s.kubernetes_service.namespace.is_empty() {
+        metadata["namespace"] = Value::String(s.kubernetes_service.namespace);
+    }
+    Ok(Resource::new(
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}),
+    ))
 }
 
 #[derive(Deserialize)]
