@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
-use super::resource::{Behavior, Resource};
+use super::resource::{Behavior, Origin, Resource};
 use super::{nameref, order, patch, plugins, replace, transform, vars, yaml, Error};
 
 /// Kustomizations being built, outermost first, to detect cycles.
@@ -24,6 +24,7 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
         accumulate(&dir, &mut stack, Vec::new(), false, &mut config)?;
     finish(&mut resources, &file, &config)?;
     resources.retain(|r| !is_local_config(r));
+    build_metadata(&mut resources, &kustomization.build_metadata, &dir);
     order::sort(&mut resources, kustomization.sort_options.as_ref())
         .map_err(|m| Error::field(&file, "sortOptions", m))?;
     Ok(resources)
@@ -49,6 +50,66 @@ pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, E
     finish(&mut resources, &origin, &config)?;
     order::sort(&mut resources, None).map_err(|m| Error::field(&origin, "sortOptions", m))?;
     Ok(resources)
+}
+
+/// `buildMetadata` of the top kustomization: origin annotations and the
+/// managed-by label.
+fn build_metadata(resources: &mut [Resource], options: &[String], dir: &Path) {
+    let has = |o: &str| options.iter().any(|x| x == o);
+    for r in resources.iter_mut() {
+        if has("managedByLabel") {
+            super::resource::set_at(
+                &mut r.value,
+                &["metadata", "labels", "app.kubernetes.io/managed-by"],
+                // What kubectl's embedded kustomize writes (it has no
+                // release version of its own).
+                Value::String("kustomize-(devel)".into()),
+            );
+        }
+        if has("originAnnotations") {
+            if let Some(text) = r.origin.as_ref().map(|o| origin_text(o, dir)) {
+                super::resource::set_at(
+                    &mut r.value,
+                    &["metadata", "annotations", "config.kubernetes.io/origin"],
+                    Value::String(text),
+                );
+            }
+        }
+    }
+}
+
+fn origin_text(origin: &Origin, dir: &Path) -> String {
+    match origin {
+        Origin::File(path) => format!("path: {}\n", relative(dir, path)),
+        Origin::Generated { file, kind, name } => {
+            let mut text = format!(
+                "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}\n",
+                relative(dir, file)
+            );
+            if let Some(name) = name {
+                text.push_str(&format!("  name: {name}\n"));
+            }
+            text
+        }
+    }
+}
+
+/// `to` relative to the directory `from`, with `..` where needed.
+fn relative(from: &Path, to: &Path) -> String {
+    let from: Vec<_> = from.components().collect();
+    let to_parts: Vec<_> = to.components().collect();
+    let common = from
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut parts: Vec<String> = vec!["..".to_string(); from.len() - common];
+    parts.extend(
+        to_parts[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
 }
 
 /// Objects annotated `config.kubernetes.io/local-config: "true"` take part
@@ -105,7 +166,7 @@ fn accumulate(
     }
     run_generators(&mut resources, &k, dir, &file)?;
     let generator_configs = load_plugin_configs(dir, &k.generators, &file, "generators", stack)?;
-    for r in plugins::generate(&mut resources, &generator_configs, dir, &file)? {
+    for r in plugins::generate(&generator_configs, dir, &file)? {
         absorb(&mut resources, r, &file, "generators")?;
     }
     for entry in &k.components {
@@ -131,18 +192,25 @@ fn load_plugin_configs(
     file: &Path,
     field: &str,
     stack: &mut Stack,
-) -> Result<Vec<Value>, Error> {
+) -> Result<Vec<(Value, PathBuf)>, Error> {
     let mut configs = Vec::new();
     for entry in entries {
         if entry.contains('\n') {
-            configs.extend(yaml::parse_documents(file, entry)?);
+            let docs = yaml::parse_documents(file, entry)?;
+            configs.extend(docs.into_iter().map(|d| (d, file.to_path_buf())));
             continue;
         }
         let path = local_path(dir, entry, file, field)?;
         if path.is_dir() {
             check_cycle(&path, stack, file, field)?;
             let built = accumulate(&path, stack, Vec::new(), false, &mut Config::default())?.0;
-            configs.extend(built.into_iter().map(|r| r.value));
+            configs.extend(built.into_iter().map(|r| {
+                let source = match &r.origin {
+                    Some(Origin::File(f)) => f.clone(),
+                    _ => path.clone(),
+                };
+                (r.value, source)
+            }));
         } else {
             check_within(dir, &path, file, field)?;
             let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
@@ -151,7 +219,8 @@ fn load_plugin_configs(
                 path: path.clone(),
                 source,
             })?;
-            configs.extend(yaml::parse_documents(&path, &text)?);
+            let docs = yaml::parse_documents(&path, &text)?;
+            configs.extend(docs.into_iter().map(|d| (d, path.clone())));
         }
     }
     Ok(configs)
@@ -263,6 +332,10 @@ pub fn load_file(path: &Path, file: &Path) -> Result<Vec<Resource>, Error> {
     let mut resources = Vec::new();
     for doc in yaml::parse_documents(path, &text)? {
         expand(doc, path, &mut resources)?;
+    }
+    let origin = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    for r in &mut resources {
+        r.origin = Some(Origin::File(origin.clone()));
     }
     Ok(resources)
 }
@@ -444,6 +517,9 @@ fn merge_meta(r: &mut Resource, old: &Resource) {
                 meta.remove("namespace");
             }
         }
+    }
+    if r.behavior == Behavior::Merge {
+        r.origin = old.origin.clone();
     }
     // The hash flag survives only if both the old and the new object have it.
     r.needs_hash = old.needs_hash && r.needs_hash;

@@ -101,6 +101,14 @@ pub fn generate(
         object.insert("immutable".into(), json!(true));
     }
     let mut resource = Resource::new(Value::Object(object));
+    resource.origin = Some(super::resource::Origin::Generated {
+        file: file.to_path_buf(),
+        kind: match kind {
+            Kind::ConfigMap => "ConfigMapGenerator".into(),
+            Kind::Secret => "SecretGenerator".into(),
+        },
+        name: None,
+    });
     resource.needs_hash = options.disable_name_suffix_hash != Some(true);
     resource.behavior = match args.behavior.as_deref() {
         None | Some("") | Some("create") => Behavior::Create,

@@ -286,7 +286,11 @@ impl Kustomization {
                 });
             }
         }
-        if let Some(meta) = self.build_metadata.first() {
+        let unsupported = self
+            .build_metadata
+            .iter()
+            .find(|m| *m != "originAnnotations" && *m != "managedByLabel");
+        if let Some(meta) = unsupported {
             return Err(Error::Unsupported {
                 file: file.to_path_buf(),
                 field: "buildMetadata".into(),

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::config::Config;
 use super::fieldspec::{self, FieldSpec};
 use super::kustomization::{GeneratorArgs, Image, Patch, Replica, Selector};
-use super::resource::Resource;
+use super::resource::{Origin, Resource};
 use super::{generate, patch, replace, transform, Error};
 
 /// A field spec in a plugin configuration; plugin configurations are read
@@ -77,18 +77,29 @@ fn settings<T: for<'de> Deserialize<'de>>(
     serde_json::from_value(Value::Object(map)).map_err(|e| Error::field(file, field, e.to_string()))
 }
 
+/// `configs` pairs each configuration with the file it was written in.
 pub fn generate(
-    resources: &mut Vec<Resource>,
-    configs: &[Value],
+    configs: &[(Value, std::path::PathBuf)],
     dir: &Path,
     file: &Path,
 ) -> Result<Vec<Resource>, Error> {
     let field = "generators";
     let mut generated = Vec::new();
-    for config in configs {
-        let kind = match kind_of(config, file, field)?.as_str() {
+    for (config, source) in configs {
+        let plugin_kind = kind_of(config, file, field)?;
+        let origin = Origin::Generated {
+            file: source.clone(),
+            kind: plugin_kind.clone(),
+            name: config
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(String::from),
+        };
+        let kind = match plugin_kind.as_str() {
             "IAMPolicyGenerator" => {
-                generated.push(iam_service_account(config, file)?);
+                let mut r = iam_service_account(config, file)?;
+                r.origin = Some(origin);
+                generated.push(r);
                 continue;
             }
             "ConfigMapGenerator" => generate::Kind::ConfigMap,
@@ -102,7 +113,15 @@ pub fn generate(
             }
         };
         const ARGS: &[&str] = &[
-            "behavior", "literals", "files", "envs", "env", "options", "type",
+            "name",
+            "namespace",
+            "behavior",
+            "literals",
+            "files",
+            "envs",
+            "env",
+            "options",
+            "type",
         ];
         let mut args: Map<String, Value> = config
             .as_object()
@@ -114,16 +133,18 @@ pub fn generate(
             })
             .unwrap_or_default();
         let metadata = config.get("metadata").cloned().unwrap_or(Value::Null);
+        // The generator's own `name`/`namespace` win over the plugin's metadata.
         for key in ["name", "namespace"] {
-            if let Some(v) = metadata.get(key) {
+            if let (false, Some(v)) = (args.contains_key(key), metadata.get(key)) {
                 args.insert(key.into(), v.clone());
             }
         }
         let args: GeneratorArgs = serde_json::from_value(Value::Object(args))
             .map_err(|e| Error::field(file, field, e.to_string()))?;
-        generated.push(generate::generate(kind, &args, None, dir, file)?);
+        let mut r = generate::generate(kind, &args, None, dir, file)?;
+        r.origin = Some(origin);
+        generated.push(r);
     }
-    let _ = resources;
     Ok(generated)
 }
 
@@ -236,13 +257,13 @@ struct Replacements {
 
 pub fn transform(
     resources: &mut Vec<Resource>,
-    configs: &[Value],
+    configs: &[(Value, std::path::PathBuf)],
     dir: &Path,
     file: &Path,
     config: &Config,
 ) -> Result<(), Error> {
     let field = "transformers";
-    for plugin in configs {
+    for (plugin, _) in configs {
         match kind_of(plugin, file, field)?.as_str() {
             "PrefixSuffixTransformer" | "PrefixTransformer" | "SuffixTransformer" => {
                 let s: PrefixSuffix = settings(plugin, file, field)?;

@@ -90,6 +90,19 @@ pub enum Behavior {
     Replace,
 }
 
+/// Where an object came from, for `buildMetadata: [originAnnotations]`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origin {
+    /// Read from this manifest file.
+    File(std::path::PathBuf),
+    /// Made by a generator configured in `file`.
+    Generated {
+        file: std::path::PathBuf,
+        kind: String,
+        name: Option<String>,
+    },
+}
+
 /// One object of a build.
 #[derive(Clone, Debug)]
 pub struct Resource {
@@ -103,6 +116,7 @@ pub struct Resource {
     pub(crate) behavior: Behavior,
     /// Vars bound to this object.
     pub(crate) var_names: Vec<String>,
+    pub(crate) origin: Option<Origin>,
 }
 
 impl Resource {
@@ -115,6 +129,7 @@ impl Resource {
             needs_hash: false,
             behavior: Behavior::Create,
             var_names: Vec::new(),
+            origin: None,
         }
     }
 
