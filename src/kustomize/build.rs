@@ -10,14 +10,29 @@ use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
 use super::resource::{Behavior, Origin, Resource};
-use super::{nameref, order, patch, plugins, replace, transform, vars, yaml, Error};
+use super::{nameref, order, patch, plugins, replace, schema, transform, vars, yaml, Error};
 
-/// Kustomizations being built, outermost first, to detect cycles.
+/// Per-build state: the kustomizations being built, outermost first (to
+/// detect cycles), and whether a kustomization already chose the OpenAPI
+/// schema (the first one to name one wins, as in kustomize).
 #[derive(Default)]
-pub struct Stack(Vec<PathBuf>);
+pub struct Stack {
+    dirs: Vec<PathBuf>,
+    schema_chosen: bool,
+}
+
+/// Takes a custom schema out of force when the build ends, however it ends.
+struct SchemaGuard;
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        schema::set_custom(None);
+    }
+}
 
 pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
     let dir = canonical(dir, dir, "build")?;
+    let _schema = SchemaGuard;
     let mut stack = Stack::default();
     let mut config = Config::default();
     let (mut resources, kustomization, file) =
@@ -34,7 +49,11 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
 /// `resources` of a kustomization in `dir` (Flux's generated one).
 pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, Error> {
     let origin = dir.join("kustomization.yaml");
-    let mut stack = Stack(vec![dir.to_path_buf()]);
+    let _schema = SchemaGuard;
+    let mut stack = Stack {
+        dirs: vec![dir.to_path_buf()],
+        schema_chosen: false,
+    };
     let mut config = Config::default();
     let mut resources = Vec::new();
     for path in entries {
@@ -154,7 +173,8 @@ fn accumulate(
 ) -> Result<(Vec<Resource>, Kustomization, PathBuf), Error> {
     let (file, k) = Kustomization::load(dir)?;
     check_kind(&file, &k, component, stack)?;
-    stack.0.push(dir.to_path_buf());
+    choose_schema(dir, &file, &k, stack)?;
+    stack.dirs.push(dir.to_path_buf());
     let entries: Vec<&String> = k.bases.iter().chain(&k.resources).collect();
     for entry in entries {
         for r in load_entry(dir, entry, &file, stack, config)? {
@@ -180,8 +200,56 @@ fn accumulate(
     plugins::transform(&mut resources, &transformer_configs, dir, &file, config)?;
     vars::declare(&mut resources, &k.vars, &mut config.vars)
         .map_err(|m| Error::field(&file, "vars", m))?;
-    stack.0.pop();
+    stack.dirs.pop();
     Ok((resources, k, file))
+}
+
+/// `openapi`: the builtin schema (`version: v1.21.2`, kustomize's only
+/// one) or a custom one (`path`) for strategic merge patches.
+fn choose_schema(
+    dir: &Path,
+    file: &Path,
+    k: &Kustomization,
+    stack: &mut Stack,
+) -> Result<(), Error> {
+    let Some(openapi) = k.openapi.as_ref().filter(|o| !o.is_empty()) else {
+        return Ok(());
+    };
+    if stack.schema_chosen {
+        return Ok(());
+    }
+    stack.schema_chosen = true;
+    match (openapi.get("path"), openapi.get("version")) {
+        (Some(_), Some(_)) => Err(Error::field(
+            file,
+            "openapi",
+            "builtin version and custom schema provided, cannot use both",
+        )),
+        (None, Some(version)) if version == "v1.21.2" => Ok(()),
+        (None, Some(version)) => Err(Error::field(
+            file,
+            "openapi",
+            format!("the specified OpenAPI version {version} is not built in"),
+        )),
+        (Some(path), None) => {
+            let full = dir.join(path);
+            check_within(dir, &full, file, "openapi")?;
+            let text = std::fs::read_to_string(&full).map_err(|source| Error::Read {
+                file: file.to_path_buf(),
+                field: "openapi".into(),
+                path: full.clone(),
+                source,
+            })?;
+            let doc = yaml::parse_one(&full, &text)?;
+            schema::set_custom(Some(schema::parse_openapi(&doc)));
+            Ok(())
+        }
+        (None, None) => Err(Error::field(
+            file,
+            "openapi",
+            "expected 'path' or 'version'",
+        )),
+    }
 }
 
 /// Plugin configurations: inline YAML, a file, or a kustomization
@@ -243,7 +311,7 @@ fn check_kind(file: &Path, k: &Kustomization, component: bool, stack: &Stack) ->
     }
     match (component, kind) {
         (true, "Component") | (false, "Kustomization") => Ok(()),
-        (false, "Component") if stack.0.is_empty() => Ok(()),
+        (false, "Component") if stack.dirs.is_empty() => Ok(()),
         (true, other) => Err(Error::field(
             file,
             "kind",
@@ -288,7 +356,7 @@ pub fn check_within(dir: &Path, path: &Path, file: &Path, field: &str) -> Result
 }
 
 fn check_cycle(path: &Path, stack: &Stack, file: &Path, field: &str) -> Result<(), Error> {
-    if stack.0.iter().any(|p| p == path) {
+    if stack.dirs.iter().any(|p| p == path) {
         return Err(Error::Cycle {
             file: file.to_path_buf(),
             field: field.to_string(),

@@ -69,7 +69,7 @@ pub struct Kustomization {
     pub crds: Option<Value>,
     #[serde(default)]
     pub configurations: Vec<String>,
-    pub openapi: Option<Value>,
+    pub openapi: Option<BTreeMap<String, String>>,
     pub image_tags: Option<Value>,
 }
 
@@ -269,11 +269,6 @@ impl Kustomization {
                 "crds",
                 &self.crds,
                 "custom CRD configurations are not supported",
-            ),
-            (
-                "openapi",
-                &self.openapi,
-                "custom OpenAPI schemas are not supported",
             ),
             ("imageTags", &self.image_tags, "use images"),
         ];
