@@ -266,24 +266,28 @@ mod tests {
     #[test]
     fn the_generated_table_parses_and_knows_containers_by_name() {
         let deployment = root("apps", "v1", "Deployment").unwrap();
-        let spec = field(deployment, "spec")
-            .unwrap()
-            .reference
-            .as_deref()
-            .unwrap();
-        let template = field(spec, "template")
-            .unwrap()
-            .reference
-            .as_deref()
-            .unwrap();
-        let pod_spec = field(template, "spec")
-            .unwrap()
-            .reference
-            .as_deref()
-            .unwrap();
-        let containers = field(pod_spec, "containers").unwrap();
+        let spec = field(&deployment, "spec").unwrap().reference.unwrap();
+        let template = field(&spec, "template").unwrap().reference.unwrap();
+        let pod_spec = field(&template, "spec").unwrap().reference.unwrap();
+        let containers = field(&pod_spec, "containers").unwrap();
         assert!(containers.merges());
         assert_eq!(containers.merge_keys(), vec!["name"]);
+    }
+
+    #[test]
+    fn a_custom_schema_comes_first_and_inline_objects_get_definitions() {
+        let doc = serde_json::json!({"definitions": {"my.Crd": {
+            "x-kubernetes-group-version-kind": [{"group": "x.io", "version": "v1", "kind": "Crd"}],
+            "properties": {"spec": {"properties": {"items": {"type": "array",
+                "x-kubernetes-patch-merge-key": "id", "x-kubernetes-patch-strategy": "merge",
+                "items": {"properties": {"id": {"type": "string"}}}}}}}}}});
+        set_custom(Some(parse_openapi(&doc)));
+        let crd = root("x.io", "v1", "Crd").unwrap();
+        let spec = field(&crd, "spec").unwrap().reference.unwrap();
+        let items = field(&spec, "items").unwrap();
+        assert!(items.merges() && items.items.is_some());
+        set_custom(None);
+        assert!(root("x.io", "v1", "Crd").is_none());
     }
 
     #[test]
