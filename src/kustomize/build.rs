@@ -4,13 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
-use super::resource::{Behavior, Origin, Resource};
-use super::{nameref, order, patch, plugins, replace, schema, transform, vars, yaml, Error};
+use super::resource::{Origin, Resource};
+use super::{
+    absorb, nameref, order, output, patch, plugins, replace, schema, transform, vars, yaml, Error,
+};
 
 /// Per-build state: the kustomizations being built, outermost first (to
 /// detect cycles), and whether a kustomization already chose the OpenAPI
@@ -38,8 +40,8 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
     let (mut resources, kustomization, file) =
         accumulate(&dir, &mut stack, Vec::new(), false, &mut config)?;
     finish(&mut resources, &file, &config)?;
-    resources.retain(|r| !is_local_config(r));
-    build_metadata(&mut resources, &kustomization.build_metadata, &dir);
+    resources.retain(|r| !output::is_local_config(r));
+    output::build_metadata(&mut resources, &kustomization.build_metadata, &dir);
     order::sort(&mut resources, kustomization.sort_options.as_ref())
         .map_err(|m| Error::field(&file, "sortOptions", m))?;
     Ok(resources)
@@ -69,75 +71,6 @@ pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, E
     finish(&mut resources, &origin, &config)?;
     order::sort(&mut resources, None).map_err(|m| Error::field(&origin, "sortOptions", m))?;
     Ok(resources)
-}
-
-/// `buildMetadata` of the top kustomization: origin annotations and the
-/// managed-by label.
-fn build_metadata(resources: &mut [Resource], options: &[String], dir: &Path) {
-    let has = |o: &str| options.iter().any(|x| x == o);
-    for r in resources.iter_mut() {
-        if has("managedByLabel") {
-            super::resource::set_at(
-                &mut r.value,
-                &["metadata", "labels", "app.kubernetes.io/managed-by"],
-                // What kubectl's embedded kustomize writes (it has no
-                // release version of its own).
-                Value::String("kustomize-(devel)".into()),
-            );
-        }
-        if has("originAnnotations") {
-            if let Some(text) = r.origin.as_ref().map(|o| origin_text(o, dir)) {
-                super::resource::set_at(
-                    &mut r.value,
-                    &["metadata", "annotations", "config.kubernetes.io/origin"],
-                    Value::String(text),
-                );
-            }
-        }
-    }
-}
-
-fn origin_text(origin: &Origin, dir: &Path) -> String {
-    match origin {
-        Origin::File(path) => format!("path: {}\n", relative(dir, path)),
-        Origin::Generated { file, kind, name } => {
-            let mut text = format!(
-                "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}\n",
-                relative(dir, file)
-            );
-            if let Some(name) = name {
-                text.push_str(&format!("  name: {name}\n"));
-            }
-            text
-        }
-    }
-}
-
-/// `to` relative to the directory `from`, with `..` where needed.
-fn relative(from: &Path, to: &Path) -> String {
-    let from: Vec<_> = from.components().collect();
-    let to_parts: Vec<_> = to.components().collect();
-    let common = from
-        .iter()
-        .zip(&to_parts)
-        .take_while(|(a, b)| a == b)
-        .count();
-    let mut parts: Vec<String> = vec!["..".to_string(); from.len() - common];
-    parts.extend(
-        to_parts[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts.join("/")
-}
-
-/// Objects annotated `config.kubernetes.io/local-config: "true"` take part
-/// in the build (as replacement sources, say) but are not output.
-fn is_local_config(r: &Resource) -> bool {
-    r.annotations()
-        .and_then(|a| a.get("config.kubernetes.io/local-config"))
-        .and_then(Value::as_str)
-        == Some("true")
 }
 
 /// The steps kustomize runs once, on the outermost result.
@@ -187,7 +120,7 @@ fn accumulate(
     run_generators(&mut resources, &k, dir, &file)?;
     let generator_configs = load_plugin_configs(dir, &k.generators, &file, "generators", stack)?;
     for r in plugins::generate(&generator_configs, dir, &file)? {
-        absorb(&mut resources, r, &file, "generators")?;
+        absorb::absorb(&mut resources, r, &file, "generators")?;
     }
     for entry in &k.components {
         let path = local_path(dir, entry, &file, "components")?;
@@ -498,118 +431,9 @@ fn run_generators(
             generate::Kind::Secret => "secretGenerator",
         };
         let r = generate::generate(kind, args, global, dir, file)?;
-        absorb(resources, r, file, field)?;
+        absorb::absorb(resources, r, file, field)?;
     }
     Ok(())
-}
-
-/// Adds a generated object, or merges it into / replaces the object of
-/// the same id, following its `behavior`.
-fn absorb(
-    resources: &mut Vec<Resource>,
-    mut r: Resource,
-    file: &Path,
-    field: &str,
-) -> Result<(), Error> {
-    let id = r.id();
-    let matches: Vec<usize> = resources
-        .iter()
-        .enumerate()
-        .filter(|(_, old)| old.all_ids().iter().any(|known| known.same_object(&id)))
-        .map(|(i, _)| i)
-        .collect();
-    match (matches.as_slice(), r.behavior) {
-        ([], Behavior::Create) => {
-            resources.push(r);
-            Ok(())
-        }
-        ([], _) => Err(Error::field(
-            file,
-            field,
-            format!("id {id} does not exist; cannot merge or replace"),
-        )),
-        ([_], Behavior::Create) => Err(Error::DuplicateId {
-            file: file.to_path_buf(),
-            field: field.to_string(),
-            id: format!("{id} (behavior must be merge or replace)"),
-        }),
-        ([i], behavior) => {
-            let old = &resources[*i];
-            merge_meta(&mut r, old);
-            if behavior == Behavior::Merge {
-                for key in ["data", "binaryData"] {
-                    merge_map_field(&mut r.value, &old.value, key);
-                }
-            }
-            r.behavior = Behavior::Create;
-            resources[*i] = r;
-            Ok(())
-        }
-        _ => Err(Error::field(
-            file,
-            field,
-            format!("found multiple objects that could accept merge of {id}"),
-        )),
-    }
-}
-
-fn merge_meta(r: &mut Resource, old: &Resource) {
-    for key in ["labels", "annotations"] {
-        let mut merged = old
-            .value
-            .pointer(&format!("/metadata/{key}"))
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        if let Some(new) = r
-            .value
-            .pointer(&format!("/metadata/{key}"))
-            .and_then(Value::as_object)
-        {
-            merged.extend(new.clone());
-        }
-        if !merged.is_empty() {
-            super::resource::set_at(&mut r.value, &["metadata", key], Value::Object(merged));
-        }
-    }
-    let name = old.name().to_string();
-    super::resource::set_at(&mut r.value, &["metadata", "name"], Value::String(name));
-    match old.namespace() {
-        Some(ns) => super::resource::set_at(
-            &mut r.value,
-            &["metadata", "namespace"],
-            Value::String(ns.to_string()),
-        ),
-        None => {
-            if let Some(Value::Object(meta)) = r.value.get_mut("metadata") {
-                meta.remove("namespace");
-            }
-        }
-    }
-    if r.behavior == Behavior::Merge {
-        r.origin = old.origin.clone();
-    }
-    // The hash flag survives only if both the old and the new object have it.
-    r.needs_hash = old.needs_hash && r.needs_hash;
-    r.previous_ids = old.previous_ids.clone();
-    r.prefixes = old.prefixes.clone();
-    r.suffixes = old.suffixes.clone();
-}
-
-fn merge_map_field(new: &mut Value, old: &Value, key: &str) {
-    let mut merged: Map<String, Value> = old
-        .get(key)
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    if let Some(entries) = new.get(key).and_then(Value::as_object) {
-        merged.extend(entries.clone());
-    }
-    if let Value::Object(map) = new {
-        if !merged.is_empty() {
-            map.insert(key.to_string(), Value::Object(merged));
-        }
-    }
 }
 
 fn run_transformers(
