@@ -443,22 +443,67 @@ fn run_transformers(
     file: &Path,
     config: &Config,
 ) -> Result<(), Error> {
+    // Each built-in transformer is noted on the objects it ran over, for
+    // `buildMetadata: [transformerAnnotations]`.
+    let record = |resources: &mut Vec<Resource>, kind: &str, times: usize| {
+        let origin = Origin::Generated {
+            file: file.to_path_buf(),
+            kind: kind.into(),
+            name: None,
+            namespace: None,
+        };
+        for r in resources.iter_mut() {
+            r.transformations
+                .extend(std::iter::repeat_n(origin.clone(), times));
+        }
+    };
     patch::strategic_merge(resources, &k.patches_strategic_merge, dir, file)?;
+    record(
+        resources,
+        "PatchStrategicMergeTransformer",
+        usize::from(!k.patches_strategic_merge.is_empty()),
+    );
     patch::patches(resources, &k.patches, dir, file, "patches")?;
+    record(resources, "PatchTransformer", k.patches.len());
     if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
         transform::namespace(resources, ns);
+        record(resources, "NamespaceTransformer", 1);
     }
     if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
         transform::prefix(resources, prefix);
+        record(resources, "PrefixTransformer", 1);
     }
     if let Some(suffix) = k.name_suffix.as_deref().filter(|s| !s.is_empty()) {
         transform::suffix(resources, suffix);
+        record(resources, "SuffixTransformer", 1);
     }
     transform::labels(resources, &k.common_labels, &k.labels, config, file)?;
+    record(
+        resources,
+        "LabelTransformer",
+        usize::from(!k.common_labels.is_empty()) + k.labels.len(),
+    );
     transform::annotations(resources, &k.common_annotations, config, file)?;
+    record(
+        resources,
+        "AnnotationsTransformer",
+        usize::from(!k.common_annotations.is_empty()),
+    );
     patch::patches(resources, &k.patches_json6902, dir, file, "patchesJson6902")?;
+    record(
+        resources,
+        "PatchJson6902Transformer",
+        k.patches_json6902.len(),
+    );
     transform::replicas(resources, &k.replicas, config);
+    record(resources, "ReplicaCountTransformer", k.replicas.len());
     transform::images(resources, &k.images, config);
+    record(resources, "ImageTagTransformer", k.images.len());
     replace::replacements(resources, &k.replacements, dir, file)?;
+    record(
+        resources,
+        "ReplacementTransformer",
+        usize::from(!k.replacements.is_empty()),
+    );
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::{nameref, yaml, Error};
 /// parts match anything.
 pub type Gvk = (String, String, String);
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Reference {
     pub referral: Gvk,
     pub referrer: Gvk,
@@ -39,7 +39,15 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// kustomize's built-in field specs (parsed once, then cloned).
     fn default() -> Config {
+        static DEFAULT: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        DEFAULT.get_or_init(Config::builtin).clone()
+    }
+}
+
+impl Config {
+    fn builtin() -> Config {
         let tables = |list: &[&str]| list.iter().flat_map(|t| parse_table(t)).collect::<Vec<_>>();
         Config {
             common_labels: tables(&[
@@ -111,9 +119,10 @@ fn specs(args: &[FieldSpecArgs]) -> Vec<FieldSpec> {
         .collect()
 }
 
-fn extend<T: PartialEq + Clone>(into: &mut Vec<T>, more: &[T]) {
+fn extend<T: Eq + std::hash::Hash + Clone>(into: &mut Vec<T>, more: &[T]) {
+    let mut known: std::collections::HashSet<T> = into.iter().cloned().collect();
     for item in more {
-        if !into.contains(item) {
+        if known.insert(item.clone()) {
             into.push(item.clone());
         }
     }

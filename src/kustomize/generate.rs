@@ -108,6 +108,7 @@ pub fn generate(
             Kind::Secret => "SecretGenerator".into(),
         },
         name: None,
+        namespace: None,
     });
     resource.needs_hash = options.disable_name_suffix_hash != Some(true);
     resource.behavior = match args.behavior.as_deref() {

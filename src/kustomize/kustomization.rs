@@ -281,10 +281,14 @@ impl Kustomization {
                 });
             }
         }
-        let unsupported = self
-            .build_metadata
-            .iter()
-            .find(|m| *m != "originAnnotations" && *m != "managedByLabel");
+        let unsupported = self.build_metadata.iter().find(|m| {
+            ![
+                "originAnnotations",
+                "managedByLabel",
+                "transformerAnnotations",
+            ]
+            .contains(&m.as_str())
+        });
         if let Some(meta) = unsupported {
             return Err(Error::Unsupported {
                 file: file.to_path_buf(),

@@ -22,6 +22,28 @@ pub fn build_metadata(resources: &mut [Resource], options: &[String], dir: &Path
                 Value::String("kustomize-(devel)".into()),
             );
         }
+        if has("transformerAnnotations") && !r.transformations.is_empty() {
+            let text: String = r
+                .transformations
+                .iter()
+                .map(|t| {
+                    let item = origin_text(t, dir);
+                    let mut lines = item.lines();
+                    let first = lines.next().unwrap_or_default();
+                    let rest: String = lines.map(|l| format!("  {l}\n")).collect();
+                    format!("- {first}\n{rest}")
+                })
+                .collect();
+            set_at(
+                &mut r.value,
+                &[
+                    "metadata",
+                    "annotations",
+                    "alpha.config.kubernetes.io/transformations",
+                ],
+                Value::String(text),
+            );
+        }
         if has("originAnnotations") {
             if let Some(text) = r.origin.as_ref().map(|o| origin_text(o, dir)) {
                 set_at(
@@ -37,13 +59,21 @@ pub fn build_metadata(resources: &mut [Resource], options: &[String], dir: &Path
 fn origin_text(origin: &Origin, dir: &Path) -> String {
     match origin {
         Origin::File(path) => format!("path: {}\n", relative(dir, path)),
-        Origin::Generated { file, kind, name } => {
+        Origin::Generated {
+            file,
+            kind,
+            name,
+            namespace,
+        } => {
             let mut text = format!(
                 "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}\n",
                 relative(dir, file)
             );
             if let Some(name) = name {
                 text.push_str(&format!("  name: {name}\n"));
+            }
+            if let Some(namespace) = namespace {
+                text.push_str(&format!("  namespace: {namespace}\n"));
             }
             text
         }

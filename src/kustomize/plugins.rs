@@ -94,6 +94,7 @@ pub fn generate(
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .map(String::from),
+            namespace: None,
         };
         let kind = match plugin_kind.as_str() {
             "IAMPolicyGenerator" => {
@@ -263,8 +264,21 @@ pub fn transform(
     config: &Config,
 ) -> Result<(), Error> {
     let field = "transformers";
-    for (plugin, _) in configs {
-        match kind_of(plugin, file, field)?.as_str() {
+    for (plugin, source) in configs {
+        let kind = kind_of(plugin, file, field)?;
+        let meta = |key: &str| {
+            plugin
+                .pointer(&format!("/metadata/{key}"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        let record = Origin::Generated {
+            file: source.clone(),
+            kind: kind.clone(),
+            name: meta("name"),
+            namespace: meta("namespace"),
+        };
+        match kind.as_str() {
             "PrefixSuffixTransformer" | "PrefixTransformer" | "SuffixTransformer" => {
                 let s: PrefixSuffix = settings(plugin, file, field)?;
                 let specs = if s.field_specs.is_empty() {
@@ -333,6 +347,9 @@ pub fn transform(
                     reason: format!("built-in transformer '{other}'"),
                 })
             }
+        }
+        for r in resources.iter_mut() {
+            r.transformations.push(record.clone());
         }
     }
     Ok(())

@@ -95,11 +95,13 @@ pub enum Behavior {
 pub enum Origin {
     /// Read from this manifest file.
     File(std::path::PathBuf),
-    /// Made by a generator configured in `file`.
+    /// Made (or, in `transformations`, changed) by a built-in plugin
+    /// configured in `file`.
     Generated {
         file: std::path::PathBuf,
         kind: String,
         name: Option<String>,
+        namespace: Option<String>,
     },
 }
 
@@ -117,6 +119,8 @@ pub struct Resource {
     /// Vars bound to this object.
     pub(crate) var_names: Vec<String>,
     pub(crate) origin: Option<Origin>,
+    /// The transformers that ran over this object, in order.
+    pub(crate) transformations: Vec<Origin>,
 }
 
 impl Resource {
@@ -130,6 +134,7 @@ impl Resource {
             behavior: Behavior::Create,
             var_names: Vec::new(),
             origin: None,
+            transformations: Vec::new(),
         }
     }
 
