@@ -466,15 +466,15 @@ fn run_transformers(
     patch::patches(resources, &k.patches, dir, file, "patches")?;
     record(resources, "PatchTransformer", k.patches.len());
     if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
-        transform::namespace(resources, ns);
+        transform::namespace(resources, ns, &config.namespace);
         record(resources, "NamespaceTransformer", 1);
     }
     if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
-        transform::prefix(resources, prefix);
+        transform::prefix(resources, prefix, &config.name_prefix);
         record(resources, "PrefixTransformer", 1);
     }
     if let Some(suffix) = k.name_suffix.as_deref().filter(|s| !s.is_empty()) {
-        transform::suffix(resources, suffix);
+        transform::suffix(resources, suffix, &config.name_suffix);
         record(resources, "SuffixTransformer", 1);
     }
     transform::labels(resources, &k.common_labels, &k.labels, config, file)?;

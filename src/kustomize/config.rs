@@ -32,6 +32,12 @@ pub struct Config {
     pub images: Vec<FieldSpec>,
     pub replicas: Vec<FieldSpec>,
     pub name_references: Vec<Reference>,
+    /// Fields, besides every `metadata/name`, that get `namePrefix` /
+    /// `nameSuffix` (only from configurations).
+    pub name_prefix: Vec<FieldSpec>,
+    pub name_suffix: Vec<FieldSpec>,
+    /// Fields, besides `metadata/namespace`, set by `namespace`.
+    pub namespace: Vec<FieldSpec>,
     /// Fields where `$(VAR)` is expanded.
     pub var_references: Vec<FieldSpec>,
     /// Vars declared by this kustomization and all it includes.
@@ -64,6 +70,9 @@ impl Config {
             images: parse_table(fieldspec::IMAGES),
             replicas: parse_table(fieldspec::REPLICAS),
             name_references: nameref::default_references(),
+            name_prefix: Vec::new(),
+            name_suffix: Vec::new(),
+            namespace: Vec::new(),
             var_references: parse_table(include_str!("var_references.txt")),
             vars: Vec::new(),
         }
@@ -88,9 +97,12 @@ struct File {
     replicas: Vec<FieldSpecArgs>,
     #[serde(default)]
     name_reference: Vec<ReferenceArgs>,
-    name_prefix: Option<serde_json::Value>,
-    name_suffix: Option<serde_json::Value>,
-    namespace: Option<serde_json::Value>,
+    #[serde(default)]
+    name_prefix: Vec<FieldSpecArgs>,
+    #[serde(default)]
+    name_suffix: Vec<FieldSpecArgs>,
+    #[serde(default)]
+    namespace: Vec<FieldSpecArgs>,
     #[serde(default)]
     var_reference: Vec<FieldSpecArgs>,
 }
@@ -143,6 +155,9 @@ impl Config {
         extend(&mut self.replicas, &other.replicas);
         extend(&mut self.name_references, &other.name_references);
         extend(&mut self.var_references, &other.var_references);
+        extend(&mut self.name_prefix, &other.name_prefix);
+        extend(&mut self.name_suffix, &other.name_suffix);
+        extend(&mut self.namespace, &other.namespace);
         Ok(())
     }
 
@@ -164,19 +179,6 @@ impl Config {
             value
         })
         .map_err(|e| Error::field(kustomization, FIELD, format!("{}: {e}", path.display())))?;
-        for (name, value) in [
-            ("namePrefix", &file.name_prefix),
-            ("nameSuffix", &file.name_suffix),
-            ("namespace", &file.namespace),
-        ] {
-            if value.is_some() {
-                return Err(Error::Unsupported {
-                    file: kustomization.to_path_buf(),
-                    field: FIELD.into(),
-                    reason: format!("{}: custom '{name}' field specs", path.display()),
-                });
-            }
-        }
         extend(&mut self.common_labels, &specs(&file.common_labels));
         extend(&mut self.template_labels, &specs(&file.template_labels));
         extend(&mut self.labels, &specs(&file.labels));
@@ -187,6 +189,16 @@ impl Config {
         extend(&mut self.images, &specs(&file.images));
         extend(&mut self.replicas, &specs(&file.replicas));
         extend(&mut self.var_references, &specs(&file.var_reference));
+        // Every object's metadata/name gets prefixes anyway.
+        let other_fields = |list: &[FieldSpecArgs]| {
+            specs(list)
+                .into_iter()
+                .filter(|s| s.path != "metadata/name")
+                .collect::<Vec<_>>()
+        };
+        extend(&mut self.name_prefix, &other_fields(&file.name_prefix));
+        extend(&mut self.name_suffix, &other_fields(&file.name_suffix));
+        extend(&mut self.namespace, &specs(&file.namespace));
         for reference in &file.name_reference {
             for spec in &reference.field_specs {
                 let r = Reference {

@@ -313,7 +313,7 @@ pub fn transform(
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 if !ns.is_empty() {
-                    transform::namespace(resources, ns);
+                    transform::namespace(resources, ns, &[]);
                 }
             }
             "PatchTransformer" => {

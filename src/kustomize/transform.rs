@@ -16,9 +16,18 @@ use super::Error;
 
 /// Sets the namespace of every namespaced object, of `v1` Namespaces'
 /// names, and of RoleBinding subjects named `default`.
-pub fn namespace(resources: &mut [Resource], namespace: &str) {
+pub fn namespace(resources: &mut [Resource], namespace: &str, extra: &[FieldSpec]) {
     for r in resources.iter_mut() {
         r.remember_id();
+        let id = r.id();
+        for spec in extra.iter().filter(|s| s.matches(&id)) {
+            let _ = visit(&mut r.value, &spec.path, spec.create, &mut |node| {
+                if node.is_null() || node.is_string() {
+                    *node = Value::String(namespace.into());
+                }
+                Ok(())
+            });
+        }
         let id = r.id();
         if !is_cluster_scoped(&id.group, &id.kind) {
             r.set_namespace(namespace);
@@ -66,7 +75,8 @@ fn keeps_name(r: &Resource) -> bool {
     )
 }
 
-pub fn prefix(resources: &mut [Resource], prefix: &str) {
+pub fn prefix(resources: &mut [Resource], prefix: &str, extra: &[FieldSpec]) {
+    affix_other_fields(resources, prefix, "", extra);
     for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
         r.prefixes.push(prefix.to_string());
         r.remember_id();
@@ -75,12 +85,28 @@ pub fn prefix(resources: &mut [Resource], prefix: &str) {
     }
 }
 
-pub fn suffix(resources: &mut [Resource], suffix: &str) {
+pub fn suffix(resources: &mut [Resource], suffix: &str, extra: &[FieldSpec]) {
+    affix_other_fields(resources, "", suffix, extra);
     for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
         r.suffixes.push(suffix.to_string());
         r.remember_id();
         let name = format!("{}{suffix}", r.name());
         r.set_name(&name);
+    }
+}
+
+/// `namePrefix`/`nameSuffix` on fields a `configurations` file adds.
+fn affix_other_fields(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec]) {
+    for r in resources.iter_mut() {
+        let id = r.original_id();
+        for spec in specs.iter().filter(|s| s.matches(&id)) {
+            let _ = visit(&mut r.value, &spec.path, spec.create, &mut |node| {
+                if let Value::String(s) = node {
+                    *s = format!("{prefix}{s}{suffix}");
+                }
+                Ok(())
+            });
+        }
     }
 }
 
