@@ -78,6 +78,7 @@ mod scalar;
 mod schema;
 mod select;
 mod smp;
+mod smp_multikey;
 mod transform;
 mod vars;
 mod yaml;

@@ -110,6 +110,18 @@ fn merge_list(dest: Option<&Value>, patch: &[Value], info: &FieldInfo) -> Option
         return Some(Value::Array(merge_primitive(dest_items, patch)));
     }
     let items_at = At::Object(info.items.clone());
+    if keys.len() > 1 {
+        let merge_one = |d: Option<&Value>, p: &Value| merge(d, p, items_at.clone());
+        // kyaml merges a list the original lacks with itself.
+        let original = if matches!(dest, Some(Value::Array(_))) {
+            dest_items
+        } else {
+            patch
+        };
+        return Some(Value::Array(super::smp_multikey::merge_by_keys(
+            original, patch, &keys, &merge_one,
+        )));
+    }
     let mut tuples: Vec<Vec<String>> = Vec::new();
     for item in patch.iter().chain(dest_items) {
         let tuple = key_tuple(item, &keys);
