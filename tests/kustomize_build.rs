@@ -180,3 +180,25 @@ fn errors_name_the_kustomization_file_and_field() {
         );
     }
 }
+
+#[test]
+fn patches_cannot_nest_objects_without_bound() {
+    let mut ops = String::new();
+    let mut path = String::from("/data");
+    for _ in 0..600 {
+        path.push_str("/x");
+        ops.push_str(&format!("- op: add\n  path: {path}\n  value: {{}}\n"));
+    }
+    let err = build_error(&[
+        (
+            "kustomization.yaml",
+            "resources:\n- cm.yaml\npatches:\n- path: ops.yaml\n  target:\n    kind: ConfigMap\n",
+        ),
+        (
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata: {}\n",
+        ),
+        ("ops.yaml", &ops),
+    ]);
+    assert!(err.contains("deeper than"), "{err}");
+}

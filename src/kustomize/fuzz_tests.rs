@@ -187,6 +187,17 @@ fn random_patches_apply_or_fail_without_panicking() {
 }
 
 #[test]
+fn depth_is_counted_without_recursion() {
+    let mut deep = json!(1);
+    for _ in 0..100_000 {
+        deep = Value::Array(vec![deep]);
+    }
+    assert_eq!(yaml::depth(&deep), 100_001);
+    // Dropping this value recursively would overflow the stack.
+    std::mem::forget(deep);
+}
+
+#[test]
 fn hostile_documents_are_errors() {
     let path = std::path::Path::new("hostile.yaml");
     // Deep flow and block nesting.

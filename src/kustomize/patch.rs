@@ -189,6 +189,12 @@ fn apply_json6902(
         let id = r.id();
         let mut patched = r.value.clone();
         json_patch::apply(&mut patched, ops).map_err(|m| origin.error(id.to_string(), m))?;
+        if yaml::depth(&patched) > yaml::MAX_DEPTH {
+            return Err(origin.error(
+                id.to_string(),
+                format!("the result nests deeper than {} levels", yaml::MAX_DEPTH),
+            ));
+        }
         if super::resource::ResId::of(&patched) != id {
             r.remember_id();
         }

@@ -117,6 +117,13 @@ fn apply(resources: &mut [Resource], r: &Replacement) -> Result<(), String> {
             for path in &target.field_paths {
                 let segments = split_path(path);
                 let found = set_path(&mut res.value, &segments, &value, &options)?;
+                if super::yaml::depth(&res.value) > super::yaml::MAX_DEPTH {
+                    return Err(format!(
+                        "{}: the result nests deeper than {} levels",
+                        res.id(),
+                        super::yaml::MAX_DEPTH
+                    ));
+                }
                 if !found && !options.create {
                     return Err(format!(
                         "unable to find field \"{path}\" in replacement target {}",

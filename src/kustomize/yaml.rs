@@ -13,6 +13,26 @@ use super::Error;
 /// Largest manifest or kustomization file kedge reads (64 MiB).
 pub const MAX_FILE_BYTES: usize = 64 << 20;
 
+/// Deepest nesting an object may reach through patches and replacements
+/// (YAML input is already limited to 128 levels by serde_yaml); deeper
+/// values could overflow the stack when written out or dropped.
+pub const MAX_DEPTH: usize = 512;
+
+/// How deeply a value nests, counted without recursion.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Parses every document of a (multi-document) YAML text. Empty documents
 /// are dropped, like kustomize does.
 pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Value>, Error> {
