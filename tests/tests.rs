@@ -37,3 +37,7 @@ mod daemon_notify;
 mod daemon_reload;
 // The CLI through the control socket and without a daemon: reconcile, suspend/resume, events, diff, build.
 mod cli_control;
+// Native kustomize builds compared with `kubectl kustomize` on fixtures.
+mod kustomize_conformance;
+// `kedge build`, Flux-style plain directories and build errors.
+mod kustomize_build;

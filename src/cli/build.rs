@@ -7,9 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let resources = crate::kustomize::build_plain_dir(path)
-        .with_context(|| format!("building {}", path.display()))?;
+/// `flux`: a directory without kustomization file is built as Flux does.
+pub fn run(path: &Path, flux: bool) -> anyhow::Result<ExitCode> {
+    let resources = if flux {
+        crate::kustomize::build_plain_dir(path)
+    } else {
+        crate::kustomize::build(path)
+    }
+    .with_context(|| format!("building {}", path.display()))?;
     let yaml = crate::kustomize::to_yaml(&resources);
     let mut out = std::io::stdout().lock();
     match out.write_all(yaml.as_bytes()).and_then(|()| out.flush()) {

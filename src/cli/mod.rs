@@ -35,6 +35,10 @@ pub enum Command {
     Build {
         /// A directory, or the name of a kustomization in the config.
         target: PathBuf,
+        /// Build like Flux: a directory without kustomization file gets one
+        /// listing the manifests below it.
+        #[arg(long)]
+        flux: bool,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -178,9 +182,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             page.render(&mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { target, daemon } => {
+        Command::Build {
+            target,
+            flux,
+            daemon,
+        } => {
             if target.is_dir() {
-                build::run(&target)
+                build::run(&target, flux)
             } else {
                 control::build(&daemon, &target.to_string_lossy())
             }

@@ -4,49 +4,86 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
-use super::resource::{Behavior, Resource};
-use super::{nameref, order, patch, replace, transform, yaml, Error};
+use super::resource::{Origin, Resource};
+use super::{
+    absorb, nameref, order, output, patch, plugins, replace, schema, transform, vars, yaml, Error,
+};
 
-/// Kustomizations being built, outermost first, to detect cycles.
+/// Per-build state: the kustomizations being built, outermost first (to
+/// detect cycles), and whether a kustomization already chose the OpenAPI
+/// schema (the first one to name one wins, as in kustomize).
 #[derive(Default)]
-pub struct Stack(Vec<PathBuf>);
+pub struct Stack {
+    dirs: Vec<PathBuf>,
+    schema_chosen: bool,
+}
+
+/// Takes a custom schema out of force when the build ends, however it ends.
+struct SchemaGuard;
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        schema::set_custom(None);
+    }
+}
 
 pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
     let dir = canonical(dir, dir, "build")?;
+    let _schema = SchemaGuard;
     let mut stack = Stack::default();
-    let (mut resources, kustomization, file) = accumulate(&dir, &mut stack, Vec::new(), false)?;
-    finish(&mut resources, &file)?;
+    let mut config = Config::default();
+    let (mut resources, kustomization, file) =
+        accumulate(&dir, &mut stack, Vec::new(), false, &mut config)?;
+    finish(&mut resources, &file, &config)?;
+    resources.retain(|r| !output::is_local_config(r));
+    output::build_metadata(&mut resources, &kustomization.build_metadata, &dir);
     order::sort(&mut resources, kustomization.sort_options.as_ref())
         .map_err(|m| Error::field(&file, "sortOptions", m))?;
     Ok(resources)
 }
 
-/// Builds a list of manifest files as if listed under `resources` of a
-/// kustomization in `dir` (Flux's generated kustomization).
-pub fn build_files(dir: &Path, files: &[PathBuf]) -> Result<Vec<Resource>, Error> {
+/// Builds manifest files and kustomization directories as if listed under
+/// `resources` of a kustomization in `dir` (Flux's generated one).
+pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, Error> {
     let origin = dir.join("kustomization.yaml");
+    let _schema = SchemaGuard;
+    let mut stack = Stack {
+        dirs: vec![dir.to_path_buf()],
+        schema_chosen: false,
+    };
+    let mut config = Config::default();
     let mut resources = Vec::new();
-    for path in files {
-        for r in load_file(path, &origin)? {
+    for path in entries {
+        let loaded = if path.is_dir() {
+            accumulate(path, &mut stack, Vec::new(), false, &mut config)?.0
+        } else {
+            load_file(path, &origin)?
+        };
+        for r in loaded {
             add(&mut resources, r, &origin, "resources")?;
         }
     }
-    finish(&mut resources, &origin)?;
+    finish(&mut resources, &origin, &config)?;
     order::sort(&mut resources, None).map_err(|m| Error::field(&origin, "sortOptions", m))?;
     Ok(resources)
 }
 
 /// The steps kustomize runs once, on the outermost result.
-fn finish(resources: &mut [Resource], file: &Path) -> Result<(), Error> {
+fn finish(resources: &mut [Resource], file: &Path, config: &Config) -> Result<(), Error> {
     for r in resources.iter_mut().filter(|r| r.needs_hash) {
         let name = format!("{}-{}", r.name(), content_hash(&r.value));
+        r.remember_id();
         r.set_name(&name);
     }
-    nameref::fix(resources).map_err(|m| Error::field(file, "resources", m))
+    nameref::fix(resources, &config.name_references)
+        .map_err(|m| Error::field(file, "resources", m))?;
+    vars::resolve(resources, &config.vars, &config.var_references)
+        .map_err(|m| Error::field(file, "vars", m))
 }
 
 fn canonical(path: &Path, file: &Path, field: &str) -> Result<PathBuf, Error> {
@@ -58,36 +95,156 @@ fn canonical(path: &Path, file: &Path, field: &str) -> Result<PathBuf, Error> {
     })
 }
 
+/// `config` gathers the field specs of this kustomization and of all it
+/// includes.
 fn accumulate(
     dir: &Path,
     stack: &mut Stack,
     mut resources: Vec<Resource>,
     component: bool,
+    config: &mut Config,
 ) -> Result<(Vec<Resource>, Kustomization, PathBuf), Error> {
     let (file, k) = Kustomization::load(dir)?;
-    check_kind(&file, &k, component)?;
-    stack.0.push(dir.to_path_buf());
+    check_kind(&file, &k, component, stack)?;
+    choose_schema(dir, &file, &k, stack)?;
+    stack.dirs.push(dir.to_path_buf());
     let entries: Vec<&String> = k.bases.iter().chain(&k.resources).collect();
     for entry in entries {
-        for r in load_entry(dir, entry, &file, stack)? {
+        for r in load_entry(dir, entry, &file, stack, config)? {
             add(&mut resources, r, &file, "resources")?;
         }
     }
+    for entry in &k.configurations {
+        config.load(dir, entry, &file)?;
+    }
     run_generators(&mut resources, &k, dir, &file)?;
+    let generator_configs = load_plugin_configs(dir, &k.generators, &file, "generators", stack)?;
+    for r in plugins::generate(&generator_configs, dir, &file)? {
+        absorb::absorb(&mut resources, r, &file, "generators")?;
+    }
     for entry in &k.components {
         let path = local_path(dir, entry, &file, "components")?;
         check_cycle(&path, stack, &file, "components")?;
-        resources = accumulate(&path, stack, resources, true)?.0;
+        resources = accumulate(&path, stack, resources, true, config)?.0;
     }
-    run_transformers(&mut resources, &k, dir, &file)?;
-    stack.0.pop();
+    run_transformers(&mut resources, &k, dir, &file, config)?;
+    let transformer_configs =
+        load_plugin_configs(dir, &k.transformers, &file, "transformers", stack)?;
+    plugins::transform(&mut resources, &transformer_configs, dir, &file, config)?;
+    vars::declare(&mut resources, &k.vars, &mut config.vars)
+        .map_err(|m| Error::field(&file, "vars", m))?;
+    stack.dirs.pop();
     Ok((resources, k, file))
 }
 
-fn check_kind(file: &Path, k: &Kustomization, component: bool) -> Result<(), Error> {
+/// `openapi`: the builtin schema (`version: v1.21.2`, kustomize's only
+/// one) or a custom one (`path`) for strategic merge patches.
+fn choose_schema(
+    dir: &Path,
+    file: &Path,
+    k: &Kustomization,
+    stack: &mut Stack,
+) -> Result<(), Error> {
+    let Some(openapi) = k.openapi.as_ref().filter(|o| !o.is_empty()) else {
+        return Ok(());
+    };
+    if stack.schema_chosen {
+        return Ok(());
+    }
+    stack.schema_chosen = true;
+    match (openapi.get("path"), openapi.get("version")) {
+        (Some(_), Some(_)) => Err(Error::field(
+            file,
+            "openapi",
+            "builtin version and custom schema provided, cannot use both",
+        )),
+        (None, Some(version)) if version == "v1.21.2" => Ok(()),
+        (None, Some(version)) => Err(Error::field(
+            file,
+            "openapi",
+            format!("the specified OpenAPI version {version} is not built in"),
+        )),
+        (Some(path), None) => {
+            let full = dir.join(path);
+            check_within(dir, &full, file, "openapi")?;
+            let text = std::fs::read_to_string(&full).map_err(|source| Error::Read {
+                file: file.to_path_buf(),
+                field: "openapi".into(),
+                path: full.clone(),
+                source,
+            })?;
+            let doc = yaml::parse_one(&full, &text)?;
+            schema::set_custom(Some(schema::parse_openapi(&doc)));
+            Ok(())
+        }
+        (None, None) => Err(Error::field(
+            file,
+            "openapi",
+            "expected 'path' or 'version'",
+        )),
+    }
+}
+
+/// Plugin configurations: inline YAML, a file, or a kustomization
+/// directory whose output is the configurations.
+fn load_plugin_configs(
+    dir: &Path,
+    entries: &[String],
+    file: &Path,
+    field: &str,
+    stack: &mut Stack,
+) -> Result<Vec<(Value, PathBuf)>, Error> {
+    let mut configs = Vec::new();
+    for entry in entries {
+        if entry.contains('\n') {
+            let docs = yaml::parse_documents(file, entry)?;
+            configs.extend(docs.into_iter().map(|d| (d, file.to_path_buf())));
+            continue;
+        }
+        let path = local_path(dir, entry, file, field)?;
+        if path.is_dir() {
+            check_cycle(&path, stack, file, field)?;
+            let built = accumulate(&path, stack, Vec::new(), false, &mut Config::default())?.0;
+            configs.extend(built.into_iter().map(|r| {
+                let source = match &r.origin {
+                    Some(Origin::File(f)) => f.clone(),
+                    _ => path.clone(),
+                };
+                (r.value, source)
+            }));
+        } else {
+            check_within(dir, &path, file, field)?;
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+                file: file.to_path_buf(),
+                field: field.into(),
+                path: path.clone(),
+                source,
+            })?;
+            let docs = yaml::parse_documents(&path, &text)?;
+            configs.extend(docs.into_iter().map(|d| (d, path.clone())));
+        }
+    }
+    Ok(configs)
+}
+
+fn check_kind(file: &Path, k: &Kustomization, component: bool, stack: &Stack) -> Result<(), Error> {
     let kind = k.kind.as_deref().unwrap_or("Kustomization");
+    let api_version = k.api_version.as_deref().unwrap_or("");
+    let expected = if kind == "Component" {
+        "kustomize.config.k8s.io/v1alpha1"
+    } else {
+        "kustomize.config.k8s.io/v1beta1"
+    };
+    if !api_version.is_empty() && api_version != expected {
+        return Err(Error::field(
+            file,
+            "apiVersion",
+            format!("apiVersion for {kind} should be {expected}"),
+        ));
+    }
     match (component, kind) {
         (true, "Component") | (false, "Kustomization") => Ok(()),
+        (false, "Component") if stack.dirs.is_empty() => Ok(()),
         (true, other) => Err(Error::field(
             file,
             "kind",
@@ -112,8 +269,27 @@ fn local_path(dir: &Path, entry: &str, file: &Path, field: &str) -> Result<PathB
     canonical(&dir.join(entry), file, field)
 }
 
+/// Like kustomize's default load restriction: files (not directories)
+/// must be in or below the kustomization's directory.
+pub fn check_within(dir: &Path, path: &Path, file: &Path, field: &str) -> Result<(), Error> {
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let target = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if target.starts_with(&root) {
+        return Ok(());
+    }
+    Err(Error::field(
+        file,
+        field,
+        format!(
+            "security: file '{}' is not in or below '{}'",
+            target.display(),
+            root.display()
+        ),
+    ))
+}
+
 fn check_cycle(path: &Path, stack: &Stack, file: &Path, field: &str) -> Result<(), Error> {
-    if stack.0.iter().any(|p| p == path) {
+    if stack.dirs.iter().any(|p| p == path) {
         return Err(Error::Cycle {
             file: file.to_path_buf(),
             field: field.to_string(),
@@ -128,12 +304,21 @@ fn load_entry(
     entry: &str,
     file: &Path,
     stack: &mut Stack,
+    config: &mut Config,
 ) -> Result<Vec<Resource>, Error> {
     let path = local_path(dir, entry, file, "resources")?;
     if path.is_dir() {
         check_cycle(&path, stack, file, "resources")?;
-        return Ok(accumulate(&path, stack, Vec::new(), false)?.0);
+        // A base is built with its own configuration, which then also
+        // applies to the kustomizations that include it.
+        let mut own = Config::default();
+        let built = accumulate(&path, stack, Vec::new(), false, &mut own)?.0;
+        config
+            .merge(&own)
+            .map_err(|m| Error::field(file, "vars", m))?;
+        return Ok(built);
     }
+    check_within(dir, &path, file, "resources")?;
     load_file(&path, file)
 }
 
@@ -148,6 +333,10 @@ pub fn load_file(path: &Path, file: &Path) -> Result<Vec<Resource>, Error> {
     let mut resources = Vec::new();
     for doc in yaml::parse_documents(path, &text)? {
         expand(doc, path, &mut resources)?;
+    }
+    let origin = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    for r in &mut resources {
+        r.origin = Some(Origin::File(origin.clone()));
     }
     Ok(resources)
 }
@@ -184,8 +373,25 @@ fn expand(doc: Value, path: &Path, out: &mut Vec<Resource>) -> Result<(), Error>
             message: "missing kind in object".into(),
         });
     }
-    out.push(Resource::new(Value::Object(map)));
+    let mut value = Value::Object(map);
+    stringify_annotations(&mut value);
+    out.push(Resource::new(value));
     Ok(())
+}
+
+/// kustomize reads annotations as strings and writes them back, so
+/// `port: 8080` comes out as `port: "8080"`.
+fn stringify_annotations(value: &mut Value) {
+    if let Some(Value::Object(annotations)) = value.pointer_mut("/metadata/annotations") {
+        for v in annotations.values_mut() {
+            let text = match &*v {
+                Value::String(_) => continue,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            *v = Value::String(text);
+        }
+    }
 }
 
 fn add(resources: &mut Vec<Resource>, r: Resource, file: &Path, field: &str) -> Result<(), Error> {
@@ -225,113 +431,9 @@ fn run_generators(
             generate::Kind::Secret => "secretGenerator",
         };
         let r = generate::generate(kind, args, global, dir, file)?;
-        absorb(resources, r, file, field)?;
+        absorb::absorb(resources, r, file, field)?;
     }
     Ok(())
-}
-
-/// Adds a generated object, or merges it into / replaces the object of
-/// the same id, following its `behavior`.
-fn absorb(
-    resources: &mut Vec<Resource>,
-    mut r: Resource,
-    file: &Path,
-    field: &str,
-) -> Result<(), Error> {
-    let id = r.id();
-    let matches: Vec<usize> = resources
-        .iter()
-        .enumerate()
-        .filter(|(_, old)| old.all_ids().iter().any(|known| known.same_object(&id)))
-        .map(|(i, _)| i)
-        .collect();
-    match (matches.as_slice(), r.behavior) {
-        ([], Behavior::Create) => {
-            resources.push(r);
-            Ok(())
-        }
-        ([], _) => Err(Error::field(
-            file,
-            field,
-            format!("id {id} does not exist; cannot merge or replace"),
-        )),
-        ([_], Behavior::Create) => Err(Error::DuplicateId {
-            file: file.to_path_buf(),
-            field: field.to_string(),
-            id: format!("{id} (behavior must be merge or replace)"),
-        }),
-        ([i], behavior) => {
-            let old = &resources[*i];
-            merge_meta(&mut r, old);
-            if behavior == Behavior::Merge {
-                for key in ["data", "binaryData"] {
-                    merge_map_field(&mut r.value, &old.value, key);
-                }
-            }
-            r.behavior = Behavior::Create;
-            resources[*i] = r;
-            Ok(())
-        }
-        _ => Err(Error::field(
-            file,
-            field,
-            format!("found multiple objects that could accept merge of {id}"),
-        )),
-    }
-}
-
-fn merge_meta(r: &mut Resource, old: &Resource) {
-    for key in ["labels", "annotations"] {
-        let mut merged = old
-            .value
-            .pointer(&format!("/metadata/{key}"))
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        if let Some(new) = r
-            .value
-            .pointer(&format!("/metadata/{key}"))
-            .and_then(Value::as_object)
-        {
-            merged.extend(new.clone());
-        }
-        if !merged.is_empty() {
-            super::resource::set_at(&mut r.value, &["metadata", key], Value::Object(merged));
-        }
-    }
-    let name = old.name().to_string();
-    super::resource::set_at(&mut r.value, &["metadata", "name"], Value::String(name));
-    match old.namespace() {
-        Some(ns) => super::resource::set_at(
-            &mut r.value,
-            &["metadata", "namespace"],
-            Value::String(ns.to_string()),
-        ),
-        None => {
-            if let Some(Value::Object(meta)) = r.value.get_mut("metadata") {
-                meta.remove("namespace");
-            }
-        }
-    }
-    r.previous_ids = old.previous_ids.clone();
-    r.prefixes = old.prefixes.clone();
-    r.suffixes = old.suffixes.clone();
-}
-
-fn merge_map_field(new: &mut Value, old: &Value, key: &str) {
-    let mut merged: Map<String, Value> = old
-        .get(key)
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    if let Some(entries) = new.get(key).and_then(Value::as_object) {
-        merged.extend(entries.clone());
-    }
-    if let Value::Object(map) = new {
-        if !merged.is_empty() {
-            map.insert(key.to_string(), Value::Object(merged));
-        }
-    }
 }
 
 fn run_transformers(
@@ -339,22 +441,69 @@ fn run_transformers(
     k: &Kustomization,
     dir: &Path,
     file: &Path,
+    config: &Config,
 ) -> Result<(), Error> {
+    // Each built-in transformer is noted on the objects it ran over, for
+    // `buildMetadata: [transformerAnnotations]`.
+    let record = |resources: &mut Vec<Resource>, kind: &str, times: usize| {
+        let origin = Origin::Generated {
+            file: file.to_path_buf(),
+            kind: kind.into(),
+            name: None,
+            namespace: None,
+        };
+        for r in resources.iter_mut() {
+            r.transformations
+                .extend(std::iter::repeat_n(origin.clone(), times));
+        }
+    };
     patch::strategic_merge(resources, &k.patches_strategic_merge, dir, file)?;
+    record(
+        resources,
+        "PatchStrategicMergeTransformer",
+        usize::from(!k.patches_strategic_merge.is_empty()),
+    );
     patch::patches(resources, &k.patches, dir, file, "patches")?;
+    record(resources, "PatchTransformer", k.patches.len());
     if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
-        transform::namespace(resources, ns);
+        transform::namespace(resources, ns, &config.namespace);
+        record(resources, "NamespaceTransformer", 1);
     }
-    let prefix = k.name_prefix.as_deref().unwrap_or("");
-    let suffix = k.name_suffix.as_deref().unwrap_or("");
-    if !prefix.is_empty() || !suffix.is_empty() {
-        transform::prefix_suffix(resources, prefix, suffix);
+    if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
+        transform::prefix(resources, prefix, &config.name_prefix);
+        record(resources, "PrefixTransformer", 1);
     }
-    transform::labels(resources, &k.common_labels, &k.labels, file)?;
-    transform::annotations(resources, &k.common_annotations, file)?;
+    if let Some(suffix) = k.name_suffix.as_deref().filter(|s| !s.is_empty()) {
+        transform::suffix(resources, suffix, &config.name_suffix);
+        record(resources, "SuffixTransformer", 1);
+    }
+    transform::labels(resources, &k.common_labels, &k.labels, config, file)?;
+    record(
+        resources,
+        "LabelTransformer",
+        usize::from(!k.common_labels.is_empty()) + k.labels.len(),
+    );
+    transform::annotations(resources, &k.common_annotations, config, file)?;
+    record(
+        resources,
+        "AnnotationsTransformer",
+        usize::from(!k.common_annotations.is_empty()),
+    );
     patch::patches(resources, &k.patches_json6902, dir, file, "patchesJson6902")?;
-    transform::replicas(resources, &k.replicas);
-    transform::images(resources, &k.images);
+    record(
+        resources,
+        "PatchJson6902Transformer",
+        k.patches_json6902.len(),
+    );
+    transform::replicas(resources, &k.replicas, config);
+    record(resources, "ReplicaCountTransformer", k.replicas.len());
+    transform::images(resources, &k.images, config);
+    record(resources, "ImageTagTransformer", k.images.len());
     replace::replacements(resources, &k.replacements, dir, file)?;
+    record(
+        resources,
+        "ReplacementTransformer",
+        usize::from(!k.replacements.is_empty()),
+    );
     Ok(())
 }

@@ -76,7 +76,14 @@ impl Out {
             if i > 0 || !inline_first {
                 self.newline_indent(indent);
             }
-            write_string(self, key, indent + 2, Context::Key);
+            if key.len() > 128 {
+                // libyaml writes keys longer than 128 bytes as complex keys.
+                self.push("? ");
+                write_string(self, key, indent + 2, Context::Value);
+                self.newline_indent(indent);
+            } else {
+                write_string(self, key, indent + 2, Context::Key);
+            }
             self.push(":");
             self.value_after_indicator(&map[key], indent, true);
         }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::resource::ResId;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FieldSpec {
     pub group: String,
     pub version: String,

@@ -101,6 +101,15 @@ pub fn generate(
         object.insert("immutable".into(), json!(true));
     }
     let mut resource = Resource::new(Value::Object(object));
+    resource.origin = Some(super::resource::Origin::Generated {
+        file: file.to_path_buf(),
+        kind: match kind {
+            Kind::ConfigMap => "ConfigMapGenerator".into(),
+            Kind::Secret => "SecretGenerator".into(),
+        },
+        name: None,
+        namespace: None,
+    });
     resource.needs_hash = options.disable_name_suffix_hash != Some(true);
     resource.behavior = match args.behavior.as_deref() {
         None | Some("") | Some("create") => Behavior::Create,
@@ -177,6 +186,7 @@ fn collect_pairs(
 
 fn read(dir: &Path, path: &str, file: &Path, field: &str) -> Result<Vec<u8>, Error> {
     let full = dir.join(path);
+    super::build::check_within(dir, &full, file, field)?;
     std::fs::read(&full).map_err(|source| Error::Read {
         file: file.to_path_buf(),
         field: field.to_string(),

@@ -15,10 +15,9 @@ pub const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "K
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Kustomization {
-    // Accepted as kustomize does; the build does not use them.
-    #[allow(dead_code)]
     pub api_version: Option<String>,
     pub kind: Option<String>,
+    // Accepted as kustomize does; the build does not use it.
     #[allow(dead_code)]
     pub metadata: Option<Value>,
     #[serde(default)]
@@ -60,13 +59,17 @@ pub struct Kustomization {
     pub helm_charts: Option<Value>,
     pub helm_globals: Option<Value>,
     pub helm_chart_inflation_generator: Option<Value>,
-    pub generators: Option<Value>,
-    pub transformers: Option<Value>,
+    #[serde(default)]
+    pub generators: Vec<String>,
+    #[serde(default)]
+    pub transformers: Vec<String>,
     pub validators: Option<Value>,
-    pub vars: Option<Value>,
+    #[serde(default)]
+    pub vars: Vec<super::vars::Var>,
     pub crds: Option<Value>,
-    pub configurations: Option<Value>,
-    pub openapi: Option<Value>,
+    #[serde(default)]
+    pub configurations: Vec<String>,
+    pub openapi: Option<BTreeMap<String, String>>,
     pub image_tags: Option<Value>,
 }
 
@@ -221,19 +224,20 @@ impl Kustomization {
             path: file.clone(),
             source,
         })?;
-        let value = yaml::parse_one(&file, &text)?;
+        let value = yaml::parse_kustomization(&file, &text)?;
         let value = if value.is_null() {
             Value::Object(Default::default())
         } else {
             value
         };
-        let kustomization: Kustomization = serde_json::from_value(value).map_err(|e| {
-            Error::field(
-                &file,
-                "kustomization",
-                format!("invalid Kustomization: {e}"),
-            )
-        })?;
+        let kustomization: Kustomization = serde_json::from_value(fold_field_names(value))
+            .map_err(|e| {
+                Error::field(
+                    &file,
+                    "kustomization",
+                    format!("invalid Kustomization: {e}"),
+                )
+            })?;
         kustomization.check_supported(&file)?;
         Ok((file, kustomization))
     }
@@ -257,35 +261,14 @@ impl Kustomization {
                 "Helm charts are not supported in kustomizations",
             ),
             (
-                "generators",
-                &self.generators,
-                "generator plugins are not supported",
-            ),
-            (
-                "transformers",
-                &self.transformers,
-                "transformer plugins are not supported",
-            ),
-            (
                 "validators",
                 &self.validators,
                 "validator plugins are not supported",
             ),
-            ("vars", &self.vars, "vars are deprecated; use replacements"),
             (
                 "crds",
                 &self.crds,
                 "custom CRD configurations are not supported",
-            ),
-            (
-                "configurations",
-                &self.configurations,
-                "custom transformer configurations are not supported",
-            ),
-            (
-                "openapi",
-                &self.openapi,
-                "custom OpenAPI schemas are not supported",
             ),
             ("imageTags", &self.image_tags, "use images"),
         ];
@@ -298,7 +281,15 @@ impl Kustomization {
                 });
             }
         }
-        if let Some(meta) = self.build_metadata.first() {
+        let unsupported = self.build_metadata.iter().find(|m| {
+            ![
+                "originAnnotations",
+                "managedByLabel",
+                "transformerAnnotations",
+            ]
+            .contains(&m.as_str())
+        });
+        if let Some(meta) = unsupported {
             return Err(Error::Unsupported {
                 file: file.to_path_buf(),
                 field: "buildMetadata".into(),
@@ -307,6 +298,65 @@ impl Kustomization {
         }
         Ok(())
     }
+}
+
+/// The top-level field names, as kustomize spells them.
+const FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "resources",
+    "bases",
+    "components",
+    "namespace",
+    "namePrefix",
+    "nameSuffix",
+    "commonLabels",
+    "labels",
+    "commonAnnotations",
+    "patches",
+    "patchesStrategicMerge",
+    "patchesJson6902",
+    "images",
+    "replicas",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "replacements",
+    "sortOptions",
+    "buildMetadata",
+    "helmCharts",
+    "helmGlobals",
+    "helmChartInflationGenerator",
+    "generators",
+    "transformers",
+    "validators",
+    "vars",
+    "crds",
+    "configurations",
+    "openapi",
+    "imageTags",
+];
+
+/// kustomize decodes with Go's encoding/json, which matches field names
+/// case-insensitively when no exact match exists (`nameprefix` works).
+fn fold_field_names(value: Value) -> Value {
+    let Value::Object(map) = value else {
+        return value;
+    };
+    let folded = map
+        .into_iter()
+        .map(|(key, v)| {
+            let known = FIELDS.iter().find(|f| f.eq_ignore_ascii_case(&key));
+            match known {
+                Some(name) if *name != key && !FIELDS.contains(&key.as_str()) => {
+                    (name.to_string(), v)
+                }
+                _ => (key, v),
+            }
+        })
+        .collect();
+    Value::Object(folded)
 }
 
 fn is_empty(v: &Value) -> bool {

@@ -10,52 +10,77 @@
 //!
 //! # Design
 //!
-//! A build reads the kustomization file strictly ([`kustomization`]),
-//! loads `resources` (files, directories, nested kustomizations), runs the
-//! generators, applies `components` on top of what was accumulated, then
-//! the transformers in kustomize's order: strategic merge patches,
-//! `patches`, `namespace`, `namePrefix`/`nameSuffix`, labels, annotations,
-//! JSON 6902 patches, `replicas`, `images`, `replacements`. Once, at the
-//! top, generated objects get their content hash, name references are
-//! rewritten ([`nameref`]) and objects are sorted ([`order`]).
+//! A build reads the kustomization file strictly (`kustomization`:
+//! unknown fields and wrong types are errors, field names match
+//! case-insensitively like Go's JSON decoding), loads `resources` (files,
+//! directories, nested kustomizations; files must lie in or below the
+//! kustomization, as with kustomize's default load restriction), runs the
+//! generators (`configMapGenerator`, `secretGenerator`, built-in generator
+//! plugins), applies `components` on top of what was accumulated, then the
+//! transformers in kustomize's order: strategic merge patches, `patches`,
+//! `namespace`, `namePrefix`, `nameSuffix`, labels, annotations, JSON 6902
+//! patches, `replicas`, `images`, `replacements`, then built-in transformer
+//! plugins; finally it binds the layer's `vars`. Once, at the top,
+//! generated objects get their content hash, name references are
+//! rewritten (`nameref`), vars are expanded, `local-config` objects are
+//! dropped and objects are sorted (`order`).
 //!
 //! Objects are plain JSON values; a [`Resource`] also remembers earlier
-//! ids, prefixes and suffixes, as kustomize's build annotations do.
+//! ids, prefixes and suffixes, as kustomize's build annotations do. Which
+//! fields each transformer touches comes from kustomize's default field
+//! specs plus `configurations` (`config`); strategic merge keys come from
+//! the Kubernetes OpenAPI, turned into `merge_keys.json` by
+//! `scripts/gen-merge-keys.sh`, or from the kustomization's `openapi`
+//! schema (`schema`).
 //!
 //! # Output normalisation
 //!
 //! [`to_yaml`] prints like `kubectl kustomize`, which re-encodes every
 //! object through JSON and go-yaml v2: keys sorted (go-yaml's natural
-//! order), two-space indentation, lists not indented under their key,
-//! `{}`/`[]` for empty collections, quotes only where a plain string
-//! would read back as another type or is not valid plain YAML, literal
-//! blocks for multi-line strings, folding at column 80, documents joined
-//! by `---`. Input comments, quoting and flow styles are not kept (neither
-//! does kubectl). See [`emit`] and [`scalar`].
+//! order: digit runs compare as numbers, letters after other characters),
+//! two-space indentation, lists not indented under their key, `{}`/`[]`
+//! for empty collections, integral numbers without a fraction, strings
+//! quoted only where a plain string would read back as another type
+//! (`"true"`, `"1"`, `"y"`, `""`) or is not valid plain YAML (then single,
+//! else double quotes), literal blocks for multi-line text, folding at
+//! column 80, annotation values as strings, documents joined by `---`.
+//! Input comments, quoting and flow styles are not kept (nor does kubectl
+//! keep them). See `emit` and `scalar`.
 //!
 //! # Current limitations
 //!
-//! Remote resources, Helm charts, generator/transformer/validator
-//! plugins, `vars`, `crds`, `configurations`, `openapi` and
-//! `buildMetadata` fail with an error naming the field.
+//! Failing with an error that names the field: remote resources (kedge
+//! builds offline), `helmCharts`, exec/Go/KRM plugins in `generators`,
+//! `transformers` and `validators`, `crds`, custom `namePrefix` /
+//! `nameSuffix` / `namespace` field specs in `configurations`, and
+//! `buildMetadata: [transformerAnnotations]`. Corpus cases not matched yet
+//! are listed in `tests/fixtures/kustomize-corpus-known-failures.txt`.
 
+mod absorb;
 mod build;
+mod config;
 mod emit;
 mod error;
 mod fieldspec;
+#[cfg(test)]
+mod fuzz_tests;
 mod generate;
 mod json_patch;
 mod kustomization;
 mod nameref;
 mod order;
+mod output;
 mod patch;
+mod plugins;
 mod replace;
 mod resource;
 mod scalar;
 mod schema;
 mod select;
 mod smp;
+mod smp_multikey;
 mod transform;
+mod vars;
 mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -74,32 +99,40 @@ pub fn build(dir: &Path) -> Result<Vec<Resource>, Error> {
     build::build_top(dir)
 }
 
-/// Builds a directory without kustomization file the way Flux does: every
-/// `.yaml`, `.yml` and `.json` file below it (hidden directories skipped),
-/// in path order, as the `resources` of a generated kustomization. A
-/// directory that does have a kustomization file is built normally.
+/// Builds a directory the way Flux does: with a kustomization file, as
+/// [`build`]; without one, as if it had one listing, in path order, every
+/// `.yaml`/`.yml` file below it and every subdirectory that has a
+/// kustomization file (not descending into those), hidden entries skipped
+/// (Flux's `generator`, see fluxcd/pkg `kustomize`).
 pub fn build_plain_dir(dir: &Path) -> Result<Vec<Resource>, Error> {
-    if kustomization::FILE_NAMES
-        .iter()
-        .any(|n| dir.join(n).is_file())
-    {
+    if has_kustomization(dir) {
         return build(dir);
     }
-    let mut files = Vec::new();
-    collect_manifests(dir, &mut files)?;
-    files.sort();
-    build::build_files(dir, &files)
+    let mut entries = Vec::new();
+    collect_manifests(dir, &mut entries)?;
+    build::build_entries(dir, &entries)
 }
 
-fn collect_manifests(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> {
+fn has_kustomization(dir: &Path) -> bool {
+    kustomization::FILE_NAMES
+        .iter()
+        .any(|n| dir.join(n).is_file())
+}
+
+fn collect_manifests(dir: &Path, entries: &mut Vec<PathBuf>) -> Result<(), Error> {
     let read_error = |source| Error::Read {
         file: dir.join("kustomization.yaml"),
         field: "resources".into(),
         path: dir.to_path_buf(),
         source,
     };
-    for entry in std::fs::read_dir(dir).map_err(read_error)? {
-        let path = entry.map_err(read_error)?.path();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_error)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(read_error)?;
+    paths.sort();
+    for path in paths {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -108,12 +141,13 @@ fn collect_manifests(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), Error> 
             continue;
         }
         if path.is_dir() {
-            collect_manifests(&path, files)?;
-        } else if [".yaml", ".yml", ".json"]
-            .iter()
-            .any(|ext| name.ends_with(ext))
-        {
-            files.push(path);
+            if has_kustomization(&path) {
+                entries.push(path);
+            } else {
+                collect_manifests(&path, entries)?;
+            }
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            entries.push(path);
         }
     }
     Ok(())

@@ -5,41 +5,33 @@
 //! default table, kept in `name_references.txt`.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use super::config::Reference;
 use super::fieldspec::visit;
 use super::resource::{ResId, Resource};
 use super::schema::is_cluster_scoped;
 
-struct Reference {
-    referral: (String, String, String),
-    referrer: (String, String, String),
-    path: String,
-}
-
-fn table() -> &'static [Reference] {
-    static TABLE: OnceLock<Vec<Reference>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        include_str!("name_references.txt")
-            .lines()
-            .filter(|l| !l.starts_with('#') && l.contains("<-"))
-            .filter_map(|line| {
-                let (referral, referrer) = line.split_once(" <- ")?;
-                let a: Vec<&str> = referral.split('|').collect();
-                let b: Vec<&str> = referrer.split('|').collect();
-                if a.len() != 3 || b.len() != 4 {
-                    return None;
-                }
-                Some(Reference {
-                    referral: (a[0].into(), a[1].into(), a[2].into()),
-                    referrer: (b[0].into(), b[1].into(), b[2].into()),
-                    path: b[3].into(),
-                })
+/// kustomize's default name references.
+pub fn default_references() -> Vec<Reference> {
+    include_str!("name_references.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("<-"))
+        .filter_map(|line| {
+            let (referral, referrer) = line.split_once(" <- ")?;
+            let a: Vec<&str> = referral.split('|').collect();
+            let b: Vec<&str> = referrer.split('|').collect();
+            if a.len() != 3 || b.len() != 4 {
+                return None;
+            }
+            Some(Reference {
+                referral: (a[0].into(), a[1].into(), a[2].into()),
+                referrer: (b[0].into(), b[1].into(), b[2].into()),
+                path: b[3].into(),
             })
-            .collect()
-    })
+        })
+        .collect()
 }
 
 fn selects(gvk: &(String, String, String), id: &ResId) -> bool {
@@ -74,7 +66,7 @@ struct Candidate {
 
 /// Rewrites every name reference; an error names the referrer when a name
 /// is ambiguous.
-pub fn fix(resources: &mut [Resource]) -> Result<(), String> {
+pub fn fix(resources: &mut [Resource], references: &[Reference]) -> Result<(), String> {
     let candidates: Vec<Candidate> = resources
         .iter()
         .map(|r| Candidate {
@@ -89,12 +81,20 @@ pub fn fix(resources: &mut [Resource]) -> Result<(), String> {
         let referrer_id = r.id();
         let subset = referable_by(&candidates, r);
         let ctx = (r.prefixes.clone(), r.suffixes.clone());
-        for reference in table().iter().filter(|t| selects(&t.referrer, &original)) {
+        for reference in references
+            .iter()
+            .filter(|t| selects(&t.referrer, &original))
+        {
             let chosen: Vec<&Candidate> = subset
                 .iter()
                 .map(|&i| &candidates[i])
                 .filter(|c| c.previous.iter().any(|id| selects(&reference.referral, id)))
                 .collect();
+            if reference.path == "subjects" && has_blank_subject_namespace(&r.value) {
+                return Err(format!(
+                    "Invalid Input: namespace is blank for resource {referrer_id}"
+                ));
+            }
             if chosen.is_empty() {
                 continue;
             }
@@ -117,6 +117,18 @@ pub fn fix(resources: &mut [Resource]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A subject with `namespace:` and no value, which kustomize refuses.
+fn has_blank_subject_namespace(value: &Value) -> bool {
+    value
+        .get("subjects")
+        .and_then(Value::as_array)
+        .is_some_and(|subjects| {
+            subjects
+                .iter()
+                .any(|s| s.get("namespace").is_some_and(Value::is_null))
+        })
 }
 
 /// The kinds a RoleBinding's `roleRef` may name.
@@ -176,7 +188,7 @@ impl Finder<'_> {
     fn set(&self, node: &mut Value) -> Result<(), String> {
         match node {
             Value::String(name) => {
-                if let Some(c) = self.select(name, None)? {
+                if let Some(c) = self.select(name, None, false)? {
                     *name = c.current.name.clone();
                 }
                 Ok(())
@@ -189,7 +201,7 @@ impl Finder<'_> {
                     .get("namespace")
                     .and_then(Value::as_str)
                     .map(String::from);
-                if let Some(c) = self.select(&name, namespace.as_deref())? {
+                if let Some(c) = self.select(&name, namespace.as_deref(), true)? {
                     if c.current.name == name && c.current.namespace.is_empty() {
                         return Ok(());
                     }
@@ -213,7 +225,14 @@ impl Finder<'_> {
         }
     }
 
-    fn select(&self, old: &str, namespace: Option<&str>) -> Result<Option<&Candidate>, String> {
+    /// `in_map`: the reference is a map with `name` (and maybe
+    /// `namespace`), so candidates must agree on both.
+    fn select(
+        &self,
+        old: &str,
+        namespace: Option<&str>,
+        in_map: bool,
+    ) -> Result<Option<&Candidate>, String> {
         let mut list: Vec<&Candidate> = self
             .candidates
             .iter()
@@ -256,7 +275,7 @@ impl Finder<'_> {
                 let first = &list[0].current;
                 let identical = list.iter().all(|c| {
                     c.current.name == first.name
-                        && (namespace.is_none() || c.current.namespace == first.namespace)
+                        && (!in_map || c.current.namespace == first.namespace)
                 });
                 if identical {
                     Ok(Some(list[0]))

@@ -34,6 +34,7 @@ fn read_patch_file(
     origin: &Origin,
 ) -> Result<(std::path::PathBuf, String), Error> {
     let full = dir.join(path);
+    super::build::check_within(dir, &full, origin.file, origin.field)?;
     let text = std::fs::read_to_string(&full).map_err(|source| Error::Read {
         file: origin.file.to_path_buf(),
         field: origin.field.to_string(),
@@ -62,6 +63,7 @@ pub fn strategic_merge(
                 read_patch_file(dir, entry, &origin)?
             };
         for patch in yaml::parse_documents(&source, &text)? {
+            require_kind_and_name(&patch, &origin)?;
             apply_smp_by_id(resources, &patch, &origin, false)?;
         }
     }
@@ -114,6 +116,7 @@ pub fn patches(
             continue;
         }
         for patch in docs {
+            require_kind_and_name(&patch, &origin)?;
             match &entry.target {
                 Some(target) => apply_smp_to_selected(resources, target, &patch, &origin, keep)?,
                 None => apply_smp_by_id(resources, &patch, &origin, true)?,
@@ -121,6 +124,25 @@ pub fn patches(
         }
     }
     Ok(())
+}
+
+/// kustomize reads a strategic merge patch as an object: it needs a kind
+/// and a name even when a target selects what it patches.
+fn require_kind_and_name(patch: &Value, origin: &Origin) -> Result<(), Error> {
+    let has = |path: &str| {
+        patch
+            .pointer(path)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    if has("/kind") && has("/metadata/name") {
+        return Ok(());
+    }
+    Err(Error::field(
+        origin.file,
+        origin.field,
+        "unable to parse a strategic merge or JSON patch: a strategic merge patch needs 'kind' and 'metadata.name'",
+    ))
 }
 
 #[derive(Clone, Copy)]
@@ -165,7 +187,18 @@ fn apply_json6902(
     for i in selected(resources, target, origin)? {
         let r = &mut resources[i];
         let id = r.id();
-        json_patch::apply(&mut r.value, ops).map_err(|m| origin.error(id.to_string(), m))?;
+        let mut patched = r.value.clone();
+        json_patch::apply(&mut patched, ops).map_err(|m| origin.error(id.to_string(), m))?;
+        if yaml::depth(&patched) > yaml::MAX_DEPTH {
+            return Err(origin.error(
+                id.to_string(),
+                format!("the result nests deeper than {} levels", yaml::MAX_DEPTH),
+            ));
+        }
+        if super::resource::ResId::of(&patched) != id {
+            r.remember_id();
+        }
+        r.value = patched;
     }
     Ok(())
 }

@@ -102,7 +102,8 @@ fn apply(resources: &mut [Resource], r: &Replacement) -> Result<(), String> {
     let source = r.source.as_ref().ok_or("a replacement needs a 'source'")?;
     let value = source_value(resources, source)?;
     for target in &r.targets {
-        let select = Compiled::new(&target.select)?;
+        let mut select = Compiled::new(&target.select)?;
+        select.any_id = true;
         let rejects = target
             .reject
             .iter()
@@ -116,6 +117,13 @@ fn apply(resources: &mut [Resource], r: &Replacement) -> Result<(), String> {
             for path in &target.field_paths {
                 let segments = split_path(path);
                 let found = set_path(&mut res.value, &segments, &value, &options)?;
+                if super::yaml::depth(&res.value) > super::yaml::MAX_DEPTH {
+                    return Err(format!(
+                        "{}: the result nests deeper than {} levels",
+                        res.id(),
+                        super::yaml::MAX_DEPTH
+                    ));
+                }
                 if !found && !options.create {
                     return Err(format!(
                         "unable to find field \"{path}\" in replacement target {}",
@@ -129,7 +137,8 @@ fn apply(resources: &mut [Resource], r: &Replacement) -> Result<(), String> {
 }
 
 fn source_value(resources: &[Resource], source: &Source) -> Result<Value, String> {
-    let select = Compiled::new(&source.selector)?;
+    let mut select = Compiled::new(&source.selector)?;
+    select.any_id = true;
     let matching: Vec<&Resource> = resources
         .iter()
         .filter(|r| select.matches(r).unwrap_or(false))

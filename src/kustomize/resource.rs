@@ -90,6 +90,21 @@ pub enum Behavior {
     Replace,
 }
 
+/// Where an object came from, for `buildMetadata: [originAnnotations]`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origin {
+    /// Read from this manifest file.
+    File(std::path::PathBuf),
+    /// Made (or, in `transformations`, changed) by a built-in plugin
+    /// configured in `file`.
+    Generated {
+        file: std::path::PathBuf,
+        kind: String,
+        name: Option<String>,
+        namespace: Option<String>,
+    },
+}
+
 /// One object of a build.
 #[derive(Clone, Debug)]
 pub struct Resource {
@@ -101,6 +116,11 @@ pub struct Resource {
     /// Generated objects get a content hash on their name at the end.
     pub(crate) needs_hash: bool,
     pub(crate) behavior: Behavior,
+    /// Vars bound to this object.
+    pub(crate) var_names: Vec<String>,
+    pub(crate) origin: Option<Origin>,
+    /// The transformers that ran over this object, in order.
+    pub(crate) transformations: Vec<Origin>,
 }
 
 impl Resource {
@@ -112,6 +132,9 @@ impl Resource {
             suffixes: Vec::new(),
             needs_hash: false,
             behavior: Behavior::Create,
+            var_names: Vec::new(),
+            origin: None,
+            transformations: Vec::new(),
         }
     }
 
@@ -155,16 +178,13 @@ impl Resource {
             .unwrap_or_else(|| self.id())
     }
 
-    /// Remembers the current id before a change of name or namespace.
+    /// Remembers the current id, as kustomize does before each transformer
+    /// that may change names or namespaces (even when it does not).
     pub(crate) fn remember_id(&mut self) {
-        let id = self.id();
-        if self.previous_ids.last() != Some(&id) {
-            self.previous_ids.push(id);
-        }
+        self.previous_ids.push(self.id());
     }
 
     pub(crate) fn set_name(&mut self, name: &str) {
-        self.remember_id();
         set_at(
             &mut self.value,
             &["metadata", "name"],
@@ -173,7 +193,6 @@ impl Resource {
     }
 
     pub(crate) fn set_namespace(&mut self, namespace: &str) {
-        self.remember_id();
         set_at(
             &mut self.value,
             &["metadata", "namespace"],

@@ -5,7 +5,9 @@
 //! know (custom resources) have no schema, so their lists are replaced
 //! whole by a patch, as kustomize does.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
@@ -13,7 +15,7 @@ use serde::Deserialize;
 const TABLE: &str = include_str!("merge_keys.json");
 
 /// One field of an OpenAPI definition, reduced to what merging needs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldInfo {
     #[serde(default)]
@@ -50,10 +52,116 @@ impl FieldInfo {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Table {
+pub struct Table {
     roots: HashMap<String, String>,
     cluster_scoped: HashSet<String>,
     definitions: HashMap<String, HashMap<String, FieldInfo>>,
+}
+
+thread_local! {
+    /// A kustomization's own OpenAPI schema (`openapi: {path: …}`), in force
+    /// for the build running on this thread.
+    static CUSTOM: RefCell<Option<Rc<Table>>> = const { RefCell::new(None) };
+}
+
+/// Puts a custom schema in force for this thread's build (or removes it).
+pub fn set_custom(table: Option<Table>) {
+    CUSTOM.with(|c| *c.borrow_mut() = table.map(Rc::new));
+}
+
+fn custom() -> Option<Rc<Table>> {
+    CUSTOM.with(|c| c.borrow().clone())
+}
+
+/// Reads an OpenAPI v2 document like `scripts/gen-merge-keys.py` does;
+/// inline object schemas (common in CRD schemas) become definitions of
+/// their own, named after their path.
+pub fn parse_openapi(doc: &serde_json::Value) -> Table {
+    use serde_json::Value;
+    let mut table = Table::default();
+    let definitions = doc.get("definitions").and_then(Value::as_object);
+    for (name, def) in definitions.into_iter().flatten() {
+        register(&mut table, name, def);
+        for gvk in def
+            .get("x-kubernetes-group-version-kind")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let part = |k: &str| gvk.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let (group, version, kind) = (part("group"), part("version"), part("kind"));
+            let key = if group.is_empty() {
+                format!("{version}/{kind}")
+            } else {
+                format!("{group}/{version}/{kind}")
+            };
+            table.roots.entry(key).or_insert_with(|| name.clone());
+        }
+    }
+    table
+}
+
+fn ref_name(v: &serde_json::Value) -> Option<String> {
+    let r = v.get("$ref")?.as_str()?;
+    Some(r.rsplit('/').next().unwrap_or(r).to_string())
+}
+
+/// The definition a schema stands for: its `$ref`, or itself registered
+/// under `name` when it is an inline object.
+fn definition_of(table: &mut Table, name: &str, schema: &serde_json::Value) -> Option<String> {
+    if let Some(r) = ref_name(schema) {
+        return Some(r);
+    }
+    if schema
+        .get("properties")
+        .is_some_and(serde_json::Value::is_object)
+    {
+        register(table, name, schema);
+        return Some(name.to_string());
+    }
+    None
+}
+
+fn register(table: &mut Table, name: &str, def: &serde_json::Value) {
+    use serde_json::Value;
+    let mut fields = HashMap::new();
+    for (field, prop) in def
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let mut info = FieldInfo::default();
+        let path = format!("{name}/{field}");
+        if prop.get("type").and_then(Value::as_str) == Some("array") {
+            info.list = true;
+            info.items = prop
+                .get("items")
+                .and_then(|i| definition_of(table, &format!("{path}[]"), i));
+        } else {
+            info.reference = definition_of(table, &path, prop);
+            info.values = prop.get("additionalProperties").and_then(ref_name);
+        }
+        info.key = prop
+            .get("x-kubernetes-patch-merge-key")
+            .and_then(Value::as_str)
+            .map(String::from);
+        info.strategy = prop
+            .get("x-kubernetes-patch-strategy")
+            .and_then(Value::as_str)
+            .map(String::from);
+        info.map_keys = prop
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            });
+        fields.insert(field.clone(), info);
+    }
+    table.definitions.insert(name.to_string(), fields);
 }
 
 fn table() -> &'static Table {
@@ -63,19 +171,88 @@ fn table() -> &'static Table {
     TABLE_CELL.get_or_init(|| serde_json::from_str(TABLE).unwrap_or_default())
 }
 
-/// The definition name of a kind, e.g. `apps/v1/Deployment`.
-pub fn root(group: &str, version: &str, kind: &str) -> Option<&'static str> {
-    let key = if group.is_empty() {
-        format!("{version}/{kind}")
-    } else {
-        format!("{group}/{version}/{kind}")
-    };
-    table().roots.get(&key).map(String::as_str)
+/// Group-versions kustomize's bundled schema (Kubernetes 1.21) still has
+/// but current Kubernetes no longer serves; their kinds merge like the
+/// kind's current version.
+const REMOVED_SINCE_1_21: &[&str] = &[
+    "batch/v1beta1",
+    "policy/v1beta1",
+    "autoscaling/v2beta1",
+    "autoscaling/v2beta2",
+    "networking.k8s.io/v1beta1",
+    "extensions/v1beta1",
+    "discovery.k8s.io/v1beta1",
+    "events.k8s.io/v1beta1",
+    "node.k8s.io/v1beta1",
+    "storage.k8s.io/v1beta1",
+    "rbac.authorization.k8s.io/v1beta1",
+    "admissionregistration.k8s.io/v1beta1",
+    "apiextensions.k8s.io/v1beta1",
+    "apiregistration.k8s.io/v1beta1",
+    "certificates.k8s.io/v1beta1",
+    "coordination.k8s.io/v1beta1",
+    "scheduling.k8s.io/v1beta1",
+    "flowcontrol.apiserver.k8s.io/v1beta1",
+];
+
+/// The definition name of a kind, e.g. `apps/v1/Deployment`; a custom
+/// schema in force comes first.
+pub fn root(group: &str, version: &str, kind: &str) -> Option<String> {
+    if let Some(custom) = custom() {
+        let key = if group.is_empty() {
+            format!("{version}/{kind}")
+        } else {
+            format!("{group}/{version}/{kind}")
+        };
+        if let Some(def) = custom.roots.get(&key) {
+            return Some(def.clone());
+        }
+    }
+    builtin_root(group, version, kind).map(String::from)
 }
 
-/// A field of a definition.
-pub fn field(definition: &str, name: &str) -> Option<&'static FieldInfo> {
-    table().definitions.get(definition)?.get(name)
+fn builtin_root(group: &str, version: &str, kind: &str) -> Option<&'static str> {
+    let key = |group: &str, version: &str| {
+        if group.is_empty() {
+            format!("{version}/{kind}")
+        } else {
+            format!("{group}/{version}/{kind}")
+        }
+    };
+    if let Some(def) = table().roots.get(&key(group, version)) {
+        return Some(def);
+    }
+    if !REMOVED_SINCE_1_21.contains(&format!("{group}/{version}").as_str()) {
+        return None;
+    }
+    // extensions/v1beta1 Ingress lives on in networking.k8s.io.
+    let group = if group == "extensions" && kind == "Ingress" {
+        "networking.k8s.io"
+    } else {
+        group
+    };
+    let prefix = format!("{group}/");
+    let mut candidates: Vec<(&String, &String)> = table()
+        .roots
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(&prefix)
+                && k.ends_with(&format!("/{kind}"))
+                && k.matches('/').count() == 2
+        })
+        .collect();
+    candidates.sort();
+    candidates.last().map(|(_, def)| def.as_str())
+}
+
+/// A field of a definition (from the custom schema if it defines it).
+pub fn field(definition: &str, name: &str) -> Option<FieldInfo> {
+    if let Some(custom) = custom() {
+        if let Some(fields) = custom.definitions.get(definition) {
+            return fields.get(name).cloned();
+        }
+    }
+    table().definitions.get(definition)?.get(name).cloned()
 }
 
 pub fn is_cluster_scoped(group: &str, kind: &str) -> bool {
@@ -89,24 +266,38 @@ mod tests {
     #[test]
     fn the_generated_table_parses_and_knows_containers_by_name() {
         let deployment = root("apps", "v1", "Deployment").unwrap();
-        let spec = field(deployment, "spec")
-            .unwrap()
-            .reference
-            .as_deref()
-            .unwrap();
-        let template = field(spec, "template")
-            .unwrap()
-            .reference
-            .as_deref()
-            .unwrap();
-        let pod_spec = field(template, "spec")
-            .unwrap()
-            .reference
-            .as_deref()
-            .unwrap();
-        let containers = field(pod_spec, "containers").unwrap();
+        let spec = field(&deployment, "spec").unwrap().reference.unwrap();
+        let template = field(&spec, "template").unwrap().reference.unwrap();
+        let pod_spec = field(&template, "spec").unwrap().reference.unwrap();
+        let containers = field(&pod_spec, "containers").unwrap();
         assert!(containers.merges());
         assert_eq!(containers.merge_keys(), vec!["name"]);
+    }
+
+    #[test]
+    fn a_custom_schema_comes_first_and_inline_objects_get_definitions() {
+        let doc = serde_json::json!({"definitions": {"my.Crd": {
+            "x-kubernetes-group-version-kind": [{"group": "x.io", "version": "v1", "kind": "Crd"}],
+            "properties": {"spec": {"properties": {"items": {"type": "array",
+                "x-kubernetes-patch-merge-key": "id", "x-kubernetes-patch-strategy": "merge",
+                "items": {"properties": {"id": {"type": "string"}}}}}}}}}});
+        set_custom(Some(parse_openapi(&doc)));
+        let crd = root("x.io", "v1", "Crd").unwrap();
+        let spec = field(&crd, "spec").unwrap().reference.unwrap();
+        let items = field(&spec, "items").unwrap();
+        assert!(items.merges() && items.items.is_some());
+        set_custom(None);
+        assert!(root("x.io", "v1", "Crd").is_none());
+    }
+
+    #[test]
+    fn removed_versions_merge_like_the_current_one() {
+        assert_eq!(
+            root("batch", "v1beta1", "CronJob"),
+            root("batch", "v1", "CronJob")
+        );
+        assert!(root("extensions", "v1beta1", "Ingress").is_some());
+        assert!(root("apps", "v1beta1", "Deployment").is_none());
     }
 
     #[test]

@@ -9,6 +9,9 @@ use super::kustomization::Selector;
 use super::resource::Resource;
 
 pub struct Compiled {
+    /// Match names and namespaces against every id the object had, not
+    /// only the original and current one (replacements do).
+    pub any_id: bool,
     selector: Selector,
     name: Option<Regex>,
     namespace: Option<Regex>,
@@ -26,6 +29,7 @@ fn anchored(pattern: &str) -> Result<Option<Regex>, String> {
 impl Compiled {
     pub fn new(selector: &Selector) -> Result<Compiled, String> {
         Ok(Compiled {
+            any_id: false,
             selector: selector.clone(),
             name: anchored(&selector.name)?,
             namespace: anchored(&selector.namespace)?,
@@ -36,6 +40,11 @@ impl Compiled {
         let s = &self.selector;
         let current = r.id();
         let original = r.original_id();
+        let ids = if self.any_id {
+            r.all_ids()
+        } else {
+            vec![original, current.clone()]
+        };
         if !s.group.is_empty() && s.group != current.group
             || !s.version.is_empty() && s.version != current.version
             || !s.kind.is_empty() && s.kind != current.kind
@@ -43,7 +52,7 @@ impl Compiled {
             return Ok(false);
         }
         if let Some(re) = &self.name {
-            if !re.is_match(&original.name) && !re.is_match(&current.name) {
+            if !ids.iter().any(|id| re.is_match(&id.name)) {
                 return Ok(false);
             }
         }
@@ -55,7 +64,7 @@ impl Compiled {
                     n.to_string()
                 }
             };
-            if !re.is_match(&ns(&original.namespace)) && !re.is_match(&ns(&current.namespace)) {
+            if !ids.iter().any(|id| re.is_match(&ns(&id.namespace))) {
                 return Ok(false);
             }
         }

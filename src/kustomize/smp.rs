@@ -12,12 +12,12 @@ use serde_json::{Map, Value};
 use super::schema::{self, FieldInfo};
 
 /// Where in the schema a value sits.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum At {
-    Object(Option<&'static str>),
+    Object(Option<String>),
     /// A map whose values all have one definition (`additionalProperties`).
-    MapOf(Option<&'static str>),
-    List(Option<&'static FieldInfo>),
+    MapOf(Option<String>),
+    List(Option<FieldInfo>),
 }
 
 /// Applies a strategic merge patch to an object. Returns `None` when the
@@ -28,15 +28,15 @@ pub fn apply(target: &Value, patch: &Value) -> Option<Value> {
     merge(Some(target), patch, At::Object(root))
 }
 
-fn child(at: At, key: &str) -> At {
+fn child(at: &At, key: &str) -> At {
     match at {
         At::Object(Some(def)) => match schema::field(def, key) {
             Some(info) if info.list => At::List(Some(info)),
-            Some(info) if info.values.is_some() => At::MapOf(info.values.as_deref()),
-            Some(info) => At::Object(info.reference.as_deref()),
+            Some(info) if info.values.is_some() => At::MapOf(info.values),
+            Some(info) => At::Object(info.reference),
             None => At::Object(None),
         },
-        At::MapOf(def) => At::Object(def),
+        At::MapOf(def) => At::Object(def.clone()),
         _ => At::Object(None),
     }
 }
@@ -46,7 +46,7 @@ fn merge(dest: Option<&Value>, patch: &Value, at: At) -> Option<Value> {
         Value::Null => None,
         Value::Object(p) => merge_map(dest, p, at),
         Value::Array(items) => match at {
-            At::List(Some(info)) if info.merges() => merge_list(dest, items, info),
+            At::List(Some(info)) if info.merges() => merge_list(dest, items, &info),
             _ => Some(patch.clone()),
         },
         scalar => Some(scalar.clone()),
@@ -71,7 +71,7 @@ fn merge_map(dest: Option<&Value>, patch: &Map<String, Value>, at: At) -> Option
         if key.starts_with('$') {
             continue;
         }
-        match merge(result.get(key), value, child(at, key)) {
+        match merge(result.get(key), value, child(&at, key)) {
             Some(merged) => {
                 result.insert(key.clone(), merged);
             }
@@ -92,7 +92,7 @@ fn directive(item: &Value) -> Option<&str> {
     }
 }
 
-fn merge_list(dest: Option<&Value>, patch: &[Value], info: &'static FieldInfo) -> Option<Value> {
+fn merge_list(dest: Option<&Value>, patch: &[Value], info: &FieldInfo) -> Option<Value> {
     let dest_items: &[Value] = match dest {
         Some(Value::Array(d)) => d,
         _ => &[],
@@ -109,7 +109,19 @@ fn merge_list(dest: Option<&Value>, patch: &[Value], info: &'static FieldInfo) -
     if keys.is_empty() {
         return Some(Value::Array(merge_primitive(dest_items, patch)));
     }
-    let items_at = At::Object(info.items.as_deref());
+    let items_at = At::Object(info.items.clone());
+    if keys.len() > 1 {
+        let merge_one = |d: Option<&Value>, p: &Value| merge(d, p, items_at.clone());
+        // kyaml merges a list the original lacks with itself.
+        let original = if matches!(dest, Some(Value::Array(_))) {
+            dest_items
+        } else {
+            patch
+        };
+        return Some(Value::Array(super::smp_multikey::merge_by_keys(
+            original, patch, &keys, &merge_one,
+        )));
+    }
     let mut tuples: Vec<Vec<String>> = Vec::new();
     for item in patch.iter().chain(dest_items) {
         let tuple = key_tuple(item, &keys);
@@ -131,7 +143,7 @@ fn merge_list(dest: Option<&Value>, patch: &[Value], info: &'static FieldInfo) -
         let d = find(dest_items);
         match find(patch) {
             None => result.extend(d),
-            Some(p) => match merge(d.as_ref(), &p, items_at) {
+            Some(p) => match merge(d.as_ref(), &p, items_at.clone()) {
                 Some(Value::Object(m)) if m.is_empty() => {}
                 Some(merged) => result.push(merged),
                 None => {}

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::config::Config;
 use super::fieldspec::{self, parse_table, visit, FieldSpec};
 use super::kustomization::{Image, Label, Replica};
 use super::resource::Resource;
@@ -15,8 +16,18 @@ use super::Error;
 
 /// Sets the namespace of every namespaced object, of `v1` Namespaces'
 /// names, and of RoleBinding subjects named `default`.
-pub fn namespace(resources: &mut [Resource], namespace: &str) {
+pub fn namespace(resources: &mut [Resource], namespace: &str, extra: &[FieldSpec]) {
     for r in resources.iter_mut() {
+        r.remember_id();
+        let id = r.id();
+        for spec in extra.iter().filter(|s| s.matches(&id)) {
+            let _ = visit(&mut r.value, &spec.path, spec.create, &mut |node| {
+                if node.is_null() || node.is_string() {
+                    *node = Value::String(namespace.into());
+                }
+                Ok(())
+            });
+        }
         let id = r.id();
         if !is_cluster_scoped(&id.group, &id.kind) {
             r.set_namespace(namespace);
@@ -64,15 +75,65 @@ fn keeps_name(r: &Resource) -> bool {
     )
 }
 
-pub fn prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
+pub fn prefix(resources: &mut [Resource], prefix: &str, extra: &[FieldSpec]) {
+    affix_other_fields(resources, prefix, "", extra);
     for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
-        let name = format!("{prefix}{}{suffix}", r.name());
+        r.prefixes.push(prefix.to_string());
+        r.remember_id();
+        let name = format!("{prefix}{}", r.name());
         r.set_name(&name);
-        if !prefix.is_empty() {
-            r.prefixes.push(prefix.to_string());
+    }
+}
+
+pub fn suffix(resources: &mut [Resource], suffix: &str, extra: &[FieldSpec]) {
+    affix_other_fields(resources, "", suffix, extra);
+    for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
+        r.suffixes.push(suffix.to_string());
+        r.remember_id();
+        let name = format!("{}{suffix}", r.name());
+        r.set_name(&name);
+    }
+}
+
+/// `namePrefix`/`nameSuffix` on fields a `configurations` file adds.
+fn affix_other_fields(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec]) {
+    for r in resources.iter_mut() {
+        let id = r.original_id();
+        for spec in specs.iter().filter(|s| s.matches(&id)) {
+            let _ = visit(&mut r.value, &spec.path, spec.create, &mut |node| {
+                if let Value::String(s) = node {
+                    *s = format!("{prefix}{s}{suffix}");
+                }
+                Ok(())
+            });
         }
-        if !suffix.is_empty() {
-            r.suffixes.push(suffix.to_string());
+    }
+}
+
+/// A prefix and suffix on the given fields (a `PrefixSuffixTransformer`
+/// with field specs); on `metadata/name` it renames like `namePrefix`.
+pub fn affix_fields(resources: &mut [Resource], prefix: &str, suffix: &str, specs: &[FieldSpec]) {
+    for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
+        let original = r.original_id();
+        for spec in specs.iter().filter(|s| s.matches(&original)) {
+            if spec.path == "metadata/name" {
+                if !prefix.is_empty() {
+                    r.prefixes.push(prefix.to_string());
+                }
+                if !suffix.is_empty() {
+                    r.suffixes.push(suffix.to_string());
+                }
+                r.remember_id();
+                let name = format!("{prefix}{}{suffix}", r.name());
+                r.set_name(&name);
+                continue;
+            }
+            let _ = visit(&mut r.value, &spec.path, spec.create, &mut |node| {
+                if let Value::String(s) = node {
+                    *s = format!("{prefix}{s}{suffix}");
+                }
+                Ok(())
+            });
         }
     }
 }
@@ -81,32 +142,39 @@ pub fn labels(
     resources: &mut [Resource],
     common: &BTreeMap<String, String>,
     entries: &[Label],
+    config: &Config,
     file: &Path,
 ) -> Result<(), Error> {
-    let everywhere = || {
-        let mut specs = parse_table(fieldspec::METADATA_LABELS);
-        specs.extend(parse_table(fieldspec::SELECTOR_LABELS));
-        specs.extend(parse_table(fieldspec::VOLUME_CLAIM_TEMPLATE_LABELS));
-        specs
-    };
     if !common.is_empty() {
-        set_everywhere(resources, &everywhere(), common, file, "commonLabels")?;
+        set_everywhere(
+            resources,
+            &config.common_labels,
+            common,
+            file,
+            "commonLabels",
+        )?;
     }
     for entry in entries {
-        let mut specs = if entry.include_selectors {
-            everywhere()
-        } else if entry.include_templates {
-            parse_table(fieldspec::METADATA_LABELS)
+        let mut specs: Vec<FieldSpec> = entry
+            .fields
+            .iter()
+            .map(|f| FieldSpec {
+                group: f.group.clone(),
+                version: f.version.clone(),
+                kind: f.kind.clone(),
+                path: f.path.clone(),
+                create: f.create,
+            })
+            .collect();
+        if entry.include_selectors {
+            specs.extend(config.common_labels.iter().cloned());
         } else {
-            parse_table("|||metadata/labels|true")
-        };
-        specs.extend(entry.fields.iter().map(|f| FieldSpec {
-            group: f.group.clone(),
-            version: f.version.clone(),
-            kind: f.kind.clone(),
-            path: f.path.clone(),
-            create: f.create,
-        }));
+            specs.extend(parse_table("|||metadata/labels|true"));
+            if entry.include_templates {
+                specs.extend(config.template_labels.iter().cloned());
+            }
+        }
+        specs.extend(config.labels.iter().cloned());
         set_everywhere(resources, &specs, &entry.pairs, file, "labels")?;
     }
     Ok(())
@@ -115,13 +183,19 @@ pub fn labels(
 pub fn annotations(
     resources: &mut [Resource],
     common: &BTreeMap<String, String>,
+    config: &Config,
     file: &Path,
 ) -> Result<(), Error> {
     if common.is_empty() {
         return Ok(());
     }
-    let specs = parse_table(fieldspec::ANNOTATIONS);
-    set_everywhere(resources, &specs, common, file, "commonAnnotations")
+    set_everywhere(
+        resources,
+        &config.common_annotations,
+        common,
+        file,
+        "commonAnnotations",
+    )
 }
 
 fn set_everywhere(
@@ -138,12 +212,13 @@ fn set_everywhere(
     Ok(())
 }
 
-pub fn images(resources: &mut [Resource], images: &[Image]) {
-    let specs = parse_table(fieldspec::IMAGES);
+pub fn images(resources: &mut [Resource], images: &[Image], config: &Config) {
+    let specs = &config.images;
     for r in resources.iter_mut() {
         for image in images {
             update_containers_anywhere(&mut r.value, image);
-            for spec in &specs {
+            let id = r.id();
+            for spec in specs.iter().filter(|s| s.matches(&id)) {
                 let _ = visit(&mut r.value, &spec.path, false, &mut |node| {
                     if let Value::String(s) = node {
                         if let Some(updated) = update_image(s, image) {
@@ -226,8 +301,8 @@ fn update_image(current: &str, image: &Image) -> Option<String> {
     Some(name)
 }
 
-pub fn replicas(resources: &mut [Resource], replicas: &[Replica]) {
-    let specs = parse_table(fieldspec::REPLICAS);
+pub fn replicas(resources: &mut [Resource], replicas: &[Replica], config: &Config) {
+    let specs = &config.replicas;
     for replica in replicas {
         for r in resources.iter_mut() {
             if !r.all_ids().iter().any(|id| id.name == replica.name) {
