@@ -2,7 +2,7 @@
 //! relies on (server-side apply, conflicts, namespace finalization, garbage
 //! collection) behaves as on a real cluster.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::support::{cluster, TestNamespace};
+use crate::support::{cluster, eventually, TestNamespace};
 
 fn configmap(name: &str, value: &str) -> serde_json::Value {
     json!({
@@ -48,22 +48,6 @@ where
 {
     api.patch(name, &PatchParams::apply(manager), &Patch::Apply(body))
         .await
-}
-
-/// Polls `check` every 100 ms until it holds or `bound` passes; returns how long it took.
-async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < bound {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: not done within {bound:?}");
 }
 
 async fn client() -> Client {

@@ -13,7 +13,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use crate::support::git::FixtureRepo;
-use crate::support::{cluster, TestNamespace};
+use crate::support::{cluster, eventually, TestNamespace};
 
 struct Daemon(Child);
 
@@ -133,21 +133,6 @@ async fn value_of(client: &Client, namespace: &str, name: &str) -> Option<String
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let cm = api.get_opt(name).await.expect("get configmap")?;
     cm.data.unwrap_or_default().get("key").cloned()
-}
-
-async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < bound {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within {bound:?}");
 }
 
 #[tokio::test]

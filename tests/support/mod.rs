@@ -20,3 +20,22 @@ pub mod cluster;
 pub mod git;
 
 pub use cluster::{cluster, TestNamespace};
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 50 ms until it holds and returns how long that took;
+/// panics naming `what` once `bound` has passed.
+pub async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not done within {bound:?}");
+}
