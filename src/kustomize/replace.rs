@@ -192,23 +192,7 @@ fn scalar_text(value: &Value) -> String {
 
 /// Splits at dots outside brackets.
 fn split_path(path: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut depth = 0;
-    for c in path.chars() {
-        match c {
-            '[' => depth += 1,
-            ']' => depth -= 1,
-            '.' if depth == 0 => {
-                parts.push(std::mem::take(&mut current));
-                continue;
-            }
-            _ => {}
-        }
-        current.push(c);
-    }
-    parts.push(current);
-    parts
+    super::select::split_top_level(path, '.', '[', ']')
 }
 
 fn element_matches(item: &Value, selector: &str) -> bool {

@@ -82,7 +82,7 @@ impl Compiled {
 /// Kubernetes label selector syntax: `a=b`, `a==b`, `a!=b`, `a in (x,y)`,
 /// `a notin (x)`, `a`, `!a`, joined by commas.
 pub fn label_selector_matches(selector: &str, labels: &Map<String, Value>) -> Result<bool, String> {
-    for requirement in split_requirements(selector) {
+    for requirement in split_top_level(selector, ',', '(', ')') {
         let requirement = requirement.trim();
         if requirement.is_empty() {
             continue;
@@ -115,19 +115,21 @@ pub fn label_selector_matches(selector: &str, labels: &Map<String, Value>) -> Re
     Ok(true)
 }
 
-fn split_requirements(selector: &str) -> Vec<String> {
+/// Splits `text` at each `separator` that is not inside `open`…`close`
+/// (label selector requirements at commas outside `(…)`, field paths at dots
+/// outside `[…]`).
+pub(super) fn split_top_level(text: &str, separator: char, open: char, close: char) -> Vec<String> {
     let mut parts = Vec::new();
     let mut depth = 0;
     let mut current = String::new();
-    for c in selector.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(std::mem::take(&mut current));
-                continue;
-            }
-            _ => {}
+    for c in text.chars() {
+        if c == open {
+            depth += 1;
+        } else if c == close {
+            depth -= 1;
+        } else if c == separator && depth == 0 {
+            parts.push(std::mem::take(&mut current));
+            continue;
         }
         current.push(c);
     }
