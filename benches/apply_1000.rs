@@ -15,7 +15,6 @@
 //! (`KEDGE_BENCH_RUNS`, default 3; `KEDGE_BENCH_KUBECTL=0` skips kubectl).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -25,9 +24,11 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
-#[allow(dead_code)]
 #[path = "../tests/support/cluster.rs"]
+#[allow(dead_code)]
 mod cluster;
+#[path = "common/kubectl.rs"]
+mod kubectl;
 
 use cluster::{cluster, TestNamespace};
 
@@ -148,23 +149,7 @@ async fn kubectl_apply(client: &Client, kubeconfig: &Path) -> (f64, TestNamespac
         let yaml = serde_yaml::to_string(object).expect("yaml");
         std::fs::write(dir.path().join(format!("cm-{i:04}.yaml")), yaml).expect("write");
     }
-    let started = Instant::now();
-    let status = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args([
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "bench-kubectl",
-            "-f",
-        ])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run kubectl");
-    let took = started.elapsed();
-    assert!(status.success(), "kubectl apply failed: {status}");
+    let took = kubectl::apply_server_side(dir.path(), kubeconfig, "bench-kubectl");
     (seconds(took), ns)
 }
 

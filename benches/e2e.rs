@@ -20,6 +20,8 @@ mod cluster;
 #[path = "../tests/support/git.rs"]
 #[allow(dead_code)]
 mod git;
+#[path = "common/kubectl.rs"]
+mod kubectl;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -147,26 +149,6 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn kubectl_apply(dir: &Path, kubeconfig: &Path) -> Duration {
-    let started = Instant::now();
-    let status = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args([
-            "apply",
-            "--server-side",
-            "--field-manager=reference",
-            "-R",
-            "-f",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run kubectl");
-    assert!(status.success(), "kubectl apply failed");
-    started.elapsed()
-}
-
 fn namespace_yaml(name: &str) -> String {
     format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
 }
@@ -237,7 +219,7 @@ fn main() {
     for (path, content) in &files {
         std::fs::write(reference_dir.join(path), sed(content.clone())).expect("rewrite");
     }
-    kubectl_apply(&reference_dir.join("apps"), &kubeconfig);
+    kubectl::apply_server_side(&reference_dir.join("apps"), &kubeconfig, "reference");
     let reference_first = started.elapsed();
     rows.push((
         "first sync, 20 ConfigMaps (spawn → applied)".into(),
@@ -324,7 +306,7 @@ fn main() {
         )
         .expect("write");
     }
-    let reference_big = kubectl_apply(&reference_dir, &kubeconfig);
+    let reference_big = kubectl::apply_server_side(&reference_dir, &kubeconfig, "reference");
     rows.push((
         "1,000 ConfigMaps in one of 20 kustomizations, commit + request → applied".into(),
         secs(kedge_big),
