@@ -51,9 +51,11 @@
 //!
 //! Failing with an error that names the field: remote resources (kedge
 //! builds offline), `helmCharts`, exec/Go/KRM plugins in `generators`,
-//! `transformers` and `validators`, `crds`, custom `namePrefix` /
-//! `nameSuffix` / `namespace` field specs in `configurations`, and
-//! `buildMetadata: [transformerAnnotations]`. Corpus cases not matched yet
+//! `transformers` and `validators`, `crds`, and
+//! `buildMetadata: [transformerAnnotations]`. `metadata/name` field specs
+//! for `namePrefix` / `nameSuffix` in `configurations` replace the default
+//! (every object), as in kustomize; only the kinds they select are
+//! renamed. Corpus cases not matched yet
 //! are listed in `tests/fixtures/kustomize-corpus-known-failures.txt`.
 
 mod absorb;
