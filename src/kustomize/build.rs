@@ -117,6 +117,9 @@ fn accumulate(
     for entry in &k.configurations {
         config.load(dir, entry, &file)?;
     }
+    for entry in &k.crds {
+        super::crds::load(config, dir, entry, &file)?;
+    }
     run_generators(&mut resources, &k, dir, &file)?;
     let generator_configs = load_plugin_configs(dir, &k.generators, &file, "generators", stack)?;
     for r in plugins::generate(&generator_configs, dir, &file)? {
