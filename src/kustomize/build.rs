@@ -117,6 +117,9 @@ fn accumulate(
     for entry in &k.configurations {
         config.load(dir, entry, &file)?;
     }
+    for entry in &k.crds {
+        super::crds::load(config, dir, entry, &file)?;
+    }
     run_generators(&mut resources, &k, dir, &file)?;
     let generator_configs = load_plugin_configs(dir, &k.generators, &file, "generators", stack)?;
     for r in plugins::generate(&generator_configs, dir, &file)? {
@@ -470,11 +473,21 @@ fn run_transformers(
         record(resources, "NamespaceTransformer", 1);
     }
     if let Some(prefix) = k.name_prefix.as_deref().filter(|p| !p.is_empty()) {
-        transform::prefix(resources, prefix, &config.name_prefix);
+        transform::prefix(
+            resources,
+            prefix,
+            &config.name_prefix,
+            &config.name_prefix_names,
+        );
         record(resources, "PrefixTransformer", 1);
     }
     if let Some(suffix) = k.name_suffix.as_deref().filter(|s| !s.is_empty()) {
-        transform::suffix(resources, suffix, &config.name_suffix);
+        transform::suffix(
+            resources,
+            suffix,
+            &config.name_suffix,
+            &config.name_suffix_names,
+        );
         record(resources, "SuffixTransformer", 1);
     }
     transform::labels(resources, &k.common_labels, &k.labels, config, file)?;

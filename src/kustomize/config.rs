@@ -36,6 +36,11 @@ pub struct Config {
     /// `nameSuffix` (only from configurations).
     pub name_prefix: Vec<FieldSpec>,
     pub name_suffix: Vec<FieldSpec>,
+    /// `metadata/name` field specs from configurations. kustomize merges
+    /// its default (every object) after them and drops it as covered, so
+    /// when there are any, only the objects they select are renamed.
+    pub name_prefix_names: Vec<FieldSpec>,
+    pub name_suffix_names: Vec<FieldSpec>,
     /// Fields, besides `metadata/namespace`, set by `namespace`.
     pub namespace: Vec<FieldSpec>,
     /// Fields where `$(VAR)` is expanded.
@@ -72,6 +77,8 @@ impl Config {
             name_references: nameref::default_references(),
             name_prefix: Vec::new(),
             name_suffix: Vec::new(),
+            name_prefix_names: Vec::new(),
+            name_suffix_names: Vec::new(),
             namespace: Vec::new(),
             var_references: parse_table(include_str!("var_references.txt")),
             vars: Vec::new(),
@@ -157,6 +164,8 @@ impl Config {
         extend(&mut self.var_references, &other.var_references);
         extend(&mut self.name_prefix, &other.name_prefix);
         extend(&mut self.name_suffix, &other.name_suffix);
+        extend(&mut self.name_prefix_names, &other.name_prefix_names);
+        extend(&mut self.name_suffix_names, &other.name_suffix_names);
         extend(&mut self.namespace, &other.namespace);
         Ok(())
     }
@@ -189,15 +198,16 @@ impl Config {
         extend(&mut self.images, &specs(&file.images));
         extend(&mut self.replicas, &specs(&file.replicas));
         extend(&mut self.var_references, &specs(&file.var_reference));
-        // Every object's metadata/name gets prefixes anyway.
-        let other_fields = |list: &[FieldSpecArgs]| {
-            specs(list)
-                .into_iter()
-                .filter(|s| s.path != "metadata/name")
-                .collect::<Vec<_>>()
-        };
-        extend(&mut self.name_prefix, &other_fields(&file.name_prefix));
-        extend(&mut self.name_suffix, &other_fields(&file.name_suffix));
+        let (names, others): (Vec<_>, Vec<_>) = specs(&file.name_prefix)
+            .into_iter()
+            .partition(|s| s.path == "metadata/name");
+        extend(&mut self.name_prefix, &others);
+        extend(&mut self.name_prefix_names, &names);
+        let (names, others): (Vec<_>, Vec<_>) = specs(&file.name_suffix)
+            .into_iter()
+            .partition(|s| s.path == "metadata/name");
+        extend(&mut self.name_suffix, &others);
+        extend(&mut self.name_suffix_names, &names);
         extend(&mut self.namespace, &specs(&file.namespace));
         for reference in &file.name_reference {
             for spec in &reference.field_specs {

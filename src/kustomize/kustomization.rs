@@ -66,7 +66,8 @@ pub struct Kustomization {
     pub validators: Option<Value>,
     #[serde(default)]
     pub vars: Vec<super::vars::Var>,
-    pub crds: Option<Value>,
+    #[serde(default)]
+    pub crds: Vec<String>,
     #[serde(default)]
     pub configurations: Vec<String>,
     pub openapi: Option<BTreeMap<String, String>>,
@@ -264,11 +265,6 @@ impl Kustomization {
                 "validators",
                 &self.validators,
                 "validator plugins are not supported",
-            ),
-            (
-                "crds",
-                &self.crds,
-                "custom CRD configurations are not supported",
             ),
             ("imageTags", &self.image_tags, "use images"),
         ];

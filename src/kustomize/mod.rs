@@ -28,7 +28,8 @@
 //! Objects are plain JSON values; a [`Resource`] also remembers earlier
 //! ids, prefixes and suffixes, as kustomize's build annotations do. Which
 //! fields each transformer touches comes from kustomize's default field
-//! specs plus `configurations` (`config`); strategic merge keys come from
+//! specs plus `configurations` (`config`) and the OpenAPI extensions of
+//! legacy `crds` files (`crds`); strategic merge keys come from
 //! the Kubernetes OpenAPI, turned into `merge_keys.json` by
 //! `scripts/gen-merge-keys.sh`, or from the kustomization's `openapi`
 //! schema (`schema`).
@@ -51,14 +52,17 @@
 //!
 //! Failing with an error that names the field: remote resources (kedge
 //! builds offline), `helmCharts`, exec/Go/KRM plugins in `generators`,
-//! `transformers` and `validators`, `crds`, custom `namePrefix` /
-//! `nameSuffix` / `namespace` field specs in `configurations`, and
-//! `buildMetadata: [transformerAnnotations]`. Corpus cases not matched yet
+//! `transformers` and `validators`, and
+//! `buildMetadata: [transformerAnnotations]`. `metadata/name` field specs
+//! for `namePrefix` / `nameSuffix` in `configurations` replace the default
+//! (every object), as in kustomize; only the kinds they select are
+//! renamed. Corpus cases not matched yet
 //! are listed in `tests/fixtures/kustomize-corpus-known-failures.txt`.
 
 mod absorb;
 mod build;
 mod config;
+mod crds;
 mod emit;
 mod error;
 mod fieldspec;

@@ -75,9 +75,19 @@ fn keeps_name(r: &Resource) -> bool {
     )
 }
 
-pub fn prefix(resources: &mut [Resource], prefix: &str, extra: &[FieldSpec]) {
+/// Whether `namePrefix`/`nameSuffix` renames `r`: every object, unless
+/// configurations name the kinds whose `metadata/name` they change.
+fn renamed(r: &Resource, names: &[FieldSpec]) -> bool {
+    if keeps_name(r) {
+        return false;
+    }
+    let id = r.original_id();
+    names.is_empty() || names.iter().any(|s| s.matches(&id))
+}
+
+pub fn prefix(resources: &mut [Resource], prefix: &str, extra: &[FieldSpec], names: &[FieldSpec]) {
     affix_other_fields(resources, prefix, "", extra);
-    for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
+    for r in resources.iter_mut().filter(|r| renamed(r, names)) {
         r.prefixes.push(prefix.to_string());
         r.remember_id();
         let name = format!("{prefix}{}", r.name());
@@ -85,9 +95,9 @@ pub fn prefix(resources: &mut [Resource], prefix: &str, extra: &[FieldSpec]) {
     }
 }
 
-pub fn suffix(resources: &mut [Resource], suffix: &str, extra: &[FieldSpec]) {
+pub fn suffix(resources: &mut [Resource], suffix: &str, extra: &[FieldSpec], names: &[FieldSpec]) {
     affix_other_fields(resources, "", suffix, extra);
-    for r in resources.iter_mut().filter(|r| !keeps_name(r)) {
+    for r in resources.iter_mut().filter(|r| renamed(r, names)) {
         r.suffixes.push(suffix.to_string());
         r.remember_id();
         let name = format!("{}{suffix}", r.name());
