@@ -74,13 +74,18 @@ impl Units {
             ctx: None,
         };
         units.forget_removed_sources()?;
+        // Subscribed before the scheduler starts: the runner starts later
+        // (after a first cluster connection) and must not miss the first
+        // artifacts, or a kustomization that ran before them would wait a
+        // whole retry interval.
+        let updates = units.updates.subscribe();
         units.start_scheduler();
         if units.needs_runner(&units.config)? {
             let ctx = units.context().await?;
             if let Err(err) = kustomization::collect_removed(&ctx, &units.config).await {
                 tracing::error!("cleaning up removed kustomizations: {err}");
             }
-            units.start_runner(ctx);
+            units.start_runner(ctx, updates);
         }
         Ok(units)
     }
@@ -108,6 +113,8 @@ impl Units {
             None
         };
         self.file_config = file_config;
+        // Before a new scheduler starts, as in `start`.
+        let updates = self.updates.subscribe();
         if !changes.kustomizations.is_empty() {
             self.stop_runner().await;
         }
@@ -122,7 +129,7 @@ impl Units {
             self.config = new;
         }
         if let Some(ctx) = ctx {
-            self.start_runner(ctx.clone());
+            self.start_runner(ctx.clone(), updates);
             if !changes.kustomizations.removed.is_empty() {
                 let config = self.config.clone();
                 tokio::spawn(async move {
@@ -217,9 +224,9 @@ impl Units {
         self.scheduler = Some(Running { unit, stop });
     }
 
-    fn start_runner(&mut self, ctx: Context) {
+    fn start_runner(&mut self, ctx: Context, updates: broadcast::Receiver<SourceUpdate>) {
         let (stop, shutdown) = watch::channel(false);
-        let unit = runner(self.config.clone(), ctx, self.updates.subscribe(), shutdown);
+        let unit = runner(self.config.clone(), ctx, updates, shutdown);
         self.runner = Some(Running { unit, stop });
     }
 
