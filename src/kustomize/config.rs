@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::fieldspec::{self, parse_table, FieldSpec};
+use super::fieldspec::{self, parse_table, specs, FieldSpec};
 use super::kustomization::FieldSpecArgs;
 use super::{nameref, yaml, Error};
 
@@ -124,18 +124,6 @@ struct ReferenceArgs {
     kind: String,
     #[serde(default)]
     field_specs: Vec<FieldSpecArgs>,
-}
-
-fn specs(args: &[FieldSpecArgs]) -> Vec<FieldSpec> {
-    args.iter()
-        .map(|a| FieldSpec {
-            group: a.group.clone(),
-            version: a.version.clone(),
-            kind: a.kind.clone(),
-            path: a.path.clone(),
-            create: a.create,
-        })
-        .collect()
 }
 
 fn extend<T: Eq + std::hash::Hash + Clone>(into: &mut Vec<T>, more: &[T]) {

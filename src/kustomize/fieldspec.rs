@@ -3,17 +3,39 @@
 //! written here one spec per line as `group|version|kind|path|create`;
 //! an empty group, version or kind matches any.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::kustomization::FieldSpecArgs;
 use super::resource::ResId;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Deserialized as plugin configurations write it: leniently, unknown
+/// fields ignored, as kustomize does (a kustomization's `configurations`
+/// are strict: [`FieldSpecArgs`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
 pub struct FieldSpec {
+    #[serde(default)]
     pub group: String,
+    #[serde(default)]
     pub version: String,
+    #[serde(default)]
     pub kind: String,
     pub path: String,
+    #[serde(default)]
     pub create: bool,
+}
+
+/// The field specs `args` declare.
+pub fn specs(args: &[FieldSpecArgs]) -> Vec<FieldSpec> {
+    args.iter()
+        .map(|a| FieldSpec {
+            group: a.group.clone(),
+            version: a.version.clone(),
+            kind: a.kind.clone(),
+            path: a.path.clone(),
+            create: a.create,
+        })
+        .collect()
 }
 
 impl FieldSpec {

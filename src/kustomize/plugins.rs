@@ -17,33 +17,6 @@ use super::kustomization::{GeneratorArgs, Image, Patch, Replica, Selector};
 use super::resource::{Origin, Resource};
 use super::{generate, patch, replace, transform, Error};
 
-/// A field spec in a plugin configuration; plugin configurations are read
-/// leniently (unknown fields ignored), as kustomize does.
-#[derive(Deserialize)]
-struct FieldSpecArgs {
-    path: String,
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    version: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    create: bool,
-}
-
-fn specs(args: &[FieldSpecArgs]) -> Vec<FieldSpec> {
-    args.iter()
-        .map(|a| FieldSpec {
-            group: a.group.clone(),
-            version: a.version.clone(),
-            kind: a.kind.clone(),
-            path: a.path.clone(),
-            create: a.create,
-        })
-        .collect()
-}
-
 fn kind_of(config: &Value, file: &Path, field: &str) -> Result<String, Error> {
     let api_version = config
         .get("apiVersion")
@@ -205,7 +178,7 @@ struct PrefixSuffix {
     #[serde(default)]
     suffix: String,
     #[serde(default)]
-    field_specs: Vec<FieldSpecArgs>,
+    field_specs: Vec<FieldSpec>,
 }
 
 #[derive(Deserialize)]
@@ -214,7 +187,7 @@ struct Labels {
     #[serde(default, alias = "annotations")]
     labels: BTreeMap<String, String>,
     #[serde(default)]
-    field_specs: Vec<FieldSpecArgs>,
+    field_specs: Vec<FieldSpec>,
 }
 
 #[derive(Deserialize)]
@@ -222,7 +195,7 @@ struct Labels {
 struct ImageTag {
     image_tag: Image,
     #[serde(default)]
-    field_specs: Vec<FieldSpecArgs>,
+    field_specs: Vec<FieldSpec>,
 }
 
 #[derive(Deserialize)]
@@ -230,7 +203,7 @@ struct ImageTag {
 struct ReplicaCount {
     replica: Replica,
     #[serde(default)]
-    field_specs: Vec<FieldSpecArgs>,
+    field_specs: Vec<FieldSpec>,
 }
 
 #[derive(Deserialize)]
@@ -284,27 +257,27 @@ pub fn transform(
                 let specs = if s.field_specs.is_empty() {
                     fieldspec::parse_table("|||metadata/name|false")
                 } else {
-                    specs(&s.field_specs)
+                    s.field_specs
                 };
                 transform::affix_fields(resources, &s.prefix, &s.suffix, &specs);
             }
             "LabelTransformer" | "AnnotationsTransformer" => {
                 let s: Labels = settings(plugin, file, field)?;
                 for r in resources.iter_mut() {
-                    fieldspec::set_map_entries(&mut r.value, &specs(&s.field_specs), &s.labels)
+                    fieldspec::set_map_entries(&mut r.value, &s.field_specs, &s.labels)
                         .map_err(|m| Error::field(file, field, m))?;
                 }
             }
             "ImageTagTransformer" => {
                 let s: ImageTag = settings(plugin, file, field)?;
                 let mut own = config.clone();
-                own.images = specs(&s.field_specs);
+                own.images = s.field_specs;
                 transform::images(resources, std::slice::from_ref(&s.image_tag), &own);
             }
             "ReplicaCountTransformer" => {
                 let s: ReplicaCount = settings(plugin, file, field)?;
                 let mut own = config.clone();
-                own.replicas = specs(&s.field_specs);
+                own.replicas = s.field_specs;
                 transform::replicas(resources, std::slice::from_ref(&s.replica), &own);
             }
             "NamespaceTransformer" => {
