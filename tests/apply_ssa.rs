@@ -7,7 +7,7 @@ use kube::discovery::ApiResource;
 use kube::Api;
 use serde_json::{json, Value};
 
-use crate::support::{cluster, TestNamespace};
+use crate::support::{cluster, field_managers, TestNamespace};
 
 pub fn configmap(ns: &str, name: &str, value: &str) -> Value {
     json!({
@@ -77,7 +77,7 @@ async fn apply_creates_then_reports_unchanged_then_configured_and_labels_every_o
 
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);
     let b = configmaps.get("b").await.expect("get b");
-    let labels = b.metadata.labels.unwrap_or_default();
+    let labels = b.metadata.labels.clone().unwrap_or_default();
     assert_eq!(
         labels.get("kedge.dev/name").map(String::as_str),
         Some("apps")
@@ -90,13 +90,7 @@ async fn apply_creates_then_reports_unchanged_then_configured_and_labels_every_o
         b.data.unwrap_or_default().get("key").map(String::as_str),
         Some("three")
     );
-    let managers: Vec<_> = b
-        .metadata
-        .managed_fields
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|f| f.manager)
-        .collect();
+    let managers = field_managers(&b.metadata);
     assert_eq!(managers, ["kedge"]);
 }
 

@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::support::{cluster, eventually, TestNamespace};
+use crate::support::{cluster, eventually, field_managers, TestNamespace};
 
 fn configmap(name: &str, value: &str) -> serde_json::Value {
     json!({
@@ -78,13 +78,7 @@ async fn server_side_apply_creates_and_reads_back_a_configmap_and_a_deployment()
         cm.data.unwrap_or_default().get("key").map(String::as_str),
         Some("one")
     );
-    let managers: Vec<_> = cm
-        .metadata
-        .managed_fields
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|f| f.manager)
-        .collect();
+    let managers = field_managers(&cm.metadata);
     assert_eq!(managers, vec!["kedge".to_string()]);
 
     let deploy = deployments.get("web").await.expect("get deployment");

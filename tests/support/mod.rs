@@ -23,6 +23,18 @@ pub use cluster::{cluster, TestNamespace};
 
 use std::time::{Duration, Instant};
 
+/// The field managers recorded on an object, in managedFields order.
+pub fn field_managers(
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<String> {
+    metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|f| f.manager.clone())
+        .collect()
+}
+
 /// Polls `check` every 50 ms until it holds and returns how long that took;
 /// panics naming `what` once `bound` has passed.
 pub async fn eventually<F, Fut>(bound: Duration, what: &str, mut check: F) -> Duration
