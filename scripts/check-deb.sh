@@ -21,6 +21,8 @@ lintian --fail-on error --tag-display-limit 0 "$deb" || fail "lintian reported e
 if dpkg-query -W kedge >/dev/null 2>&1; then fail "kedge is already installed here: remove it first (dpkg --purge kedge)"; fi
 dpkg -i "$deb"
 /usr/bin/kedge --version
+# Test hooks are compiled into test builds only (Cargo feature test-hooks).
+if grep -qa KEDGE_TEST_STALL_LOOP_WHEN /usr/bin/kedge; then fail "the packaged binary honours a test hook"; fi
 /usr/bin/kedge check-config /etc/kedge/kedge.toml
 getent group kedge >/dev/null || fail "group kedge not created"
 systemd-analyze verify /usr/lib/systemd/system/kedge.service

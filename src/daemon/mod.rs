@@ -12,7 +12,8 @@
 //! # Test hooks
 //! `KEDGE_TEST_STALL_LOOP_WHEN=<path>`: the scheduler loop hangs at its
 //! next heartbeat once `<path>` exists, so tests can see the watchdog
-//! pings stop. Unset in production.
+//! pings stop. Compiled in only with the `test-hooks` feature, which the
+//! tests enable (Cargo.toml); release builds and the .deb ignore it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,8 +41,6 @@ use crate::reconcile::kustomization;
 use crate::reconcile::scheduler::Heartbeat;
 use crate::state::{self, Store, CONFIG_REFUSED};
 
-/// The environment variable of the stall test hook (see the module doc).
-pub const STALL_HOOK: &str = "KEDGE_TEST_STALL_LOOP_WHEN";
 /// How often the scheduler beats when systemd's watchdog is off.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -142,7 +141,7 @@ async fn changed(watch: &mut Option<config_watch::ConfigWatch>) {
 fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
     let store = store.clone();
     let period = notify::watchdog_period().unwrap_or(DEFAULT_HEARTBEAT);
-    let stall_when = std::env::var_os(STALL_HOOK).map(PathBuf::from);
+    let stall_when = stall_hook();
     Box::new(move || {
         let store = store.clone();
         let stall_when = stall_when.clone();
@@ -153,7 +152,7 @@ fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
                 let stall_when = stall_when.clone();
                 async move {
                     if stall_when.as_deref().is_some_and(Path::exists) {
-                        tracing::warn!("{STALL_HOOK}: the scheduler loop stalls");
+                        tracing::warn!("stall test hook: the scheduler loop stalls");
                         std::future::pending::<()>().await;
                     }
                     notify::watchdog();
@@ -163,6 +162,17 @@ fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
             }),
         }
     })
+}
+
+/// The file whose existence stalls the scheduler loop (see the module doc).
+#[cfg(feature = "test-hooks")]
+fn stall_hook() -> Option<PathBuf> {
+    std::env::var_os("KEDGE_TEST_STALL_LOOP_WHEN").map(PathBuf::from)
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn stall_hook() -> Option<PathBuf> {
+    None
 }
 
 /// The `STATUS=` line: the state's summary, and a refused config first.
