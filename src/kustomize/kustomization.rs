@@ -249,7 +249,7 @@ impl Kustomization {
             (
                 "helmCharts",
                 &self.helm_charts,
-                "Helm charts are rendered by kedge's Helm support, not by kustomize",
+                "Helm charts are not supported in kustomizations",
             ),
             (
                 "helmGlobals",
