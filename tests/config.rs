@@ -137,6 +137,50 @@ fn a_kustomization_is_parsed_with_flux_defaults() {
 }
 
 #[test]
+fn an_unknown_deletion_policy_is_located_and_named() {
+    let problem = one_problem(&format!(
+        "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\ndeletion_policy = \"keep\"\n"
+    ));
+    assert_eq!(
+        (problem.line, problem.column, problem.key.as_str()),
+        (7, 19, "kustomization.apps.deletion_policy")
+    );
+    assert!(
+        problem.message.contains("unknown deletion policy \"keep\""),
+        "{problem:?}"
+    );
+    let orphan = valid(&format!(
+        "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\ndeletion_policy = \"orphan\"\n"
+    ));
+    assert_eq!(
+        orphan.kustomizations["apps"].deletion_policy,
+        DeletionPolicy::Orphan
+    );
+}
+
+#[test]
+fn a_target_namespace_that_is_not_a_namespace_name_is_refused() {
+    for bad in ["", "Apps", "apps_1", "-apps", "apps.prod", &"a".repeat(64)] {
+        let problem = one_problem(&format!(
+            "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\ntarget_namespace = {bad:?}\n"
+        ));
+        assert_eq!(
+            (problem.line, problem.column, problem.key.as_str()),
+            (7, 20, "kustomization.apps.target_namespace"),
+            "{bad:?}"
+        );
+        assert!(problem.message.contains("namespace"), "{problem:?}");
+    }
+    let good = valid(&format!(
+        "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\ntarget_namespace = \"edge-1\"\n"
+    ));
+    assert_eq!(
+        good.kustomizations["apps"].target_namespace.as_deref(),
+        Some("edge-1")
+    );
+}
+
+#[test]
 fn prune_must_be_explicit() {
     let problem = one_problem(&format!(
         "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\n"
