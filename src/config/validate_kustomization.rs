@@ -57,6 +57,7 @@ impl Checker<'_> {
             },
         };
         let health_checks = self.health_checks(&raw, key);
+        let target_namespace = self.target_namespace(&raw.target_namespace, key);
         Some(Kustomization {
             name: name.to_string(),
             source: source?,
@@ -73,11 +74,34 @@ impl Checker<'_> {
                 .into_iter()
                 .map(Spanned::into_inner)
                 .collect(),
-            target_namespace: raw.target_namespace.map(Spanned::into_inner),
+            target_namespace: target_namespace?,
             suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
             force: raw.force.map(Spanned::into_inner).unwrap_or(false),
             deletion_policy: deletion_policy?,
         })
+    }
+
+    /// `None` on a problem; `Some(None)` when unset.
+    fn target_namespace(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Option<Option<String>> {
+        let Some(namespace) = raw else {
+            return Some(None);
+        };
+        if is_namespace_name(namespace.get_ref()) {
+            return Some(Some(namespace.get_ref().clone()));
+        }
+        self.problem(
+            namespace.span(),
+            &format!("{key}.target_namespace"),
+            format!(
+                "{:?} is not a namespace name: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+                namespace.get_ref()
+            ),
+        );
+        None
     }
 
     fn health_checks(&mut self, raw: &RawKustomization, key: &str) -> Option<Vec<HealthCheck>> {
@@ -245,4 +269,15 @@ fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<St
     kustomizations
         .keys()
         .find_map(|name| visit(name, kustomizations, &mut marks, &mut Vec::new()))
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn is_namespace_name(name: &str) -> bool {
+    let edges_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= 63
+        && edges_ok(name.chars().next())
+        && edges_ok(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
