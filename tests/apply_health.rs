@@ -37,7 +37,7 @@ async fn a_configmap_and_a_deployment_scaled_to_zero_become_current() {
                 configmap(&ns.name, "settings", "x"),
                 deployment(&ns.name, "idle", 0),
             ],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await
@@ -62,7 +62,7 @@ async fn a_deployment_that_cannot_roll_out_times_out_naming_it_and_why() {
                 configmap(&ns.name, "settings", "x"),
                 deployment(&ns.name, "web", 1),
             ],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await
@@ -99,7 +99,7 @@ async fn a_missing_object_is_pending_until_the_timeout() {
     let applied = manager
         .apply(
             vec![configmap(&ns.name, "there", "x")],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await

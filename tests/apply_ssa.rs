@@ -18,8 +18,10 @@ pub fn configmap(ns: &str, name: &str, value: &str) -> Value {
     })
 }
 
-pub fn owner() -> Owner {
-    Owner::new("apps", "Kustomization")
+/// An owner of the test's own, named after its namespace: drift watches
+/// select by owner label cluster-wide, so tests never share an owner.
+pub fn owner(namespace: &str) -> Owner {
+    Owner::new(namespace, "Kustomization")
 }
 
 fn cm_ref(ns: &str, name: &str) -> ObjRef {
@@ -51,19 +53,19 @@ async fn apply_creates_then_reports_unchanged_then_configured_and_labels_every_o
     };
 
     let first = manager
-        .apply(set("two"), &owner(), &options)
+        .apply(set("two"), &owner(&ns.name), &options)
         .await
         .expect("first apply");
     assert_eq!(first.count(Action::Created), 2, "{first:?}");
 
     let second = manager
-        .apply(set("two"), &owner(), &options)
+        .apply(set("two"), &owner(&ns.name), &options)
         .await
         .expect("second apply");
     assert_eq!(second.count(Action::Unchanged), 2, "{second:?}");
 
     let third = manager
-        .apply(set("three"), &owner(), &options)
+        .apply(set("three"), &owner(&ns.name), &options)
         .await
         .expect("third apply");
     assert_eq!(
@@ -80,7 +82,7 @@ async fn apply_creates_then_reports_unchanged_then_configured_and_labels_every_o
     let labels = b.metadata.labels.clone().unwrap_or_default();
     assert_eq!(
         labels.get("kedge.dev/name").map(String::as_str),
-        Some("apps")
+        Some(ns.name.as_str())
     );
     assert_eq!(
         labels.get("kedge.dev/kind").map(String::as_str),
@@ -108,7 +110,7 @@ async fn one_invalid_object_fails_the_whole_set_naming_object_and_field() {
     ];
 
     let err = manager
-        .apply(set, &owner(), &ApplyOptions::default())
+        .apply(set, &owner(&ns.name), &ApplyOptions::default())
         .await
         .expect_err("invalid set");
     let message = err.to_string();
@@ -144,7 +146,7 @@ async fn an_unknown_kind_is_refused_before_anything_is_applied() {
     let err = manager
         .apply(
             vec![configmap(&ns.name, "a", "x"), gadget],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await
@@ -178,7 +180,7 @@ async fn a_field_owned_by_another_manager_is_taken_over() {
     let changes = manager
         .apply(
             vec![configmap(&ns.name, "shared", "ours")],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await
@@ -220,7 +222,7 @@ async fn a_crd_and_its_custom_resource_apply_in_one_set() {
     });
     // The CR comes first in the input: order puts the CRD ahead of it.
     let changes = manager
-        .apply(vec![widget, crd], &owner(), &ApplyOptions::default())
+        .apply(vec![widget, crd], &owner(&ns.name), &ApplyOptions::default())
         .await
         .expect("apply CRD and CR");
     let kinds: Vec<_> = changes
@@ -259,7 +261,7 @@ async fn a_namespace_and_its_objects_apply_in_one_set() {
     let changes = manager
         .apply(
             vec![configmap(&new_ns, "inside", "x"), namespace],
-            &owner(),
+            &owner(&scratch.name),
             &ApplyOptions::default(),
         )
         .await
@@ -282,12 +284,12 @@ async fn an_immutable_field_change_fails_without_force_and_recreates_with_it() {
         cm
     };
     manager
-        .apply(vec![frozen("one")], &owner(), &ApplyOptions::default())
+        .apply(vec![frozen("one")], &owner(&ns.name), &ApplyOptions::default())
         .await
         .expect("create immutable configmap");
 
     let err = manager
-        .apply(vec![frozen("two")], &owner(), &ApplyOptions::default())
+        .apply(vec![frozen("two")], &owner(&ns.name), &ApplyOptions::default())
         .await
         .expect_err("immutable change without force");
     assert!(err.to_string().contains("immutable"), "{err}");
@@ -297,7 +299,7 @@ async fn an_immutable_field_change_fails_without_force_and_recreates_with_it() {
         ..ApplyOptions::default()
     };
     let changes = manager
-        .apply(vec![frozen("two")], &owner(), &force)
+        .apply(vec![frozen("two")], &owner(&ns.name), &force)
         .await
         .expect("recreate");
     assert_eq!(changes.entries[0].action, Action::Configured);
@@ -319,7 +321,7 @@ async fn dry_run_diff_tells_create_update_and_unchanged_without_changing_anythin
                 configmap(&ns.name, "same", "x"),
                 configmap(&ns.name, "changed", "old"),
             ],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await
@@ -331,7 +333,7 @@ async fn dry_run_diff_tells_create_update_and_unchanged_without_changing_anythin
                 configmap(&ns.name, "changed", "new"),
                 configmap(&ns.name, "fresh", "y"),
             ],
-            &owner(),
+            &owner(&ns.name),
         )
         .await
         .expect("diff");
@@ -374,7 +376,7 @@ async fn an_invalid_webhook_applied_last_still_stops_the_objects_before_it() {
     let err = manager
         .apply(
             vec![webhook, configmap(&ns.name, "a", "x")],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await
@@ -399,12 +401,12 @@ async fn an_edit_after_an_unchanged_reapply_is_still_reverted() {
     let manager = Manager::new(client.clone());
     let set = || vec![configmap(&ns.name, "held", "ours")];
     manager
-        .apply(set(), &owner(), &ApplyOptions::default())
+        .apply(set(), &owner(&ns.name), &ApplyOptions::default())
         .await
         .expect("apply");
     // Answered from what this manager last applied, without an apply request.
     let unchanged = manager
-        .apply(set(), &owner(), &ApplyOptions::default())
+        .apply(set(), &owner(&ns.name), &ApplyOptions::default())
         .await
         .expect("re-apply");
     assert_eq!(unchanged.entries[0].action, Action::Unchanged);
@@ -419,7 +421,7 @@ async fn an_edit_after_an_unchanged_reapply_is_still_reverted() {
         .await
         .expect("edit");
     let changes = manager
-        .apply(set(), &owner(), &ApplyOptions::default())
+        .apply(set(), &owner(&ns.name), &ApplyOptions::default())
         .await
         .expect("revert");
     assert_eq!(changes.entries[0].action, Action::Configured);
@@ -439,7 +441,7 @@ async fn a_namespaced_object_without_namespace_or_with_a_missing_one_is_refused(
     let err = manager
         .apply(
             vec![configmap(&ns.name, "a", "x"), homeless],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await
@@ -453,7 +455,7 @@ async fn a_namespaced_object_without_namespace_or_with_a_missing_one_is_refused(
     let err = manager
         .apply(
             vec![configmap(&ns.name, "a", "x"), lost],
-            &owner(),
+            &owner(&ns.name),
             &ApplyOptions::default(),
         )
         .await
@@ -489,7 +491,7 @@ async fn a_crd_that_cannot_be_established_stops_the_apply_naming_it() {
         })
     };
     manager
-        .apply(vec![crd("things")], &owner(), &ApplyOptions::default())
+        .apply(vec![crd("things")], &owner(&ns.name), &ApplyOptions::default())
         .await
         .expect("first CRD");
     // A second CRD of the same group and kind: its names are not accepted.
@@ -500,7 +502,7 @@ async fn a_crd_that_cannot_be_established_stops_the_apply_naming_it() {
     let err = manager
         .apply(
             vec![crd("others"), configmap(&ns.name, "after", "x")],
-            &owner(),
+            &owner(&ns.name),
             &options,
         )
         .await
