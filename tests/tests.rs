@@ -27,6 +27,8 @@ mod git_run;
 mod config;
 // `kedge run` with kustomizations against the test control plane: apply, prune, drift, dependsOn, restart.
 mod kustomization_run;
+// The reconciler's guarantees under `kedge run`, several with a fault injected by the API server.
+mod kustomization_guarantees;
 // The source scheduler: triggers, broadcast of new artifacts, shutdown.
 mod git_scheduler;
 // Helpers of the daemon and CLI tests: a temporary config, state and control socket.

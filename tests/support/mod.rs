@@ -16,6 +16,7 @@
 
 #![allow(dead_code)]
 
+pub mod admission;
 pub mod cluster;
 pub mod git;
 
