@@ -109,6 +109,16 @@ impl Setup {
         }
     }
 
+    /// Checks that `holds` stays true for all of `window`, polling, and
+    /// panics naming `what` at the first time it does not.
+    pub fn stays_for(&self, window: Duration, what: &str, mut holds: impl FnMut() -> bool) {
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            assert!(holds(), "{what}: broken; kedge log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for the control socket to answer.
     pub fn wait_ready(&self) {
         self.wait_until("the control socket", Duration::from_secs(30), || {

@@ -173,6 +173,14 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
             .expect("kustomization statuses")
     };
     let before = attempts();
+    let fetched_at = || {
+        kedge::state::Store::open_read_only(&db)
+            .and_then(|store| store.source_status("git", "fleet"))
+            .ok()
+            .flatten()
+            .and_then(|status| status.last_attempt_at)
+    };
+    let fetched_before = fetched_at();
     setup.replace_config(&setup.config_text(&agent, &all).replace(
         "interval = \"1h\"\n\n[kustomization.gone]",
         "interval = \"2h\"\n\n[kustomization.gone]",
@@ -182,8 +190,14 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
             .log_text()
             .contains("config reloaded (sources: ~fleet)")
     });
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(attempts(), before, "no kustomization reconciled again");
+    // The witness: the restarted scheduler has fetched again. A reconcile
+    // it caused would follow within moments; none may come.
+    setup.wait_until("the source fetched again", Duration::from_secs(30), || {
+        fetched_at() > fetched_before
+    });
+    setup.stays_for(Duration::from_secs(2), "no kustomization reconciled again", || {
+        attempts() == before
+    });
 
     setup.replace_config(&setup.config_text(&agent, &table("stays", "delete")));
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
