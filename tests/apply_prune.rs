@@ -43,7 +43,11 @@ async fn stale_objects_are_deleted_and_kept_ones_stay() {
         .await
         .expect("first apply");
     let new = manager
-        .apply(vec![configmap(&ns.name, "keep", "x")], &owner(&ns.name), &options)
+        .apply(
+            vec![configmap(&ns.name, "keep", "x")],
+            &owner(&ns.name),
+            &options,
+        )
         .await
         .expect("second apply");
 
@@ -293,7 +297,11 @@ async fn an_object_changed_between_the_prunes_read_and_its_delete_survives() {
                     ..PatchParams::default()
                 };
                 configmaps
-                    .patch("raced", &edit, &Patch::Merge(json!({ "data": { "key": "changed" } })))
+                    .patch(
+                        "raced",
+                        &edit,
+                        &Patch::Merge(json!({ "data": { "key": "changed" } })),
+                    )
                     .await
                     .expect("edit between read and delete");
                 edits.fetch_add(1, Ordering::SeqCst);
@@ -313,11 +321,17 @@ async fn an_object_changed_between_the_prunes_read_and_its_delete_survives() {
         .prune(&stale, &owner, &PruneOptions::default())
         .await;
 
-    assert_eq!(edits.load(Ordering::SeqCst), 1, "the edit ran once, before the DELETE");
+    assert_eq!(
+        edits.load(Ordering::SeqCst),
+        1,
+        "the edit ran once, before the DELETE"
+    );
     assert!(result.deleted.is_empty(), "{result:?}");
     assert_eq!(result.survivors(), stale, "{result:?}");
     assert!(
-        result.failed[0].1.contains("ResourceVersion in the precondition"),
+        result.failed[0]
+            .1
+            .contains("ResourceVersion in the precondition"),
         "refused by the resourceVersion precondition: {result:?}"
     );
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &ns.name);

@@ -222,7 +222,11 @@ async fn a_crd_and_its_custom_resource_apply_in_one_set() {
     });
     // The CR comes first in the input: order puts the CRD ahead of it.
     let changes = manager
-        .apply(vec![widget, crd], &owner(&ns.name), &ApplyOptions::default())
+        .apply(
+            vec![widget, crd],
+            &owner(&ns.name),
+            &ApplyOptions::default(),
+        )
         .await
         .expect("apply CRD and CR");
     let kinds: Vec<_> = changes
@@ -284,12 +288,20 @@ async fn an_immutable_field_change_fails_without_force_and_recreates_with_it() {
         cm
     };
     manager
-        .apply(vec![frozen("one")], &owner(&ns.name), &ApplyOptions::default())
+        .apply(
+            vec![frozen("one")],
+            &owner(&ns.name),
+            &ApplyOptions::default(),
+        )
         .await
         .expect("create immutable configmap");
 
     let err = manager
-        .apply(vec![frozen("two")], &owner(&ns.name), &ApplyOptions::default())
+        .apply(
+            vec![frozen("two")],
+            &owner(&ns.name),
+            &ApplyOptions::default(),
+        )
         .await
         .expect_err("immutable change without force");
     assert!(err.to_string().contains("immutable"), "{err}");
@@ -491,7 +503,11 @@ async fn a_crd_that_cannot_be_established_stops_the_apply_naming_it() {
         })
     };
     manager
-        .apply(vec![crd("things")], &owner(&ns.name), &ApplyOptions::default())
+        .apply(
+            vec![crd("things")],
+            &owner(&ns.name),
+            &ApplyOptions::default(),
+        )
         .await
         .expect("first CRD");
     // A second CRD of the same group and kind: its names are not accepted.

@@ -195,9 +195,11 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
     setup.wait_until("the source fetched again", Duration::from_secs(30), || {
         fetched_at() > fetched_before
     });
-    setup.stays_for(Duration::from_secs(2), "no kustomization reconciled again", || {
-        attempts() == before
-    });
+    setup.stays_for(
+        Duration::from_secs(2),
+        "no kustomization reconciled again",
+        || attempts() == before,
+    );
 
     setup.replace_config(&setup.config_text(&agent, &table("stays", "delete")));
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);

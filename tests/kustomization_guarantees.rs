@@ -85,13 +85,19 @@ async fn a_build_failure_or_a_missing_path_applies_and_prunes_nothing_and_keeps_
         !s.ready && s.last_attempted_revision.as_deref() == Some(&revision(&broken))
     });
     assert_eq!(failed.reason, "BuildFailed", "{}", failed.message);
-    assert!(failed.message.contains("missing.yaml"), "{}", failed.message);
+    assert!(
+        failed.message.contains("missing.yaml"),
+        "{}",
+        failed.message
+    );
     assert_eq!(failed.last_applied_revision, Some(revision(&first)));
     unchanged("build failure").await;
 
     // The path itself disappears.
     std::fs::remove_dir_all(setup.repo.work.join("apps")).expect("rm apps");
-    let gone = setup.repo.commit(&[("other/c.yaml", &configmap("c", "x"))], "no apps");
+    let gone = setup
+        .repo
+        .commit(&[("other/c.yaml", &configmap("c", "x"))], "no apps");
     let failed = setup.wait_for(name, "the missing path", |s| {
         !s.ready && s.last_attempted_revision.as_deref() == Some(&revision(&gone))
     });
@@ -132,10 +138,17 @@ async fn a_prune_denied_by_the_api_server_keeps_the_object_in_the_inventory_and_
         "names the object and why: {}",
         failed.message
     );
-    assert_eq!(value_of(&client, &ns.name, "gone").await, None, "gone pruned");
+    assert_eq!(
+        value_of(&client, &ns.name, "gone").await,
+        None,
+        "gone pruned"
+    );
     assert!(value_of(&client, &ns.name, "held").await.is_some());
     let inventory = setup.inventory(name);
-    assert!(has_object(&inventory, "held"), "survivor kept: {inventory:?}");
+    assert!(
+        has_object(&inventory, "held"),
+        "survivor kept: {inventory:?}"
+    );
     assert!(!has_object(&inventory, "gone"), "{inventory:?}");
 
     // Once the API server allows it, a retry (retry_interval 1s) deletes it.
@@ -281,7 +294,10 @@ async fn a_dependent_is_held_while_its_dependency_fails_and_released_when_it_is_
         .commit(&[("infra/base.yaml", &configmap("base", "1"))], "fixed");
     let infra = setup.wait_applied("g-deps-infra", &fixed);
     let apps = setup.wait_applied("g-deps-apps", &fixed);
-    assert_eq!(value_of(&client, &ns.name, "app").await.as_deref(), Some("1"));
+    assert_eq!(
+        value_of(&client, &ns.name, "app").await.as_deref(),
+        Some("1")
+    );
     let (infra_done, apps_done) = (
         infra.last_success_at.expect("infra success time"),
         apps.last_success_at.expect("apps success time"),
@@ -340,7 +356,11 @@ async fn wait_and_health_checks_fail_the_run_and_a_failed_object_ends_the_wait_e
         s.last_attempted_revision.as_deref() == Some(&revision(&commit))
     });
     assert!(!timed_out.ready);
-    assert_eq!(timed_out.reason, "HealthCheckFailed", "{}", timed_out.message);
+    assert_eq!(
+        timed_out.reason, "HealthCheckFailed",
+        "{}",
+        timed_out.message
+    );
     assert!(
         timed_out
             .message
@@ -427,7 +447,14 @@ async fn a_kustomization_removed_while_stopped_is_collected_at_start_and_a_faile
         })
         .await;
     let _daemon = setup.start();
-    until_value(&client, &ns.name, "held-b", None, "held-b deleted at the next start").await;
+    until_value(
+        &client,
+        &ns.name,
+        "held-b",
+        None,
+        "held-b deleted at the next start",
+    )
+    .await;
     eventually(BOUND, "g-removed-gone forgotten", || async {
         setup.status("g-removed-gone").is_none()
     })
@@ -456,7 +483,14 @@ async fn a_reload_that_changes_path_target_namespace_and_prune_is_applied() {
 
     // path: ./one → ./two. b applied, a pruned.
     setup.write_config(&kustomization(name, "./two", one, ""));
-    until_value(&client, one, "b", Some("1"), "b applied after the path change").await;
+    until_value(
+        &client,
+        one,
+        "b",
+        Some("1"),
+        "b applied after the path change",
+    )
+    .await;
     until_value(&client, one, "a", None, "a pruned after the path change").await;
 
     // target_namespace: b moves.
@@ -468,7 +502,14 @@ async fn a_reload_that_changes_path_target_namespace_and_prune_is_applied() {
     setup.write_config(
         &kustomization(name, "./one", two, "").replace("prune = true", "prune = false"),
     );
-    until_value(&client, two, "a", Some("1"), "a applied after prune = false").await;
+    until_value(
+        &client,
+        two,
+        "a",
+        Some("1"),
+        "a applied after prune = false",
+    )
+    .await;
     setup.wait_for(name, "ready with prune = false", |s| s.ready);
     assert_eq!(
         value_of(&client, two, "b").await.as_deref(),
@@ -569,8 +610,7 @@ async fn drift_on_a_new_object_a_cluster_scoped_one_and_a_custom_resource_is_rev
         &GroupVersionKind::gvk(&group, "v1", "Widget"),
         "widgets",
     );
-    let widgets: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns.name, &widget_kind);
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &widget_kind);
     relabel(&widgets, "w").await;
     until_tier(&widgets, "w", "declared", "custom resource drift reverted").await;
 
@@ -591,7 +631,14 @@ async fn drift_on_a_new_object_a_cluster_scoped_one_and_a_custom_resource_is_rev
         )
         .await
         .expect("edit b");
-    until_value(&client, &ns.name, "b", Some("declared"), "drift on b reverted").await;
+    until_value(
+        &client,
+        &ns.name,
+        "b",
+        Some("declared"),
+        "drift on b reverted",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -602,7 +649,12 @@ async fn drift_is_left_alone_while_suspended_and_reverted_on_resume() {
     let tables = format!(
         "{}{}",
         long(kustomization("g-suspend", "./held", &ns.name, "")),
-        long(kustomization("g-suspend-control", "./control", &ns.name, "")),
+        long(kustomization(
+            "g-suspend-control",
+            "./control",
+            &ns.name,
+            ""
+        )),
     );
     let setup = Setup::new(&tables);
     let commit = setup.repo.commit(
@@ -637,7 +689,14 @@ async fn drift_is_left_alone_while_suspended_and_reverted_on_resume() {
             .await
             .expect("edit");
     }
-    until_value(&client, &ns.name, "c", Some("declared"), "the control's drift reverted").await;
+    until_value(
+        &client,
+        &ns.name,
+        "c",
+        Some("declared"),
+        "the control's drift reverted",
+    )
+    .await;
     assert_eq!(
         value_of(&client, &ns.name, "h").await.as_deref(),
         Some("edited"),
@@ -647,5 +706,12 @@ async fn drift_is_left_alone_while_suspended_and_reverted_on_resume() {
 
     let out = setup.cli(&["resume", "g-suspend"]);
     assert!(out.status.success(), "{:?}", out);
-    until_value(&client, &ns.name, "h", Some("declared"), "reverted on resume").await;
+    until_value(
+        &client,
+        &ns.name,
+        "h",
+        Some("declared"),
+        "reverted on resume",
+    )
+    .await;
 }

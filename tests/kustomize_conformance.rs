@@ -254,7 +254,10 @@ fn kedge_builds_the_kustomize_corpus_like_kustomize() {
         oracle.is_some(),
         failed.len()
     ));
-    assert!(cases >= 250, "expected at least 250 corpus cases, found {cases}");
+    assert!(
+        cases >= 250,
+        "expected at least 250 corpus cases, found {cases}"
+    );
     let known: BTreeSet<String> =
         std::fs::read_to_string(fixtures_root().join("kustomize-corpus-known-failures.txt"))
             .expect("known failures list")

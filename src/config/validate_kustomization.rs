@@ -273,7 +273,8 @@ fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<St
 
 /// A Kubernetes namespace name (an RFC 1123 label).
 fn is_namespace_name(name: &str) -> bool {
-    let edges_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let edges_ok =
+        |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     name.len() <= 63
         && edges_ok(name.chars().next())
         && edges_ok(name.chars().last())

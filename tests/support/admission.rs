@@ -51,7 +51,11 @@ impl Denial {
     /// Denies creating ConfigMaps whose name starts with `prefix` in
     /// `namespace`, but lets server-side dry-runs through: the dry-run of
     /// a whole set passes and the apply that follows fails part-way.
-    pub async fn creates_but_not_dry_runs(client: &Client, namespace: &str, prefix: &str) -> Denial {
+    pub async fn creates_but_not_dry_runs(
+        client: &Client,
+        namespace: &str,
+        prefix: &str,
+    ) -> Denial {
         let denial = Denial::create(
             client,
             namespace,
