@@ -145,6 +145,10 @@ async fn run_kustomization(
         return;
     };
     let mut drift = DriftWatch::default();
+    tokio::select! {
+        _ = kustomization::first_fetch(&ctx, &config, k) => {}
+        _ = stopped(&mut shutdown) => return,
+    }
     loop {
         if *shutdown.borrow() {
             break;
