@@ -172,7 +172,18 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
             .map(|rows| rows.iter().map(|r| r.last_attempt_at).collect::<Vec<_>>())
             .expect("kustomization statuses")
     };
-    let before = attempts();
+    // Start-up may reconcile twice (the first run, then the wake of the
+    // source's first artifact): the baseline is taken once that has settled.
+    let mut before = attempts();
+    setup.wait_until(
+        "the start-up reconciles settled",
+        Duration::from_secs(30),
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = attempts();
+            std::mem::replace(&mut before, now.clone()) == now
+        },
+    );
     let fetched_at = || {
         kedge::state::Store::open_read_only(&db)
             .and_then(|store| store.source_status("git", "fleet"))
