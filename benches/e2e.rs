@@ -11,6 +11,9 @@
 //!   files;
 //! - idle RSS with 20 kustomizations, and RSS after the 1,000 objects.
 //!
+//! Flux's figures are constants from DESIGN.md (measured on kind on this
+//! machine, never in this run): the table says so next to each.
+//!
 //! Run: `cargo bench --bench e2e` (prints a table; figures go to
 //! docs/BENCHMARKS.md). Needs `kubectl` on PATH for the references.
 
@@ -237,7 +240,7 @@ fn main() {
         "first sync, 20 ConfigMaps (spawn → applied)".into(),
         secs(kedge_first),
         format!(
-            "{} (git clone + kubectl apply --server-side); Flux 1.7–1.9 s",
+            "{} (git clone + kubectl apply --server-side); Flux 1.7–1.9 s (DESIGN.md, not this run)",
             secs(reference_first)
         ),
     ));
@@ -246,7 +249,7 @@ fn main() {
         "commit → applied after a reconcile request (median of 5)".into(),
         secs(request_latencies[2]),
         format!(
-            "min {} max {}; Flux 0.9–1.1 s",
+            "min {} max {}; Flux 0.9–1.1 s (DESIGN.md, not this run)",
             secs(request_latencies[0]),
             secs(request_latencies[4])
         ),
@@ -280,7 +283,7 @@ fn main() {
     rows.push((
         "idle RSS, 20 kustomizations".into(),
         format!("{idle:.1} MiB"),
-        "Flux 205 MiB (two controllers)".into(),
+        "no reference in this run; Flux 205 MiB (two controllers, DESIGN.md)".into(),
     ));
 
     let mut big = Vec::new();
@@ -325,7 +328,7 @@ fn main() {
         "1,000 ConfigMaps in one of 20 kustomizations, commit + request → applied".into(),
         secs(kedge_big),
         format!(
-            "(reconcile itself {reconcile_ms} ms) {} kubectl apply --server-side (ratio {:.1}×); Flux 13.8–14.3 s",
+            "(reconcile itself {reconcile_ms} ms) {} kubectl apply --server-side (ratio {:.1}×); Flux 13.8–14.3 s (DESIGN.md, not this run)",
             secs(reference_big),
             reference_big.as_secs_f64() / kedge_big.as_secs_f64()
         ),
@@ -333,7 +336,7 @@ fn main() {
     rows.push((
         "RSS after 1,000 objects".into(),
         format!("{after:.1} MiB"),
-        "Flux 179 MiB".into(),
+        "no reference in this run; Flux 179 MiB (DESIGN.md)".into(),
     ));
 
     println!("\nkedge end to end (source interval {SOURCE_INTERVAL}, test control plane v1.33.13)");
