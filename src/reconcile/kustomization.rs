@@ -671,6 +671,7 @@ pub(crate) fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
 mod tests {
     use super::*;
     use crate::config::{HealthCheck, SourceKind, SourceRef};
+    use crate::state::SourceOutcome;
 
     fn kustomization() -> Kustomization {
         Kustomization {
@@ -739,6 +740,99 @@ mod tests {
             objref("apps", "Deployment", "web"),
         ];
         assert_eq!(health_targets(&k, &applied), applied);
+    }
+
+    /// A context whose client points at a closed port: dependency_not_ready
+    /// only reads the state.
+    fn offline_context(store: Store, dir: &Path) -> Context {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        let client = kube::Client::try_from(config).expect("client");
+        Context {
+            manager: Manager::new(client),
+            store: Arc::new(Mutex::new(store)),
+            unpacker: Arc::new(Unpacker::new(dir.join("unpacked"))),
+            labelled: Arc::new(tokio::sync::OnceCell::new()),
+            started_at: 0,
+        }
+    }
+
+    fn outcome<'a>(ready: bool, applied: Option<&'a str>) -> KustomizationOutcome<'a> {
+        KustomizationOutcome {
+            ready,
+            reason: if ready {
+                "ReconciliationSucceeded"
+            } else {
+                "BuildFailed"
+            },
+            message: "",
+            attempted_revision: applied,
+            applied_revision: applied,
+            duration_ms: 1,
+            deletion_policy: "delete",
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dependency_holds_its_dependent_until_ready_at_its_sources_latest_revision() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifact = dir.path().join("artifact.tar.gz");
+        std::fs::write(&artifact, b"x").expect("artifact file");
+        let store = Store::open_in_memory().expect("store");
+        let mut config = Config::parse(
+            Path::new("/etc/kedge/kedge.toml"),
+            "[git.fleet]\nurl = \"https://git.example.org/fleet.git\"\n\n\
+             [kustomization.infra]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\n\n\
+             [kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\ndepends_on = [\"infra\"]\n",
+        )
+        .expect("config");
+        let apps = config.kustomizations["apps"].clone();
+        let ctx = offline_context(store, dir.path());
+        let record_source = |revision: &str| {
+            lock(&ctx.store)
+                .record_source_outcome(
+                    "git",
+                    "fleet",
+                    "https://git.example.org/fleet.git",
+                    1,
+                    SourceOutcome::Ready {
+                        revision,
+                        digest: "d",
+                        path: &artifact,
+                        inputs: "",
+                        new_artifact: true,
+                    },
+                )
+                .expect("record source");
+        };
+        let record_infra = |ready: bool, applied: Option<&str>| {
+            lock(&ctx.store)
+                .record_kustomization_outcome("infra", "git/fleet", 1, outcome(ready, applied))
+                .expect("record infra");
+        };
+        let waiting = |config: &Config| dependency_not_ready(&ctx, config, &apps);
+
+        record_source("main@sha1:1");
+        assert_eq!(
+            waiting(&config).as_deref(),
+            Some("dependency 'infra' is not ready"),
+            "never reconciled"
+        );
+        record_infra(false, None);
+        assert!(waiting(&config).is_some(), "failed");
+        record_infra(true, Some("main@sha1:1"));
+        assert_eq!(waiting(&config), None, "ready at the latest revision");
+        record_source("main@sha1:2");
+        assert!(
+            waiting(&config).is_some(),
+            "ready, but at an older revision than its source's latest"
+        );
+        record_infra(true, Some("main@sha1:2"));
+        assert_eq!(waiting(&config), None);
+        config.kustomizations.remove("infra");
+        assert_eq!(
+            waiting(&config).as_deref(),
+            Some("dependency 'infra' is not configured")
+        );
     }
 
     #[test]
