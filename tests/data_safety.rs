@@ -551,7 +551,16 @@ async fn a_full_state_directory_shows_the_failure_and_writes_it_later() {
         on_disk().is_some_and(|s| s.last_attempt_at.is_some_and(|at| at > filled_at))
     });
     reconcile(&setup, name);
-    converged(&client, &setup, &ns.name, name, 2).await;
+    // The inventory is inside the daemon's mount namespace: objects only.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while labelled(&client, &ns.name, name).await != expected(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log:\n{}",
+            setup.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Writes zeros to `path` until the file system is full.

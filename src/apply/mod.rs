@@ -14,7 +14,7 @@
 //! | [`Manager::dry_run_diff`] | `dry_run.rs` | what an apply would change, without changing it |
 //! | [`Manager::prune`] | `prune.rs` | delete stale objects that are still ours |
 //! | [`Manager::wait`] | `health.rs` | wait until objects are Current (kstatus rules in `status.rs`) |
-//! | [`Manager::drift_watch`] | `watch.rs` | a stream of changes to our objects by anyone else |
+//! | [`Manager::drift_watch`] | `watch.rs` | a stream of changes to our objects by anyone else (one watch per kind for all owners; `drift.rs` judges) |
 //! | [`Manager::owned`] | `owned.rs` | every object labelled by an owner kind, without an inventory |
 //!
 //! The decisions are pure functions over data, unit-tested without a
@@ -51,6 +51,7 @@
 
 pub mod changeset;
 pub mod discovery;
+mod drift;
 pub mod dry_run;
 pub mod health;
 pub mod inventory;
@@ -80,7 +81,7 @@ pub use owned::Owned;
 pub use prune::{PruneOptions, PruneResult, SkipReason};
 pub use ssa::{ApplyError, ApplyOptions, ObjectFailure, Plan};
 pub use status::{evaluate, Status};
-pub use watch::{debounce, DriftCause, DriftEvent, WatchError};
+pub use watch::{debounce, DriftCause, DriftEvent, DriftStream, WatchError};
 
 /// Label naming the owner (the kustomization's name) on every applied object.
 pub const NAME_LABEL: &str = "kedge.dev/name";
@@ -135,6 +136,7 @@ pub struct Manager {
     client: Client,
     kinds: Arc<KindCache>,
     memo: Arc<memo::Memo>,
+    drift: Arc<watch::DriftHub>,
 }
 
 impl Manager {
@@ -142,6 +144,7 @@ impl Manager {
         Manager {
             kinds: Arc::new(KindCache::new(client.clone())),
             memo: Arc::new(memo::Memo::default()),
+            drift: Arc::default(),
             client,
         }
     }

@@ -120,6 +120,10 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         "kedge started"
     );
     notify::ready(&status_line(&store));
+    // A save between the first read and the watch's start is not missed.
+    if Config::load(config_path).map_or(true, |now| &now != units.file_config()) {
+        reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+    }
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
     let stopped: Result<&str, state::Error> = loop {
         let removal_due = units.removal_due();

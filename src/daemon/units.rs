@@ -71,6 +71,8 @@ pub struct Units {
     removals: JoinSet<()>,
     /// When these units first started (milliseconds since the epoch).
     started_at: i64,
+    /// Whether the state database held nothing when they started.
+    state_was_empty: bool,
 }
 
 /// Kustomizations removed from the config, waiting for the file to stay
@@ -103,6 +105,7 @@ impl Units {
         heartbeat: HeartbeatFactory,
     ) -> Result<Units, Error> {
         let config = Arc::new(effective(&file_config, &store)?);
+        let state_was_empty = lock(&store).is_empty()?;
         let mut units = Units {
             file_config,
             config,
@@ -116,6 +119,7 @@ impl Units {
             pending: None,
             removals: JoinSet::new(),
             started_at: state::now_millis(),
+            state_was_empty,
         };
         units.forget_removed_sources()?;
         // Subscribed before the scheduler starts: the runner starts later
@@ -404,6 +408,7 @@ impl Units {
             unpacker: Arc::new(Unpacker::new(self.config.agent.state_dir.join("unpacked"))),
             labelled: Arc::default(),
             started_at: self.started_at,
+            state_was_empty: self.state_was_empty,
         };
         self.ctx = Some(ctx.clone());
         Ok(ctx)

@@ -57,6 +57,10 @@ pub struct Context {
     pub labelled: Arc<tokio::sync::OnceCell<apply::Owned>>,
     /// When the daemon started (milliseconds since the epoch).
     pub started_at: i64,
+    /// Whether the state database held nothing when the daemon started (a
+    /// new node, or a lost database): only then can objects labelled by a
+    /// kustomization exist without its inventory.
+    pub state_was_empty: bool,
 }
 
 /// What the caller does next: run again after `requeue_after`, and watch
@@ -516,9 +520,9 @@ fn dependency_not_ready(ctx: &Context, config: &Config, k: &Kustomization) -> Op
 }
 
 /// The stored inventory of `k`; for a kustomization that never applied and
-/// has none (a new one, or one whose state database was lost), the
-/// objects in the cluster that carry its labels, adopted so that those its
-/// revision no longer declares are pruned.
+/// has none while the daemon started on an empty database (a new node, or
+/// a lost database), the objects in the cluster that carry its labels,
+/// adopted so that those its revision no longer declares are pruned.
 async fn recorded_or_adopted(
     ctx: &Context,
     config: &Config,
@@ -528,7 +532,7 @@ async fn recorded_or_adopted(
     let ever_applied = lock(&ctx.store)
         .kustomization_status(&k.name)?
         .is_some_and(|s| s.last_applied_revision.is_some());
-    if ever_applied || !inventory.is_empty() {
+    if ever_applied || !inventory.is_empty() || !ctx.state_was_empty {
         return Ok(inventory);
     }
     let labelled = ctx
@@ -550,7 +554,13 @@ async fn recorded_or_adopted(
 /// Scans the cluster for objects labelled by kustomizations, and says
 /// which belong to none that kedge knows (those are left alone).
 async fn scan_labelled(ctx: &Context, config: &Config) -> Result<apply::Owned, Error> {
+    let started = Instant::now();
     let owned = ctx.manager.owned(OWNER_KIND).await?;
+    tracing::debug!(
+        owners = owned.by_owner.len(),
+        "scanned the cluster for objects labelled by kustomizations in {:?}",
+        started.elapsed()
+    );
     for (kind, error) in &owned.unlisted {
         tracing::warn!(
             "looking for objects labelled by kustomizations: cannot list {kind}: {error}"
