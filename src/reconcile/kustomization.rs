@@ -763,6 +763,7 @@ mod tests {
             unpacker: Arc::new(Unpacker::new(dir.join("unpacked"))),
             labelled: Arc::new(tokio::sync::OnceCell::new()),
             started_at: 0,
+            state_was_empty: false,
         }
     }
 
