@@ -163,6 +163,28 @@ fn a_branch_over_file_url_becomes_a_tar_gz_named_by_its_sha256_with_a_branch_rev
 }
 
 #[test]
+fn a_sync_of_an_unchanged_commit_rebuilds_a_damaged_artifact() {
+    let (_root, repo) = fixture();
+    repo.commit(&[("a.yaml", "a: 1\n")], "one");
+    let syncer = Syncer::new();
+    let source = source_from(&file_url(&repo), "");
+    let first = new_artifact(syncer.sync(&source).expect("first sync"));
+
+    std::fs::write(&first.path, b"not a tar.gz at all").expect("damage the artifact");
+    let again = syncer.sync(&source).expect("second sync");
+
+    assert_eq!(again.artifact().digest, first.digest);
+    assert_eq!(
+        sha256_hex(&first.path),
+        first.digest,
+        "rebuilt byte for byte"
+    );
+    std::fs::remove_file(&first.path).expect("lose the artifact");
+    syncer.sync(&source).expect("third sync");
+    assert_eq!(sha256_hex(&first.path), first.digest, "a missing one too");
+}
+
+#[test]
 fn a_local_path_url_works_like_file_url_and_the_fetch_is_shallow() {
     let (_root, repo) = fixture();
     repo.commit(&[("a.yaml", "a: 1\n")], "one");
