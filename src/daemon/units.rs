@@ -26,7 +26,7 @@ use crate::config::{diff, Config, ConfigDiff, Kustomization, SourceKind, SourceR
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
 use crate::reconcile::unpack::Unpacker;
-use crate::reconcile::{runner, Request, Runner, Scheduler, SourceUpdate, Trigger};
+use crate::reconcile::{runner, Request, Runner, Scheduler, SourceTriggers, SourceUpdate, Trigger};
 use crate::source::Limits;
 use crate::state::{self, Store};
 
@@ -51,6 +51,8 @@ pub struct Units {
     runner: Option<Running<Runner>>,
     /// Every new artifact of whichever scheduler runs, for the runner.
     updates: broadcast::Sender<SourceUpdate>,
+    /// Triggers from the reconcilers to whichever scheduler runs.
+    source_triggers: SourceTriggers,
     ctx: Option<Context>,
 }
 
@@ -71,6 +73,7 @@ impl Units {
             scheduler: None,
             runner: None,
             updates: broadcast::channel(64).0,
+            source_triggers: SourceTriggers::default(),
             ctx: None,
         };
         units.forget_removed_sources()?;
@@ -221,6 +224,7 @@ impl Units {
             Some((self.heartbeat)()),
         );
         tokio::spawn(relay(unit.subscribe(), self.updates.clone()));
+        self.source_triggers.connect(&unit);
         self.scheduler = Some(Running { unit, stop });
     }
 
@@ -260,6 +264,7 @@ impl Units {
             manager: Manager::new(super::kube_client(&self.config).await?),
             store: self.store.clone(),
             unpacker: Arc::new(Unpacker::new(self.config.agent.state_dir.join("unpacked"))),
+            source_triggers: self.source_triggers.clone(),
         };
         self.ctx = Some(ctx.clone());
         Ok(ctx)

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::scheduler::SourceTriggers;
 use super::unpack::Unpacker;
 use crate::apply::{
     self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions,
@@ -49,6 +50,9 @@ pub struct Context {
     pub store: Arc<Mutex<Store>>,
     /// Artifacts unpacked for builds, shared by all kustomizations.
     pub unpacker: Arc<Unpacker>,
+    /// Asks the running scheduler to sync (and so repair) a source whose
+    /// artifact cannot be used.
+    pub source_triggers: SourceTriggers,
 }
 
 /// What the caller does next: run again after `requeue_after`, and watch
@@ -369,9 +373,15 @@ async fn build(
     let artifact = artifact.clone();
     let path = k.path.clone();
     let source_ref = k.source.to_string();
-    tokio::task::spawn_blocking(move || unpack_and_build(&unpacker, &artifact, &path, &source_ref))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
+    let built = tokio::task::spawn_blocking(move || {
+        unpack_and_build(&unpacker, &artifact, &path, &source_ref)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?;
+    if matches!(built, Err(Error::Artifact { .. })) && !ctx.source_triggers.request(&k.source) {
+        tracing::debug!(source = %k.source, "no scheduler took the request to repair the artifact");
+    }
+    built
 }
 
 fn unpack_and_build(
