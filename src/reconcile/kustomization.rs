@@ -406,6 +406,16 @@ fn unpack_and_build(
         path: shown,
         source,
     })?;
+    // A tree damaged while the build read it must not become a prune.
+    unpacker
+        .confirm(artifact)
+        .map_err(|damage| Error::Artifact {
+            source_ref: source_ref.to_string(),
+            message: format!(
+                "unpacked tree {} changed during the build: {damage}",
+                tree.display()
+            ),
+        })?;
     Ok(resources.iter().map(kustomize::Resource::to_json).collect())
 }
 

@@ -26,8 +26,11 @@
 //! # Caveats
 //! The [`KEEP`] most recently used trees stay; older ones are removed when a
 //! new one is unpacked. A build still reading a tree that old fails and is
-//! retried at its `retry_interval`. A tree damaged while a build reads it
-//! is caught by the next build, not that one.
+//! retried at its `retry_interval`.
+//!
+//! # Guarantees
+//! [`Unpacker::confirm`] after a build catches a tree damaged while the
+//! build read it, so that build's result is never applied.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -70,10 +73,7 @@ impl Unpacker {
     pub fn unpacked(&self, artifact: &Artifact) -> Result<PathBuf, source::Error> {
         let tree = self.dir.join(&artifact.digest);
         let manifest_path = self.manifest_path(&artifact.digest);
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut verified = self.verified();
         if tree.is_dir() {
             match check(&tree, &manifest_path, &artifact.digest, &mut verified) {
                 Ok(()) => {
@@ -113,6 +113,25 @@ impl Unpacker {
         }
         self.remove_old(&artifact.digest, &mut verified);
         Ok(tree)
+    }
+
+    /// Checks, without repairing it, that the tree of `artifact` is still as
+    /// recorded: after a build read it.
+    pub fn confirm(&self, artifact: &Artifact) -> Result<(), TreeDamage> {
+        let tree = self.dir.join(&artifact.digest);
+        let mut verified = self.verified();
+        check(
+            &tree,
+            &self.manifest_path(&artifact.digest),
+            &artifact.digest,
+            &mut verified,
+        )
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn manifest_path(&self, digest: &str) -> PathBuf {
@@ -304,6 +323,27 @@ mod tests {
         std::fs::remove_file(tree.join("apps/b.yaml")).expect("delete b");
         Unpacker::new(unpacked).unpacked(&fleet)?;
         assert_eq!(read(&tree, "apps/b.yaml").as_deref(), Some("kind: B"));
+        Ok(())
+    }
+
+    #[test]
+    fn confirm_reports_a_tree_damaged_after_its_check_and_leaves_the_repair_to_the_next_build(
+    ) -> Result<(), source::Error> {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let unpacker = Unpacker::new(scratch.path().join("unpacked"));
+        let fleet = artifact(
+            scratch.path(),
+            &[("a.yaml", "kind: A"), ("b.yaml", "kind: B")],
+        );
+        let tree = unpacker.unpacked(&fleet)?;
+        assert_eq!(unpacker.confirm(&fleet), Ok(()));
+
+        std::fs::remove_file(tree.join("b.yaml")).expect("delete b during a build");
+        let damage = unpacker.confirm(&fleet).expect_err("b is gone");
+        assert_eq!(damage.path, "b.yaml");
+        assert_eq!(read(&tree, "b.yaml"), None, "confirm repairs nothing");
+        unpacker.unpacked(&fleet)?;
+        assert_eq!(read(&tree, "b.yaml").as_deref(), Some("kind: B"));
         Ok(())
     }
 

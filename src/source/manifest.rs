@@ -54,7 +54,7 @@ pub struct TreeDamage {
 
 fn damage(path: &str, what: impl Into<String>) -> TreeDamage {
     TreeDamage {
-        path: path.to_string(),
+        path: if path.is_empty() { "." } else { path }.to_string(),
         what: what.into(),
     }
 }
@@ -281,19 +281,24 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    /// The first entry that differs between two snapshots of one tree.
+    /// The first entry that differs between two snapshots of one tree:
+    /// one gone or added first (a directory's times change with them too),
+    /// then a file or symlink changed, then a directory.
     pub fn first_difference(&self, now: &Snapshot) -> Option<TreeDamage> {
-        for (path, stat) in &self.entries {
-            match now.entries.get(path) {
-                None => return Some(damage(path, "is missing")),
-                Some(current) if current != stat => return Some(damage(path, "was changed")),
-                Some(_) => {}
-            }
+        if let Some(gone) = self.entries.keys().find(|k| !now.entries.contains_key(*k)) {
+            return Some(damage(gone, "is missing"));
         }
-        now.entries
-            .keys()
-            .find(|path| !self.entries.contains_key(*path))
-            .map(|path| damage(path, "is not in the artifact"))
+        if let Some(added) = now.entries.keys().find(|k| !self.entries.contains_key(*k)) {
+            return Some(damage(added, "is not in the artifact"));
+        }
+        let changed = |dirs: bool| {
+            self.entries
+                .iter()
+                .filter(|(_, stat)| stat.is_dir == dirs)
+                .find(|(key, stat)| now.entries.get(*key) != Some(*stat))
+                .map(|(key, _)| damage(key, "was changed"))
+        };
+        changed(false).or_else(|| changed(true))
     }
 }
 
@@ -380,12 +385,18 @@ mod tests {
         let before = Snapshot::take(tree).expect("snapshot");
         std::fs::remove_file(tree.join("apps/b.yaml")).expect("rm");
         let now = Snapshot::take(tree).expect("snapshot");
-        assert!(before.first_difference(&now).is_some());
+        assert_eq!(
+            before.first_difference(&now),
+            Some(damage("apps/b.yaml", "is missing"))
+        );
 
         let before = now;
         std::fs::write(tree.join("added.yaml"), "x").expect("add");
         let now = Snapshot::take(tree).expect("snapshot");
-        assert!(before.first_difference(&now).is_some());
+        assert_eq!(
+            before.first_difference(&now),
+            Some(damage("added.yaml", "is not in the artifact"))
+        );
     }
 
     #[test]
