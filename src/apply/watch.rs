@@ -286,6 +286,7 @@ mod tests {
             Kind {
                 resource,
                 namespaced: true,
+                listable: true,
             },
             "kedge",
             [(Some("n".to_string()), "c".to_string())],

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{query_error, Result, Store};
+use super::{query_error, unsaved, Result, Store};
 
 /// The outcome of one fetch of a source, to be recorded.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +70,38 @@ fn status_from_row(row: &Row<'_>) -> rusqlite::Result<SourceStatus> {
 impl Store {
     /// Records the outcome of one fetch of source `kind/name` at `at`
     /// (milliseconds since the epoch). `url` must already be redacted.
+    ///
+    /// # Errors
+    /// When the write fails the outcome is held in memory (read back by
+    /// [`Store::source_status`]) and written again later; the error is
+    /// returned for the caller to report.
     pub fn record_source_outcome(
+        &self,
+        kind: &str,
+        name: &str,
+        url: &str,
+        at: i64,
+        outcome: SourceOutcome<'_>,
+    ) -> Result<()> {
+        let held = self.held_source(kind, name);
+        if held.is_some() {
+            self.hold_source(unsaved::source_after(held, (kind, name, url), at, &outcome));
+            return self.retry_unsaved().map(drop);
+        }
+        self.write_source_outcome(kind, name, url, at, outcome)
+            .inspect_err(|err| {
+                let status = self.source_status(kind, name).ok().flatten();
+                self.hold_source(unsaved::source_after(
+                    status,
+                    (kind, name, url),
+                    at,
+                    &outcome,
+                ));
+                self.write_failed(err);
+            })
+    }
+
+    fn write_source_outcome(
         &self,
         kind: &str,
         name: &str,
@@ -123,6 +154,9 @@ impl Store {
 
     /// The status of one source, `None` if it has never been fetched.
     pub fn source_status(&self, kind: &str, name: &str) -> Result<Option<SourceStatus>> {
+        if let Some(held) = self.held_source(kind, name) {
+            return Ok(Some(held));
+        }
         self.conn
             .query_row(
                 &format!("SELECT {COLUMNS} FROM sources WHERE kind = ?1 AND name = ?2"),
@@ -145,11 +179,13 @@ impl Store {
             .query_map([], status_from_row)
             .map_err(query_error("listing sources"))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map(|rows| self.with_held_sources(rows))
             .map_err(query_error("listing sources"))
     }
 
     /// Forgets a source removed from the config (its events stay).
     pub fn remove_source(&self, kind: &str, name: &str) -> Result<()> {
+        self.forget_held_source(kind, name);
         self.conn
             .execute(
                 "DELETE FROM sources WHERE kind = ?1 AND name = ?2",
