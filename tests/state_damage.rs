@@ -135,6 +135,12 @@ async fn an_artifact_overwritten_while_its_tree_exists_is_rebuilt_and_applied() 
     setup.wait_for("apps", "the artifact rebuilt", |_| {
         sha256_of(&artifact).as_deref() == Some(digest.as_str())
     });
+    // The event is recorded once the sync that rebuilt it returns.
+    setup.wait_for("apps", "an ArtifactRestored event", |_| {
+        source_events(&setup)
+            .iter()
+            .any(|e| e.reason == "ArtifactRestored")
+    });
     let events = source_events(&setup);
     let restored = events
         .iter()
