@@ -84,63 +84,10 @@ impl Store {
         at: i64,
         outcome: KustomizationOutcome<'_>,
     ) -> Result<()> {
-        let held = self.held_kustomization(name);
-        if held.is_some() {
-            self.hold_kustomization(unsaved::kustomization_after(
-                held, name, source, at, &outcome,
-            ));
-            return self.retry_unsaved().map(drop);
-        }
-        self.write_kustomization_outcome(name, source, at, outcome)
-            .inspect_err(|err| {
-                let status = self.kustomization_status(name).ok().flatten();
-                self.hold_kustomization(unsaved::kustomization_after(
-                    status, name, source, at, &outcome,
-                ));
-                self.write_failed(err);
-            })
-    }
-
-    fn write_kustomization_outcome(
-        &self,
-        name: &str,
-        source: &str,
-        at: i64,
-        outcome: KustomizationOutcome<'_>,
-    ) -> Result<()> {
-        let KustomizationOutcome {
-            ready,
-            reason,
-            message,
-            attempted_revision,
-            applied_revision,
-            duration_ms,
-            deletion_policy,
-        } = outcome;
-        self.register_kustomization(name, source, deletion_policy)?;
-        self.conn
-            .execute(
-                "UPDATE kustomizations SET ready = ?2, reason = ?3, message = ?4,
-                    last_attempted_revision = COALESCE(?5, last_attempted_revision),
-                    last_applied_revision = COALESCE(?6, last_applied_revision),
-                    last_attempt_at = ?7,
-                    last_success_at = CASE WHEN ?2 THEN ?7 ELSE last_success_at END,
-                    last_duration_ms = ?8,
-                    consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures + 1 END
-                 WHERE name = ?1",
-                params![
-                    name,
-                    ready,
-                    reason,
-                    message,
-                    attempted_revision,
-                    applied_revision,
-                    at,
-                    duration_ms
-                ],
-            )
-            .map_err(query_error("recording kustomization outcome"))?;
-        Ok(())
+        let before = self.kustomization_status(name)?;
+        self.save_kustomization(unsaved::kustomization_after(
+            before, name, source, at, &outcome,
+        ))
     }
 
     /// Records that kustomization `name` exists, with its source and

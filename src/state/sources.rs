@@ -83,73 +83,13 @@ impl Store {
         at: i64,
         outcome: SourceOutcome<'_>,
     ) -> Result<()> {
-        let held = self.held_source(kind, name);
-        if held.is_some() {
-            self.hold_source(unsaved::source_after(held, (kind, name, url), at, &outcome));
-            return self.retry_unsaved().map(drop);
-        }
-        self.write_source_outcome(kind, name, url, at, outcome)
-            .inspect_err(|err| {
-                let status = self.source_status(kind, name).ok().flatten();
-                self.hold_source(unsaved::source_after(
-                    status,
-                    (kind, name, url),
-                    at,
-                    &outcome,
-                ));
-                self.write_failed(err);
-            })
-    }
-
-    fn write_source_outcome(
-        &self,
-        kind: &str,
-        name: &str,
-        url: &str,
-        at: i64,
-        outcome: SourceOutcome<'_>,
-    ) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO sources (kind, name, url) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (kind, name) DO UPDATE SET url = excluded.url",
-                params![kind, name, url],
-            )
-            .map_err(query_error("creating source row"))?;
-        match outcome {
-            SourceOutcome::Ready {
-                revision,
-                digest,
-                path,
-                inputs,
-                new_artifact,
-            } => self.conn.execute(
-                "UPDATE sources SET revision = ?3, artifact_digest = ?4, artifact_path = ?5,
-                    artifact_inputs = ?6, last_attempt_at = ?7, last_success_at = ?7,
-                    last_artifact_at = CASE WHEN ?8 THEN ?7 ELSE last_artifact_at END,
-                    ready = 1, reason = 'Succeeded',
-                    message = 'stored artifact for revision ' || ?3, consecutive_failures = 0
-                 WHERE kind = ?1 AND name = ?2",
-                params![
-                    kind,
-                    name,
-                    revision,
-                    digest,
-                    path.to_string_lossy(),
-                    inputs,
-                    at,
-                    new_artifact
-                ],
-            ),
-            SourceOutcome::Failed { reason, message } => self.conn.execute(
-                "UPDATE sources SET last_attempt_at = ?3, ready = 0, reason = ?4, message = ?5,
-                    consecutive_failures = consecutive_failures + 1
-                 WHERE kind = ?1 AND name = ?2",
-                params![kind, name, at, reason, message],
-            ),
-        }
-        .map_err(query_error("recording source outcome"))?;
-        Ok(())
+        let before = self.source_status(kind, name)?;
+        self.save_source(unsaved::source_after(
+            before,
+            (kind, name, url),
+            at,
+            &outcome,
+        ))
     }
 
     /// The status of one source, `None` if it has never been fetched.

@@ -1,6 +1,7 @@
-//! Outcomes that could not be written (a full disk, a read-only file
-//! system): held in memory, read back as if written, and written again at
-//! the next write or [`Store::retry_unsaved`].
+//! Recording outcomes: what an outcome does to a status (one rule, in
+//! Rust), written as a whole row; and outcomes that could not be written
+//! (a full disk, a read-only file system), held in memory, read back as if
+//! written, and written again at the next write or [`Store::retry_unsaved`].
 //!
 //! # Why
 //! An outcome that cannot be recorded must not leave `kedge status`, the
@@ -29,8 +30,7 @@ impl Unsaved {
     }
 }
 
-/// `status` after `outcome` at `at`: what the SQL of
-/// [`Store::record_kustomization_outcome`] would have written.
+/// `status` after `outcome` at `at`.
 pub(super) fn kustomization_after(
     status: Option<KustomizationStatus>,
     name: &str,
@@ -82,8 +82,7 @@ pub(super) fn kustomization_after(
     }
 }
 
-/// `status` after `outcome` at `at`, as [`Store::record_source_outcome`]
-/// would have written it.
+/// `status` after `outcome` at `at`.
 pub(super) fn source_after(
     status: Option<SourceStatus>,
     (kind, name, url): (&str, &str, &str),
@@ -140,18 +139,24 @@ pub(super) fn source_after(
 }
 
 impl Store {
-    /// Holds `status` in memory until it can be written.
-    pub(super) fn hold_kustomization(&self, status: KustomizationStatus) {
-        let mut unsaved = self.unsaved.borrow_mut();
-        unsaved.kustomizations.insert(status.name.clone(), status);
+    /// Writes `status`, after any held before it; held in memory when the
+    /// write fails.
+    pub(super) fn save_kustomization(&self, status: KustomizationStatus) -> Result<()> {
+        self.unsaved
+            .borrow_mut()
+            .kustomizations
+            .insert(status.name.clone(), status);
+        self.retry_unsaved().map(drop)
     }
 
-    /// Holds `status` in memory until it can be written.
-    pub(super) fn hold_source(&self, status: SourceStatus) {
-        let mut unsaved = self.unsaved.borrow_mut();
-        unsaved
+    /// Writes `status`, after any held before it; held in memory when the
+    /// write fails.
+    pub(super) fn save_source(&self, status: SourceStatus) -> Result<()> {
+        self.unsaved
+            .borrow_mut()
             .sources
             .insert((status.kind.clone(), status.name.clone()), status);
+        self.retry_unsaved().map(drop)
     }
 
     /// Drops what is held of kustomization `name` (it is being forgotten).
@@ -165,11 +170,6 @@ impl Store {
             .borrow_mut()
             .sources
             .remove(&(kind.to_string(), name.to_string()));
-    }
-
-    /// Remembers why a write failed, for [`Store::unsaved_problem`].
-    pub(super) fn write_failed(&self, error: &super::Error) {
-        self.unsaved.borrow_mut().error = Some(error.to_string());
     }
 
     /// The held status of kustomization `name`, newer than its row.
@@ -230,14 +230,14 @@ impl Store {
     }
 
     /// Writes the held outcomes; `Ok(true)` when some were held and all
-    /// are written now.
+    /// are written now. Each written is dropped from memory.
     pub fn retry_unsaved(&self) -> Result<bool> {
         if self.unsaved.borrow().is_empty() {
             return Ok(false);
         }
         let result = self.write_held();
         if let Err(err) = &result {
-            self.write_failed(err);
+            self.unsaved.borrow_mut().error = Some(err.to_string());
         }
         result.map(|()| true)
     }
@@ -295,7 +295,7 @@ impl Store {
                     s.deletion_policy
                 ],
             )
-            .map_err(query_error("writing a held kustomization outcome"))?;
+            .map_err(query_error("recording kustomization outcome"))?;
         Ok(())
     }
 
@@ -329,7 +329,96 @@ impl Store {
                     s.consecutive_failures
                 ],
             )
-            .map_err(query_error("writing a held source outcome"))?;
+            .map_err(query_error("recording source outcome"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed<'a>(message: &'a str) -> KustomizationOutcome<'a> {
+        KustomizationOutcome {
+            ready: false,
+            reason: "ReconciliationFailed",
+            message,
+            attempted_revision: Some("main@sha1:2"),
+            applied_revision: None,
+            duration_ms: 5,
+            deletion_policy: "delete",
+        }
+    }
+
+    fn refuse_writes(store: &Store, refuse: bool) {
+        store
+            .conn
+            .pragma_update(None, "query_only", refuse)
+            .expect("set query_only");
+    }
+
+    #[test]
+    fn an_outcome_that_cannot_be_written_is_read_back_and_written_later() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        let ready = KustomizationOutcome {
+            ready: true,
+            reason: "ReconciliationSucceeded",
+            message: "applied",
+            attempted_revision: Some("main@sha1:1"),
+            applied_revision: Some("main@sha1:1"),
+            duration_ms: 5,
+            deletion_policy: "delete",
+        };
+        store.record_kustomization_outcome("apps", "git/fleet", 1, ready)?;
+        refuse_writes(&store, true);
+        assert!(store
+            .record_kustomization_outcome("apps", "git/fleet", 2, failed("first"))
+            .is_err());
+        assert!(store
+            .record_kustomization_outcome("apps", "git/fleet", 3, failed("second"))
+            .is_err());
+        let shown = store.kustomization_status("apps")?.expect("a status");
+        assert!(!shown.ready);
+        assert_eq!(shown.message, "second");
+        assert_eq!(shown.consecutive_failures, 2);
+        assert_eq!(shown.last_applied_revision.as_deref(), Some("main@sha1:1"));
+        assert!(store
+            .unsaved_problem()
+            .is_some_and(|p| p.contains("not saved")));
+        assert!(store.retry_unsaved().is_err());
+
+        refuse_writes(&store, false);
+        assert!(store.retry_unsaved()?);
+        assert_eq!(store.unsaved_problem(), None);
+        let written = store.kustomization_statuses()?;
+        assert_eq!(written, vec![shown]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_fetch_that_cannot_be_written_does_not_show_ready() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        let path = std::path::Path::new("/a.tar.gz");
+        let ready = SourceOutcome::Ready {
+            revision: "main@sha1:1",
+            digest: "d",
+            path,
+            inputs: "i",
+            new_artifact: true,
+        };
+        store.record_source_outcome("git", "fleet", "/srv", 1, ready)?;
+        refuse_writes(&store, true);
+        let failure = SourceOutcome::Failed {
+            reason: "GitOperationFailed",
+            message: "No space left on device",
+        };
+        assert!(store
+            .record_source_outcome("git", "fleet", "/srv", 2, failure)
+            .is_err());
+        let shown = store.source_status("git", "fleet")?.expect("a status");
+        assert!(!shown.ready);
+        assert_eq!(shown.revision.as_deref(), Some("main@sha1:1"));
+        assert_eq!(store.source_statuses()?, vec![shown]);
         Ok(())
     }
 }
