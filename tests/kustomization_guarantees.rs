@@ -565,7 +565,6 @@ where
 }
 
 #[tokio::test]
-#[ignore = "fails intermittently since the shared drift watch (main b53e0bb): an edit made between an apply and a (re)started per-kind watch's first sight of the object is taken as its baseline (src/apply/drift.rs), so it is never reverted; see issue 22 report"]
 async fn drift_on_a_new_object_a_cluster_scoped_one_and_a_custom_resource_is_reverted() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "g-drift").await;
@@ -643,7 +642,6 @@ async fn drift_on_a_new_object_a_cluster_scoped_one_and_a_custom_resource_is_rev
 }
 
 #[tokio::test]
-#[ignore = "fails intermittently since the shared drift watch (main b53e0bb): an edit made between an apply and a (re)started per-kind watch's first sight of the object is taken as its baseline (src/apply/drift.rs), so it is never reverted; see issue 22 report"]
 async fn drift_is_left_alone_while_suspended_and_reverted_on_resume() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "g-suspend").await;

@@ -33,8 +33,8 @@ impl Drop for Daemon {
 pub(crate) struct Setup {
     root: tempfile::TempDir,
     pub(crate) repo: FixtureRepo,
-    config: PathBuf,
-    state_dir: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) state_dir: PathBuf,
     log: PathBuf,
 }
 

@@ -29,6 +29,8 @@ mod config;
 mod kustomization_run;
 // The reconciler's guarantees under `kedge run`, several with a fault injected by the API server.
 mod kustomization_guarantees;
+// `kedge run` with a damaged state directory: unpacked trees and artifacts verified, repaired, never a prune.
+mod state_damage;
 // The source scheduler: triggers, broadcast of new artifacts, shutdown.
 mod git_scheduler;
 // Helpers of the daemon and CLI tests: a temporary config, state and control socket.
