@@ -784,6 +784,7 @@ mod tests {
             labelled: Arc::new(tokio::sync::OnceCell::new()),
             started_at: 0,
             state_was_empty: false,
+            source_triggers: SourceTriggers::default(),
         }
     }
 
