@@ -270,3 +270,70 @@ fn check_config_accepts_the_example() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
 }
+
+#[test]
+fn intervals_and_timeouts_under_a_second_are_refused() {
+    let all = problems(&format!(
+        "{SOURCE}interval = \"1ns\"\ntimeout = \"999ms\"\n\
+         [kustomization.apps]\nsource = \"git/fleet\"\npath = \"./\"\nprune = true\n\
+         interval = \"1ms\"\nretry_interval = \"10ms\"\ntimeout = \"500ms\"\n"
+    ));
+    let keys: Vec<&str> = all.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "git.fleet.interval",
+            "git.fleet.timeout",
+            "kustomization.apps.interval",
+            "kustomization.apps.retry_interval",
+            "kustomization.apps.timeout"
+        ],
+        "{all:?}"
+    );
+    assert!(
+        all.iter().all(|p| p.message.contains("at least 1s")),
+        "{all:?}"
+    );
+    valid(&format!("{SOURCE}interval = \"1s\"\ntimeout = \"1s\"\n"));
+}
+
+#[test]
+fn every_credential_over_plain_http_is_refused() {
+    let token = tempfile::NamedTempFile::new().expect("temp token");
+    let token = token.path().display().to_string();
+    let problem = one_problem(&format!(
+        "[git.fleet]\nurl = \"http://127.0.0.1:19080/p.git\"\nbearer_token_file = {token:?}\n"
+    ));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (3, "git.fleet.bearer_token_file")
+    );
+    assert!(problem.message.contains("clear text"), "{problem:?}");
+    let problem = one_problem(&format!(
+        "[git.fleet]\nurl = \"http://127.0.0.1:19080/p.git\"\nusername = \"kedge\"\npassword_file = {token:?}\n"
+    ));
+    assert_eq!(problem.key, "git.fleet.password_file");
+    assert!(problem.message.contains("clear text"), "{problem:?}");
+    valid(&format!(
+        "[git.fleet]\nurl = \"https://127.0.0.1:19080/p.git\"\nbearer_token_file = {token:?}\n"
+    ));
+}
+
+#[test]
+fn user_info_in_an_http_url_is_refused_without_echoing_it() {
+    for url in [
+        "https://ghp_SECRETUSERTOKEN@git.example.org/x.git",
+        "http://ghp_SECRETUSERTOKEN@127.0.0.1/x.git",
+    ] {
+        let problem = one_problem(&format!("[git.fleet]\nurl = {url:?}\n"));
+        assert_eq!(problem.key, "git.fleet.url");
+        assert!(problem.message.contains("bearer_token_file"), "{problem:?}");
+        assert!(!problem.message.contains("SECRET"), "{problem:?}");
+    }
+    // The user of an ssh URL is the login name, not a secret.
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let file = file.path().display().to_string();
+    valid(&format!(
+        "[git.fleet]\nurl = \"ssh://git@example.org/x.git\"\nssh_key_file = {file:?}\nknown_hosts_file = {file:?}\n"
+    ));
+}

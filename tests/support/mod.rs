@@ -18,6 +18,7 @@
 
 pub mod cluster;
 pub mod git;
+pub mod proxy;
 
 pub use cluster::{cluster, TestNamespace};
 
