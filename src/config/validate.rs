@@ -14,6 +14,9 @@ use super::{Agent, Config, GitAuth, GitRef, GitSource, DEFAULT_SOCKET_PATH, DEFA
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The shortest interval or timeout accepted: below it a source or
+/// kustomization would make kedge and the API server spin.
+pub const MIN_DURATION: Duration = Duration::from_secs(1);
 
 pub(super) struct Checker<'a> {
     pub(super) locator: Locator<'a>,
@@ -181,8 +184,16 @@ impl Checker<'_> {
 
     pub(super) fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
         match humantime::parse_duration(value.get_ref()) {
-            Ok(duration) if duration.is_zero() => {
-                self.problem(value.span(), key, "a duration must be more than zero");
+            Ok(duration) if duration < MIN_DURATION => {
+                self.problem(
+                    value.span(),
+                    key,
+                    format!(
+                        "{:?} is too short: intervals and timeouts must be at least {}",
+                        value.get_ref(),
+                        humantime::format_duration(MIN_DURATION)
+                    ),
+                );
                 None
             }
             Ok(duration) => Some(duration),
@@ -267,6 +278,20 @@ impl Checker<'_> {
                 url.span(),
                 key,
                 "the URL holds a password: put it in password_file instead",
+            );
+            return None;
+        }
+        let http = matches!(
+            parsed.scheme,
+            gix::url::Scheme::Http | gix::url::Scheme::Https
+        );
+        if http && parsed.user().is_some() {
+            // A user alone is how tokens ride in URLs (https://TOKEN@host/…);
+            // the URL is shown and stored, so it must hold no credential.
+            self.problem(
+                url.span(),
+                key,
+                "an http(s) URL must not hold a user: use username + password_file, or bearer_token_file",
             );
             return None;
         }
@@ -422,7 +447,11 @@ impl Checker<'_> {
             }
             Some(gix::url::Scheme::Http | gix::url::Scheme::Https) => {
                 not_for(self, &ssh_keys, "http(s)");
-                self.http_auth(key, raw, scheme == Some(gix::url::Scheme::Https));
+                let https = scheme == Some(gix::url::Scheme::Https);
+                self.http_auth(key, raw, https);
+                if !https {
+                    self.no_clear_text_credentials(key, raw);
+                }
             }
             Some(_) => {
                 not_for(self, &ssh_keys, "file and git://");
@@ -431,6 +460,23 @@ impl Checker<'_> {
             None => {}
         }
         (self.problems.len() == before).then_some(auth)
+    }
+
+    /// Every credential of a plain http:// URL would cross the network
+    /// unencrypted: refused.
+    fn no_clear_text_credentials(&mut self, key: &str, raw: &RawGitSource) {
+        for (value, field) in [
+            (&raw.password_file, "password_file"),
+            (&raw.bearer_token_file, "bearer_token_file"),
+        ] {
+            if let Some(value) = value {
+                self.problem(
+                    value.span(),
+                    &format!("{key}.{field}"),
+                    format!("{field} would be sent in clear text over http://: use https"),
+                );
+            }
+        }
     }
 
     fn http_auth(&mut self, key: &str, raw: &RawGitSource, https: bool) {
