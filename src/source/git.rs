@@ -50,6 +50,7 @@ struct Want {
 /// Setting `interrupt` aborts a pack transfer in progress.
 pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Result<FetchedCommit> {
     super::install_tls_provider();
+    refuse_clear_text_credentials(source)?;
     let mut repo = open_or_init(source, repo_dir)?;
     let stderr_file = ssh_stderr_file(repo_dir);
     std::fs::write(&stderr_file, "")
@@ -162,7 +163,8 @@ fn ssh_command(source: &GitSource, stderr_file: &Path) -> Option<String> {
     let connect_timeout = source.timeout.as_secs().max(1);
     Some(format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
-         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout} 2>>{}",
+         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout} \
+         -o ServerAliveInterval={connect_timeout} -o ServerAliveCountMax=1 2>>{}",
         shell_quote(&key.to_string_lossy()),
         shell_quote(&known_hosts.to_string_lossy()),
         shell_quote(&stderr_file.to_string_lossy()),
@@ -212,6 +214,27 @@ fn read_secret(source: &GitSource, path: &Path) -> Result<String> {
             path: path.to_path_buf(),
             source: err,
         })
+}
+
+/// A credential configured for a plain `http://` URL is refused before
+/// anything is sent (check-config refuses it too; this holds for a config
+/// that bypassed it).
+fn refuse_clear_text_credentials(source: &GitSource) -> Result<()> {
+    let plain_http = source.url.to_ascii_lowercase().starts_with("http://");
+    let credential = [
+        (&source.auth.password_file, "password_file"),
+        (&source.auth.bearer_token_file, "bearer_token_file"),
+    ]
+    .into_iter()
+    .find_map(|(file, field)| file.as_ref().map(|_| field));
+    match credential {
+        Some(field) if plain_http => Err(Error::Fetch {
+            source_name: source.name.clone(),
+            url: super::redact_url(&source.url),
+            message: format!("refusing to send {field} in clear text over http://; use https"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Sets the in-memory config of this fetch: the ssh command and, for a
@@ -286,8 +309,8 @@ fn connect<'a, 'repo>(
     let mut connection = remote
         .connect(Direction::Fetch)
         .map_err(|err| fetch_error(source, err))?;
-    if let Some(certificate) = ca {
-        let options = http_options_trusting(remote.repo(), source, certificate)?;
+    if is_http(&source.url) {
+        let options = bounded_http_options(remote.repo(), source, ca)?;
         connection = connection.with_transport_options(Box::new(options));
     }
     Ok(
@@ -326,12 +349,20 @@ fn private_ca(source: &GitSource) -> Result<Option<reqwest::Certificate>> {
         })
 }
 
+fn is_http(url: &str) -> bool {
+    let url = url.to_ascii_lowercase();
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 /// The HTTP options gix derives from the repository config, with the
-/// reqwest client also trusting `certificate`.
-fn http_options_trusting(
+/// reqwest client also trusting `certificate` and every request ending
+/// after the source's timeout: a server that froze or trickles bytes must
+/// not keep the fetch thread (and the source's lock) after the scheduler
+/// gave up on it.
+fn bounded_http_options(
     repo: &gix::Repository,
     source: &GitSource,
-    certificate: reqwest::Certificate,
+    certificate: Option<reqwest::Certificate>,
 ) -> Result<gix::protocol::transport::client::blocking_io::http::Options> {
     use gix::protocol::transport::client::blocking_io::http;
     let configured = repo
@@ -341,13 +372,23 @@ fn http_options_trusting(
         .and_then(|any| any.downcast::<http::Options>().ok())
         .map(|boxed| *boxed)
         .unwrap_or_default();
+    let timeout = source.timeout;
     let backend = http::reqwest::Options {
         configure_client: Some(Box::new(
             move |builder: reqwest::blocking::ClientBuilder| {
-                Ok(builder.add_root_certificate(certificate.clone()))
+                let builder = builder.timeout(timeout);
+                Ok(match &certificate {
+                    Some(certificate) => builder.add_root_certificate(certificate.clone()),
+                    None => builder,
+                })
             },
         )),
-        configure_request: None,
+        // Unlike the client's timeout (each read), this one bounds the
+        // whole request, body included: an endless body ends too.
+        configure_request: Some(Box::new(move |request: &mut reqwest::blocking::Request| {
+            *request.timeout_mut() = Some(timeout);
+            Ok(())
+        })),
     };
     options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
     Ok(options)
