@@ -4,7 +4,9 @@
 //! # Design
 //! serde_json over a unix stream socket, nothing more: `socat - UNIX:/run/kedge/kedge.sock`
 //! and `{"request":"status"}` is a valid session. [`call`] is the client
-//! side, blocking, for the CLI.
+//! side, blocking, for the CLI. A request is small ([`MAX_REQUEST`]) and
+//! must arrive within [`REQUEST_DEADLINE`]; a client that closes the
+//! connection before the reply cancels the request.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,8 +15,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The longest request or reply line read, in bytes.
-pub const MAX_LINE: u64 = 64 * 1024 * 1024;
+/// The longest request line the daemon reads, in bytes.
+pub const MAX_REQUEST: u64 = 64 * 1024;
+/// How long the daemon waits for a whole request line.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest reply line the CLI reads, in bytes (a build's YAML).
+pub const MAX_REPLY: u64 = 64 * 1024 * 1024;
 
 /// What the CLI asks of the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,7 +206,7 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
     stream.write_all(line.as_bytes()).map_err(io)?;
     let mut reply = String::new();
     BufReader::new(stream)
-        .take(MAX_LINE)
+        .take(MAX_REPLY)
         .read_line(&mut reply)
         .map_err(io)?;
     serde_json::from_str(&reply).map_err(|e| ClientError::Protocol {
