@@ -96,7 +96,8 @@ impl Manager {
         mut tracker: DriftTracker,
         owner: &Owner,
     ) -> impl Stream<Item = DriftEvent> + Send + 'static {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &tracker.kind.resource);
+        let api: Api<DynamicObject> =
+            Api::all_with(self.watch_client.clone(), &tracker.kind.resource);
         let config = watcher::Config::default().labels(&owner.label_selector());
         watcher(api, config)
             .default_backoff()

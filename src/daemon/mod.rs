@@ -35,6 +35,7 @@ pub mod units;
 pub use logging::init_logging;
 pub use signals::{Received, Signals};
 
+use crate::apply::Manager;
 use crate::config::Config;
 use crate::reconcile::kustomization;
 use crate::reconcile::scheduler::Heartbeat;
@@ -177,9 +178,10 @@ pub(crate) fn status_line(store: &Mutex<Store>) -> String {
     }
 }
 
-/// A client from `[agent] kubeconfig`, else in-cluster, `$KUBECONFIG` or
-/// `~/.kube/config`. Nothing is sent to the cluster yet.
-pub(crate) async fn kube_client(config: &Config) -> Result<kube::Client, Error> {
+/// The cluster's [`Manager`] from `[agent] kubeconfig`, else in-cluster,
+/// `$KUBECONFIG` or `~/.kube/config`, with a deadline on every request.
+/// Nothing is sent to the cluster yet.
+pub(crate) async fn cluster_manager(config: &Config) -> Result<Manager, Error> {
     let path = config.agent.kubeconfig.clone();
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kubeconfig {
         path: path.clone(),
@@ -198,5 +200,5 @@ pub(crate) async fn kube_client(config: &Config) -> Result<kube::Client, Error> 
         }
         None => kube::Config::infer().await.map_err(|e| failed(e.into()))?,
     };
-    kube::Client::try_from(client_config).map_err(|e| failed(e.into()))
+    Manager::bounded(client_config).map_err(|e| failed(e.into()))
 }

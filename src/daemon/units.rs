@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::apply::Manager;
 use crate::config::{diff, Config, ConfigDiff, Kustomization, SourceKind, SourceRef};
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
@@ -82,9 +81,9 @@ impl Units {
         units.start_scheduler();
         if units.needs_runner(&units.config)? {
             let ctx = units.context().await?;
-            if let Err(err) = kustomization::collect_removed(&ctx, &units.config).await {
-                tracing::error!("cleaning up removed kustomizations: {err}");
-            }
+            // In the background: it needs the API server, which must never
+            // hold up start-up (READY, the control socket).
+            spawn_collect_removed(ctx.clone(), units.config.clone());
             units.start_runner(ctx, updates);
         }
         Ok(units)
@@ -131,12 +130,7 @@ impl Units {
         if let Some(ctx) = ctx {
             self.start_runner(ctx.clone(), updates);
             if !changes.kustomizations.removed.is_empty() {
-                let config = self.config.clone();
-                tokio::spawn(async move {
-                    if let Err(err) = kustomization::collect_removed(&ctx, &config).await {
-                        tracing::error!("cleaning up removed kustomizations: {err}");
-                    }
-                });
+                spawn_collect_removed(ctx, self.config.clone());
             }
         }
         Ok(changes)
@@ -257,7 +251,7 @@ impl Units {
             return Ok(ctx.clone());
         }
         let ctx = Context {
-            manager: Manager::new(super::kube_client(&self.config).await?),
+            manager: super::cluster_manager(&self.config).await?,
             store: self.store.clone(),
             unpacker: Arc::new(Unpacker::new(self.config.agent.state_dir.join("unpacked"))),
         };
@@ -276,6 +270,16 @@ impl Units {
         }
         Ok(())
     }
+}
+
+/// Deletes the objects of kustomizations that left `config`, on a task of
+/// its own.
+fn spawn_collect_removed(ctx: Context, config: Arc<Config>) {
+    tokio::spawn(async move {
+        if let Err(err) = kustomization::collect_removed(&ctx, &config).await {
+            tracing::error!("cleaning up removed kustomizations: {err}");
+        }
+    });
 }
 
 /// Forwards one scheduler's updates until it stops.

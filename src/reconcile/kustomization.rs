@@ -41,6 +41,8 @@ use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
 
 /// The `kedge.dev/kind` label value of objects applied by a kustomization.
 pub const OWNER_KIND: &str = "Kustomization";
+/// How much of the timeout a health wait leaves for recording its outcome.
+const HEALTH_MARGIN: Duration = Duration::from_secs(1);
 
 /// What the reconciler shares across runs.
 #[derive(Clone)]
@@ -95,6 +97,11 @@ pub enum Error {
     /// The blocking build task panicked or was cancelled.
     #[error("build task: {0}")]
     Task(String),
+    /// The whole run took longer than the kustomization's `timeout`.
+    #[error(
+        "timed out after {timeout:?} (the kustomization's timeout); is the API server reachable?"
+    )]
+    TimedOut { timeout: Duration },
 }
 
 impl Error {
@@ -107,6 +114,7 @@ impl Error {
             Error::Apply(_) | Error::State(_) | Error::Inventory(_) => "ReconciliationFailed",
             Error::Prune(_) => "PruneFailed",
             Error::Health(_) => "HealthCheckFailed",
+            Error::TimedOut { .. } => "TimedOut",
         }
     }
 }
@@ -164,7 +172,14 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
         };
     }
     let mut attempted = None;
-    match pipeline(ctx, kustomization, &mut attempted).await {
+    let bounded = tokio::time::timeout(
+        kustomization.timeout,
+        pipeline(ctx, kustomization, started, &mut attempted),
+    );
+    let timed_out = Error::TimedOut {
+        timeout: kustomization.timeout,
+    };
+    match bounded.await.unwrap_or(Err(timed_out)) {
         Ok(applied) => {
             let message = format!(
                 "Applied revision: {} ({} created, {} configured, {} unchanged, {} pruned)",
@@ -218,6 +233,7 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
 async fn pipeline(
     ctx: &Context,
     k: &Kustomization,
+    started: Instant,
     attempted: &mut Option<String>,
 ) -> Result<Applied, Error> {
     let owner = Owner::new(&k.name, OWNER_KIND);
@@ -278,7 +294,9 @@ async fn pipeline(
     // Wait for health.
     let checked = health_targets(k, &new);
     if !checked.is_empty() {
-        ctx.manager.wait(&checked, k.timeout).await?;
+        // Ends before the whole run's timeout, to report which objects are not healthy.
+        let left = k.timeout.saturating_sub(started.elapsed() + HEALTH_MARGIN);
+        ctx.manager.wait(&checked, left).await?;
     }
     record_changes(ctx, &k.name, &changes);
     Ok(Applied {

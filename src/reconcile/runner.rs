@@ -10,7 +10,10 @@
 //!
 //! # Guarantees
 //! - One reconcile of a kustomization at a time; wakes that arrive during a
-//!   run collapse into one more run.
+//!   run, or within [`MIN_GAP`] after it, collapse into one more run.
+//! - A failed run is retried with backoff from seconds up to the
+//!   `retry_interval` (as sources are), and at once when the API server
+//!   it could not reach answers again.
 //! - Drift is debounced ([`DRIFT_QUIET`]) so a burst of edits is reverted
 //!   by one apply.
 
@@ -23,12 +26,18 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::kustomization::{self, Context, OWNER_KIND};
-use super::scheduler::SourceUpdate;
-use crate::apply::{debounce, ObjRef, Owner};
+use super::scheduler::{next_delay, SourceUpdate};
+use crate::apply::{debounce, Manager, ObjRef, Owner};
 use crate::config::Config;
 
 /// How long a watch must be quiet before the drift it saw is reverted.
 pub const DRIFT_QUIET: Duration = Duration::from_millis(100);
+/// The least time between two runs of one kustomization: whatever wakes
+/// it (drift, requests, new artifacts), it cannot spin.
+pub const MIN_GAP: Duration = Duration::from_secs(1);
+/// How often a kustomization whose run failed on an unreachable API server
+/// asks whether it is back.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// A request to reconcile a kustomization now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +154,8 @@ async fn run_kustomization(
         return;
     };
     let mut drift = DriftWatch::default();
+    let mut failures: u32 = 0;
+    let mut server_down = false;
     loop {
         if *shutdown.borrow() {
             break;
@@ -153,6 +164,13 @@ async fn run_kustomization(
             action = kustomization::reconcile(&ctx, &config, k) => action,
             _ = stopped(&mut shutdown) => break,
         };
+        let failed = !action.ready && !k.suspend;
+        failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
+        server_down &= failed;
         if action.ready {
             for dependent in config
                 .kustomizations
@@ -163,17 +181,49 @@ async fn run_kustomization(
             }
         }
         if !k.suspend {
-            drift
-                .follow(&ctx, &name, &action.inventory, own_wake.clone())
-                .await;
+            tokio::select! {
+                () = drift.follow(&ctx, &name, &action.inventory, own_wake.clone()) => {}
+                _ = stopped(&mut shutdown) => break,
+            }
         }
+        // Wakes during this pause collapse into the one run after it.
         tokio::select! {
-            _ = tokio::time::sleep(action.requeue_after) => {}
+            _ = tokio::time::sleep(MIN_GAP) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+        let delay = next_delay(action.requeue_after, failures).saturating_sub(MIN_GAP);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
             _ = own_wake.notified() => {}
+            () = server_back(&ctx.manager, failed, &mut server_down) => {
+                tracing::info!(kustomization = %name, "the API server answers again; retrying now");
+            }
             _ = stopped(&mut shutdown) => break,
         }
     }
     drift.stop();
+}
+
+/// After a failed run, resolves once the API server answers again having
+/// not answered (`down` remembers that across runs), probing every
+/// [`PROBE_EVERY`]; never when the run did not fail or the server answered
+/// all along (the failure was something else).
+async fn server_back(manager: &Manager, failed: bool, down: &mut bool) {
+    if !failed {
+        return std::future::pending().await;
+    }
+    loop {
+        let reachable = manager.reachable().await;
+        if reachable && *down {
+            *down = false;
+            return;
+        }
+        if reachable {
+            return std::future::pending().await;
+        }
+        *down = true;
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
 }
 
 /// The drift watch of one kustomization, restarted when its inventory
