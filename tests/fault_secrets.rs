@@ -85,16 +85,16 @@ fn no_credential_shows_in_logs_status_events_the_database_or_the_state_directory
     let ssh = sshd(&sshd_dir, &client_key.with_extension("pub"));
     let known_hosts = root.join("known_hosts");
     write(&known_hosts, &ssh.known_hosts_line);
-    let (password_file, token_file, key_file) = (
-        root.join("password"),
-        root.join("token"),
-        root.join("key"),
-    );
+    let (password_file, token_file, key_file) =
+        (root.join("password"), root.join("token"), root.join("key"));
     write(&password_file, PASSWORD);
     write(&token_file, TOKEN);
     std::fs::copy(&client_key, &key_file).expect("copy key");
     let key_secrets = [key_body(&client_key), key_body(&other_key)];
-    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or("root".into());
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or("root".into());
     let sources = |pass_url: &str| {
         format!(
             "[git.pass]\nurl = {pass_url:?}\ninterval = \"1h\"\nusername = \"kedge\"\npassword_file = {:?}\nca_file = {:?}\n\n\
@@ -116,9 +116,11 @@ fn no_credential_shows_in_logs_status_events_the_database_or_the_state_directory
     let _daemon = setup.start(&[]);
     setup.wait_ready();
     for name in ["pass", "token", "key"] {
-        setup.wait_until(&format!("git/{name} fetched"), Duration::from_secs(60), || {
-            source_ready(&setup, name) == Some(true)
-        });
+        setup.wait_until(
+            &format!("git/{name} fetched"),
+            Duration::from_secs(60),
+            || source_ready(&setup, name) == Some(true),
+        );
     }
 
     // Wrong credentials: every fetch fails.
@@ -132,7 +134,10 @@ fn no_credential_shows_in_logs_status_events_the_database_or_the_state_directory
     }
 
     // A token in the URL's user part: refused on reload, and by check-config.
-    let userinfo_url = format!("https://{USERINFO_TOKEN}@127.0.0.1:{}/fleet.git", basic.port);
+    let userinfo_url = format!(
+        "https://{USERINFO_TOKEN}@127.0.0.1:{}/fleet.git",
+        basic.port
+    );
     let refused_config = setup.config_text("", &sources(&userinfo_url));
     let check = {
         let file = root.join("userinfo.toml");
@@ -143,11 +148,16 @@ fn no_credential_shows_in_logs_status_events_the_database_or_the_state_directory
             .output()
             .expect("run check-config")
     };
-    assert!(!check.status.success(), "check-config refuses the user part");
+    assert!(
+        !check.status.success(),
+        "check-config refuses the user part"
+    );
     setup.replace_config(&refused_config);
-    setup.wait_until("the refused config reported", Duration::from_secs(30), || {
-        !report(&setup).problems.is_empty()
-    });
+    setup.wait_until(
+        "the refused config reported",
+        Duration::from_secs(30),
+        || !report(&setup).problems.is_empty(),
+    );
 
     let mut outputs: Vec<(String, Vec<u8>)> = vec![
         ("the log".into(), setup.log_text().into_bytes()),
@@ -171,7 +181,10 @@ fn no_credential_shows_in_logs_status_events_the_database_or_the_state_directory
         "the database is searched"
     );
     let log = setup.log_text();
-    assert!(log.contains("git/pass") || log.contains("pass"), "the log is not empty");
+    assert!(
+        log.contains("git/pass") || log.contains("pass"),
+        "the log is not empty"
+    );
 
     let secrets: Vec<&str> = [PASSWORD, WRONG_PASSWORD, TOKEN, WRONG_TOKEN, USERINFO_TOKEN]
         .into_iter()

@@ -84,7 +84,10 @@ async fn hostile_clients_on_the_control_socket_leave_memory_and_fds_where_they_w
     let pid = daemon.0.id();
     setup.wait_ready();
     assert!(
-        setup.cli(&["reconcile", "source", "git/fleet"]).status.success(),
+        setup
+            .cli(&["reconcile", "source", "git/fleet"])
+            .status
+            .success(),
         "{}",
         setup.log_text()
     );
@@ -150,6 +153,8 @@ async fn hostile_clients_on_the_control_socket_leave_memory_and_fds_where_they_w
         let mut stream = connect(&socket);
         stream.write_all(DIFF).expect("send diff");
     }
+    // Their work is cancelled within a moment.
+    thread::sleep(Duration::from_secs(2));
     // Concurrent diffs, all asked before any answer is read.
     let waiting: Vec<UnixStream> = (0..20)
         .map(|_| {
@@ -171,7 +176,9 @@ async fn hostile_clients_on_the_control_socket_leave_memory_and_fds_where_they_w
         "an oversized request is refused"
     );
     assert!(
-        replies.iter().any(|r| r.contains("no whole request within")),
+        replies
+            .iter()
+            .any(|r| r.contains("no whole request within")),
         "a trickling or idle request is cut off"
     );
     assert!(
@@ -184,7 +191,9 @@ async fn hostile_clients_on_the_control_socket_leave_memory_and_fds_where_they_w
             .all(|r| r.contains("\"reply\":\"text\"") || r.contains("busy")),
         "{diff_replies:?}"
     );
-    assert!(diff_replies.iter().any(|r| r.contains("\"reply\":\"text\"")));
+    assert!(diff_replies
+        .iter()
+        .any(|r| r.contains("\"reply\":\"text\"")));
 
     // Give the daemon a moment to drop what the hostile clients left.
     let deadline = Instant::now() + Duration::from_secs(30);
