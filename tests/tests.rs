@@ -49,3 +49,5 @@ mod fault_git;
 mod fault_socket;
 // Credentials never show in logs, status, events, the database or the state directory.
 mod fault_secrets;
+// Data safety under faults: kill -9, config edits, damaged or lost state never orphan or wrongly delete.
+mod data_safety;

@@ -14,7 +14,8 @@
 //! | [`Manager::dry_run_diff`] | `dry_run.rs` | what an apply would change, without changing it |
 //! | [`Manager::prune`] | `prune.rs` | delete stale objects that are still ours |
 //! | [`Manager::wait`] | `health.rs` | wait until objects are Current (kstatus rules in `status.rs`) |
-//! | [`Manager::drift_watch`] | `watch.rs` | a stream of changes to our objects by anyone else |
+//! | [`Manager::drift_watch`] | `watch.rs` | a stream of changes to our objects by anyone else (one watch per kind for all owners; `drift.rs` judges) |
+//! | [`Manager::owned`] | `owned.rs` | every object labelled by an owner kind, without an inventory |
 //!
 //! The decisions are pure functions over data, unit-tested without a
 //! cluster: [`order::order`] and [`order::stages`] (one [`order::APPLY_ORDER`]
@@ -24,11 +25,12 @@
 //! ```text
 //! let manager = Manager::new(client);                  // once per daemon, cloned freely
 //! let owner = Owner::new("apps", "Kustomization");     // kustomization name and kind
-//! let changes = manager.apply(objects, &owner, &ApplyOptions::default()).await?;
-//! //   on Err: record the failure; do NOT prune; keep the old inventory plus
-//! //   `err.applied()` (inventory::merge(old, &inventory::from_changeset(applied)))
+//! let plan = manager.plan(objects, &owner).await?;     // nothing written yet
+//! let old = inventory::merge(old, &plan.objects());     // store it BEFORE applying (write-ahead)
+//! let changes = manager.apply_plan(plan, &ApplyOptions::default()).await?;
+//! //   on Err: record the failure; do NOT prune; the widened inventory stays
 //! let new = inventory::from_changeset(&changes);
-//! let stale = inventory::diff(&old, &new);              // old: last inventory from SQLite
+//! let stale = inventory::diff(&old, &new);
 //! let pruned = manager.prune(&stale, &owner, &PruneOptions::default()).await;
 //! let keep = inventory::merge(new, &pruned.survivors()); // store per revision (ObjRef::to_id)
 //! manager.wait(&keep, timeout).await?;                  // when `wait` / health checks
@@ -49,6 +51,7 @@
 
 pub mod changeset;
 pub mod discovery;
+mod drift;
 pub mod dry_run;
 pub mod health;
 pub mod inventory;
@@ -56,6 +59,7 @@ mod manifest;
 mod memo;
 pub mod objref;
 pub mod order;
+pub mod owned;
 pub mod prune;
 pub mod ssa;
 pub mod status;
@@ -74,10 +78,11 @@ pub use dry_run::{DiffKind, ObjectDiff};
 pub use health::HealthError;
 pub use objref::{ObjRef, ObjRefError};
 pub use order::{order, APPLY_ORDER};
+pub use owned::Owned;
 pub use prune::{PruneOptions, PruneResult, SkipReason};
-pub use ssa::{ApplyError, ApplyOptions, ObjectFailure};
+pub use ssa::{ApplyError, ApplyOptions, ObjectFailure, Plan};
 pub use status::{evaluate, Status};
-pub use watch::{debounce, DriftCause, DriftEvent, WatchError};
+pub use watch::{debounce, DriftCause, DriftEvent, DriftStream, WatchError};
 
 /// Label naming the owner (the kustomization's name) on every applied object.
 pub const NAME_LABEL: &str = "kedge.dev/name";
@@ -143,6 +148,7 @@ pub struct Manager {
     watch_client: Client,
     kinds: Arc<KindCache>,
     memo: Arc<memo::Memo>,
+    drift: Arc<watch::DriftHub>,
 }
 
 impl Manager {
@@ -172,6 +178,7 @@ impl Manager {
         Manager {
             kinds: Arc::new(KindCache::new(client.clone())),
             memo: Arc::new(memo::Memo::default()),
+            drift: Arc::default(),
             client,
             watch_client,
         }
@@ -284,5 +291,6 @@ mod send_check {
         is_send(manager.prune(refs, owner, &PruneOptions::default()));
         is_send(manager.wait(refs, std::time::Duration::ZERO));
         is_send(manager.drift_watch(refs, owner));
+        is_send(manager.owned("Kustomization"));
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! # Guarantees
 //! - One reconcile of a kustomization at a time; wakes that arrive during a
-//!   run, or within [`MIN_GAP`] after it, collapse into one more run.
+//!   run, or within [`MIN_GAP`] after it, collapse into one more run;
+//!   wakes from before a run are served by it.
 //! - A failed run is retried with backoff from seconds up to the
 //!   `retry_interval` (as sources are), and at once when the API server
 //!   it could not reach answers again.
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -156,10 +157,17 @@ async fn run_kustomization(
     let mut drift = DriftWatch::default();
     let mut failures: u32 = 0;
     let mut server_down = false;
+    tokio::select! {
+        _ = kustomization::first_fetch(&ctx, &config, k) => {}
+        _ = stopped(&mut shutdown) => return,
+    }
     loop {
         if *shutdown.borrow() {
             break;
         }
+        // A wake that came before this run (a new artifact during the
+        // first fetch, say) is served by it: the run reads the latest state.
+        let _ = own_wake.notified().now_or_never();
         let action = tokio::select! {
             action = kustomization::reconcile(&ctx, &config, k) => action,
             _ = stopped(&mut shutdown) => break,
@@ -239,13 +247,17 @@ impl DriftWatch {
         if self.task.is_some() && self.watching == inventory {
             return;
         }
-        self.stop();
         self.watching = inventory.to_vec();
         if inventory.is_empty() {
+            self.stop();
             return;
         }
         let owner = Owner::new(name, OWNER_KIND);
-        match ctx.manager.drift_watch(inventory, &owner).await {
+        // The new follower registers before the old one leaves, so a kind
+        // both follow keeps its watch (and its fingerprints) running.
+        let followed = ctx.manager.drift_watch(inventory, &owner).await;
+        self.stop();
+        match followed {
             Ok(events) => {
                 let name = name.to_string();
                 let handle = tokio::spawn(async move {
