@@ -10,7 +10,7 @@
 //!
 //! # Guarantees
 //! - One reconcile of a kustomization at a time; wakes that arrive during a
-//!   run, or within [`MIN_GAP`] after it, collapse into one more run;
+//!   run, or within [`MIN_GAP`] of its start, collapse into one more run;
 //!   wakes from before a run are served by it.
 //! - A failed run is retried with backoff from seconds up to the
 //!   `retry_interval` (as sources are), and at once when the API server
@@ -33,8 +33,8 @@ use crate::config::Config;
 
 /// How long a watch must be quiet before the drift it saw is reverted.
 pub const DRIFT_QUIET: Duration = Duration::from_millis(100);
-/// The least time between two runs of one kustomization: whatever wakes
-/// it (drift, requests, new artifacts), it cannot spin.
+/// The least time between the starts of two runs of one kustomization:
+/// whatever wakes it (drift, requests, new artifacts), it cannot spin.
 pub const MIN_GAP: Duration = Duration::from_secs(1);
 /// How often a kustomization whose run failed on an unreachable API server
 /// asks whether it is back.
@@ -168,10 +168,12 @@ async fn run_kustomization(
         // A wake that came before this run (a new artifact during the
         // first fetch, say) is served by it: the run reads the latest state.
         let _ = own_wake.notified().now_or_never();
+        let started = tokio::time::Instant::now();
         let action = tokio::select! {
             action = kustomization::reconcile(&ctx, &config, k) => action,
             _ = stopped(&mut shutdown) => break,
         };
+        let ended = tokio::time::Instant::now();
         let failed = !action.ready && !k.suspend;
         failures = if failed {
             failures.saturating_add(1)
@@ -194,14 +196,14 @@ async fn run_kustomization(
                 _ = stopped(&mut shutdown) => break,
             }
         }
-        // Wakes during this pause collapse into the one run after it.
+        // Wakes until then collapse into the one run after it.
         tokio::select! {
-            _ = tokio::time::sleep(MIN_GAP) => {}
+            _ = tokio::time::sleep_until(started + MIN_GAP) => {}
             _ = stopped(&mut shutdown) => break,
         }
-        let delay = next_delay(action.requeue_after, failures).saturating_sub(MIN_GAP);
+        let delay = next_delay(action.requeue_after, failures);
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep_until(ended + delay) => {}
             _ = own_wake.notified() => {}
             () = server_back(&ctx.manager, failed, &mut server_down) => {
                 tracing::info!(kustomization = %name, "the API server answers again; retrying now");
