@@ -116,13 +116,17 @@ async fn hostile_clients_on_the_control_socket_leave_memory_and_fds_where_they_w
 
     let started = Instant::now();
     let mut clients = Vec::new();
-    // Oversized: 10 × 8 MiB without a newline.
+    // Oversized: 10 × 2 MiB without a newline.
     for _ in 0..10 {
         let socket = socket.clone();
         clients.push(thread::spawn(move || {
-            exchange(&socket, &vec![b'x'; 8 << 20])
+            exchange(&socket, &vec![b'x'; 2 << 20])
         }));
     }
+    let oversized: Vec<String> = clients
+        .drain(..)
+        .map(|c| c.join().expect("client thread"))
+        .collect();
     // Trickling: a byte every 200 ms, never a whole line.
     for _ in 0..20 {
         let socket = socket.clone();
@@ -172,8 +176,8 @@ async fn hostile_clients_on_the_control_socket_leave_memory_and_fds_where_they_w
     let hostile_for = started.elapsed();
 
     assert!(
-        replies.iter().any(|r| r.contains("at most 64 KiB")),
-        "an oversized request is refused"
+        oversized.iter().any(|r| r.contains("at most 64 KiB")),
+        "an oversized request is refused: {oversized:?}"
     );
     assert!(
         replies
