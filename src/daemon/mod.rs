@@ -253,5 +253,5 @@ pub(crate) async fn cluster_manager(config: &Config) -> Result<Manager, Error> {
         }
         None => kube::Config::infer().await.map_err(|e| failed(e.into()))?,
     };
-    Manager::bounded(client_config).map_err(|e| failed(e.into()))
+    Manager::with_deadlines(client_config).map_err(|e| failed(e.into()))
 }
