@@ -21,6 +21,10 @@ const FREEZE: Duration = Duration::from_secs(30);
 /// The kustomizations' timeout.
 const TIMEOUT: &str = "8s";
 
+// Kustomization names are unique to this file: a daemon started on an
+// empty database adopts labelled objects of the same name anywhere in the
+// shared cluster.
+
 /// A proxy to the shared control plane and a kubeconfig that goes through it.
 fn proxied_kubeconfig(dir: &Path) -> (FreezableProxy, String) {
     let server = &cluster().server;
@@ -114,16 +118,21 @@ async fn a_frozen_api_server_times_out_in_time_says_so_and_the_commit_lands_soon
     let ns = TestNamespace::new(&client, "freeze").await;
     let setup = Setup::new("", "");
     let (proxy, kubeconfig) = proxied_kubeconfig(setup.root.path());
-    setup.write_config(&config(&setup, &kubeconfig, &ns.name, &["apps", "other"]));
+    setup.write_config(&config(
+        &setup,
+        &kubeconfig,
+        &ns.name,
+        &["frz-apps", "frz-other"],
+    ));
     let first = setup.repo.commit(
         &[
-            ("apps/a.yaml", &configmap("a", "one")),
-            ("other/b.yaml", &configmap("b", "one")),
+            ("frz-apps/a.yaml", &configmap("a", "one")),
+            ("frz-other/b.yaml", &configmap("b", "one")),
         ],
         "one",
     );
     let _daemon = setup.start(&[]);
-    for name in ["apps", "other"] {
+    for name in ["frz-apps", "frz-other"] {
         wait_for(
             &setup,
             name,
@@ -137,15 +146,15 @@ async fn a_frozen_api_server_times_out_in_time_says_so_and_the_commit_lands_soon
     let frozen_at = Instant::now();
     let second = setup.repo.commit(
         &[
-            ("apps/a.yaml", &configmap("a", "two")),
-            ("other/b.yaml", &configmap("b", "two")),
+            ("frz-apps/a.yaml", &configmap("a", "two")),
+            ("frz-other/b.yaml", &configmap("b", "two")),
         ],
         "two",
     );
     let timeout = humantime::parse_duration(TIMEOUT).expect("timeout");
     // Both runs of the new commit say what is wrong within their timeout
     // (plus the source's 1s interval and a generous margin for a loaded machine).
-    for name in ["apps", "other"] {
+    for name in ["frz-apps", "frz-other"] {
         let (failed, _) = wait_for(
             &setup,
             name,
@@ -172,7 +181,7 @@ async fn a_frozen_api_server_times_out_in_time_says_so_and_the_commit_lands_soon
     let log = setup.log_text();
     assert!(
         log.lines()
-            .any(|l| l.contains("kustomization=apps") && l.contains("TimedOut")),
+            .any(|l| l.contains("kustomization=frz-apps") && l.contains("TimedOut")),
         "kedge logs the timeout with the kustomization field:\n{log}"
     );
     assert!(
@@ -188,7 +197,7 @@ async fn a_frozen_api_server_times_out_in_time_says_so_and_the_commit_lands_soon
 
     proxy.thaw();
     let thawed_at = Instant::now();
-    for name in ["apps", "other"] {
+    for name in ["frz-apps", "frz-other"] {
         wait_for(
             &setup,
             name,
@@ -214,16 +223,21 @@ async fn a_removed_kustomization_does_not_hold_up_a_start_while_the_api_server_i
     let ns = TestNamespace::new(&client, "freeze-start").await;
     let setup = Setup::new("", "");
     let (proxy, kubeconfig) = proxied_kubeconfig(setup.root.path());
-    setup.write_config(&config(&setup, &kubeconfig, &ns.name, &["apps", "other"]));
+    setup.write_config(&config(
+        &setup,
+        &kubeconfig,
+        &ns.name,
+        &["frz-apps", "frz-other"],
+    ));
     let first = setup.repo.commit(
         &[
-            ("apps/a.yaml", &configmap("a", "one")),
-            ("other/b.yaml", &configmap("b", "one")),
+            ("frz-apps/a.yaml", &configmap("a", "one")),
+            ("frz-other/b.yaml", &configmap("b", "one")),
         ],
         "one",
     );
     let mut daemon = setup.start(&[]);
-    for name in ["apps", "other"] {
+    for name in ["frz-apps", "frz-other"] {
         wait_for(
             &setup,
             name,
@@ -234,7 +248,7 @@ async fn a_removed_kustomization_does_not_hold_up_a_start_while_the_api_server_i
     }
     assert!(daemon.stop().success());
 
-    setup.write_config(&config(&setup, &kubeconfig, &ns.name, &["apps"]));
+    setup.write_config(&config(&setup, &kubeconfig, &ns.name, &["frz-apps"]));
     proxy.freeze();
     let started = Instant::now();
     let _daemon = setup.start(&[]);

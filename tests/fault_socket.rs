@@ -13,7 +13,7 @@ use kedge::state::Store;
 use crate::daemon_common::Setup;
 use crate::support::{cluster, TestNamespace};
 
-const DIFF: &[u8] = b"{\"request\":\"diff\",\"name\":\"apps\"}\n";
+const DIFF: &[u8] = b"{\"request\":\"diff\",\"name\":\"hostile\"}\n";
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -62,7 +62,7 @@ async fn hostile_clients_on_the_control_socket_leave_memory_and_fds_where_they_w
             cluster().kubeconfig.display().to_string()
         ),
         &format!(
-            "[kustomization.apps]\nsource = \"git/fleet\"\npath = \"./apps\"\ninterval = \"1h\"\n\
+            "[kustomization.hostile]\nsource = \"git/fleet\"\npath = \"./apps\"\ninterval = \"1h\"\n\
              prune = true\ntarget_namespace = \"{}\"\n",
             ns.name
         ),
@@ -91,10 +91,10 @@ async fn hostile_clients_on_the_control_socket_leave_memory_and_fds_where_they_w
         "{}",
         setup.log_text()
     );
-    setup.wait_until("apps applied", Duration::from_secs(60), || {
+    setup.wait_until("hostile applied", Duration::from_secs(60), || {
         Store::open_read_only(&setup.state_dir.join("kedge.db"))
             .ok()
-            .and_then(|s| s.kustomization_status("apps").ok().flatten())
+            .and_then(|s| s.kustomization_status("hostile").ok().flatten())
             .is_some_and(|s| s.ready)
     });
     let socket = setup.socket.clone();
