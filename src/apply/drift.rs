@@ -47,7 +47,7 @@ pub(crate) struct Drifted {
 
 /// What one sighting of an object says about who manages it, hashed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Fingerprint {
+pub(crate) struct Fingerprint {
     /// When kedge last applied, per its own entry.
     applied_at: u64,
     /// kedge's field paths (`f:data/f:key`), sorted.
@@ -84,6 +84,15 @@ impl DriftTracker {
     /// Whether a first list has completed: absence then means deleted.
     pub fn listed(&self) -> bool {
         self.listed_once
+    }
+
+    /// Takes `fingerprint` (kedge's last apply of the object) as the
+    /// baseline of an object not seen yet, so that its first sight is
+    /// compared with what kedge applied.
+    pub fn seed(&mut self, object: ObjectKey, owner: OwnerKey, fingerprint: Fingerprint) {
+        self.objects
+            .entry(object)
+            .or_insert(Tracked { owner, fingerprint });
     }
 
     /// Of `expected`, the objects this kind's watch does not hold.
@@ -214,6 +223,11 @@ fn hash_of(value: impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();
     value.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Who manages `meta`'s object, as a [`Fingerprint`].
+pub(crate) fn fingerprint_of(meta: &ObjectMeta, ours: &str) -> Fingerprint {
+    fingerprint(meta, ours).0
 }
 
 /// The fingerprint of `meta`'s managedFields on the object itself (not a
@@ -361,6 +375,18 @@ mod tests {
                 cause: DriftCause::ChangedBy(vec!["kubectl-edit".into()]),
             }]
         );
+    }
+
+    #[test]
+    fn a_first_sight_is_compared_with_our_last_apply_when_seeded() {
+        let mut t = tracker();
+        let applied = fingerprint_of(&cm(&[ours(&["a", "b"], T1)]), "kedge");
+        t.seed(object(), apps(), applied);
+        let events = t.observe(watcher::Event::InitApply(cm(&[
+            ours(&["b"], T1),
+            edit(&["a"]),
+        ])));
+        assert_eq!(events.len(), 1, "the edit before the first list is drift");
     }
 
     #[test]

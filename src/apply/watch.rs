@@ -34,7 +34,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::discovery::{DiscoveryError, Kind};
-use super::drift::{DriftTracker, Drifted, ObjectKey, OwnerKey};
+use super::drift::{DriftTracker, Drifted, Fingerprint, ObjectKey, OwnerKey};
 use super::inventory;
 use super::objref::ObjRef;
 use super::{Manager, Owner, NAME_LABEL};
@@ -144,8 +144,15 @@ impl KindWatch {
         }
     }
 
-    fn follow(&self, mut follower: Follower) {
+    /// Adds `follower`; `seeds` are the fingerprints of its objects as
+    /// kedge last applied them, baselines for objects not seen yet.
+    fn follow(&self, mut follower: Follower, seeds: Vec<(ObjectKey, Fingerprint)>) {
         let mut state = locked(&self.state);
+        for (object, fingerprint) in seeds {
+            state
+                .tracker
+                .seed(object, follower.owner.clone(), fingerprint);
+        }
         if state.tracker.listed() {
             // The watch runs: a deletion from now on arrives as an event
             // (dispatched by the object's labels). Checking the inventory
@@ -241,22 +248,34 @@ impl Manager {
                         api_version: sample.api_version(),
                         kind: sample.kind.clone(),
                     })?;
-            let expected = inventory
+            let of_kind: Vec<&ObjRef> = inventory
                 .iter()
                 .filter(|o| o.group == sample.group && o.kind == sample.kind)
+                .collect();
+            let expected = of_kind
+                .iter()
                 .map(|o| (o.namespace.clone(), o.name.clone()))
+                .collect();
+            let seeds = of_kind
+                .iter()
+                .filter_map(|o| {
+                    Some(((o.namespace.clone(), o.name.clone()), self.memo.managed(o)?))
+                })
                 .collect();
             let key = (kind.resource.group.clone(), kind.resource.kind.clone());
             let mut watches = locked(&self.drift.kinds);
             let watch = watches
                 .entry(key.clone())
                 .or_insert_with(|| self.start_kind_watch(kind, &owner.field_manager));
-            watch.follow(Follower {
-                id: stream.id,
-                owner: (owner.kind.clone(), owner.name.clone()),
-                events: sender.clone(),
-                unchecked: Some(expected),
-            });
+            watch.follow(
+                Follower {
+                    id: stream.id,
+                    owner: (owner.kind.clone(), owner.name.clone()),
+                    events: sender.clone(),
+                    unchecked: Some(expected),
+                },
+                seeds,
+            );
             stream.kinds.push(key);
         }
         Ok(stream)
