@@ -71,6 +71,7 @@ mod fuzz_tests;
 mod generate;
 mod json_patch;
 mod kustomization;
+mod libyaml;
 mod nameref;
 mod order;
 mod output;
