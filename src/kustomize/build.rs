@@ -42,6 +42,7 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
         accumulate(&dir, &mut stack, Vec::new(), false, &mut config)?;
     finish(&mut resources, &file, &config)?;
     resources.retain(|r| !output::is_local_config(r));
+    output::drop_empty_annotations(&mut resources);
     output::build_metadata(&mut resources, &kustomization.build_metadata, &dir);
     order::sort(&mut resources, kustomization.sort_options.as_ref())
         .map_err(|m| Error::field(&file, "sortOptions", m))?;
@@ -70,6 +71,7 @@ pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, E
         }
     }
     finish(&mut resources, &origin, &config)?;
+    output::drop_empty_annotations(&mut resources);
     order::sort(&mut resources, None).map_err(|m| Error::field(&origin, "sortOptions", m))?;
     Ok(resources)
 }
