@@ -52,9 +52,9 @@ impl ResId {
 }
 
 fn effective_namespace(id: &ResId) -> &str {
-    if super::schema::is_cluster_scoped(&id.group, &id.kind) || id.namespace.is_empty()
+    if super::schema::is_cluster_scoped(&id.group, &id.version, &id.kind) || id.namespace.is_empty()
     {
-        if super::schema::is_cluster_scoped(&id.group, &id.kind) {
+        if super::schema::is_cluster_scoped(&id.group, &id.version, &id.kind) {
             return "";
         }
         return "default";
