@@ -42,6 +42,9 @@ use crate::state::{self, Store, CONFIG_REFUSED};
 
 /// The environment variable of the stall test hook (see the module doc).
 pub const STALL_HOOK: &str = "KEDGE_TEST_STALL_LOOP_WHEN";
+/// How often the daemon checks that its state database is still the file
+/// on disk.
+const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the scheduler beats when systemd's watchdog is off.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -74,7 +77,14 @@ pub enum Error {
 /// `config_path`, which is then watched) until SIGTERM or SIGINT, then
 /// stops every task and closes the state database.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
-    let store = Arc::new(Mutex::new(Store::open(&config.database_path())?));
+    let store = Store::open(&config.database_path())?;
+    if !config.kustomizations.is_empty() && store.is_empty()? {
+        tracing::warn!(
+            database = %config.database_path().display(),
+            "the state database is new or empty: each kustomization adopts the objects labelled as its own in the cluster before it applies"
+        );
+    }
+    let store = Arc::new(Mutex::new(store));
     let mut signals = Signals::install()?;
     let socket_path = config.agent.socket.clone();
     let listener = socket::bind(&socket_path)?;
@@ -93,7 +103,13 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
             None
         }
     };
-    let mut units = units::Units::start(config, store.clone(), heartbeat_factory(&store)).await?;
+    let mut units = units::Units::start(
+        config_path.to_path_buf(),
+        config,
+        store.clone(),
+        heartbeat_factory(&store),
+    )
+    .await?;
     if let Ok(true) = kustomization::lock(&store).clear_agent_problem(CONFIG_REFUSED) {
         tracing::info!("started with a valid config; the refused one is forgotten");
     }
@@ -105,10 +121,16 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         "kedge started"
     );
     notify::ready(&status_line(&store));
-    let received = loop {
+    // A save between the first read and the watch's start is not missed.
+    if Config::load(config_path).map_or(true, |now| &now != units.file_config()) {
+        reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+    }
+    let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
+    let stopped: Result<&str, state::Error> = loop {
+        let removal_due = units.removal_due();
         tokio::select! {
             received = signals.recv() => match received {
-                Received::Stop(name) => break name,
+                Received::Stop(name) => break Ok(name),
                 Received::Reload => {
                     reload::reload(config_path, reload::Cause::Sighup, &mut units, &store).await;
                 }
@@ -117,16 +139,35 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
                 reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
             }
             Some(call) = incoming.recv() => control::handle(call, &mut units, &store).await,
+            _ = at(removal_due) => units.confirm_removals(units::Confirm::AfterGrace).await,
+            _ = state_checks.tick() => {
+                if let Err(err) = kustomization::lock(&store).check_file() {
+                    break Err(err);
+                }
+            }
         }
     };
-    tracing::info!(signal = received, "stopping");
+    match &stopped {
+        Ok(signal) => tracing::info!(signal, "stopping"),
+        Err(err) => tracing::error!(
+            "{err}; stopping, so that a restart opens the database on disk (inventories are rebuilt from the objects' kedge.dev labels)"
+        ),
+    }
     notify::stopping();
     units.stop().await;
     let _ = stop_socket.send(true);
     let _ = server.await;
     drop(store);
     tracing::info!("stopped");
-    Ok(())
+    stopped.map(drop).map_err(Error::State)
+}
+
+/// Resolves at `deadline`, never without one.
+async fn at(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn changed(watch: &mut Option<config_watch::ConfigWatch>) {
@@ -157,6 +198,7 @@ fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
                         std::future::pending::<()>().await;
                     }
                     notify::watchdog();
+                    retry_unsaved(&store);
                     notify::status(&status_line(&store));
                 }
                 .boxed()
@@ -165,10 +207,21 @@ fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
     })
 }
 
-/// The `STATUS=` line: the state's summary, and a refused config first.
+/// Writes outcomes held in memory since a write failed (a full disk).
+fn retry_unsaved(store: &Mutex<Store>) {
+    if let Ok(true) = kustomization::lock(store).retry_unsaved() {
+        tracing::info!("the outcomes held in memory are written to the state database again");
+    }
+}
+
+/// The `STATUS=` line: the state's summary, and a refused config or
+/// outcomes that could not be saved first.
 pub(crate) fn status_line(store: &Mutex<Store>) -> String {
     let store = kustomization::lock(store);
     let summary = notify::summary(&store).unwrap_or_else(|err| format!("state unreadable: {err}"));
+    if store.unsaved_problem().is_some() {
+        return format!("state not saved (see kedge status) · {summary}");
+    }
     match store.agent_problems() {
         Ok(problems) if problems.iter().any(|p| p.key == CONFIG_REFUSED) => {
             format!("config refused (see kedge status) · {summary}")
