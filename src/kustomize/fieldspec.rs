@@ -307,6 +307,20 @@ mod tests {
     }
 
     #[test]
+    fn paths_split_like_kyaml() {
+        assert_eq!(split_path(".metadata.name", '.'), ["metadata", "name"]);
+        assert_eq!(split_path(r"labels.a\.b/c", '.'), ["labels", "a.b/c"]);
+        assert_eq!(
+            split_path_bracketed("metadata.annotations.[cert-manager.io/x]", '.'),
+            ["metadata", "annotations", "cert-manager.io/x"]
+        );
+        assert_eq!(
+            split_path_bracketed("spec.containers.[name=a.b].image", '.'),
+            ["spec", "containers", "[name=a.b]", "image"]
+        );
+    }
+
+    #[test]
     fn the_tables_parse() {
         assert_eq!(parse_table(METADATA_LABELS).len(), 9);
         assert!(parse_table(SELECTOR_LABELS)

@@ -563,6 +563,75 @@ mod tests {
     }
 
     #[test]
+    fn plain_scalars_resolve_like_go_yaml_v3() {
+        // What kubectl kustomize v5.5.0 prints for these values.
+        let doc = "a: 0644\nb: -0755\nc: 1_000\nd: 09\ne: 0b101\nf: '0644'\ng: 1.10\nh: 1.2.3\ni: !!str 7\nj:\nk: ~\n";
+        let v = &parse(doc).unwrap()[0];
+        assert_eq!(v["a"], 420);
+        assert_eq!(v["b"], -493);
+        assert_eq!(v["c"], 1000);
+        assert_eq!(v["d"], 9.0);
+        assert_eq!(v["e"], 5);
+        assert_eq!(v["f"], "0644");
+        assert_eq!(v["g"], 1.1);
+        assert_eq!(v["h"], "1.2.3");
+        assert_eq!(v["i"], "7");
+        assert!(v["j"].is_null() && v["k"].is_null());
+    }
+
+    #[test]
+    fn timestamps_are_written_as_go_writes_a_time() {
+        assert_eq!(
+            timestamp("2024-1-2").as_deref(),
+            Some("2024-01-02T00:00:00Z")
+        );
+        assert_eq!(
+            timestamp("2001-12-14t21:59:43.10-05:00").as_deref(),
+            Some("2001-12-14T21:59:43.1-05:00")
+        );
+        assert_eq!(
+            timestamp("2001-12-14 1:2:3").as_deref(),
+            Some("2001-12-14T01:02:03Z")
+        );
+        assert_eq!(timestamp("2024-01-02T10:00:00"), None);
+        assert_eq!(timestamp("2024-02-30"), None);
+    }
+
+    #[test]
+    fn valueless_keys_are_remembered_with_their_path() {
+        let docs = parse_manifests(Path::new("t.yaml"), "a:\n  b:\n  c: ~\nl:\n- x:\n").unwrap();
+        let key = |k: &str| Step::Key(k.into());
+        assert_eq!(
+            docs[0].empty_nulls,
+            vec![
+                vec![key("a"), key("b")],
+                vec![key("l"), Step::Index(0), key("x")]
+            ]
+        );
+    }
+
+    #[test]
+    fn folded_text_gets_go_yamls_extra_line_before_more_indented_lines() {
+        assert_eq!(go_yaml_refold("<a>\n  <b>\n</a>\n"), "<a>\n\n  <b>\n</a>\n");
+        assert_eq!(go_yaml_refold("one two\nthree\n"), "one two\nthree\n");
+        assert_eq!(go_yaml_refold("  lead\nless\n"), "  lead\nless\n");
+    }
+
+    #[test]
+    fn nested_keys_must_be_strings_in_manifests_only() {
+        assert!(parse("data:\n  8080: http\n").is_err());
+        assert!(parse("data:\n  \"8080\": http\n").is_ok());
+        let k = parse_kustomization(Path::new("k.yaml"), "images:\n- 1: x\n");
+        assert!(k.is_ok());
+    }
+
+    #[test]
+    fn merge_keys_fill_in_what_the_map_does_not_set() {
+        let v = &parse("b: &b {p: 1, q: 2}\nm:\n  <<: *b\n  q: 3\n").unwrap()[0];
+        assert_eq!(v["m"], serde_json::json!({"p": 1, "q": 3}));
+    }
+
+    #[test]
     fn small_aliases_still_work() {
         let docs = parse("a: &x {b: 1}\nc: *x\n").unwrap();
         assert_eq!(docs[0]["c"]["b"], 1);
