@@ -16,12 +16,17 @@ use std::sync::Mutex;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
+use super::drift::{fingerprint_of, Fingerprint};
 use super::objref::ObjRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Applied {
     resource_version: String,
     content: u64,
+    /// Who managed the object right after our apply: a first sight by a
+    /// drift watch is compared with it (an edit made before the watch's
+    /// first list is drift too).
+    managed: Fingerprint,
 }
 
 /// Last applied state per object ([`ObjRef::to_id`]).
@@ -31,9 +36,9 @@ pub(crate) struct Memo {
 }
 
 impl Memo {
-    /// Remembers `object` as returned by an apply.
-    pub fn remember(&self, objref: &ObjRef, object: &DynamicObject) {
-        let Some(applied) = summary(object) else {
+    /// Remembers `object` as returned by an apply as `field_manager`.
+    pub fn remember(&self, objref: &ObjRef, object: &DynamicObject, field_manager: &str) {
+        let Some(applied) = summary(object, field_manager) else {
             return;
         };
         if let Ok(mut map) = self.applied.lock() {
@@ -50,22 +55,33 @@ impl Memo {
     /// Whether `dry_run`, the object as an apply would leave it, is the
     /// object as we last applied it and nobody has written it since.
     pub fn unchanged(&self, objref: &ObjRef, dry_run: &DynamicObject) -> bool {
-        let Some(now) = summary(dry_run) else {
+        let Some(now) = summary(dry_run, "") else {
             return false;
         };
         self.applied
             .lock()
-            .map(|map| map.get(&objref.to_id()) == Some(&now))
+            .map(|map| {
+                map.get(&objref.to_id()).is_some_and(|last| {
+                    (&last.resource_version, last.content) == (&now.resource_version, now.content)
+                })
+            })
             .unwrap_or(false)
+    }
+
+    /// Who managed `objref` right after this process last applied it.
+    pub fn managed(&self, objref: &ObjRef) -> Option<Fingerprint> {
+        let map = self.applied.lock().ok()?;
+        map.get(&objref.to_id()).map(|a| a.managed.clone())
     }
 }
 
-fn summary(object: &DynamicObject) -> Option<Applied> {
+fn summary(object: &DynamicObject, field_manager: &str) -> Option<Applied> {
     let resource_version = object.metadata.resource_version.clone()?;
     let value = serde_json::to_value(object).ok()?;
     Some(Applied {
         resource_version,
         content: content_hash(&server_fields_removed(value)),
+        managed: fingerprint_of(&object.metadata, field_manager),
     })
 }
 
@@ -116,7 +132,7 @@ mod tests {
     #[test]
     fn a_dry_run_equal_to_the_last_apply_at_the_same_version_is_unchanged() {
         let memo = Memo::default();
-        memo.remember(&objref(), &cm("7", "a", "2026-01-01T00:00:00Z"));
+        memo.remember(&objref(), &cm("7", "a", "2026-01-01T00:00:00Z"), "kedge");
         assert!(memo.unchanged(&objref(), &cm("7", "a", "2026-01-01T00:00:09Z")));
     }
 
@@ -124,7 +140,7 @@ mod tests {
     fn a_new_version_or_new_content_or_no_memory_is_not_unchanged() {
         let memo = Memo::default();
         assert!(!memo.unchanged(&objref(), &cm("7", "a", T)));
-        memo.remember(&objref(), &cm("7", "a", T));
+        memo.remember(&objref(), &cm("7", "a", T), "kedge");
         assert!(
             !memo.unchanged(&objref(), &cm("8", "a", T)),
             "written since"

@@ -13,7 +13,7 @@ use super::health::HealthError;
 use super::manifest::{self, Manifest, Placed};
 use super::objref::{ObjRef, ObjRefError};
 use super::order::{self, Stage};
-use super::{bounded, Manager, Owner};
+use super::{Manager, Owner};
 
 /// How to apply.
 #[derive(Debug, Clone)]
@@ -390,7 +390,7 @@ impl Manager {
             .zip(validated)
             .map(|(p, v)| self.apply_one(p, v, owner))
             .collect();
-        bounded(requests, options.concurrency).await
+        self.bounded(requests, options.concurrency).await
     }
 
     async fn apply_one(
@@ -411,12 +411,14 @@ impl Manager {
             Validated::Recreate => {
                 self.memo.forget(&placed.objref);
                 self.delete_and_wait(placed).await?;
-                self.memo.remember(&placed.objref, &apply().await?);
+                self.memo
+                    .remember(&placed.objref, &apply().await?, &owner.field_manager);
                 return Ok(Action::Configured);
             }
         };
         let after = apply().await?;
-        self.memo.remember(&placed.objref, &after);
+        self.memo
+            .remember(&placed.objref, &after, &owner.field_manager);
         Ok(action(
             before.as_deref(),
             after.metadata.resource_version.as_deref(),
