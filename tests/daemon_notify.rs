@@ -184,3 +184,71 @@ fn under_systemd_logs_go_to_journald_or_say_why_not() {
         );
     }
 }
+
+/// The last `STATUS=` line systemd received.
+fn last_status(received: &Received) -> String {
+    messages(received)
+        .iter()
+        .rev()
+        .find_map(|(_, text)| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("STATUS="))
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_status_line_follows_each_outcome_without_waiting_for_the_watchdog() {
+    let setup = Setup::new("", "");
+    let notify_path = setup.root.path().join("notify.sock");
+    let received = listen(UnixDatagram::bind(&notify_path).expect("bind notify socket"));
+    let log = std::fs::File::create(&setup.log).expect("log");
+    // WatchdogSec=60s: the heartbeat refreshes STATUS= only every 30 s.
+    let _daemon = Daemon(
+        Command::new("sh")
+            .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+            .arg(env!("CARGO_BIN_EXE_kedge"))
+            .arg(&setup.config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "60000000")
+            .env("KEDGE_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kedge run"),
+    );
+    setup.wait_until("READY=1", Duration::from_secs(30), || {
+        !times_of(&received, "READY=1").is_empty()
+    });
+    // The repository has no commit yet: the source fails.
+    let _ = setup.cli(&["reconcile", "source", "git/fleet"]);
+    let bound = Duration::from_secs(10);
+    setup.wait_until("STATUS= naming the failing source", bound, || {
+        last_status(&received).contains("1 failing: fleet")
+    });
+    setup.repo.commit(&[("apps/a.yaml", "a: 1\n")], "one");
+    let out = setup.cli(&["reconcile", "source", "git/fleet"]);
+    assert!(out.status.success(), "{}", crate::daemon_common::stderr(&out));
+    setup.wait_until("STATUS= without the failure", bound, || {
+        !last_status(&received).contains("failing")
+    });
+}
+
+#[test]
+fn the_source_field_of_log_events_carries_the_kind() {
+    let setup = Setup::new("", "");
+    setup.repo.commit(&[("apps/a.yaml", "a: 1\n")], "one");
+    let _daemon = setup.start(&[]);
+    setup.wait_ready();
+    let out = setup.cli(&["reconcile", "source", "git/fleet"]);
+    assert!(out.status.success(), "{}", crate::daemon_common::stderr(&out));
+    setup.wait_until("a log event of the source", Duration::from_secs(10), || {
+        setup.log_text().contains("source=")
+    });
+    let text = setup.log_text();
+    assert!(
+        text.contains("source=git/fleet") && !text.contains("source=fleet"),
+        "SOURCE= is `git/fleet`, as in kedge status and the CLI: {text}"
+    );
+}

@@ -499,4 +499,22 @@ mod tests {
             "dry-run failed, nothing applied: ConfigMap/ns/bad: data[a b]: Invalid value"
         );
     }
+
+    #[test]
+    fn a_dry_run_failure_after_an_earlier_stage_says_what_was_applied() {
+        let mut applied = ChangeSet::default();
+        applied.push(ObjRef::from_id("_v1_Namespace__web").unwrap(), Action::Created);
+        applied.push(ObjRef::from_id("_v1_Namespace__old").unwrap(), Action::Unchanged);
+        let err = ApplyError::DryRunFailed {
+            failures: vec![ObjectFailure {
+                object: ObjRef::from_id("_v1_ConfigMap_web_bad").unwrap(),
+                message: "data[a b]: Invalid value".into(),
+            }],
+            applied,
+        };
+        assert_eq!(
+            err.to_string(),
+            "dry-run failed after Namespace/web was created; nothing else applied: ConfigMap/web/bad: data[a b]: Invalid value"
+        );
+    }
 }

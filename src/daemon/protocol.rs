@@ -269,4 +269,32 @@ mod tests {
             "{result:?}"
         );
     }
+
+    #[test]
+    fn a_connection_closed_before_the_reply_means_the_daemon_stopped() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("kedge.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+        let daemon = std::thread::spawn(move || -> std::io::Result<()> {
+            let (stream, _) = listener.accept()?;
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request)?;
+            Ok(()) // dropped without a reply, as a daemon that stops
+        });
+        let result = call(
+            &socket,
+            &Request::ReconcileKustomization {
+                name: "apps".into(),
+                with_source: false,
+            },
+            Duration::from_secs(5),
+        );
+        daemon.join().map_err(|_| std::io::Error::other("daemon thread"))??;
+        let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("the daemon stopped before it replied"),
+            "{message}"
+        );
+        Ok(())
+    }
 }
