@@ -116,6 +116,17 @@ impl SourceKind {
     }
 }
 
+impl GitSource {
+    /// `git/NAME`: how the CLI, `kedge status` and the journal's `SOURCE=`
+    /// field name this source.
+    pub fn source_ref(&self) -> SourceRef {
+        SourceRef {
+            kind: SourceKind::Git,
+            name: self.name.clone(),
+        }
+    }
+}
+
 impl std::fmt::Display for SourceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.kind.as_str(), self.name)
@@ -165,9 +176,15 @@ impl Config {
     /// [`Error::Read`] if the file cannot be read, [`Error::Invalid`] with
     /// every problem found otherwise.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|err| {
+            Error::Invalid(Problems {
+                file: path.to_path_buf(),
+                problems: vec![validate::not_utf8(err.as_bytes(), err.utf8_error())],
+            })
         })?;
         Config::parse(path, &text)
     }

@@ -167,6 +167,10 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The connection closed before a reply: the daemon stopped (or
+    /// restarted) while it worked on the request.
+    #[error("kedge on {}: the daemon stopped before it replied; what was asked may not have finished", socket.display())]
+    Stopped { socket: PathBuf },
     /// The reply could not be parsed.
     #[error("kedge on {} replied with something unreadable: {message}", socket.display())]
     Protocol { socket: PathBuf, message: String },
@@ -203,6 +207,11 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
         .take(MAX_LINE)
         .read_line(&mut reply)
         .map_err(io)?;
+    if reply.is_empty() {
+        return Err(ClientError::Stopped {
+            socket: socket.to_path_buf(),
+        });
+    }
     serde_json::from_str(&reply).map_err(|e| ClientError::Protocol {
         socket: socket.to_path_buf(),
         message: e.to_string(),
@@ -289,7 +298,9 @@ mod tests {
             },
             Duration::from_secs(5),
         );
-        daemon.join().map_err(|_| std::io::Error::other("daemon thread"))??;
+        daemon
+            .join()
+            .map_err(|_| std::io::Error::other("daemon thread"))??;
         let message = result.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             message.contains("the daemon stopped before it replied"),
