@@ -197,7 +197,11 @@ async fn a_field_kedge_never_set_is_not_drift_before_or_after_the_watch_starts()
                 ..PatchParams::default()
             };
             configmaps
-                .patch("web-config", &patch, &Patch::Merge(json!({ "data": { key: "x" } })))
+                .patch(
+                    "web-config",
+                    &patch,
+                    &Patch::Merge(json!({ "data": { key: "x" } })),
+                )
                 .await
                 .expect("patch");
         }
@@ -206,10 +210,18 @@ async fn a_field_kedge_never_set_is_not_drift_before_or_after_the_watch_starts()
     // sight), one while it runs: neither was set by kedge.
     add_key("before").await;
     let inventory = inventory::from_changeset(&applied);
-    let mut drift = Box::pin(manager.drift_watch(&inventory, &owner).await.expect("watch"));
+    let mut drift = Box::pin(
+        manager
+            .drift_watch(&inventory, &owner)
+            .await
+            .expect("watch"),
+    );
     add_key("after").await;
     let quiet = tokio::time::timeout(Duration::from_secs(2), drift.next()).await;
-    assert!(quiet.is_err(), "keys kedge never set reported as drift: {quiet:?}");
+    assert!(
+        quiet.is_err(),
+        "keys kedge never set reported as drift: {quiet:?}"
+    );
 
     // A field kedge set is still drift.
     let edit = PatchParams {
@@ -217,9 +229,16 @@ async fn a_field_kedge_never_set_is_not_drift_before_or_after_the_watch_starts()
         ..PatchParams::default()
     };
     configmaps
-        .patch("web-config", &edit, &Patch::Merge(json!({ "data": { "key": "edited" } })))
+        .patch(
+            "web-config",
+            &edit,
+            &Patch::Merge(json!({ "data": { "key": "edited" } })),
+        )
         .await
         .expect("edit");
     let event = next_event(&mut drift, "the edit of a field kedge set").await;
-    assert_eq!(event.cause, DriftCause::ChangedBy(vec!["kubectl-edit".into()]));
+    assert_eq!(
+        event.cause,
+        DriftCause::ChangedBy(vec!["kubectl-edit".into()])
+    );
 }

@@ -75,8 +75,11 @@ fn cli_as_an_outsider(setup: &Setup, args: &[&str]) -> std::process::Output {
     };
     command.args(args).arg("--config").arg(&setup.config);
     let mode = std::fs::metadata(root).expect("stat root").permissions();
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(if as_root { 0o700 } else { 0o000 }))
-        .expect("close the root");
+    std::fs::set_permissions(
+        root,
+        std::fs::Permissions::from_mode(if as_root { 0o700 } else { 0o000 }),
+    )
+    .expect("close the root");
     let out = command.output().expect("run kedge");
     std::fs::set_permissions(root, mode).expect("reopen the root");
     out

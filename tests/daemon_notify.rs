@@ -229,7 +229,11 @@ fn the_status_line_follows_each_outcome_without_waiting_for_the_watchdog() {
     });
     setup.repo.commit(&[("apps/a.yaml", "a: 1\n")], "one");
     let out = setup.cli(&["reconcile", "source", "git/fleet"]);
-    assert!(out.status.success(), "{}", crate::daemon_common::stderr(&out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::daemon_common::stderr(&out)
+    );
     setup.wait_until("STATUS= without the failure", bound, || {
         !last_status(&received).contains("failing")
     });
@@ -242,7 +246,11 @@ fn the_source_field_of_log_events_carries_the_kind() {
     let _daemon = setup.start(&[]);
     setup.wait_ready();
     let out = setup.cli(&["reconcile", "source", "git/fleet"]);
-    assert!(out.status.success(), "{}", crate::daemon_common::stderr(&out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::daemon_common::stderr(&out)
+    );
     setup.wait_until("a log event of the source", Duration::from_secs(10), || {
         setup.log_text().contains("source=")
     });

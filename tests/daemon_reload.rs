@@ -239,7 +239,9 @@ async fn a_kubeconfig_rewritten_on_disk_is_picked_up_and_an_unreachable_server_i
             ns.name
         ),
     ));
-    setup.repo.commit(&[("apps/a.yaml", &configmap("a"))], "one");
+    setup
+        .repo
+        .commit(&[("apps/a.yaml", &configmap("a"))], "one");
     let _daemon = setup.start(&[]);
     setup.wait_ready();
 

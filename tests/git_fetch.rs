@@ -444,7 +444,10 @@ fn a_local_repository_owned_by_another_user_is_refused_with_the_reason_and_the_f
     assert!(chowned.success());
     let source = source_from(repo.bare.to_str().expect("utf-8"), "");
 
-    let err = Syncer::new().sync(&source).expect_err("git refuses it").to_string();
+    let err = Syncer::new()
+        .sync(&source)
+        .expect_err("git refuses it")
+        .to_string();
 
     assert!(
         err.contains("dubious ownership")

@@ -340,9 +340,11 @@ async fn waiting_for_the_first_artifact_is_not_logged_as_a_failure() {
     // The repository has no commit yet: the source has no artifact to give.
     let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
     let _daemon = setup.start();
-    setup.wait_for("apps", "apps waiting for an artifact", |s: &KustomizationStatus| {
-        !s.ready
-    });
+    setup.wait_for(
+        "apps",
+        "apps waiting for an artifact",
+        |s: &KustomizationStatus| !s.ready,
+    );
     let commit = setup
         .repo
         .commit(&[("apps/a.yaml", &configmap("a", "one"))], "one");
@@ -372,7 +374,9 @@ async fn a_build_error_names_the_file_in_the_repository_with_source_and_revision
     });
     assert!(
         failed.message.contains("apps/broken.yaml")
-            && failed.message.contains(&format!("git/fleet@main@sha1:{commit}"))
+            && failed
+                .message
+                .contains(&format!("git/fleet@main@sha1:{commit}"))
             && !failed.message.contains("unpacked"),
         "{}",
         failed.message
