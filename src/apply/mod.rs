@@ -135,8 +135,13 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(client: Client) -> Manager {
+        Manager::at_server(client, "the API server")
+    }
+
+    /// A manager whose errors name the API server by `server` (its URL).
+    pub fn at_server(client: Client, server: &str) -> Manager {
         Manager {
-            kinds: Arc::new(KindCache::new(client.clone())),
+            kinds: Arc::new(KindCache::new(client.clone(), server)),
             memo: Arc::new(memo::Memo::default()),
             client,
         }

@@ -42,6 +42,8 @@ use crate::state::{self, Store, CONFIG_REFUSED};
 
 /// The environment variable of the stall test hook (see the module doc).
 pub const STALL_HOOK: &str = "KEDGE_TEST_STALL_LOOP_WHEN";
+/// How soon the `STATUS=` line follows a changed outcome.
+const STATUS_FOLLOWS: Duration = Duration::from_secs(1);
 /// How often the scheduler beats when systemd's watchdog is off.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -51,6 +53,13 @@ pub enum Error {
     /// The state store could not be opened or updated.
     #[error(transparent)]
     State(#[from] state::Error),
+    /// The state directory exists but kedge cannot write in it.
+    #[error("state directory {} is not writable: {source}", path.display())]
+    StateDirNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// No Kubernetes client could be made from the configured kubeconfig.
     #[error("kubeconfig {}: {source}", path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "(in-cluster, $KUBECONFIG or ~/.kube/config)".into()))]
     Kubeconfig {
@@ -74,7 +83,7 @@ pub enum Error {
 /// `config_path`, which is then watched) until SIGTERM or SIGINT, then
 /// stops every task and closes the state database.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
-    let store = Arc::new(Mutex::new(Store::open(&config.database_path())?));
+    let store = Arc::new(Mutex::new(open_store(&config)?));
     let mut signals = Signals::install()?;
     let socket_path = config.agent.socket.clone();
     let listener = socket::bind(&socket_path)?;
@@ -86,7 +95,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         calls,
         socket_shutdown,
     ));
-    let mut file_watch = match config_watch::ConfigWatch::start(config_path) {
+    let mut watched = vec![config_path];
+    watched.extend(config.agent.kubeconfig.as_deref());
+    let mut file_watch = match config_watch::ConfigWatch::start(&watched) {
         Ok(watch) => Some(watch),
         Err(err) => {
             tracing::warn!("{err}; the config reloads on SIGHUP only");
@@ -105,6 +116,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         "kedge started"
     );
     notify::ready(&status_line(&store));
+    let status_follower = tokio::spawn(follow_status(store.clone()));
     let received = loop {
         tokio::select! {
             received = signals.recv() => match received {
@@ -120,6 +132,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         }
     };
     tracing::info!(signal = received, "stopping");
+    status_follower.abort();
     notify::stopping();
     units.stop().await;
     let _ = stop_socket.send(true);
@@ -127,6 +140,30 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the state database; when SQLite cannot, says why in the words of
+/// the operating system (SQLite only says "unable to open database file").
+fn open_store(config: &Config) -> Result<Store, Error> {
+    Store::open(&config.database_path()).map_err(|err| {
+        let dir = &config.agent.state_dir;
+        match writable(dir) {
+            Err(source) => Error::StateDirNotWritable {
+                path: dir.clone(),
+                source,
+            },
+            Ok(()) => err.into(),
+        }
+    })
+}
+
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".kedge-write-test-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 async fn changed(watch: &mut Option<config_watch::ConfigWatch>) {
@@ -165,6 +202,23 @@ fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
     })
 }
 
+/// Sends `STATUS=` within [`STATUS_FOLLOWS`] of a change of what it says
+/// (an outcome, a refused config); the heartbeat refreshes its ages.
+async fn follow_status(store: Arc<Mutex<Store>>) {
+    let mut sent = notify::without_ages(&status_line(&store));
+    let mut every = tokio::time::interval(STATUS_FOLLOWS);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let line = status_line(&store);
+        let facts = notify::without_ages(&line);
+        if facts != sent {
+            notify::status(&line);
+            sent = facts;
+        }
+    }
+}
+
 /// The `STATUS=` line: the state's summary, and a refused config first.
 pub(crate) fn status_line(store: &Mutex<Store>) -> String {
     let store = kustomization::lock(store);
@@ -177,9 +231,16 @@ pub(crate) fn status_line(store: &Mutex<Store>) -> String {
     }
 }
 
-/// A client from `[agent] kubeconfig`, else in-cluster, `$KUBECONFIG` or
-/// `~/.kube/config`. Nothing is sent to the cluster yet.
-pub(crate) async fn kube_client(config: &Config) -> Result<kube::Client, Error> {
+/// The contents of `[agent] kubeconfig` (`None` without one, or when it
+/// cannot be read), to see when it changes.
+pub(crate) fn kubeconfig_contents(config: &Config) -> Option<Vec<u8>> {
+    std::fs::read(config.agent.kubeconfig.as_deref()?).ok()
+}
+
+/// A manager of the cluster of `[agent] kubeconfig`, else in-cluster,
+/// `$KUBECONFIG` or `~/.kube/config`; its errors name the API server's URL.
+/// Nothing is sent to the cluster yet.
+pub(crate) async fn cluster_manager(config: &Config) -> Result<crate::apply::Manager, Error> {
     let path = config.agent.kubeconfig.clone();
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kubeconfig {
         path: path.clone(),
@@ -198,5 +259,7 @@ pub(crate) async fn kube_client(config: &Config) -> Result<kube::Client, Error> 
         }
         None => kube::Config::infer().await.map_err(|e| failed(e.into()))?,
     };
-    kube::Client::try_from(client_config).map_err(|e| failed(e.into()))
+    let server = client_config.cluster_url.to_string();
+    let client = kube::Client::try_from(client_config).map_err(|e| failed(e.into()))?;
+    Ok(crate::apply::Manager::at_server(client, &server))
 }

@@ -119,7 +119,7 @@ pub fn scheduler_with_heartbeat(
     let mut wakers = BTreeMap::new();
     for source in config.sources.values() {
         if source.suspend {
-            tracing::info!(source = %source.name, "source is suspended; not scheduled");
+            tracing::info!(source = %source.source_ref(), "source is suspended; not scheduled");
             continue;
         }
         let wake = Arc::new(Notify::new());
@@ -227,7 +227,7 @@ async fn run_source(
         let delay = next_delay(source.interval, failures);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = wake.notified() => tracing::debug!(source = %source.name, "sync requested"),
+            _ = wake.notified() => tracing::debug!(source = %source.source_ref(), "sync requested"),
             _ = stopped(&mut shutdown) => return,
         }
     }
@@ -298,7 +298,7 @@ async fn sync_once(
     };
     let success = result.is_ok();
     if let Err(err) = record(source, shared, result) {
-        tracing::error!(source = %source.name, error = %err, "recording source outcome");
+        tracing::error!(source = %source.source_ref(), error = %err, "recording source outcome");
     }
     Some(success)
 }
@@ -311,7 +311,7 @@ fn previous_status(shared: &Shared, name: &str) -> Option<state::SourceStatus> {
     match store.source_status("git", name) {
         Ok(previous) => previous,
         Err(err) => {
-            tracing::error!(source = %name, error = %err, "reading source state");
+            tracing::error!(source = %format_args!("git/{name}"), error = %err, "reading source state");
             None
         }
     }
@@ -350,12 +350,12 @@ fn record(
             if new_artifact {
                 announce(source, shared, &store, artifact)?;
             } else {
-                tracing::debug!(source = %source.name, revision = %artifact.revision, "no change");
+                tracing::debug!(source = %source.source_ref(), revision = %artifact.revision, "no change");
             }
         }
         Err(err) => {
             let message = err.to_string();
-            tracing::warn!(source = %source.name, reason = err.reason(), error = %message, "sync failed");
+            tracing::warn!(source = %source.source_ref(), reason = err.reason(), error = %message, "sync failed");
             store.record_source_outcome(
                 "git",
                 &source.name,
@@ -384,7 +384,7 @@ fn announce(
     store: &Store,
     artifact: &Artifact,
 ) -> Result<(), state::Error> {
-    tracing::info!(source = %source.name, revision = %artifact.revision, digest = %artifact.digest, "stored new artifact");
+    tracing::info!(source = %source.source_ref(), revision = %artifact.revision, digest = %artifact.digest, "stored new artifact");
     let message = format!("stored artifact for revision {}", artifact.revision);
     store.record_event(&Event::new(
         "git",
@@ -396,7 +396,7 @@ fn announce(
     if let Err(err) =
         ArtifactStore::new(&shared.state_dir).collect_garbage("git", &source.name, &artifact.path)
     {
-        tracing::warn!(source = %source.name, error = %err, "collecting old artifacts");
+        tracing::warn!(source = %source.source_ref(), error = %err, "collecting old artifacts");
     }
     // Nobody listening is fine: reconcilers read the latest artifact from the store when they start.
     let _ = shared.updates.send(SourceUpdate {
