@@ -4,18 +4,19 @@
 //!
 //! # Design
 //! One `kube::runtime::watcher` per kind, filtered by the owner's labels.
-//! A change counts as drift when the object's `managedFields` gain an entry
-//! of another field manager on the object itself (status subresource
-//! writes are controllers reporting, not drift) that was not there before.
-//! At first sight of an object (watch start), any such entry counts, and an
-//! inventory object missing from the first list counts as deleted: a change
-//! made between the apply and the watch's start is not lost, at the cost of
-//! one no-op re-apply for objects a controller writes.
+//! A change counts as drift when a field kedge set leaves kedge's own
+//! `managedFields` entry without kedge applying: another manager changed
+//! it (the API server moves its ownership) or removed it. Fields kedge
+//! never set are not drift, whoever adds them (an extra ConfigMap key, a
+//! controller's annotation). Status subresource writes are ignored.
+//!
+//! The first sight of an object is the baseline: the watch starts right
+//! after the apply that took every field back. An inventory object missing
+//! from the first list counts as deleted.
 //!
 //! # Caveats
-//! A controller that writes the object itself (the Deployment controller's
-//! `deployment.kubernetes.io/revision` annotation) shows as drift once per
-//! write; re-applying then changes nothing, so it costs one no-op apply.
+//! An edit in the moment between the apply and the watch's first list is
+//! seen at the next interval, not at once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -114,12 +115,23 @@ impl Manager {
 /// A managedFields entry of another manager: who, how and when.
 type Entry = (String, String, String);
 
-/// Per-kind memory of each object's foreign managedFields entries, turning
-/// watch events into drift events.
+/// What one sighting of an object says about who manages it.
+#[derive(Debug, Default, Clone)]
+struct Sighting {
+    /// Entries of other managers on the object itself.
+    foreign: HashSet<Entry>,
+    /// The fields kedge's own entry holds, as paths (`f:data/f:key`).
+    ours: HashSet<String>,
+    /// When kedge last applied, per its own entry.
+    applied_at: String,
+}
+
+/// Per-kind memory of each object's managedFields, turning watch events
+/// into drift events.
 struct DriftTracker {
     kind: Kind,
     field_manager: String,
-    seen: HashMap<(Option<String>, String), HashSet<Entry>>,
+    seen: HashMap<(Option<String>, String), Sighting>,
     listing: Option<HashSet<(Option<String>, String)>>,
 }
 
@@ -134,7 +146,10 @@ impl DriftTracker {
         DriftTracker {
             kind,
             field_manager: field_manager.to_string(),
-            seen: expected.into_iter().map(|k| (k, HashSet::new())).collect(),
+            seen: expected
+                .into_iter()
+                .map(|k| (k, Sighting::default()))
+                .collect(),
             listing: None,
         }
     }
@@ -181,21 +196,28 @@ impl DriftTracker {
     }
 
     fn changed(&mut self, object: &DynamicObject) -> Option<DriftEvent> {
-        let entries = foreign_entries(object, &self.field_manager);
-        let previous = self
+        let now = sighting(object, &self.field_manager);
+        let before = self
             .seen
-            .insert(key(object), entries.clone())
+            .insert(key(object), now.clone())
             .unwrap_or_default();
-        let mut new_managers: Vec<String> = entries
-            .difference(&previous)
-            .map(|(manager, _, _)| manager.clone())
-            .collect();
-        if new_managers.is_empty() {
+        // Our own apply changes our entry's time: what it dropped is ours to drop.
+        let taken: Vec<&String> = if now.applied_at == before.applied_at {
+            before.ours.difference(&now.ours).collect()
+        } else {
+            Vec::new()
+        };
+        if taken.is_empty() {
             return None;
         }
-        new_managers.sort();
-        new_managers.dedup();
-        Some(self.event(key(object), DriftCause::ChangedBy(new_managers)))
+        let mut by: Vec<String> = now
+            .foreign
+            .difference(&before.foreign)
+            .map(|(manager, _, _)| manager.clone())
+            .collect();
+        by.sort();
+        by.dedup();
+        Some(self.event(key(object), DriftCause::ChangedBy(by)))
     }
 
     fn event(&self, (namespace, name): (Option<String>, String), cause: DriftCause) -> DriftEvent {
@@ -220,29 +242,54 @@ fn key(object: &DynamicObject) -> (Option<String>, String) {
     )
 }
 
-/// Entries of managers other than ours on the object itself (not a
-/// subresource such as status).
-fn foreign_entries(object: &DynamicObject, ours: &str) -> HashSet<Entry> {
+/// Who manages `object` itself (not a subresource such as status): our
+/// entries' fields and time, and the other managers' entries.
+fn sighting(object: &DynamicObject, ours: &str) -> Sighting {
+    let mut seen = Sighting::default();
     let fields = object
         .metadata
         .managed_fields
         .as_deref()
         .unwrap_or_default();
-    fields
+    for f in fields
         .iter()
         .filter(|f| f.subresource.as_deref().unwrap_or("").is_empty())
-        .filter_map(|f| {
-            let manager = f.manager.clone()?;
-            (manager != ours && manager != "before-first-apply").then(|| {
-                let time = f
-                    .time
-                    .as_ref()
-                    .map(|t| format!("{:?}", t.0))
-                    .unwrap_or_default();
-                (manager, f.operation.clone().unwrap_or_default(), time)
-            })
-        })
-        .collect()
+    {
+        let Some(manager) = f.manager.clone() else {
+            continue;
+        };
+        let time = f
+            .time
+            .as_ref()
+            .map(|t| format!("{:?}", t.0))
+            .unwrap_or_default();
+        if manager == ours {
+            if let Some(v1) = &f.fields_v1 {
+                field_paths(&v1.0, "", &mut seen.ours);
+            }
+            seen.applied_at = seen.applied_at.max(time);
+        } else if manager != "before-first-apply" {
+            let operation = f.operation.clone().unwrap_or_default();
+            seen.foreign.insert((manager, operation, time));
+        }
+    }
+    seen
+}
+
+/// Every path of a `fieldsV1` trie: `f:data`, `f:data/f:key`, ….
+fn field_paths(trie: &serde_json::Value, prefix: &str, paths: &mut HashSet<String>) {
+    let Some(children) = trie.as_object() else {
+        return;
+    };
+    for (name, child) in children.iter().filter(|(name, _)| name.as_str() != ".") {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        field_paths(child, &path, paths);
+        paths.insert(path);
+    }
 }
 
 /// Batches a stream: a batch closes once `quiet` passes without a new item
@@ -292,12 +339,13 @@ mod tests {
         )
     }
 
-    fn cm(managers: &[(&str, &str, &str)]) -> DynamicObject {
+    /// A ConfigMap managed by `managers`: (manager, operation, time, fieldsV1).
+    fn cm(managers: &[(&str, &str, &str, serde_json::Value)]) -> DynamicObject {
         let fields: Vec<_> = managers
             .iter()
-            .map(|(m, op, time)| {
+            .map(|(m, op, time, fields)| {
                 json!({"manager": m, "operation": op, "time": time,
-                       "fieldsType": "FieldsV1", "fieldsV1": {}})
+                       "fieldsType": "FieldsV1", "fieldsV1": fields})
             })
             .collect();
         serde_json::from_value(json!({
@@ -310,6 +358,23 @@ mod tests {
     const T1: &str = "2026-01-01T00:00:01Z";
     const T2: &str = "2026-01-01T00:00:02Z";
 
+    fn data(keys: &[&str]) -> serde_json::Value {
+        let keys: serde_json::Map<String, serde_json::Value> =
+            keys.iter().map(|k| (format!("f:{k}"), json!({}))).collect();
+        json!({ "f:data": keys })
+    }
+
+    fn ours(
+        keys: &[&str],
+        time: &'static str,
+    ) -> (&'static str, &'static str, &'static str, serde_json::Value) {
+        ("kedge", "Apply", time, data(keys))
+    }
+
+    fn edit(keys: &[&str]) -> (&'static str, &'static str, &'static str, serde_json::Value) {
+        ("kubectl-edit", "Update", T2, data(keys))
+    }
+
     #[test]
     fn an_inventory_object_missing_from_the_first_list_was_deleted() {
         let mut t = tracker();
@@ -321,26 +386,22 @@ mod tests {
     }
 
     #[test]
-    fn an_edit_seen_at_first_sight_is_drift_once() {
+    fn the_first_sight_is_the_baseline() {
         let mut t = tracker();
-        let edited = cm(&[("kedge", "Apply", T1), ("kubectl-edit", "Update", T2)]);
-        assert_eq!(
-            t.observe(watcher::Event::InitApply(edited.clone())).len(),
-            1
-        );
-        assert!(t.observe(watcher::Event::Apply(edited)).is_empty());
+        let seen = cm(&[ours(&["a"], T1), edit(&["b"])]);
+        assert!(t
+            .observe(watcher::Event::InitApply(seen.clone()))
+            .is_empty());
+        assert!(t.observe(watcher::Event::Apply(seen)).is_empty());
     }
 
     #[test]
-    fn an_edit_by_another_manager_after_first_sight_is_drift() {
+    fn a_field_taken_from_us_by_another_manager_is_drift() {
         let mut t = tracker();
         assert!(t
-            .observe(watcher::Event::Apply(cm(&[("kedge", "Apply", T1)])))
+            .observe(watcher::Event::Apply(cm(&[ours(&["a", "b"], T1)])))
             .is_empty());
-        let events = t.observe(watcher::Event::Apply(cm(&[
-            ("kedge", "Apply", T1),
-            ("kubectl-edit", "Update", T2),
-        ])));
+        let events = t.observe(watcher::Event::Apply(cm(&[ours(&["b"], T1), edit(&["a"])])));
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].object.to_string(), "ConfigMap/n/c");
         assert_eq!(
@@ -350,13 +411,27 @@ mod tests {
     }
 
     #[test]
+    fn a_field_we_never_set_is_not_drift_whoever_adds_it() {
+        let mut t = tracker();
+        t.observe(watcher::Event::Apply(cm(&[ours(&["a"], T1)])));
+        assert!(t
+            .observe(watcher::Event::Apply(cm(&[
+                ours(&["a"], T1),
+                edit(&["extra"])
+            ])))
+            .is_empty());
+    }
+
+    #[test]
     fn our_own_applies_and_status_writes_are_not_drift() {
         let mut t = tracker();
-        t.observe(watcher::Event::Apply(cm(&[("kedge", "Apply", T1)])));
-        assert!(t
-            .observe(watcher::Event::Apply(cm(&[("kedge", "Apply", T2)])))
-            .is_empty());
-        let mut status_write = cm(&[("kedge", "Apply", T1)]);
+        t.observe(watcher::Event::Apply(cm(&[ours(&["a", "old"], T1)])));
+        assert!(
+            t.observe(watcher::Event::Apply(cm(&[ours(&["a"], T2)])))
+                .is_empty(),
+            "a new revision that drops a field is our own change"
+        );
+        let mut status_write = cm(&[ours(&["a"], T2)]);
         let fields = status_write
             .metadata
             .managed_fields
@@ -369,10 +444,10 @@ mod tests {
     }
 
     #[test]
-    fn an_unchanged_foreign_entry_is_reported_once() {
+    fn a_taken_field_is_reported_once() {
         let mut t = tracker();
-        t.observe(watcher::Event::Apply(cm(&[("kedge", "Apply", T1)])));
-        let edited = cm(&[("kedge", "Apply", T1), ("kubectl-edit", "Update", T2)]);
+        t.observe(watcher::Event::Apply(cm(&[ours(&["a", "b"], T1)])));
+        let edited = cm(&[ours(&["b"], T1), edit(&["a"])]);
         assert_eq!(t.observe(watcher::Event::Apply(edited.clone())).len(), 1);
         assert!(t.observe(watcher::Event::Apply(edited)).is_empty());
     }
@@ -380,11 +455,11 @@ mod tests {
     #[test]
     fn a_deletion_is_drift_and_so_is_an_object_missing_from_a_relist() {
         let mut t = tracker();
-        t.observe(watcher::Event::Apply(cm(&[("kedge", "Apply", T1)])));
+        t.observe(watcher::Event::Apply(cm(&[ours(&["a"], T1)])));
         let events = t.observe(watcher::Event::Delete(cm(&[])));
         assert_eq!(events[0].cause, DriftCause::Deleted);
 
-        t.observe(watcher::Event::Apply(cm(&[("kedge", "Apply", T1)])));
+        t.observe(watcher::Event::Apply(cm(&[ours(&["a"], T1)])));
         t.observe(watcher::Event::Init);
         let events = t.observe(watcher::Event::InitDone);
         assert_eq!(events.len(), 1);
