@@ -57,6 +57,42 @@ pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Res
     configure_transport(&mut repo, source, &stderr_file)?;
     fetch_configured(&repo, source, interrupt)
         .map_err(|err| with_ssh_diagnostics(err, &stderr_file))
+        .map_err(|err| with_ownership_diagnostics(err, source, &stderr_file))
+}
+
+/// git refuses to serve a local repository owned by another user
+/// ("dubious ownership"), and gix then only sees the connection close.
+/// kedge does not override that check (a repository of another user is
+/// not trusted just because kedge reads it): it says what is wrong and
+/// how to fix it. `ours` is a file kedge created, so owned by its user.
+fn with_ownership_diagnostics(err: Error, source: &GitSource, ours: &Path) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    let Error::Fetch {
+        source_name,
+        url,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let path = source.url.strip_prefix("file://").unwrap_or(&source.url);
+    let owners = (std::fs::metadata(path), std::fs::metadata(ours));
+    let message = match owners {
+        (Ok(repo), Ok(kedge)) if path.starts_with('/') && repo.uid() != kedge.uid() => format!(
+            "{path} is owned by uid {}, not by kedge's user (uid {}), and git refuses such \
+             repositories (\"dubious ownership\"): make uid {} its owner, or trust it with \
+             `git config --system --add safe.directory {path}`; {message}",
+            repo.uid(),
+            kedge.uid(),
+            kedge.uid(),
+        ),
+        _ => message,
+    };
+    Error::Fetch {
+        source_name,
+        url,
+        message,
+    }
 }
 
 fn fetch_configured(
@@ -94,19 +130,7 @@ fn tag_want(tag: &str) -> Want {
     }
 }
 
-/// An error and its causes on one line, each cause once.
-pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
-}
+pub(crate) use crate::error_chain::describe;
 
 fn local_repository_error<E: std::error::Error + 'static>(
     source: &GitSource,
