@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
+use super::managed::{sighting, Sighting};
 use super::objref::ObjRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +29,16 @@ struct Applied {
 #[derive(Default)]
 pub(crate) struct Memo {
     applied: Mutex<HashMap<String, Applied>>,
+    /// Who managed each object right after our last apply of it.
+    sightings: Mutex<HashMap<String, Sighting>>,
 }
 
 impl Memo {
-    /// Remembers `object` as returned by an apply.
-    pub fn remember(&self, objref: &ObjRef, object: &DynamicObject) {
+    /// Remembers `object` as returned by an apply as `field_manager`.
+    pub fn remember(&self, objref: &ObjRef, object: &DynamicObject, field_manager: &str) {
+        if let Ok(mut map) = self.sightings.lock() {
+            map.insert(objref.to_id(), sighting(object, field_manager));
+        }
         let Some(applied) = summary(object) else {
             return;
         };
@@ -45,6 +51,14 @@ impl Memo {
         if let Ok(mut map) = self.applied.lock() {
             map.remove(&objref.to_id());
         }
+        if let Ok(mut map) = self.sightings.lock() {
+            map.remove(&objref.to_id());
+        }
+    }
+
+    /// Who managed `objref` right after this process last applied it.
+    pub fn applied_sighting(&self, objref: &ObjRef) -> Option<Sighting> {
+        self.sightings.lock().ok()?.get(&objref.to_id()).cloned()
     }
 
     /// Whether `dry_run`, the object as an apply would leave it, is the
@@ -116,7 +130,7 @@ mod tests {
     #[test]
     fn a_dry_run_equal_to_the_last_apply_at_the_same_version_is_unchanged() {
         let memo = Memo::default();
-        memo.remember(&objref(), &cm("7", "a", "2026-01-01T00:00:00Z"));
+        memo.remember(&objref(), &cm("7", "a", "2026-01-01T00:00:00Z"), "kedge");
         assert!(memo.unchanged(&objref(), &cm("7", "a", "2026-01-01T00:00:09Z")));
     }
 
@@ -124,7 +138,7 @@ mod tests {
     fn a_new_version_or_new_content_or_no_memory_is_not_unchanged() {
         let memo = Memo::default();
         assert!(!memo.unchanged(&objref(), &cm("7", "a", T)));
-        memo.remember(&objref(), &cm("7", "a", T));
+        memo.remember(&objref(), &cm("7", "a", T), "kedge");
         assert!(
             !memo.unchanged(&objref(), &cm("8", "a", T)),
             "written since"

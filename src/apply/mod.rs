@@ -52,6 +52,7 @@ pub mod discovery;
 pub mod dry_run;
 pub mod health;
 pub mod inventory;
+mod managed;
 mod manifest;
 mod memo;
 pub mod objref;

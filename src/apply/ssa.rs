@@ -376,12 +376,14 @@ impl Manager {
             Validated::Recreate => {
                 self.memo.forget(&placed.objref);
                 self.delete_and_wait(placed).await?;
-                self.memo.remember(&placed.objref, &apply().await?);
+                self.memo
+                    .remember(&placed.objref, &apply().await?, &owner.field_manager);
                 return Ok(Action::Configured);
             }
         };
         let after = apply().await?;
-        self.memo.remember(&placed.objref, &after);
+        self.memo
+            .remember(&placed.objref, &after, &owner.field_manager);
         Ok(action(
             before.as_deref(),
             after.metadata.resource_version.as_deref(),

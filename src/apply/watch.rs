@@ -10,13 +10,15 @@
 //! never set are not drift, whoever adds them (an extra ConfigMap key, a
 //! controller's annotation). Status subresource writes are ignored.
 //!
-//! The first sight of an object is the baseline: the watch starts right
-//! after the apply that took every field back. An inventory object missing
-//! from the first list counts as deleted.
+//! The first sight of an object is compared with the object as this
+//! process's last apply of it returned it (kept in the apply memo), so an
+//! edit between the apply and the watch's first list is drift too. An
+//! inventory object missing from the first list counts as deleted.
 //!
 //! # Caveats
-//! An edit in the moment between the apply and the watch's first list is
-//! seen at the next interval, not at once.
+//! An object this process has not applied yet (none is watched before its
+//! first reconcile) has nothing to compare with: its first sight is the
+//! baseline.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -29,6 +31,7 @@ use tokio::time::Instant;
 
 use super::discovery::{DiscoveryError, Kind};
 use super::inventory;
+use super::managed::{sighting, Sighting};
 use super::objref::ObjRef;
 use super::{Manager, Owner};
 
@@ -85,7 +88,10 @@ impl Manager {
             let expected = inventory
                 .iter()
                 .filter(|o| o.group == sample.group && o.kind == sample.kind)
-                .map(|o| (o.namespace.clone(), o.name.clone()));
+                .map(|o| {
+                    let applied = self.memo.applied_sighting(o).unwrap_or_default();
+                    ((o.namespace.clone(), o.name.clone()), applied)
+                });
             let tracker = DriftTracker::new(kind, &owner.field_manager, expected);
             streams.push(self.watch_kind(tracker, owner).boxed());
         }
@@ -112,20 +118,6 @@ impl Manager {
     }
 }
 
-/// A managedFields entry of another manager: who, how and when.
-type Entry = (String, String, String);
-
-/// What one sighting of an object says about who manages it.
-#[derive(Debug, Default, Clone)]
-struct Sighting {
-    /// Entries of other managers on the object itself.
-    foreign: HashSet<Entry>,
-    /// The fields kedge's own entry holds, as paths (`f:data/f:key`).
-    ours: HashSet<String>,
-    /// When kedge last applied, per its own entry.
-    applied_at: String,
-}
-
 /// Per-kind memory of each object's managedFields, turning watch events
 /// into drift events.
 struct DriftTracker {
@@ -136,20 +128,18 @@ struct DriftTracker {
 }
 
 impl DriftTracker {
-    /// `expected`: the inventory's objects of this kind. One missing from
-    /// the first list was deleted before the watch started.
+    /// `expected`: the inventory's objects of this kind, each with how our
+    /// last apply left it (unknown: the default, nothing to lose). One
+    /// missing from the first list was deleted before the watch started.
     fn new(
         kind: Kind,
         field_manager: &str,
-        expected: impl IntoIterator<Item = (Option<String>, String)>,
+        expected: impl IntoIterator<Item = ((Option<String>, String), Sighting)>,
     ) -> DriftTracker {
         DriftTracker {
             kind,
             field_manager: field_manager.to_string(),
-            seen: expected
-                .into_iter()
-                .map(|k| (k, Sighting::default()))
-                .collect(),
+            seen: expected.into_iter().collect(),
             listing: None,
         }
     }
@@ -242,56 +232,6 @@ fn key(object: &DynamicObject) -> (Option<String>, String) {
     )
 }
 
-/// Who manages `object` itself (not a subresource such as status): our
-/// entries' fields and time, and the other managers' entries.
-fn sighting(object: &DynamicObject, ours: &str) -> Sighting {
-    let mut seen = Sighting::default();
-    let fields = object
-        .metadata
-        .managed_fields
-        .as_deref()
-        .unwrap_or_default();
-    for f in fields
-        .iter()
-        .filter(|f| f.subresource.as_deref().unwrap_or("").is_empty())
-    {
-        let Some(manager) = f.manager.clone() else {
-            continue;
-        };
-        let time = f
-            .time
-            .as_ref()
-            .map(|t| format!("{:?}", t.0))
-            .unwrap_or_default();
-        if manager == ours {
-            if let Some(v1) = &f.fields_v1 {
-                field_paths(&v1.0, "", &mut seen.ours);
-            }
-            seen.applied_at = seen.applied_at.max(time);
-        } else if manager != "before-first-apply" {
-            let operation = f.operation.clone().unwrap_or_default();
-            seen.foreign.insert((manager, operation, time));
-        }
-    }
-    seen
-}
-
-/// Every path of a `fieldsV1` trie: `f:data`, `f:data/f:key`, ….
-fn field_paths(trie: &serde_json::Value, prefix: &str, paths: &mut HashSet<String>) {
-    let Some(children) = trie.as_object() else {
-        return;
-    };
-    for (name, child) in children.iter().filter(|(name, _)| name.as_str() != ".") {
-        let path = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        field_paths(child, &path, paths);
-        paths.insert(path);
-    }
-}
-
 /// Batches a stream: a batch closes once `quiet` passes without a new item
 /// (or, under a constant stream, after ten times `quiet`), so a burst of
 /// drift becomes one re-apply.
@@ -335,7 +275,10 @@ mod tests {
                 namespaced: true,
             },
             "kedge",
-            [(Some("n".to_string()), "c".to_string())],
+            [(
+                (Some("n".to_string()), "c".to_string()),
+                Sighting::default(),
+            )],
         )
     }
 
@@ -386,13 +329,36 @@ mod tests {
     }
 
     #[test]
-    fn the_first_sight_is_the_baseline() {
+    fn without_an_apply_to_compare_with_the_first_sight_is_the_baseline() {
         let mut t = tracker();
         let seen = cm(&[ours(&["a"], T1), edit(&["b"])]);
         assert!(t
             .observe(watcher::Event::InitApply(seen.clone()))
             .is_empty());
         assert!(t.observe(watcher::Event::Apply(seen)).is_empty());
+    }
+
+    #[test]
+    fn the_first_sight_is_compared_with_our_last_apply() {
+        let applied = sighting(&cm(&[ours(&["a", "b"], T1)]), "kedge");
+        let tracker_after_apply = || {
+            let mut t = tracker();
+            t.seen
+                .insert((Some("n".to_string()), "c".to_string()), applied.clone());
+            t
+        };
+        let taken = cm(&[ours(&["b"], T1), edit(&["a"])]);
+        assert_eq!(
+            tracker_after_apply()
+                .observe(watcher::Event::InitApply(taken))
+                .len(),
+            1,
+            "a field taken before the first list"
+        );
+        let extra = cm(&[ours(&["a", "b"], T1), edit(&["extra"])]);
+        assert!(tracker_after_apply()
+            .observe(watcher::Event::InitApply(extra))
+            .is_empty());
     }
 
     #[test]
