@@ -37,30 +37,41 @@ fn times_of(received: &Received, line: &str) -> Vec<Instant> {
         .collect()
 }
 
+/// `kedge run` of `setup` as systemd starts it with `WatchdogSec=`
+/// (`watchdog_usec`) and this test as its notify socket; `stall` is the
+/// stall hook's file.
+fn under_fake_systemd(
+    setup: &Setup,
+    watchdog_usec: &str,
+    stall: Option<&std::path::Path>,
+) -> (Daemon, Received) {
+    let notify_path = setup.root.path().join("notify.sock");
+    let received = listen(UnixDatagram::bind(&notify_path).expect("bind notify socket"));
+    let log = std::fs::File::create(&setup.log).expect("log");
+    // WATCHDOG_PID must be kedge's own pid, as systemd sets it: exec keeps the shell's.
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_kedge"))
+        .arg(&setup.config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", watchdog_usec)
+        .env("KEDGE_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(stall) = stall {
+        command.env("KEDGE_TEST_STALL_LOOP_WHEN", stall);
+    }
+    (Daemon(command.spawn().expect("spawn kedge run")), received)
+}
+
 #[test]
 fn ready_status_watchdog_reloading_and_stopping_reach_systemd_and_a_stalled_loop_stops_the_watchdog(
 ) {
     let setup = Setup::new("", "");
     setup.repo.commit(&[("apps/a.yaml", "a: 1\n")], "one");
-    let notify_path = setup.root.path().join("notify.sock");
-    let received = listen(UnixDatagram::bind(&notify_path).expect("bind notify socket"));
     let stall = setup.root.path().join("stall");
-    let log = std::fs::File::create(&setup.log).expect("log");
-    // WATCHDOG_PID must be kedge's own pid, as systemd sets it: exec keeps the shell's.
-    let mut daemon = Daemon(
-        Command::new("sh")
-            .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
-            .arg(env!("CARGO_BIN_EXE_kedge"))
-            .arg(&setup.config)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("WATCHDOG_USEC", "2000000")
-            .env("KEDGE_TEST_STALL_LOOP_WHEN", &stall)
-            .env("KEDGE_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn kedge run"),
-    );
+    let (mut daemon, received) = under_fake_systemd(&setup, "2000000", Some(&stall));
 
     let bound = Duration::from_secs(30);
     setup.wait_until("READY=1", bound, || {
@@ -201,23 +212,8 @@ fn last_status(received: &Received) -> String {
 #[test]
 fn the_status_line_follows_each_outcome_without_waiting_for_the_watchdog() {
     let setup = Setup::new("", "");
-    let notify_path = setup.root.path().join("notify.sock");
-    let received = listen(UnixDatagram::bind(&notify_path).expect("bind notify socket"));
-    let log = std::fs::File::create(&setup.log).expect("log");
     // WatchdogSec=60s: the heartbeat refreshes STATUS= only every 30 s.
-    let _daemon = Daemon(
-        Command::new("sh")
-            .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
-            .arg(env!("CARGO_BIN_EXE_kedge"))
-            .arg(&setup.config)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("WATCHDOG_USEC", "60000000")
-            .env("KEDGE_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn kedge run"),
-    );
+    let (_daemon, received) = under_fake_systemd(&setup, "60000000", None);
     setup.wait_until("READY=1", Duration::from_secs(30), || {
         !times_of(&received, "READY=1").is_empty()
     });

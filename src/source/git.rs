@@ -67,32 +67,23 @@ pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Res
 /// how to fix it. `ours` is a file kedge created, so owned by its user.
 fn with_ownership_diagnostics(err: Error, source: &GitSource, ours: &Path) -> Error {
     use std::os::unix::fs::MetadataExt;
-    let Error::Fetch {
-        source_name,
-        url,
-        message,
-    } = err
-    else {
+    let path = source.url.strip_prefix("file://").unwrap_or(&source.url);
+    let (Ok(repo), Ok(kedge)) = (std::fs::metadata(path), std::fs::metadata(ours)) else {
         return err;
     };
-    let path = source.url.strip_prefix("file://").unwrap_or(&source.url);
-    let owners = (std::fs::metadata(path), std::fs::metadata(ours));
-    let message = match owners {
-        (Ok(repo), Ok(kedge)) if path.starts_with('/') && repo.uid() != kedge.uid() => format!(
+    if !path.starts_with('/') || repo.uid() == kedge.uid() {
+        return err;
+    }
+    with_fetch_message(err, |message| {
+        format!(
             "{path} is owned by uid {}, not by kedge's user (uid {}), and git refuses such \
              repositories (\"dubious ownership\"): make uid {} its owner, or trust it with \
              `git config --system --add safe.directory {path}`; {message}",
             repo.uid(),
             kedge.uid(),
             kedge.uid(),
-        ),
-        _ => message,
-    };
-    Error::Fetch {
-        source_name,
-        url,
-        message,
-    }
+        )
+    })
 }
 
 fn fetch_configured(
@@ -201,14 +192,6 @@ fn ssh_stderr_file(repo_dir: &Path) -> std::path::PathBuf {
 /// Adds what `ssh` printed (e.g. "Host key verification failed.") to a
 /// failed fetch's message: gix only sees the connection close.
 fn with_ssh_diagnostics(err: Error, stderr_file: &Path) -> Error {
-    let Error::Fetch {
-        source_name,
-        url,
-        message,
-    } = err
-    else {
-        return err;
-    };
     let said: Vec<String> = std::fs::read_to_string(stderr_file)
         .unwrap_or_default()
         .lines()
@@ -216,15 +199,26 @@ fn with_ssh_diagnostics(err: Error, stderr_file: &Path) -> Error {
         .filter(|line| !line.is_empty() && !line.starts_with("Warning: Permanently added"))
         .map(str::to_string)
         .collect();
-    let message = if said.is_empty() {
-        message
-    } else {
-        format!("ssh: {}; {message}", said.join(" "))
-    };
-    Error::Fetch {
-        source_name,
-        url,
-        message,
+    if said.is_empty() {
+        return err;
+    }
+    with_fetch_message(err, |message| format!("ssh: {}; {message}", said.join(" ")))
+}
+
+/// A fetch error with its message rewritten by `rewrite`; other errors as
+/// they are.
+fn with_fetch_message(err: Error, rewrite: impl FnOnce(String) -> String) -> Error {
+    match err {
+        Error::Fetch {
+            source_name,
+            url,
+            message,
+        } => Error::Fetch {
+            source_name,
+            url,
+            message: rewrite(message),
+        },
+        other => other,
     }
 }
 
