@@ -92,7 +92,18 @@ mkdir -p "$run/deb"
 cp "$deb" "$run/deb/kedge.deb"
 scripts/testcluster.sh start "$run/cluster"
 kubeconfig=$run/cluster/kubeconfig
-kubectl() { command kubectl --kubeconfig "$kubeconfig" "$@"; }
+# The API server as the host sees it: curl with the kubeconfig's CA and token.
+server=$(sed -n 's/^ *server: *//p' "$kubeconfig")
+token=$(sed -n 's/^ *token: *//p' "$kubeconfig")
+sed -n 's/^ *certificate-authority-data: *//p' "$kubeconfig" | base64 -d >"$run/ca.crt"
+api() { # METHOD PATH [MERGE-PATCH]
+  local patch=()
+  [ -z "${3:-}" ] || patch=(-H 'Content-Type: application/merge-patch+json' --data "$3")
+  curl -fsS --cacert "$run/ca.crt" -H "Authorization: Bearer $token" -X "$1" "${patch[@]}" "$server$2"
+}
+web_config=/api/v1/namespaces/web/configmaps/web-config
+edit_web_config() { api PATCH "$web_config?fieldManager=check-systemd" "$1" >/dev/null; }
+greeting_is() { api GET "$web_config" | grep -q "\"greeting\": *\"$1\""; }
 
 # The source: a plain directory of manifests in a local repository.
 git init -q --bare "$run/fleet.git"
@@ -135,7 +146,13 @@ unshare --mount bash -c '
     --bind-ro="$1/fleet.git:/srv/fleet.git" --bind-ro="$1/deb:/mnt/deb"' \
   "$root_dir" "$run" </dev/null >"$run/console.log" 2>&1 &
 nspawn_pid=$!
-leader_of_nspawn() { leader=$(pgrep -P "$nspawn_pid" | head -1) && [ -n "$leader" ]; }
+leader_of_nspawn() { # the container's systemd, a child of nspawn
+  local child
+  for child in $(pgrep -P "$nspawn_pid"); do
+    [ "$(cat "/proc/$child/comm" 2>/dev/null)" = systemd ] && leader=$child && return 0
+  done
+  return 1
+}
 until_ok "the container's PID 1" leader_of_nspawn
 until_ok "boot (systemctl is-system-running)" \
   bash -c "nsenter --target $leader --all systemctl is-system-running | grep -Eqx 'running|degraded'"
@@ -172,7 +189,7 @@ config ""
 ct systemctl enable --now kedge
 until_ok "kedge active" ct systemctl is-active kedge
 until_ok "apps applied (kedge status)" ct kedge status
-kubectl -n web get configmap web-config >/dev/null || fail "web-config not applied"
+greeting_is hello || fail "web-config not applied"
 deadline=5
 until_ok "STATUS= line after the first apply" \
   bash -c "nsenter --target $leader --all systemctl show -p StatusText --value kedge | grep -q '^1/1 kustomizations ready'"
@@ -195,27 +212,22 @@ grep -qi "permission denied" <<<"$out" || fail "kedge status as a non-member doe
 if as other kedge reconcile kustomization apps >/dev/null 2>&1; then fail "a non-member can request a reconcile"; fi
 
 # Reloads: a good one applies, a bad one is refused with the right key and line.
-config '
+extras='
 [kustomization.extras]
 source = "git/fleet"
 path = "./extras"
 interval = "30m"
 prune = true
 depends_on = ["apps"]'
+config "$extras"
 ct systemctl reload kedge
 until_ok "good reload" bash -c "nsenter --target $leader --all journalctl -u kedge -o cat | grep -q 'config reloaded'"
-config '
-[kustomization.extras]
-source = "git/fleet"
-path = "./extras"
-interval = "30m"
-prune = true
-depends_on = ["apps"]
+config "$extras
 
 [kustomization.broken]
-source = "git/fleet"
-path = "./apps"
-interval = "5m"'
+source = \"git/fleet\"
+path = \"./apps\"
+interval = \"5m\""
 ct systemctl reload kedge
 until_ok "bad reload refused" bash -c "nsenter --target $leader --all journalctl -u kedge -o cat | grep -q 'kustomization.broken: missing field .prune.'"
 ct systemctl is-active kedge >/dev/null || fail "a bad reload stopped kedge"
@@ -225,7 +237,6 @@ ct systemctl reload kedge
 until_ok "config accepted again" bash -c "! nsenter --target $leader --all kedge status | grep -q refused"
 
 # A kubeconfig rewritten in place (a k3s certificate rotation): picked up without a restart.
-server=$(kubectl config view -o jsonpath='{.clusters[0].cluster.server}')
 sed "s#$server#https://127.0.0.1:1#" "$kubeconfig" >"$(ct_file /etc/rancher/k3s/k3s.yaml)"
 ct systemctl reload kedge
 until_ok "reconcile fails with the broken kubeconfig" bash -c "! nsenter --target $leader --all kedge reconcile kustomization apps"
@@ -235,18 +246,17 @@ cp "$kubeconfig" "$(ct_file /etc/rancher/k3s/k3s.yaml)"
 until_ok "the fixed kubeconfig is picked up" ct kedge reconcile kustomization apps
 
 # Drift: a field kedge set is reverted; a field it never set is not drift.
-greeting() { [ "$(command kubectl --kubeconfig "$kubeconfig" -n web get configmap web-config -o jsonpath='{.data.greeting}')" = hello ]; }
 drift_lines() { ct journalctl -u kedge -o cat | grep -c 'drift on' || true; }
-kubectl -n web patch configmap web-config --type merge -p '{"data":{"greeting":"changed"}}' >/dev/null
-until_ok "drift reverted" greeting
+edit_web_config '{"data":{"greeting":"changed"}}'
+until_ok "drift reverted" greeting_is hello
 until_ok "the drift logged" bash -c "nsenter --target $leader --all journalctl -u kedge -o cat | grep -q 'drift on'"
 drifts=$(drift_lines)
-kubectl -n web patch configmap web-config --type merge -p '{"data":{"extra":"x"}}' >/dev/null
+edit_web_config '{"data":{"extra":"x"}}'
 # A reconcile, then a real drift: the watch reports in order, so a false
 # drift of the extra key would be logged before the real one.
 ct kedge reconcile kustomization apps >/dev/null
-kubectl -n web patch configmap web-config --type merge -p '{"data":{"greeting":"again"}}' >/dev/null
-until_ok "second drift reverted" greeting
+edit_web_config '{"data":{"greeting":"again"}}'
+until_ok "second drift reverted" greeting_is hello
 until_ok "the second drift logged" bash -c "[ \$(nsenter --target $leader --all journalctl -u kedge -o cat | grep -c 'drift on') -gt $drifts ]"
 [ "$(drift_lines)" = $((drifts + 1)) ] || fail "a key kedge never set was reported as drift: $(ct journalctl -u kedge -o cat | grep 'drift on')"
 
@@ -264,7 +274,7 @@ ct systemctl daemon-reload
 ct systemctl start kedge
 until_ok "kedge active" ct systemctl is-active kedge
 pid=$(ct systemctl show -p MainPID --value kedge)
-ct kill -STOP "$pid"
+ct systemctl kill --kill-whom=main --signal=SIGSTOP kedge
 until_ok "the watchdog restarts a stopped kedge" \
   bash -c "p=\$(nsenter --target $leader --all systemctl show -p MainPID --value kedge); [ \"\$p\" != 0 ] && [ \"\$p\" != $pid ]"
 ct journalctl -u kedge -o cat | grep -qi 'watchdog timeout' || fail "no watchdog timeout in the journal"
