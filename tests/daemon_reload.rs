@@ -134,7 +134,7 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
         )
     };
     let agent = format!(
-        "kubeconfig = {:?}\n",
+        "kubeconfig = {:?}\nremoval_grace_period = \"1s\"\n",
         cluster().kubeconfig.display().to_string()
     );
     let all = format!(

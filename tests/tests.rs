@@ -41,3 +41,5 @@ mod cli_control;
 mod kustomize_conformance;
 // `kedge build`, Flux-style plain directories and build errors.
 mod kustomize_build;
+// Data safety under faults: kill -9, config edits, damaged or lost state never orphan or wrongly delete.
+mod data_safety;

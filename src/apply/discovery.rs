@@ -24,6 +24,8 @@ pub struct DiscoveryError {
 pub struct Kind {
     pub resource: ApiResource,
     pub namespaced: bool,
+    /// Whether its objects can be listed (some kinds only take a create).
+    pub listable: bool,
 }
 
 type Gvk = (String, String, String);
@@ -87,6 +89,26 @@ impl KindCache {
         Ok(versions.first().map(|k| (*k).clone()))
     }
 
+    /// One listable version of every served group and kind, fresh from
+    /// the server.
+    pub async fn listable_kinds(&self) -> Result<Vec<Kind>, DiscoveryError> {
+        self.refresh().await?;
+        let kinds = self.kinds.read().await;
+        let mut one_per_kind: HashMap<(&str, &str), &Kind> = HashMap::new();
+        for kind in kinds.values().filter(|k| k.listable) {
+            let key = (kind.resource.group.as_str(), kind.resource.kind.as_str());
+            one_per_kind
+                .entry(key)
+                .and_modify(|known| {
+                    if kind.resource.version < known.resource.version {
+                        *known = kind;
+                    }
+                })
+                .or_insert(kind);
+        }
+        Ok(one_per_kind.into_values().cloned().collect())
+    }
+
     async fn lookup(&self, objects: &[&ObjRef]) -> Vec<Option<Kind>> {
         let kinds = self.kinds.read().await;
         objects
@@ -118,11 +140,13 @@ impl KindCache {
                         resource.kind.clone(),
                     );
                     let namespaced = caps.scope == Scope::Namespaced;
+                    let listable = caps.supports_operation(kube::discovery::verbs::LIST);
                     fresh.insert(
                         key,
                         Kind {
                             resource,
                             namespaced,
+                            listable,
                         },
                     );
                 }

@@ -89,16 +89,35 @@ pub(crate) fn place(manifest: Manifest, kind: Kind) -> Result<Placed, ApplyError
     Ok(Placed { objref, body, kind })
 }
 
-/// The (group, kind) pairs the set's CRDs define, so their custom resources
-/// may be applied once the CRDs are in.
-pub(crate) fn kinds_defined_by_crds(manifests: &[Manifest]) -> Vec<(String, String)> {
+/// A kind that a CRD of the set defines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DefinedKind {
+    pub group: String,
+    pub kind: String,
+    pub namespaced: bool,
+}
+
+impl DefinedKind {
+    pub fn defines(&self, object: &ObjRef) -> bool {
+        object.is_kind(&self.group, &self.kind)
+    }
+}
+
+/// The kinds the set's CRDs define, so their custom resources may be
+/// applied once the CRDs are in.
+pub(crate) fn kinds_defined_by_crds<'a>(
+    manifests: impl IntoIterator<Item = &'a Manifest>,
+) -> Vec<DefinedKind> {
     manifests
-        .iter()
+        .into_iter()
         .filter(|m| m.objref.is_crd())
         .filter_map(|m| {
-            let group = m.body.pointer("/spec/group")?.as_str()?;
-            let kind = m.body.pointer("/spec/names/kind")?.as_str()?;
-            Some((group.to_string(), kind.to_string()))
+            let text = |pointer| m.body.pointer(pointer).and_then(Value::as_str);
+            Some(DefinedKind {
+                group: text("/spec/group")?.to_string(),
+                kind: text("/spec/names/kind")?.to_string(),
+                namespaced: text("/spec/scope") != Some("Cluster"),
+            })
         })
         .collect()
 }
@@ -149,19 +168,25 @@ mod tests {
     }
 
     #[test]
-    fn crds_in_the_set_define_their_group_and_kind() {
+    fn crds_in_the_set_define_their_group_kind_and_scope() {
+        let crd = |kind: &str, scope: &str| {
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                    "metadata": {"name": format!("{}s.example.com", kind.to_lowercase())},
+                    "spec": {"group": "example.com", "names": {"kind": kind}, "scope": scope}})
+        };
         let prepared = prepare(
-            vec![
-                json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                        "metadata": {"name": "widgets.example.com"},
-                        "spec": {"group": "example.com", "names": {"kind": "Widget"}}}),
-            ],
+            vec![crd("Widget", "Namespaced"), crd("Fleet", "Cluster")],
             &owner(),
         )
         .unwrap();
+        let defined = |kind: &str, namespaced| DefinedKind {
+            group: "example.com".into(),
+            kind: kind.into(),
+            namespaced,
+        };
         assert_eq!(
             kinds_defined_by_crds(&prepared),
-            vec![("example.com".to_string(), "Widget".to_string())]
+            vec![defined("Widget", true), defined("Fleet", false)]
         );
     }
 }

@@ -15,6 +15,7 @@
 //! | [`Manager::prune`] | `prune.rs` | delete stale objects that are still ours |
 //! | [`Manager::wait`] | `health.rs` | wait until objects are Current (kstatus rules in `status.rs`) |
 //! | [`Manager::drift_watch`] | `watch.rs` | a stream of changes to our objects by anyone else |
+//! | [`Manager::owned`] | `owned.rs` | every object labelled by an owner kind, without an inventory |
 //!
 //! The decisions are pure functions over data, unit-tested without a
 //! cluster: [`order::order`] and [`order::stages`] (one [`order::APPLY_ORDER`]
@@ -24,11 +25,12 @@
 //! ```text
 //! let manager = Manager::new(client);                  // once per daemon, cloned freely
 //! let owner = Owner::new("apps", "Kustomization");     // kustomization name and kind
-//! let changes = manager.apply(objects, &owner, &ApplyOptions::default()).await?;
-//! //   on Err: record the failure; do NOT prune; keep the old inventory plus
-//! //   `err.applied()` (inventory::merge(old, &inventory::from_changeset(applied)))
+//! let plan = manager.plan(objects, &owner).await?;     // nothing written yet
+//! let old = inventory::merge(old, &plan.objects());     // store it BEFORE applying (write-ahead)
+//! let changes = manager.apply_plan(plan, &ApplyOptions::default()).await?;
+//! //   on Err: record the failure; do NOT prune; the widened inventory stays
 //! let new = inventory::from_changeset(&changes);
-//! let stale = inventory::diff(&old, &new);              // old: last inventory from SQLite
+//! let stale = inventory::diff(&old, &new);
 //! let pruned = manager.prune(&stale, &owner, &PruneOptions::default()).await;
 //! let keep = inventory::merge(new, &pruned.survivors()); // store per revision (ObjRef::to_id)
 //! manager.wait(&keep, timeout).await?;                  // when `wait` / health checks
@@ -57,6 +59,7 @@ mod manifest;
 mod memo;
 pub mod objref;
 pub mod order;
+pub mod owned;
 pub mod prune;
 pub mod ssa;
 pub mod status;
@@ -74,8 +77,9 @@ pub use dry_run::{DiffKind, ObjectDiff};
 pub use health::HealthError;
 pub use objref::{ObjRef, ObjRefError};
 pub use order::{order, APPLY_ORDER};
+pub use owned::Owned;
 pub use prune::{PruneOptions, PruneResult, SkipReason};
-pub use ssa::{ApplyError, ApplyOptions, ObjectFailure};
+pub use ssa::{ApplyError, ApplyOptions, ObjectFailure, Plan};
 pub use status::{evaluate, Status};
 pub use watch::{debounce, DriftCause, DriftEvent, WatchError};
 
@@ -247,5 +251,6 @@ mod send_check {
         is_send(manager.prune(refs, owner, &PruneOptions::default()));
         is_send(manager.wait(refs, std::time::Duration::ZERO));
         is_send(manager.drift_watch(refs, owner));
+        is_send(manager.owned("Kustomization"));
     }
 }

@@ -158,6 +158,39 @@ impl ApplyError {
 /// A manifest whose kind may only be served once the set's CRDs are in.
 type Resolved = (Manifest, Option<Kind>);
 
+/// A set of objects ready to apply: see [`Manager::plan`].
+#[derive(Debug)]
+pub struct Plan {
+    resolved: Vec<Resolved>,
+    owner: Owner,
+}
+
+impl Plan {
+    /// Every object the apply may create, named as the inventory will name
+    /// it once applied: a cluster-scoped kind (served, or defined by a CRD
+    /// of the set) has no namespace.
+    pub fn objects(&self) -> Vec<ObjRef> {
+        let defined = manifest::kinds_defined_by_crds(self.resolved.iter().map(|(m, _)| m));
+        self.resolved
+            .iter()
+            .map(|(m, kind)| {
+                let namespaced = match kind {
+                    Some(kind) => kind.namespaced,
+                    None => defined
+                        .iter()
+                        .find(|d| d.defines(&m.objref))
+                        .is_none_or(|d| d.namespaced),
+                };
+                let mut objref = m.objref.clone();
+                if !namespaced {
+                    objref.namespace = None;
+                }
+                objref
+            })
+            .collect()
+    }
+}
+
 /// What dry-run said of one object.
 enum Validated {
     /// Valid. The dry-run's resourceVersion is the live one (none when the
@@ -198,8 +231,30 @@ impl Manager {
         owner: &Owner,
         options: &ApplyOptions,
     ) -> Result<ChangeSet, ApplyError> {
+        let plan = self.plan(objects, owner).await?;
+        self.apply_plan(plan, options).await
+    }
+
+    /// The first half of [`Manager::apply`]: names, labels and resolves
+    /// every object without writing anything, so a caller can record
+    /// [`Plan::objects`] (a write-ahead inventory) before the first write.
+    pub async fn plan(&self, objects: Vec<Value>, owner: &Owner) -> Result<Plan, ApplyError> {
         let manifests = manifest::prepare(objects, owner)?;
         let resolved = self.resolve_kinds(manifests).await?;
+        Ok(Plan {
+            resolved,
+            owner: owner.clone(),
+        })
+    }
+
+    /// The second half of [`Manager::apply`]: dry-run and apply `plan`.
+    pub async fn apply_plan(
+        &self,
+        plan: Plan,
+        options: &ApplyOptions,
+    ) -> Result<ChangeSet, ApplyError> {
+        let Plan { resolved, owner } = plan;
+        let owner = &owner;
         let mut changes = ChangeSet::default();
         let mut stages = order::stages(resolved, |(m, _)| &m.objref);
         if stages
@@ -264,7 +319,7 @@ impl Manager {
         let mut out = Vec::with_capacity(manifests.len());
         for (manifest, kind) in manifests.into_iter().zip(kinds) {
             let o = &manifest.objref;
-            let comes_with_its_crd = defined.iter().any(|(g, k)| *g == o.group && *k == o.kind);
+            let comes_with_its_crd = defined.iter().any(|d| d.defines(o));
             if kind.is_none() && !comes_with_its_crd {
                 return Err(unknown_kind(o, ChangeSet::default()));
             }

@@ -273,6 +273,7 @@ mod tests {
             Kind {
                 resource,
                 namespaced: true,
+                listable: true,
             },
             "kedge",
             [(

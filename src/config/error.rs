@@ -53,6 +53,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The file is larger than any config kedge accepts.
+    #[error("config file {path} is larger than {limit} bytes, the most kedge reads")]
+    TooLarge { path: PathBuf, limit: u64 },
     /// The file was read but is not a valid kedge config.
     #[error("{0}")]
     Invalid(Problems),

@@ -45,7 +45,20 @@ pub struct Agent {
     pub kubeconfig: Option<PathBuf>,
     /// The control socket the CLI talks to.
     pub socket: PathBuf,
+    /// How long the config file must stay unchanged before the objects of
+    /// a kustomization removed from it are deleted (a file caught
+    /// half-written must not delete anything).
+    pub removal_grace_period: Duration,
 }
+
+/// The largest config file kedge reads.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// The most sources one config may declare.
+pub const MAX_SOURCES: usize = 1_000;
+/// The most kustomizations one config may declare.
+pub const MAX_KUSTOMIZATIONS: usize = 5_000;
+/// The default of `[agent] removal_grace_period`.
+pub const DEFAULT_REMOVAL_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// One `[git.NAME]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,17 +189,7 @@ impl Config {
     /// [`Error::Read`] if the file cannot be read, [`Error::Invalid`] with
     /// every problem found otherwise.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let text = String::from_utf8(bytes).map_err(|err| {
-            Error::Invalid(Problems {
-                file: path.to_path_buf(),
-                problems: vec![validate::not_utf8(err.as_bytes(), err.utf8_error())],
-            })
-        })?;
-        Config::parse(path, &text)
+        Config::parse(path, &read_bounded(path)?)
     }
 
     /// Validates `text` as the content of the config file at `path` (used
@@ -200,8 +203,44 @@ impl Config {
         })
     }
 
+    /// A digest of the config file's content, to tell whether it changed.
+    pub fn file_digest(path: &Path) -> Result<String, Error> {
+        use sha2::{Digest, Sha256};
+        let text = read_bounded(path)?;
+        Ok(Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// Path of the SQLite database inside the state directory.
     pub fn database_path(&self) -> PathBuf {
         self.agent.state_dir.join("kedge.db")
     }
+}
+
+/// The file at `path` as text, refused past [`MAX_CONFIG_BYTES`].
+fn read_bounded(path: &Path) -> Result<String, Error> {
+    use std::io::Read;
+    let read_error = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        Error::Invalid(Problems {
+            file: path.to_path_buf(),
+            problems: vec![validate::not_utf8(err.as_bytes(), err.utf8_error())],
+        })
+    })
 }

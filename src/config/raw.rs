@@ -23,6 +23,7 @@ pub struct RawAgent {
     pub state_dir: Option<Spanned<String>>,
     pub kubeconfig: Option<Spanned<String>>,
     pub socket: Option<Spanned<String>>,
+    pub removal_grace_period: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

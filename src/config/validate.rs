@@ -10,7 +10,10 @@ use toml::Spanned;
 
 use super::error::{Locator, Problem};
 use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource};
-use super::{Agent, Config, GitAuth, GitRef, GitSource, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR};
+use super::{
+    Agent, Config, GitAuth, GitRef, GitSource, DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH,
+    DEFAULT_STATE_DIR, MAX_KUSTOMIZATIONS, MAX_SOURCES,
+};
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,8 +129,16 @@ impl Checker<'_> {
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
                 kubeconfig: None,
                 socket: PathBuf::from(DEFAULT_SOCKET_PATH),
+                removal_grace_period: DEFAULT_REMOVAL_GRACE_PERIOD,
             },
         };
+        self.at_most(raw.git.keys(), MAX_SOURCES, "sources", "git");
+        self.at_most(
+            raw.kustomization.keys(),
+            MAX_KUSTOMIZATIONS,
+            "kustomizations",
+            "kustomization",
+        );
         let mut sources = BTreeMap::new();
         for (name, source) in raw.git {
             let key = format!("git.{}", name.get_ref());
@@ -183,11 +194,40 @@ impl Checker<'_> {
             .socket
             .and_then(|file| self.absolute_path(&file, "agent.socket", false))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
+        let removal_grace_period = raw
+            .removal_grace_period
+            .and_then(|value| self.duration(&value, "agent.removal_grace_period"))
+            .unwrap_or(DEFAULT_REMOVAL_GRACE_PERIOD);
         Agent {
             state_dir,
             kubeconfig,
             socket,
+            removal_grace_period,
         }
+    }
+
+    /// One problem, at the first name past `limit`, when a config declares
+    /// more than `limit` tables of one kind: a bound on what one reload
+    /// may ask of the daemon.
+    fn at_most<'n>(
+        &mut self,
+        names: impl Iterator<Item = &'n Spanned<String>>,
+        limit: usize,
+        what: &str,
+        table: &str,
+    ) {
+        let mut names: Vec<&Spanned<String>> = names.collect();
+        if names.len() <= limit {
+            return;
+        }
+        let count = names.len();
+        names.sort_by_key(|name| name.span().start);
+        let first_over = names[limit];
+        self.problem(
+            first_over.span(),
+            &format!("{table}.{}", first_over.get_ref()),
+            format!("the config declares {count} {what}; kedge accepts at most {limit}"),
+        );
     }
 
     fn absolute_path(

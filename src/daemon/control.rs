@@ -55,6 +55,20 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
                 }
             }
         }
+        Request::ReconcileKustomization { name, .. } if units.is_pending_removal(&name) => {
+            let outcome = units.remove(&name).await;
+            tokio::spawn(async move {
+                let answer = match outcome.await {
+                    Ok(Ok(message)) => Reply::Done { message },
+                    Ok(Err(message)) => Reply::Failed { message },
+                    Err(_) => Reply::Failed {
+                        message: "the daemon stopped before the removal finished".into(),
+                    },
+                };
+                let _ = reply.send(answer);
+            });
+            return;
+        }
         Request::ReconcileKustomization { name, with_source } => {
             match reconcile_plan(units, &name, with_source) {
                 Err(message) => Reply::Failed { message },

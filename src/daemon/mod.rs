@@ -42,8 +42,9 @@ use crate::state::{self, Store, CONFIG_REFUSED};
 
 /// The environment variable of the stall test hook (see the module doc).
 pub const STALL_HOOK: &str = "KEDGE_TEST_STALL_LOOP_WHEN";
-/// How soon the `STATUS=` line follows a changed outcome.
-const STATUS_FOLLOWS: Duration = Duration::from_secs(1);
+/// How often the daemon checks that its state database is still the file
+/// on disk, and whether the `STATUS=` line says something new.
+const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the scheduler beats when systemd's watchdog is off.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -83,7 +84,14 @@ pub enum Error {
 /// `config_path`, which is then watched) until SIGTERM or SIGINT, then
 /// stops every task and closes the state database.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
-    let store = Arc::new(Mutex::new(open_store(&config)?));
+    let store = open_store(&config)?;
+    if !config.kustomizations.is_empty() && store.is_empty()? {
+        tracing::warn!(
+            database = %config.database_path().display(),
+            "the state database is new or empty: each kustomization adopts the objects labelled as its own in the cluster before it applies"
+        );
+    }
+    let store = Arc::new(Mutex::new(store));
     let mut signals = Signals::install()?;
     let socket_path = config.agent.socket.clone();
     let listener = socket::bind(&socket_path)?;
@@ -104,7 +112,13 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
             None
         }
     };
-    let mut units = units::Units::start(config, store.clone(), heartbeat_factory(&store)).await?;
+    let mut units = units::Units::start(
+        config_path.to_path_buf(),
+        config,
+        store.clone(),
+        heartbeat_factory(&store),
+    )
+    .await?;
     if let Ok(true) = kustomization::lock(&store).clear_agent_problem(CONFIG_REFUSED) {
         tracing::info!("started with a valid config; the refused one is forgotten");
     }
@@ -116,11 +130,17 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         "kedge started"
     );
     notify::ready(&status_line(&store));
-    let status_follower = tokio::spawn(follow_status(store.clone()));
-    let received = loop {
+    // A save between the first read and the watch's start is not missed.
+    if Config::load(config_path).map_or(true, |now| &now != units.file_config()) {
+        reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+    }
+    let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
+    let mut status = StatusFollower::new(&store);
+    let stopped: Result<&str, state::Error> = loop {
+        let removal_due = units.removal_due();
         tokio::select! {
             received = signals.recv() => match received {
-                Received::Stop(name) => break name,
+                Received::Stop(name) => break Ok(name),
                 Received::Reload => {
                     reload::reload(config_path, reload::Cause::Sighup, &mut units, &store).await;
                 }
@@ -129,17 +149,36 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
                 reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
             }
             Some(call) = incoming.recv() => control::handle(call, &mut units, &store).await,
+            _ = at(removal_due) => units.confirm_removals(units::Confirm::AfterGrace).await,
+            _ = state_checks.tick() => {
+                if let Err(err) = kustomization::lock(&store).check_file() {
+                    break Err(err);
+                }
+                status.follow(&store);
+            }
         }
     };
-    tracing::info!(signal = received, "stopping");
-    status_follower.abort();
+    match &stopped {
+        Ok(signal) => tracing::info!(signal, "stopping"),
+        Err(err) => tracing::error!(
+            "{err}; stopping, so that a restart opens the database on disk (inventories are rebuilt from the objects' kedge.dev labels)"
+        ),
+    }
     notify::stopping();
     units.stop().await;
     let _ = stop_socket.send(true);
     let _ = server.await;
     drop(store);
     tracing::info!("stopped");
-    Ok(())
+    stopped.map(drop).map_err(Error::State)
+}
+
+/// Resolves at `deadline`, never without one.
+async fn at(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Opens the state database; when SQLite cannot, says why in the words of
@@ -194,6 +233,7 @@ fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
                         std::future::pending::<()>().await;
                     }
                     notify::watchdog();
+                    retry_unsaved(&store);
                     notify::status(&status_line(&store));
                 }
                 .boxed()
@@ -202,27 +242,44 @@ fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
     })
 }
 
-/// Sends `STATUS=` within [`STATUS_FOLLOWS`] of a change of what it says
-/// (an outcome, a refused config); the heartbeat refreshes its ages.
-async fn follow_status(store: Arc<Mutex<Store>>) {
-    let mut sent = notify::without_ages(&status_line(&store));
-    let mut every = tokio::time::interval(STATUS_FOLLOWS);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let line = status_line(&store);
+/// Sends `STATUS=` when what it says (an outcome, a refused config)
+/// changed since it was last sent; the heartbeat refreshes its ages.
+struct StatusFollower {
+    sent: String,
+}
+
+impl StatusFollower {
+    fn new(store: &Mutex<Store>) -> StatusFollower {
+        StatusFollower {
+            sent: notify::without_ages(&status_line(store)),
+        }
+    }
+
+    fn follow(&mut self, store: &Mutex<Store>) {
+        let line = status_line(store);
         let facts = notify::without_ages(&line);
-        if facts != sent {
+        if facts != self.sent {
             notify::status(&line);
-            sent = facts;
+            self.sent = facts;
         }
     }
 }
 
-/// The `STATUS=` line: the state's summary, and a refused config first.
+/// Writes outcomes held in memory since a write failed (a full disk).
+fn retry_unsaved(store: &Mutex<Store>) {
+    if let Ok(true) = kustomization::lock(store).retry_unsaved() {
+        tracing::info!("the outcomes held in memory are written to the state database again");
+    }
+}
+
+/// The `STATUS=` line: the state's summary, and a refused config or
+/// outcomes that could not be saved first.
 pub(crate) fn status_line(store: &Mutex<Store>) -> String {
     let store = kustomization::lock(store);
     let summary = notify::summary(&store).unwrap_or_else(|err| format!("state unreadable: {err}"));
+    if store.unsaved_problem().is_some() {
+        return format!("state not saved (see kedge status) · {summary}");
+    }
     match store.agent_problems() {
         Ok(problems) if problems.iter().any(|p| p.key == CONFIG_REFUSED) => {
             format!("config refused (see kedge status) · {summary}")

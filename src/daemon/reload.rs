@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigDiff};
 use crate::reconcile::kustomization::lock;
 use crate::state::{Event, Severity, Store, CONFIG_REFUSED};
 
-use super::units::Units;
+use super::units::{Confirm, Units};
 use super::{notify, status_line};
 
 /// Why the daemon reloads, for the log.
@@ -40,6 +40,10 @@ pub async fn reload(path: &Path, cause: Cause, units: &mut Units, store: &Mutex<
             Ok(changes) => {
                 accepted(store, &changes);
                 reconnect(units).await;
+                // SIGHUP is the operator saying the file is final.
+                if matches!(cause, Cause::Sighup) {
+                    units.confirm_removals(Confirm::Now).await;
+                }
             }
             Err(err) => refuse(store, &format!("config not applied: {err}")),
         },

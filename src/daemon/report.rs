@@ -14,7 +14,7 @@ pub fn status_report(
     store: Option<&Store>,
     config: Option<&Config>,
 ) -> Result<StatusReport, state::Error> {
-    let (sources, kustomizations, problems) = match store {
+    let (sources, kustomizations, mut problems) = match store {
         Some(store) => (
             store.source_statuses()?,
             store.kustomization_statuses()?,
@@ -23,6 +23,13 @@ pub fn status_report(
         ),
         None => Default::default(),
     };
+    if let Some(message) = store.and_then(Store::unsaved_problem) {
+        problems.push(state::AgentProblem {
+            key: "state".to_string(),
+            at: state::now_millis(),
+            message,
+        });
+    }
     let suspended =
         |kind: &str, name: &str| store.is_some_and(|s| s.is_suspended(kind, name).unwrap_or(false));
     let mut source_rows: Vec<UnitRow> = sources
@@ -32,7 +39,10 @@ pub fn status_report(
         .collect();
     let mut kustomization_rows: Vec<UnitRow> = kustomizations
         .iter()
-        .filter(|k| config.is_none_or(|c| c.kustomizations.contains_key(&k.name)))
+        .filter(|k| {
+            config.is_none_or(|c| c.kustomizations.contains_key(&k.name))
+                || k.reason == state::REMOVAL_PENDING
+        })
         .map(|k| kustomization_row(k, suspended("kustomization", &k.name)))
         .collect();
     if let Some(config) = config {

@@ -12,14 +12,27 @@
 //! kept throughout: a restarted unit resumes from its last recorded outcome
 //! and artifact.
 //!
+//! A kustomization that leaves the config is the one destructive thing an
+//! edit can do, so its objects are not deleted at once: it is marked
+//! [`REMOVAL_PENDING`](crate::state::REMOVAL_PENDING) and removed only once
+//! the file has stayed unchanged for `[agent] removal_grace_period`, unless
+//! SIGHUP or a reconcile request for it confirms the removal sooner. A
+//! file caught half-written by a save thus deletes nothing. Removals run
+//! as tasks of their own (the control socket keeps answering) and are
+//! cancelled when the daemon stops: none starts after shutdown has begun.
+//!
 //! # Current limitations
 //! The restart is per kind, not per source or kustomization: changing one
 //! kustomization restarts (and so reconciles again) every kustomization,
 //! and changing one source fetches every source again.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::{diff, Config, ConfigDiff, Kustomization, SourceKind, SourceRef};
 use crate::reconcile::kustomization::{self, lock, Context};
@@ -53,17 +66,47 @@ pub struct Units {
     ctx: Option<Context>,
     /// The kubeconfig file as `ctx`'s cluster connection read it.
     kubeconfig: Option<Vec<u8>>,
+    /// The config file, re-read before a removal is acted on.
+    config_path: PathBuf,
+    pending: Option<PendingRemovals>,
+    removals: JoinSet<()>,
+    /// When these units first started (milliseconds since the epoch).
+    started_at: i64,
+    /// Whether the state database held nothing when they started.
+    state_was_empty: bool,
+}
+
+/// Kustomizations removed from the config, waiting for the file to stay
+/// unchanged for the grace period.
+#[derive(Debug)]
+struct PendingRemovals {
+    names: BTreeSet<String>,
+    /// The config file's digest when the removal was seen.
+    file_digest: Option<String>,
+    due: Instant,
+}
+
+/// Whether a pending removal waits for the grace period or goes ahead now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// The grace period is over: act if the file did not change meanwhile.
+    AfterGrace,
+    /// SIGHUP: the operator confirms.
+    Now,
 }
 
 impl Units {
-    /// Starts the units of `file_config`, after deleting the objects of
-    /// kustomizations that left it while the daemon was stopped.
+    /// Starts the units of `file_config` (read from `config_path`);
+    /// kustomizations that left it while the daemon was stopped become
+    /// pending removals.
     pub async fn start(
+        config_path: PathBuf,
         file_config: Config,
         store: Arc<Mutex<Store>>,
         heartbeat: HeartbeatFactory,
     ) -> Result<Units, Error> {
         let config = Arc::new(effective(&file_config, &store)?);
+        let state_was_empty = lock(&store).is_empty()?;
         let mut units = Units {
             file_config,
             config,
@@ -74,6 +117,11 @@ impl Units {
             updates: broadcast::channel(64).0,
             ctx: None,
             kubeconfig: None,
+            config_path,
+            pending: None,
+            removals: JoinSet::new(),
+            started_at: state::now_millis(),
+            state_was_empty,
         };
         units.forget_removed_sources()?;
         // Subscribed before the scheduler starts: the runner starts later
@@ -84,11 +132,9 @@ impl Units {
         units.start_scheduler();
         if units.needs_runner(&units.config)? {
             let ctx = units.context().await?;
-            if let Err(err) = kustomization::collect_removed(&ctx, &units.config).await {
-                tracing::error!("cleaning up removed kustomizations: {err}");
-            }
             units.start_runner(ctx, updates);
         }
+        units.note_removals()?;
         Ok(units)
     }
 
@@ -131,17 +177,113 @@ impl Units {
             self.config = new;
         }
         if let Some(ctx) = ctx {
-            self.start_runner(ctx.clone(), updates);
-            if !changes.kustomizations.removed.is_empty() {
-                let config = self.config.clone();
-                tokio::spawn(async move {
-                    if let Err(err) = kustomization::collect_removed(&ctx, &config).await {
-                        tracing::error!("cleaning up removed kustomizations: {err}");
-                    }
-                });
+            self.start_runner(ctx, updates);
+        }
+        self.note_removals()?;
+        Ok(changes)
+    }
+
+    /// When the pending removals are due, if there are any.
+    pub fn removal_due(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.due)
+    }
+
+    /// Whether kustomization `name` left the config and waits for removal.
+    pub fn is_pending_removal(&self, name: &str) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|p| p.names.contains(name))
+    }
+
+    /// Acts on the pending removals: at once for [`Confirm::Now`]; after
+    /// the grace period only if the config file still reads as it did
+    /// when the removal was seen (else the wait starts again).
+    pub async fn confirm_removals(&mut self, confirm: Confirm) {
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        if confirm == Confirm::AfterGrace {
+            let digest = Config::file_digest(&self.config_path).ok();
+            if digest.is_none() || digest != pending.file_digest {
+                tracing::info!("the config changed during the removal grace period; waiting again");
+                pending.file_digest = digest;
+                pending.due = Instant::now() + self.config.agent.removal_grace_period;
+                return;
             }
         }
-        Ok(changes)
+        let names: Vec<String> = pending.names.iter().cloned().collect();
+        for name in names {
+            drop(self.remove(&name).await);
+        }
+    }
+
+    /// Deletes the objects of pending removal `name` now (a reconcile
+    /// request for it confirms it); the receiver gets the outcome.
+    pub async fn remove(&mut self, name: &str) -> oneshot::Receiver<Result<String, String>> {
+        let (reply, outcome) = oneshot::channel();
+        let ctx = match self.context().await {
+            Ok(ctx) => ctx,
+            Err(err) => {
+                let message = format!("removing kustomization {name}: {err}");
+                tracing::error!(kustomization = %name, "{message}");
+                let _ = reply.send(Err(message));
+                return outcome;
+            }
+        };
+        if let Some(pending) = self.pending.as_mut() {
+            pending.names.remove(name);
+            if pending.names.is_empty() {
+                self.pending = None;
+            }
+        }
+        let name = name.to_string();
+        self.removals.spawn(async move {
+            let result = kustomization::remove(&ctx, &name).await;
+            match &result {
+                Ok(message) => tracing::info!(kustomization = %name, "{message}"),
+                Err(err) => tracing::warn!(kustomization = %name, "{err}"),
+            }
+            let _ = reply.send(result.map_err(|err| err.to_string()));
+        });
+        outcome
+    }
+
+    /// Marks every recorded kustomization missing from the config as a
+    /// pending removal; the grace period starts when the set or the file
+    /// changes.
+    fn note_removals(&mut self) -> Result<(), Error> {
+        let removed: BTreeSet<String> = lock(&self.store)
+            .recorded_kustomizations()?
+            .into_iter()
+            .filter(|name| !self.config.kustomizations.contains_key(name))
+            .collect();
+        if removed.is_empty() {
+            self.pending = None;
+            return Ok(());
+        }
+        let grace = self.config.agent.removal_grace_period;
+        let digest = Config::file_digest(&self.config_path).ok();
+        let known = self.pending.take().filter(|p| p.file_digest == digest);
+        let due = known
+            .as_ref()
+            .map_or_else(|| Instant::now() + grace, |p| p.due);
+        for name in &removed {
+            if known.as_ref().is_some_and(|p| p.names.contains(name)) {
+                continue;
+            }
+            let message = format!(
+                "removed from the config; its objects are deleted once the config stays unchanged for {} (now: systemctl reload kedge, or kedge reconcile kustomization {name})",
+                humantime::format_duration(grace)
+            );
+            tracing::warn!(kustomization = %name, reason = state::REMOVAL_PENDING, "{message}");
+            lock(&self.store).mark_removal_pending(name, state::now_millis(), &message)?;
+        }
+        self.pending = Some(PendingRemovals {
+            names: removed,
+            file_digest: digest,
+            due,
+        });
+        Ok(())
     }
 
     /// Applies a change of the suspensions recorded in the state.
@@ -207,8 +349,12 @@ impl Units {
         self.ctx.clone()
     }
 
-    /// Stops every unit and waits for it.
+    /// Stops every unit and waits for it; removals in flight are cancelled
+    /// (their inventory stays, so the next start takes them up again).
     pub async fn stop(&mut self) {
+        self.pending = None;
+        self.removals.abort_all();
+        while self.removals.join_next().await.is_some() {}
         self.stop_runner().await;
         self.stop_scheduler().await;
     }
@@ -251,7 +397,7 @@ impl Units {
     /// sources-only daemon needs no cluster.
     fn needs_runner(&self, config: &Config) -> Result<bool, Error> {
         Ok(!config.kustomizations.is_empty()
-            || !lock(&self.store).kustomization_statuses()?.is_empty())
+            || !lock(&self.store).recorded_kustomizations()?.is_empty())
     }
 
     async fn context(&mut self) -> Result<Context, Error> {
@@ -263,6 +409,9 @@ impl Units {
             manager: super::cluster_manager(&self.config).await?,
             store: self.store.clone(),
             unpacker: Arc::new(Unpacker::new(self.config.agent.state_dir.join("unpacked"))),
+            labelled: Arc::default(),
+            started_at: self.started_at,
+            state_was_empty: self.state_was_empty,
         };
         self.ctx = Some(ctx.clone());
         Ok(ctx)

@@ -11,9 +11,12 @@
 //!
 //! # Guarantees
 //! - Nothing is pruned when the build or the apply failed.
-//! - The inventory in SQLite never loses an object kedge applied and has
-//!   not deleted: it is widened to old ∪ new before pruning, and narrowed
-//!   only to new ∪ (prunes that failed) after.
+//! - The inventory in SQLite never loses an object kedge may have created
+//!   and has not deleted: it is widened to old ∪ planned *before* the first
+//!   write of an apply (write-ahead), and narrowed only to new ∪ (prunes
+//!   that failed) after a prune. An apply cut short at any point leaves
+//!   every object it created tracked, and the next run prunes those its
+//!   revision no longer declares.
 //!
 //! # Current limitations
 //! - `target_namespace` sets `metadata.namespace` of every namespaced
@@ -49,6 +52,15 @@ pub struct Context {
     pub store: Arc<Mutex<Store>>,
     /// Artifacts unpacked for builds, shared by all kustomizations.
     pub unpacker: Arc<Unpacker>,
+    /// The objects labelled by kustomizations, scanned once, the first time
+    /// a kustomization with no recorded state needs them.
+    pub labelled: Arc<tokio::sync::OnceCell<apply::Owned>>,
+    /// When the daemon started (milliseconds since the epoch).
+    pub started_at: i64,
+    /// Whether the state database held nothing when the daemon started (a
+    /// new node, or a lost database): only then can objects labelled by a
+    /// kustomization exist without its inventory.
+    pub state_was_empty: bool,
 }
 
 /// What the caller does next: run again after `requeue_after`, and watch
@@ -93,6 +105,9 @@ pub enum Error {
     /// The state database failed.
     #[error(transparent)]
     State(#[from] state::Error),
+    /// The cluster's objects could not be scanned for kedge's labels.
+    #[error("finding objects labelled by kustomizations: {0}")]
+    Discovery(#[from] apply::DiscoveryError),
     /// A stored inventory entry cannot be parsed.
     #[error("stored inventory: {0}")]
     Inventory(#[from] apply::ObjRefError),
@@ -108,7 +123,9 @@ impl Error {
             Error::Artifact { .. } | Error::NoArtifactYet { .. } => "ArtifactFailed",
             Error::InvalidPath { .. } => "InvalidPath",
             Error::Build { .. } | Error::Task(_) => "BuildFailed",
-            Error::Apply(_) | Error::State(_) | Error::Inventory(_) => "ReconciliationFailed",
+            Error::Apply(_) | Error::State(_) | Error::Inventory(_) | Error::Discovery(_) => {
+                "ReconciliationFailed"
+            }
             Error::Prune(_) => "PruneFailed",
             Error::Health(_) => "HealthCheckFailed",
         }
@@ -121,6 +138,31 @@ struct Applied {
     changes: ChangeSet,
     pruned: usize,
     inventory: Vec<ObjRef>,
+}
+
+/// Waits (at most the source's timeout) until `k`'s source has been
+/// fetched once since the daemon started, so that a restart resumes at the
+/// newest revision rather than first applying an older stored one. Returns
+/// at once for a suspended or unknown source, and after the first fetch.
+pub async fn first_fetch(ctx: &Context, config: &Config, k: &Kustomization) {
+    let Some(source) = config.sources.get(&k.source.name) else {
+        return;
+    };
+    if source.suspend {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + source.timeout;
+    let fetched = || {
+        lock(&ctx.store)
+            .source_status(k.source.kind.as_str(), &k.source.name)
+            .ok()
+            .flatten()
+            .and_then(|s| s.last_attempt_at)
+            .is_some_and(|at| at >= ctx.started_at)
+    };
+    while !fetched() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Reconciles `kustomization` once and records the outcome.
@@ -168,7 +210,7 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
         };
     }
     let mut attempted = None;
-    match pipeline(ctx, kustomization, &mut attempted).await {
+    match pipeline(ctx, config, kustomization, &mut attempted).await {
         Ok(applied) => {
             let message = format!(
                 "Applied revision: {} ({} created, {} configured, {} unchanged, {} pruned)",
@@ -226,6 +268,7 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
 /// The steps of one run. `attempted` is set as soon as the revision is known.
 async fn pipeline(
     ctx: &Context,
+    config: &Config,
     k: &Kustomization,
     attempted: &mut Option<String>,
 ) -> Result<Applied, Error> {
@@ -235,40 +278,34 @@ async fn pipeline(
     *attempted = Some(artifact.revision.clone());
     // Unpack it and build the manifests at the path.
     let objects = objects_at(ctx, k, &artifact).await?;
-    // Apply: dry-run the whole set, then server-side apply in order.
-    let old = current_inventory(ctx, &k.name)?;
+    // Write-ahead: everything this apply may create is recorded before the
+    // first write, so an apply cut short (kill -9, a runner restarted by a
+    // reload) leaves no object of ours outside the inventory.
+    let recorded = recorded_or_adopted(ctx, config, k).await?;
+    lock(&ctx.store).register_kustomization(&k.name, &k.source.to_string(), deletion_policy(k))?;
+    let plan = ctx.manager.plan(objects, &owner).await?;
+    let widened = inventory::merge(recorded.clone(), &plan.objects());
+    if widened.len() != recorded.len() {
+        store_inventory(ctx, &k.name, &artifact.revision, &widened)?;
+    }
+    // Apply: dry-run the whole set, then server-side apply in order. On
+    // failure the widened inventory stays, so a later prune finds anything
+    // a partial apply created.
     let options = ApplyOptions {
         force_recreate: k.force,
         ..ApplyOptions::default()
     };
-    let changes = match ctx.manager.apply(objects, &owner, &options).await {
-        Ok(changes) => changes,
-        Err(err) => {
-            // Keep what a partial apply created, so a later prune finds it.
-            if let Some(applied) = err.applied() {
-                let widened = inventory::merge(old.clone(), &inventory::from_changeset(applied));
-                store_inventory(ctx, &k.name, &artifact.revision, &widened)?;
-            }
-            return Err(err.into());
-        }
-    };
-    // Record the widened inventory before any delete.
+    let changes = ctx.manager.apply_plan(plan, &options).await?;
     let new = inventory::from_changeset(&changes);
-    store_inventory(
-        ctx,
-        &k.name,
-        &artifact.revision,
-        &inventory::merge(new.clone(), &old),
-    )?;
-    // Prune what the new revision no longer declares.
-    let stale = inventory::diff(&old, &new);
+    // Prune what the new revision no longer declares, including what an
+    // interrupted earlier run planned.
+    let stale = inventory::diff(&widened, &new);
     let (kept, pruned) = if k.prune && !stale.is_empty() {
         let result = ctx
             .manager
             .prune(&stale, &owner, &PruneOptions::default())
             .await;
-        let survivors = result.survivors();
-        let kept = inventory::merge(new.clone(), &survivors);
+        let kept = inventory::merge(new.clone(), &result.survivors());
         store_inventory(ctx, &k.name, &artifact.revision, &kept)?;
         if !result.failed.is_empty() {
             let failed: Vec<String> = result
@@ -298,36 +335,39 @@ async fn pipeline(
     })
 }
 
-/// Deletes the objects of kustomizations that left the config (unless
-/// their deletion policy was `orphan`) and forgets them. One whose objects
-/// cannot all be deleted stays recorded, so the next start retries it.
-pub async fn collect_removed(ctx: &Context, config: &Config) -> Result<(), Error> {
-    let statuses = lock(&ctx.store).kustomization_statuses()?;
-    for status in statuses
-        .iter()
-        .filter(|s| !config.kustomizations.contains_key(&s.name))
-    {
-        let name = &status.name;
-        if status.deletion_policy == "delete" {
-            let owned = current_inventory(ctx, name)?;
-            let owner = Owner::new(name, OWNER_KIND);
-            let result = ctx
-                .manager
-                .prune(&owned, &owner, &PruneOptions::default())
-                .await;
-            if !result.failed.is_empty() {
-                let survivors = result.survivors();
-                store_inventory(ctx, name, "", &survivors)?;
-                tracing::warn!(kustomization = %name, "removed from the config; {} objects could not be deleted", survivors.len());
-                continue;
-            }
-            tracing::info!(kustomization = %name, "removed from the config; deleted its {} objects", result.deleted.len());
-        } else {
-            tracing::info!(kustomization = %name, "removed from the config; its objects are orphaned");
+/// Deletes the objects of kustomization `name`, which left the config
+/// (unless its deletion policy was `orphan`), and forgets it; returns what
+/// was done. One whose objects cannot all be deleted stays recorded with
+/// the survivors as its inventory, so a later removal retries them.
+pub async fn remove(ctx: &Context, name: &str) -> Result<String, Error> {
+    let policy = lock(&ctx.store)
+        .kustomization_status(name)?
+        .map(|s| s.deletion_policy)
+        .unwrap_or_else(|| "delete".to_string());
+    let message = if policy == "orphan" {
+        "removed from the config; its objects are orphaned".to_string()
+    } else {
+        let owned = current_inventory(ctx, name)?;
+        let owner = Owner::new(name, OWNER_KIND);
+        let result = ctx
+            .manager
+            .prune(&owned, &owner, &PruneOptions::default())
+            .await;
+        if !result.failed.is_empty() {
+            let survivors = result.survivors();
+            store_inventory(ctx, name, "", &survivors)?;
+            return Err(Error::Prune(format!(
+                "removed from the config; {} objects could not be deleted",
+                survivors.len()
+            )));
         }
-        lock(&ctx.store).remove_kustomization(name)?;
-    }
-    Ok(())
+        format!(
+            "removed from the config; deleted its {} objects",
+            result.deleted.len()
+        )
+    };
+    lock(&ctx.store).remove_kustomization(name)?;
+    Ok(message)
 }
 
 /// What `k` declares at its source's last good artifact, as it would be
@@ -497,6 +537,66 @@ fn dependency_not_ready(ctx: &Context, config: &Config, k: &Kustomization) -> Op
     None
 }
 
+/// The stored inventory of `k`; for a kustomization that never applied and
+/// has none while the daemon started on an empty database (a new node, or
+/// a lost database), the objects in the cluster that carry its labels,
+/// adopted so that those its revision no longer declares are pruned.
+async fn recorded_or_adopted(
+    ctx: &Context,
+    config: &Config,
+    k: &Kustomization,
+) -> Result<Vec<ObjRef>, Error> {
+    let inventory = current_inventory(ctx, &k.name)?;
+    let ever_applied = lock(&ctx.store)
+        .kustomization_status(&k.name)?
+        .is_some_and(|s| s.last_applied_revision.is_some());
+    if ever_applied || !inventory.is_empty() || !ctx.state_was_empty {
+        return Ok(inventory);
+    }
+    let labelled = ctx
+        .labelled
+        .get_or_try_init(|| scan_labelled(ctx, config))
+        .await?;
+    let adopted = labelled.by_owner.get(&k.name).cloned().unwrap_or_default();
+    if !adopted.is_empty() {
+        tracing::warn!(
+            kustomization = %k.name,
+            "no state recorded for it; adopted the {} objects in the cluster labelled as its own",
+            adopted.len()
+        );
+        store_inventory(ctx, &k.name, "", &adopted)?;
+    }
+    Ok(adopted)
+}
+
+/// Scans the cluster for objects labelled by kustomizations, and says
+/// which belong to none that kedge knows (those are left alone).
+async fn scan_labelled(ctx: &Context, config: &Config) -> Result<apply::Owned, Error> {
+    let started = Instant::now();
+    let owned = ctx.manager.owned(OWNER_KIND).await?;
+    tracing::debug!(
+        owners = owned.by_owner.len(),
+        "scanned the cluster for objects labelled by kustomizations in {:?}",
+        started.elapsed()
+    );
+    for (kind, error) in &owned.unlisted {
+        tracing::warn!(
+            "looking for objects labelled by kustomizations: cannot list {kind}: {error}"
+        );
+    }
+    let recorded = lock(&ctx.store).recorded_kustomizations()?;
+    for (owner, objects) in &owned.by_owner {
+        if !config.kustomizations.contains_key(owner) && !recorded.contains(owner) {
+            tracing::warn!(
+                "{} objects labelled {}={owner} belong to no kustomization kedge knows; left in place",
+                objects.len(),
+                apply::NAME_LABEL
+            );
+        }
+    }
+    Ok(owned)
+}
+
 fn current_inventory(ctx: &Context, name: &str) -> Result<Vec<ObjRef>, Error> {
     let ids = lock(&ctx.store).inventory(name)?;
     Ok(ids
@@ -556,10 +656,7 @@ fn record(
         attempted_revision,
         applied_revision,
         duration_ms: started.elapsed().as_millis() as i64,
-        deletion_policy: match k.deletion_policy {
-            DeletionPolicy::Delete => "delete",
-            DeletionPolicy::Orphan => "orphan",
-        },
+        deletion_policy: deletion_policy(k),
     };
     let store = lock(&ctx.store);
     let severity = if ready {
@@ -580,6 +677,13 @@ fn record(
         });
     if let Err(err) = recorded {
         tracing::error!(kustomization = %k.name, "recording outcome: {err}");
+    }
+}
+
+fn deletion_policy(k: &Kustomization) -> &'static str {
+    match k.deletion_policy {
+        DeletionPolicy::Delete => "delete",
+        DeletionPolicy::Orphan => "orphan",
     }
 }
 

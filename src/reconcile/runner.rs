@@ -10,7 +10,7 @@
 //!
 //! # Guarantees
 //! - One reconcile of a kustomization at a time; wakes that arrive during a
-//!   run collapse into one more run.
+//!   run collapse into one more run, wakes from before a run are served by it.
 //! - Drift is debounced ([`DRIFT_QUIET`]) so a burst of edits is reverted
 //!   by one apply.
 
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -145,10 +145,17 @@ async fn run_kustomization(
         return;
     };
     let mut drift = DriftWatch::default();
+    tokio::select! {
+        _ = kustomization::first_fetch(&ctx, &config, k) => {}
+        _ = stopped(&mut shutdown) => return,
+    }
     loop {
         if *shutdown.borrow() {
             break;
         }
+        // A wake that came before this run (a new artifact during the
+        // first fetch, say) is served by it: the run reads the latest state.
+        let _ = own_wake.notified().now_or_never();
         let action = tokio::select! {
             action = kustomization::reconcile(&ctx, &config, k) => action,
             _ = stopped(&mut shutdown) => break,

@@ -50,6 +50,17 @@ struct Want {
 /// Setting `interrupt` aborts a pack transfer in progress.
 pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Result<FetchedCommit> {
     super::install_tls_provider();
+    if first_fetch_in_this_process(repo_dir) {
+        match clear_stale_locks(repo_dir) {
+            Ok(0) => {}
+            Ok(removed) => tracing::warn!(
+                source = %source.name,
+                "removed {removed} lock files a stopped kedge left in {}",
+                repo_dir.display()
+            ),
+            Err(err) => return Err(local_repository_error(source, repo_dir, err)),
+        }
+    }
     let mut repo = open_or_init(source, repo_dir)?;
     let stderr_file = ssh_stderr_file(repo_dir);
     std::fs::write(&stderr_file, "")
@@ -145,6 +156,47 @@ fn fetch_error<E: std::error::Error + 'static>(source: &GitSource, err: E) -> Er
 
 /// Opens the source's bare repository, creating it on first use. It is
 /// isolated: no global, system or environment Git configuration applies.
+/// Whether this process has not fetched into `repo_dir` before.
+fn first_fetch_in_this_process(repo_dir: &Path) -> bool {
+    static FETCHED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut fetched = FETCHED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if fetched.iter().any(|dir| dir == repo_dir) {
+        return false;
+    }
+    fetched.push(repo_dir.to_path_buf());
+    true
+}
+
+/// Removes the `*.lock` files of a repository (`shallow.lock`,
+/// `packed-refs.lock`, ref locks) that a kedge killed mid-fetch left
+/// behind; gix refuses to fetch while they exist. Only for a repository
+/// kedge alone writes, before its first fetch in a process.
+pub fn clear_stale_locks(repo_dir: &Path) -> std::io::Result<usize> {
+    fn clear(dir: &Path, recurse: bool) -> std::io::Result<usize> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(err),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() && recurse {
+                removed += clear(&path, true)?;
+            } else if file_type.is_file() && path.extension().is_some_and(|e| e == "lock") {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+    Ok(clear(repo_dir, false)? + clear(&repo_dir.join("refs"), true)?)
+}
+
 pub fn open_or_init(source: &GitSource, repo_dir: &Path) -> Result<gix::Repository> {
     let options = gix::open::Options::isolated();
     if repo_dir.join("HEAD").is_file() {
@@ -533,5 +585,30 @@ mod tests {
             "{command}"
         );
         assert!(command.contains("-o BatchMode=yes"), "{command}");
+    }
+
+    #[test]
+    fn stale_locks_are_removed_from_the_repository_and_its_refs_only() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let repo = dir.path();
+        for file in [
+            "shallow.lock",
+            "packed-refs.lock",
+            "refs/heads/main.lock",
+            "HEAD",
+            "objects/pack/p.lock",
+        ] {
+            let path = repo.join(file);
+            std::fs::create_dir_all(path.parent().unwrap_or(repo))?;
+            std::fs::write(&path, "")?;
+        }
+        assert_eq!(clear_stale_locks(repo)?, 3);
+        assert!(repo.join("HEAD").exists());
+        assert!(!repo.join("refs/heads/main.lock").exists());
+        assert!(
+            repo.join("objects/pack/p.lock").exists(),
+            "objects are not walked"
+        );
+        Ok(())
     }
 }

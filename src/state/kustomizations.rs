@@ -8,7 +8,11 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{query_error, Result, Store};
+use super::{query_error, unsaved, Result, Store};
+
+/// The reason shown for a kustomization removed from the config whose
+/// objects wait for the grace period before they are deleted.
+pub const REMOVAL_PENDING: &str = "RemovalPending";
 
 /// The outcome of one reconcile of a kustomization, to be recorded.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +72,11 @@ fn status_from_row(row: &Row<'_>) -> rusqlite::Result<KustomizationStatus> {
 impl Store {
     /// Records the outcome of one reconcile of kustomization `name` at `at`
     /// (milliseconds since the epoch).
+    ///
+    /// # Errors
+    /// When the write fails the outcome is held in memory (read back by
+    /// [`Store::kustomization_status`]) and written again later; the error
+    /// is returned for the caller to report.
     pub fn record_kustomization_outcome(
         &self,
         name: &str,
@@ -75,15 +84,21 @@ impl Store {
         at: i64,
         outcome: KustomizationOutcome<'_>,
     ) -> Result<()> {
-        let KustomizationOutcome {
-            ready,
-            reason,
-            message,
-            attempted_revision,
-            applied_revision,
-            duration_ms,
-            deletion_policy,
-        } = outcome;
+        let before = self.kustomization_status(name)?;
+        self.save_kustomization(unsaved::kustomization_after(
+            before, name, source, at, &outcome,
+        ))
+    }
+
+    /// Records that kustomization `name` exists, with its source and
+    /// deletion policy, before it first writes an inventory: whatever it
+    /// applies is then found again when it leaves the config.
+    pub fn register_kustomization(
+        &self,
+        name: &str,
+        source: &str,
+        deletion_policy: &str,
+    ) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO kustomizations (name, source, deletion_policy) VALUES (?1, ?2, ?3)
@@ -92,33 +107,45 @@ impl Store {
                 params![name, source, deletion_policy],
             )
             .map_err(query_error("creating kustomization row"))?;
+        Ok(())
+    }
+
+    /// Shows kustomization `name`, removed from the config, as waiting for
+    /// its removal ([`REMOVAL_PENDING`]) with `message`.
+    pub fn mark_removal_pending(&self, name: &str, at: i64, message: &str) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE kustomizations SET ready = ?2, reason = ?3, message = ?4,
-                    last_attempted_revision = COALESCE(?5, last_attempted_revision),
-                    last_applied_revision = COALESCE(?6, last_applied_revision),
-                    last_attempt_at = ?7,
-                    last_success_at = CASE WHEN ?2 THEN ?7 ELSE last_success_at END,
-                    last_duration_ms = ?8,
-                    consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures + 1 END
-                 WHERE name = ?1",
-                params![
-                    name,
-                    ready,
-                    reason,
-                    message,
-                    attempted_revision,
-                    applied_revision,
-                    at,
-                    duration_ms
-                ],
+                "INSERT INTO kustomizations (name, source, ready, reason, message, last_attempt_at)
+                 VALUES (?1, '', 0, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET ready = 0, reason = ?2, message = ?3,
+                    last_attempt_at = ?4",
+                params![name, REMOVAL_PENDING, message, at],
             )
-            .map_err(query_error("recording kustomization outcome"))?;
+            .map_err(query_error("marking a removal pending"))?;
         Ok(())
+    }
+
+    /// Every kustomization with a status row or an inventory: all whose
+    /// objects kedge may still hold in the cluster.
+    pub fn recorded_kustomizations(&self) -> Result<Vec<String>> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT name FROM kustomizations UNION SELECT kustomization FROM inventory ORDER BY 1",
+            )
+            .map_err(query_error("listing recorded kustomizations"))?;
+        let rows = statement
+            .query_map([], |row| row.get(0))
+            .map_err(query_error("listing recorded kustomizations"))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(query_error("listing recorded kustomizations"))
     }
 
     /// The status of one kustomization, `None` if it never ran.
     pub fn kustomization_status(&self, name: &str) -> Result<Option<KustomizationStatus>> {
+        if let Some(held) = self.held_kustomization(name) {
+            return Ok(Some(held));
+        }
         self.conn
             .query_row(
                 &format!("SELECT {COLUMNS} FROM kustomizations WHERE name = ?1"),
@@ -141,6 +168,7 @@ impl Store {
             .query_map([], status_from_row)
             .map_err(query_error("listing kustomizations"))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map(|rows| self.with_held_kustomizations(rows))
             .map_err(query_error("listing kustomizations"))
     }
 
@@ -165,6 +193,8 @@ impl Store {
         revision: &str,
         object_ids: &[String],
     ) -> Result<()> {
+        // An inventory written into a deleted file is lost: refuse instead.
+        self.check_file()?;
         let write = query_error("writing inventory");
         let tx = self.conn.transaction().map_err(write)?;
         tx.execute(
@@ -188,6 +218,7 @@ impl Store {
     /// Forgets kustomization `name`: its status and its inventory (its
     /// events stay).
     pub fn remove_kustomization(&mut self, name: &str) -> Result<()> {
+        self.forget_held_kustomization(name);
         let tx = self
             .conn
             .transaction()

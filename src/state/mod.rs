@@ -14,6 +14,7 @@ mod agent;
 mod events;
 mod kustomizations;
 mod sources;
+mod unsaved;
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use agent::{AgentProblem, CONFIG_REFUSED};
 pub use events::{Event, Severity};
-pub use kustomizations::{KustomizationOutcome, KustomizationStatus};
+pub use kustomizations::{KustomizationOutcome, KustomizationStatus, REMOVAL_PENDING};
 pub use sources::{SourceOutcome, SourceStatus};
 
 /// The schema, one migration per entry, applied in order.
@@ -120,6 +121,10 @@ pub enum Error {
     /// The database was written by a newer kedge.
     #[error("state database has schema version {found}, newer than this kedge ({known})")]
     TooNew { found: i64, known: usize },
+    /// The database file was deleted or replaced while open: writes would
+    /// go to a file nobody reads.
+    #[error("state database {path} was {what} while kedge had it open")]
+    Replaced { path: PathBuf, what: &'static str },
     /// A query failed.
     #[error("{what}: {source}")]
     Query {
@@ -138,6 +143,30 @@ pub(crate) fn query_error(what: &'static str) -> impl FnOnce(rusqlite::Error) ->
 /// The state database.
 pub struct Store {
     conn: Connection,
+    /// Outcomes whose write failed, newer than their rows.
+    unsaved: std::cell::RefCell<unsaved::Unsaved>,
+    /// The file opened, to notice it being deleted or replaced.
+    file: Option<FileIdentity>,
+}
+
+/// Which file a path named when it was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileIdentity {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            path: path.to_path_buf(),
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
 }
 
 impl Store {
@@ -161,7 +190,40 @@ impl Store {
             .map_err(open_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_error)?;
-        Store::migrated(conn)
+        let mut store = Store::migrated(conn)?;
+        store.file = FileIdentity::of(path).ok();
+        Ok(store)
+    }
+
+    /// Whether the database file is still the one opened: `Err` when it was
+    /// deleted or replaced (restored from a backup, say) meanwhile.
+    pub fn check_file(&self) -> Result<()> {
+        let Some(opened) = &self.file else {
+            return Ok(());
+        };
+        let replaced = |what| Error::Replaced {
+            path: opened.path.clone(),
+            what,
+        };
+        match FileIdentity::of(&opened.path) {
+            Ok(now) if now == *opened => Ok(()),
+            Ok(_) => Err(replaced("replaced")),
+            Err(_) => Err(replaced("deleted")),
+        }
+    }
+
+    /// Whether the database holds nothing of any kustomization or source:
+    /// a new file, or one that lost its contents.
+    pub fn is_empty(&self) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM kustomizations)
+                    AND NOT EXISTS (SELECT 1 FROM inventory)
+                    AND NOT EXISTS (SELECT 1 FROM sources)",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(query_error("checking for an empty database"))
     }
 
     /// Opens an existing database without writing to it, for `kedge status`
@@ -187,7 +249,11 @@ impl Store {
                 known: MIGRATIONS.len(),
             });
         }
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            unsaved: Default::default(),
+            file: None,
+        })
     }
 
     /// A private database in memory, for tests.
@@ -218,7 +284,11 @@ impl Store {
                 .map_err(migrate)?;
             tx.commit().map_err(migrate)?;
         }
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            unsaved: Default::default(),
+            file: None,
+        })
     }
 
     /// The schema version of the open database.

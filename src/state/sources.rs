@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{query_error, Result, Store};
+use super::{query_error, unsaved, Result, Store};
 
 /// The outcome of one fetch of a source, to be recorded.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +70,11 @@ fn status_from_row(row: &Row<'_>) -> rusqlite::Result<SourceStatus> {
 impl Store {
     /// Records the outcome of one fetch of source `kind/name` at `at`
     /// (milliseconds since the epoch). `url` must already be redacted.
+    ///
+    /// # Errors
+    /// When the write fails the outcome is held in memory (read back by
+    /// [`Store::source_status`]) and written again later; the error is
+    /// returned for the caller to report.
     pub fn record_source_outcome(
         &self,
         kind: &str,
@@ -78,51 +83,20 @@ impl Store {
         at: i64,
         outcome: SourceOutcome<'_>,
     ) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO sources (kind, name, url) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (kind, name) DO UPDATE SET url = excluded.url",
-                params![kind, name, url],
-            )
-            .map_err(query_error("creating source row"))?;
-        match outcome {
-            SourceOutcome::Ready {
-                revision,
-                digest,
-                path,
-                inputs,
-                new_artifact,
-            } => self.conn.execute(
-                "UPDATE sources SET revision = ?3, artifact_digest = ?4, artifact_path = ?5,
-                    artifact_inputs = ?6, last_attempt_at = ?7, last_success_at = ?7,
-                    last_artifact_at = CASE WHEN ?8 THEN ?7 ELSE last_artifact_at END,
-                    ready = 1, reason = 'Succeeded',
-                    message = 'stored artifact for revision ' || ?3, consecutive_failures = 0
-                 WHERE kind = ?1 AND name = ?2",
-                params![
-                    kind,
-                    name,
-                    revision,
-                    digest,
-                    path.to_string_lossy(),
-                    inputs,
-                    at,
-                    new_artifact
-                ],
-            ),
-            SourceOutcome::Failed { reason, message } => self.conn.execute(
-                "UPDATE sources SET last_attempt_at = ?3, ready = 0, reason = ?4, message = ?5,
-                    consecutive_failures = consecutive_failures + 1
-                 WHERE kind = ?1 AND name = ?2",
-                params![kind, name, at, reason, message],
-            ),
-        }
-        .map_err(query_error("recording source outcome"))?;
-        Ok(())
+        let before = self.source_status(kind, name)?;
+        self.save_source(unsaved::source_after(
+            before,
+            (kind, name, url),
+            at,
+            &outcome,
+        ))
     }
 
     /// The status of one source, `None` if it has never been fetched.
     pub fn source_status(&self, kind: &str, name: &str) -> Result<Option<SourceStatus>> {
+        if let Some(held) = self.held_source(kind, name) {
+            return Ok(Some(held));
+        }
         self.conn
             .query_row(
                 &format!("SELECT {COLUMNS} FROM sources WHERE kind = ?1 AND name = ?2"),
@@ -145,11 +119,13 @@ impl Store {
             .query_map([], status_from_row)
             .map_err(query_error("listing sources"))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map(|rows| self.with_held_sources(rows))
             .map_err(query_error("listing sources"))
     }
 
     /// Forgets a source removed from the config (its events stay).
     pub fn remove_source(&self, kind: &str, name: &str) -> Result<()> {
+        self.forget_held_source(kind, name);
         self.conn
             .execute(
                 "DELETE FROM sources WHERE kind = ?1 AND name = ?2",
