@@ -84,7 +84,7 @@ cleanup() {
 trap cleanup EXIT
 
 started=$SECONDS
-deb=$(scripts/package-deb.sh)
+deb=${KEDGE_DEB:-$(scripts/package-deb.sh)} # KEDGE_DEB: a .deb built before
 root_dir=$(rootfs)
 say "root filesystem ready after $((SECONDS - started))s"
 rm -rf "$run"
@@ -159,7 +159,8 @@ until_ok "boot (systemctl is-system-running)" \
 say "booted after $((SECONDS - started))s: $(ct systemctl is-system-running || true)"
 
 # Install as a user would.
-ct apt-get install -y -q --no-download /mnt/deb/kedge.deb >"$run/apt.log" 2>&1 || { cat "$run/apt.log"; fail "apt install"; }
+# Without its recommends (openssh-client): this check has no SSH source, and no network for apt.
+ct apt-get install -y -q --no-install-recommends /mnt/deb/kedge.deb >"$run/apt.log" 2>&1 || { cat "$run/apt.log"; fail "apt install"; }
 ct systemctl is-enabled kedge >/dev/null || fail "the package does not enable kedge.service"
 ct test -e /usr/bin/man && fail "man is installed in the container: the verify below would not show a missing man"
 ct systemd-analyze verify --man=no /usr/lib/systemd/system/kedge.service || fail "systemd-analyze verify"
@@ -200,7 +201,8 @@ say "applied and STATUS= follows after $((SECONDS - started))s: $(ct systemctl s
 ct journalctl -u kedge KUSTOMIZATION=apps REASON=ReconciliationSucceeded -o cat | grep -q 'Applied revision' \
   || fail "journalctl KUSTOMIZATION=apps REASON=ReconciliationSucceeded selects nothing"
 [ -n "$(ct journalctl -u kedge SOURCE=git/fleet -o cat)" ] || fail "journalctl SOURCE=git/fleet selects nothing"
-warnings=$(ct journalctl _SYSTEMD_UNIT=kedge.service -p warning -o cat)
+# The one expected warning: a first start adopts labelled objects (issue 10).
+warnings=$(ct journalctl _SYSTEMD_UNIT=kedge.service -p warning -o cat | grep -v 'the state database is new or empty' || true)
 [ -z "$warnings" ] || fail "a clean start logged warnings: $warnings"
 
 # The control socket: root, a member of group kedge, anybody else.
