@@ -242,3 +242,53 @@ async fn a_field_kedge_never_set_is_not_drift_before_or_after_the_watch_starts()
         DriftCause::ChangedBy(vec!["kubectl-edit".into()])
     );
 }
+
+/// Owners that share a kind share one watch of it; each hears only of its
+/// own objects, and the watch stops with its last follower.
+#[tokio::test]
+async fn owners_sharing_a_kind_share_one_watch_and_hear_only_of_their_objects() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "drift-shared").await;
+    let manager = Manager::new(client.clone());
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let mut streams = Vec::new();
+    for index in 0..3 {
+        let owner = Owner::new(&format!("{}-{index}", ns.name), "Kustomization");
+        let applied = manager
+            .apply(
+                vec![configmap(&ns.name, &format!("cm-{index}"), "ours")],
+                &owner,
+                &ApplyOptions::default(),
+            )
+            .await
+            .expect("apply");
+        let drift = manager
+            .drift_watch(&inventory::from_changeset(&applied), &owner)
+            .await
+            .expect("watch");
+        streams.push(Box::pin(drift));
+    }
+    assert_eq!(manager.drift_watches(), 1, "one watch for the one kind");
+
+    configmaps
+        .delete("cm-1", &DeleteParams::default())
+        .await
+        .expect("delete cm-1");
+    let event = next_event(&mut streams[1], "the deletion of cm-1").await;
+    assert_eq!(event.object.name, "cm-1");
+    assert_eq!(event.cause, DriftCause::Deleted);
+    for other in [0, 2] {
+        let heard = tokio::time::timeout(Duration::from_millis(500), streams[other].next()).await;
+        assert!(
+            heard.is_err(),
+            "owner {other} heard of another's object: {heard:?}"
+        );
+    }
+
+    streams.clear();
+    assert_eq!(
+        manager.drift_watches(),
+        0,
+        "the watch stops with its last follower"
+    );
+}

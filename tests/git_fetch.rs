@@ -163,6 +163,88 @@ fn a_branch_over_file_url_becomes_a_tar_gz_named_by_its_sha256_with_a_branch_rev
 }
 
 #[test]
+fn a_sync_of_an_unchanged_commit_rebuilds_a_damaged_artifact() {
+    let (_root, repo) = fixture();
+    repo.commit(&[("a.yaml", "a: 1\n")], "one");
+    let syncer = Syncer::new();
+    let source = source_from(&file_url(&repo), "");
+    let first = new_artifact(syncer.sync(&source).expect("first sync"));
+
+    std::fs::write(&first.path, b"not a tar.gz at all").expect("damage the artifact");
+    let again = syncer.sync(&source).expect("second sync");
+
+    assert_eq!(again.artifact().digest, first.digest);
+    assert_eq!(
+        sha256_hex(&first.path),
+        first.digest,
+        "rebuilt byte for byte"
+    );
+    std::fs::remove_file(&first.path).expect("lose the artifact");
+    syncer.sync(&source).expect("third sync");
+    assert_eq!(sha256_hex(&first.path), first.digest, "a missing one too");
+}
+
+#[test]
+fn a_damaged_artifact_is_restored_from_the_local_repository_without_the_remote() {
+    let (root, repo) = fixture();
+    repo.commit(&[("a.yaml", "a: 1\n"), ("b/c.yaml", "c: 1\n")], "one");
+    let syncer = Syncer::new();
+    let source = source_from(&file_url(&repo), "");
+    let first = new_artifact(syncer.sync(&source).expect("first sync"));
+    let previous = syncer.previous(&source).expect("recorded");
+    let intact =
+        source::restore_artifact(&source, syncer.state_dir.path(), &previous, syncer.limits)
+            .expect("check an intact artifact");
+    assert!(intact.is_none(), "{intact:?}");
+
+    std::fs::rename(&repo.bare, root.path().join("gone.git")).expect("remote unreachable");
+    std::fs::write(&first.path, vec![7u8; 300]).expect("damage the artifact");
+    let restored =
+        source::restore_artifact(&source, syncer.state_dir.path(), &previous, syncer.limits)
+            .expect("restore from the local repository")
+            .expect("a damaged artifact is restored");
+
+    assert_eq!(restored.artifact, first);
+    assert!(
+        restored.damage.to_string().contains("sha256"),
+        "says what was wrong: {}",
+        restored.damage
+    );
+    assert_eq!(
+        sha256_hex(&first.path),
+        first.digest,
+        "rebuilt byte for byte"
+    );
+}
+
+#[test]
+fn an_artifact_that_cannot_be_restored_says_which_and_why() {
+    let (root, repo) = fixture();
+    repo.commit(&[("a.yaml", "a: 1\n")], "one");
+    let syncer = Syncer::new();
+    let source = source_from(&file_url(&repo), "");
+    let first = new_artifact(syncer.sync(&source).expect("first sync"));
+    let previous = syncer.previous(&source).expect("recorded");
+
+    std::fs::rename(&repo.bare, root.path().join("gone.git")).expect("remote unreachable");
+    std::fs::remove_dir_all(source::sync::repository_dir(
+        syncer.state_dir.path(),
+        "fleet",
+    ))
+    .expect("lose the local repository");
+    std::fs::remove_file(&first.path).expect("lose the artifact");
+    let err = source::restore_artifact(&source, syncer.state_dir.path(), &previous, syncer.limits)
+        .expect_err("nothing to restore from");
+
+    assert_eq!(err.reason(), "ArtifactFailed");
+    let message = err.to_string();
+    assert!(
+        message.contains(&first.path.display().to_string()) && message.contains("missing"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_local_path_url_works_like_file_url_and_the_fetch_is_shallow() {
     let (_root, repo) = fixture();
     repo.commit(&[("a.yaml", "a: 1\n")], "one");

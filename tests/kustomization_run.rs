@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::support::git::FixtureRepo;
 use crate::support::{cluster, eventually, TestNamespace};
 
-struct Daemon(Child);
+pub(crate) struct Daemon(pub(crate) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -25,17 +25,17 @@ impl Drop for Daemon {
 }
 
 /// A Git repository, a config and a state directory for one test.
-struct Setup {
+pub(crate) struct Setup {
     _root: tempfile::TempDir,
-    repo: FixtureRepo,
-    config: PathBuf,
-    state_dir: PathBuf,
+    pub(crate) repo: FixtureRepo,
+    pub(crate) config: PathBuf,
+    pub(crate) state_dir: PathBuf,
     log: PathBuf,
 }
 
 impl Setup {
     /// `kustomizations` is the TOML of the `[kustomization.*]` tables.
-    fn new(kustomizations: &str) -> Setup {
+    pub(crate) fn new(kustomizations: &str) -> Setup {
         let root = tempfile::tempdir().expect("tempdir");
         let repo = FixtureRepo::new(root.path(), "fleet");
         let state_dir = root.path().join("state");
@@ -58,7 +58,7 @@ impl Setup {
         }
     }
 
-    fn start(&self) -> Daemon {
+    pub(crate) fn start(&self) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,7 +76,7 @@ impl Setup {
         )
     }
 
-    fn status(&self, name: &str) -> Option<KustomizationStatus> {
+    pub(crate) fn status(&self, name: &str) -> Option<KustomizationStatus> {
         let db = self.state_dir.join("kedge.db");
         Store::open_read_only(&db)
             .ok()?
@@ -86,7 +86,7 @@ impl Setup {
 
     /// Waits until kustomization `name` satisfies `accept`; panics with its
     /// status and the daemon's log otherwise.
-    fn wait_for(
+    pub(crate) fn wait_for(
         &self,
         name: &str,
         what: &str,
@@ -110,26 +110,26 @@ impl Setup {
         }
     }
 
-    fn wait_applied(&self, name: &str, commit: &str) -> KustomizationStatus {
+    pub(crate) fn wait_applied(&self, name: &str, commit: &str) -> KustomizationStatus {
         self.wait_for(name, &format!("{name} applied at {commit}"), |s| {
             s.ready && s.last_applied_revision.as_deref() == Some(&format!("main@sha1:{commit}"))
         })
     }
 }
 
-fn configmap(name: &str, value: &str) -> String {
+pub(crate) fn configmap(name: &str, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: \"{value}\"\n"
     )
 }
 
-fn kustomization(name: &str, path: &str, namespace: &str, extra: &str) -> String {
+pub(crate) fn kustomization(name: &str, path: &str, namespace: &str, extra: &str) -> String {
     format!(
         "[kustomization.{name}]\nsource = \"git/fleet\"\npath = \"{path}\"\ninterval = \"1m\"\nretry_interval = \"1s\"\nprune = true\ntarget_namespace = \"{namespace}\"\n{extra}\n"
     )
 }
 
-async fn value_of(client: &Client, namespace: &str, name: &str) -> Option<String> {
+pub(crate) async fn value_of(client: &Client, namespace: &str, name: &str) -> Option<String> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let cm = api.get_opt(name).await.expect("get configmap")?;
     cm.data.unwrap_or_default().get("key").cloned()

@@ -27,6 +27,8 @@ mod git_run;
 mod config;
 // `kedge run` with kustomizations against the test control plane: apply, prune, drift, dependsOn, restart.
 mod kustomization_run;
+// `kedge run` with a damaged state directory: unpacked trees and artifacts verified, repaired, never a prune.
+mod state_damage;
 // The source scheduler: triggers, broadcast of new artifacts, shutdown.
 mod git_scheduler;
 // Helpers of the daemon and CLI tests: a temporary config, state and control socket.

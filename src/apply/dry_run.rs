@@ -8,7 +8,7 @@ use super::manifest::{self, Placed};
 use super::memo::server_fields_removed;
 use super::objref::ObjRef;
 use super::ssa::{ApplyError, ObjectFailure};
-use super::{bounded, Manager, Owner};
+use super::{Manager, Owner};
 
 /// How an object would change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Manager {
                 }
             })
             .collect();
-        bounded(requests, concurrency).await
+        self.bounded(requests, concurrency).await
     }
 
     /// What applying `objects` as `owner` would change, object by object,

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::discovery::DiscoveryError;
 use super::objref::ObjRef;
 use super::status::{evaluate, Status};
-use super::{bounded, Manager};
+use super::Manager;
 
 const POLL: Duration = Duration::from_millis(250);
 
@@ -86,11 +86,12 @@ impl Manager {
 
     /// Checks each object once; returns those not Current yet.
     async fn still_pending(&self, pending: Vec<Pending>) -> Result<Vec<Pending>, HealthError> {
-        let checked: Vec<Result<Option<Pending>, HealthError>> = bounded(
-            pending.into_iter().map(|p| self.check(p.object)).collect(),
-            16,
-        )
-        .await;
+        let checked: Vec<Result<Option<Pending>, HealthError>> = self
+            .bounded(
+                pending.into_iter().map(|p| self.check(p.object)).collect(),
+                16,
+            )
+            .await;
         let mut still = Vec::new();
         for result in checked {
             if let Some(p) = result? {

@@ -16,30 +16,29 @@ use std::sync::Mutex;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use super::managed::{sighting, Sighting};
+use super::drift::{fingerprint_of, Fingerprint};
 use super::objref::ObjRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Applied {
     resource_version: String,
     content: u64,
+    /// Who managed the object right after our apply: a first sight by a
+    /// drift watch is compared with it (an edit made before the watch's
+    /// first list is drift too).
+    managed: Fingerprint,
 }
 
 /// Last applied state per object ([`ObjRef::to_id`]).
 #[derive(Default)]
 pub(crate) struct Memo {
     applied: Mutex<HashMap<String, Applied>>,
-    /// Who managed each object right after our last apply of it.
-    sightings: Mutex<HashMap<String, Sighting>>,
 }
 
 impl Memo {
     /// Remembers `object` as returned by an apply as `field_manager`.
     pub fn remember(&self, objref: &ObjRef, object: &DynamicObject, field_manager: &str) {
-        if let Ok(mut map) = self.sightings.lock() {
-            map.insert(objref.to_id(), sighting(object, field_manager));
-        }
-        let Some(applied) = summary(object) else {
+        let Some(applied) = summary(object, field_manager) else {
             return;
         };
         if let Ok(mut map) = self.applied.lock() {
@@ -51,35 +50,38 @@ impl Memo {
         if let Ok(mut map) = self.applied.lock() {
             map.remove(&objref.to_id());
         }
-        if let Ok(mut map) = self.sightings.lock() {
-            map.remove(&objref.to_id());
-        }
-    }
-
-    /// Who managed `objref` right after this process last applied it.
-    pub fn applied_sighting(&self, objref: &ObjRef) -> Option<Sighting> {
-        self.sightings.lock().ok()?.get(&objref.to_id()).cloned()
     }
 
     /// Whether `dry_run`, the object as an apply would leave it, is the
     /// object as we last applied it and nobody has written it since.
     pub fn unchanged(&self, objref: &ObjRef, dry_run: &DynamicObject) -> bool {
-        let Some(now) = summary(dry_run) else {
+        let Some(now) = summary(dry_run, "") else {
             return false;
         };
         self.applied
             .lock()
-            .map(|map| map.get(&objref.to_id()) == Some(&now))
+            .map(|map| {
+                map.get(&objref.to_id()).is_some_and(|last| {
+                    (&last.resource_version, last.content) == (&now.resource_version, now.content)
+                })
+            })
             .unwrap_or(false)
+    }
+
+    /// Who managed `objref` right after this process last applied it.
+    pub fn managed(&self, objref: &ObjRef) -> Option<Fingerprint> {
+        let map = self.applied.lock().ok()?;
+        map.get(&objref.to_id()).map(|a| a.managed.clone())
     }
 }
 
-fn summary(object: &DynamicObject) -> Option<Applied> {
+fn summary(object: &DynamicObject, field_manager: &str) -> Option<Applied> {
     let resource_version = object.metadata.resource_version.clone()?;
     let value = serde_json::to_value(object).ok()?;
     Some(Applied {
         resource_version,
         content: content_hash(&server_fields_removed(value)),
+        managed: fingerprint_of(&object.metadata, field_manager),
     })
 }
 

@@ -10,7 +10,7 @@ use kube::Api;
 
 use super::discovery::{DiscoveryError, Kind};
 use super::objref::ObjRef;
-use super::{bounded, Manager, KIND_LABEL, NAME_LABEL};
+use super::{Manager, KIND_LABEL, NAME_LABEL};
 
 /// Lists in flight at once while scanning every kind.
 const CONCURRENCY: usize = 8;
@@ -31,19 +31,20 @@ impl Manager {
     pub async fn owned(&self, owner_kind: &str) -> Result<Owned, DiscoveryError> {
         let kinds = self.kinds.listable_kinds().await?;
         let params = ListParams::default().labels(&format!("{KIND_LABEL}={owner_kind}"));
-        let lists = bounded(
-            kinds
-                .iter()
-                .map(|kind| {
-                    let api: Api<PartialObjectMeta<kube::api::DynamicObject>> =
-                        Api::all_with(self.client.clone(), &kind.resource);
-                    let params = params.clone();
-                    async move { api.list_metadata(&params).await }
-                })
-                .collect(),
-            CONCURRENCY,
-        )
-        .await;
+        let lists = self
+            .bounded(
+                kinds
+                    .iter()
+                    .map(|kind| {
+                        let api: Api<PartialObjectMeta<kube::api::DynamicObject>> =
+                            Api::all_with(self.client.clone(), &kind.resource);
+                        let params = params.clone();
+                        async move { api.list_metadata(&params).await }
+                    })
+                    .collect(),
+                CONCURRENCY,
+            )
+            .await;
         let mut owned = Owned::default();
         for (kind, list) in kinds.iter().zip(lists) {
             match list {

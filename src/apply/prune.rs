@@ -6,7 +6,7 @@ use kube::api::{DeleteParams, DynamicObject, Preconditions};
 
 use super::changeset::{Action, ChangeSet};
 use super::objref::ObjRef;
-use super::{bounded, Manager, Owner, PRUNE_ANNOTATION, PRUNE_DISABLED};
+use super::{Manager, Owner, PRUNE_ANNOTATION, PRUNE_DISABLED};
 
 /// How to prune.
 #[derive(Debug, Clone)]
@@ -102,11 +102,12 @@ impl Manager {
             rest.into_iter().partition(|o| o.is_crd());
         let mut result = PruneResult::default();
         for batch in [others, crds, namespaces] {
-            let outcomes: Vec<Outcome> = bounded(
-                batch.iter().map(|o| self.prune_one(o, owner)).collect(),
-                options.concurrency,
-            )
-            .await;
+            let outcomes: Vec<Outcome> = self
+                .bounded(
+                    batch.iter().map(|o| self.prune_one(o, owner)).collect(),
+                    options.concurrency,
+                )
+                .await;
             for (object, outcome) in batch.into_iter().zip(outcomes) {
                 let object = object.clone();
                 match outcome {

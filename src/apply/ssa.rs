@@ -13,7 +13,7 @@ use super::health::HealthError;
 use super::manifest::{self, Manifest, Placed};
 use super::objref::{ObjRef, ObjRefError};
 use super::order::{self, Stage};
-use super::{bounded, Manager, Owner};
+use super::{Manager, Owner};
 
 /// How to apply.
 #[derive(Debug, Clone)]
@@ -410,7 +410,7 @@ impl Manager {
             .zip(validated)
             .map(|(p, v)| self.apply_one(p, v, owner))
             .collect();
-        bounded(requests, options.concurrency).await
+        self.bounded(requests, options.concurrency).await
     }
 
     async fn apply_one(

@@ -1,48 +1,45 @@
-//! [`Manager::drift_watch`]: a stream of changes made to our objects by
-//! anyone else, and deletions, from watches on the inventory's kinds; and
-//! [`debounce`] to batch them.
+//! [`Manager::drift_watch`]: the changes made to our objects by anyone
+//! else, and their deletions, as a stream per owner; and [`debounce`] to
+//! batch them.
 //!
 //! # Design
-//! One `kube::runtime::watcher` per kind, filtered by the owner's labels.
-//! A change counts as drift when a field kedge set leaves kedge's own
-//! `managedFields` entry without kedge applying: another manager changed
-//! it (the API server moves its ownership) or removed it. Fields kedge
-//! never set are not drift, whoever adds them (an extra ConfigMap key, a
-//! controller's annotation). Status subresource writes are ignored.
+//! One metadata-only watch per kind for the whole [`Manager`] (all owners,
+//! all namespaces), selecting objects that carry [`NAME_LABEL`]: a kind is
+//! watched from the first owner that follows it until the last one stops.
+//! Each event is judged by the kind's [`DriftTracker`] (what counts as
+//! drift is in `drift.rs`) and sent to the followers whose owner the
+//! object's labels name. Memory grows with the number of objects (a
+//! fingerprint each), not with the number of owners; the API server serves
+//! one watch per kind, not one per kind per kustomization.
 //!
-//! The first sight of an object is compared with the object as this
-//! process's last apply of it returned it (kept in the apply memo), so an
-//! edit between the apply and the watch's first list is drift too. An
-//! inventory object missing from the first list counts as deleted.
-//!
-//! # Caveats
-//! An object this process has not applied yet (none is watched before its
-//! first reconcile) has nothing to compare with: its first sight is the
-//! baseline.
+//! An owner that starts following a kind before its first list completes
+//! learns then which of its inventory's objects are gone (deleted while no
+//! watch ran: kedge was stopped, say); one that starts later hears of
+//! deletions as they happen.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::stream::{self, BoxStream, Stream, StreamExt};
-use kube::api::DynamicObject;
+use futures::stream::{self, Stream, StreamExt};
+use kube::api::{DynamicObject, ObjectMeta};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::discovery::{DiscoveryError, Kind};
+use super::drift::{DriftTracker, Drifted, Fingerprint, ObjectKey, OwnerKey};
 use super::inventory;
-use super::managed::{sighting, Sighting};
 use super::objref::ObjRef;
-use super::{Manager, Owner};
+use super::{Manager, Owner, NAME_LABEL};
 
-/// Why an object drifted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DriftCause {
-    /// Field managers other than ours wrote the object.
-    ChangedBy(Vec<String>),
-    /// The object was deleted.
-    Deleted,
-}
+pub use super::drift::DriftCause;
 
 /// One of our objects drifted from what we applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,11 +59,171 @@ pub enum WatchError {
     UnknownKind { api_version: String, kind: String },
 }
 
+/// The kind watches of one [`Manager`].
+#[derive(Default)]
+pub(crate) struct DriftHub {
+    kinds: Mutex<HashMap<(String, String), Arc<KindWatch>>>,
+    next_follower: AtomicU64,
+}
+
+/// One kind's watch, its tracker and who follows it.
+struct KindWatch {
+    kind: Kind,
+    state: Mutex<KindState>,
+    task: Mutex<Option<AbortHandle>>,
+}
+
+struct KindState {
+    tracker: DriftTracker,
+    followers: Vec<Follower>,
+}
+
+struct Follower {
+    id: u64,
+    owner: OwnerKey,
+    events: mpsc::UnboundedSender<DriftEvent>,
+    /// The owner's inventory objects of this kind, until checked against a
+    /// completed list.
+    unchecked: Option<Vec<ObjectKey>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl KindWatch {
+    fn event(&self, object: ObjectKey, cause: DriftCause) -> DriftEvent {
+        let r = &self.kind.resource;
+        DriftEvent {
+            object: ObjRef {
+                group: r.group.clone(),
+                version: r.version.clone(),
+                kind: r.kind.clone(),
+                namespace: object.0,
+                name: object.1,
+            },
+            cause,
+        }
+    }
+
+    fn observe(&self, event: watcher::Event<ObjectMeta>) {
+        let mut state = locked(&self.state);
+        let drifted = state.tracker.observe(event);
+        for Drifted {
+            owner,
+            object,
+            cause,
+        } in drifted
+        {
+            for follower in state.followers.iter().filter(|f| f.owner == owner) {
+                let _ = follower
+                    .events
+                    .send(self.event(object.clone(), cause.clone()));
+            }
+        }
+        if state.tracker.listed() {
+            let KindState { tracker, followers } = &mut *state;
+            for follower in followers.iter_mut() {
+                self.check_missing(tracker, follower);
+            }
+        }
+    }
+
+    /// Once the kind is listed: the follower's objects the watch does not
+    /// hold are deleted.
+    fn check_missing(&self, tracker: &DriftTracker, follower: &mut Follower) {
+        let Some(expected) = follower.unchecked.take() else {
+            return;
+        };
+        for object in tracker.missing(&expected) {
+            let _ = follower
+                .events
+                .send(self.event(object, DriftCause::Deleted));
+        }
+    }
+
+    /// Adds `follower`; `seeds` are the fingerprints of its objects as
+    /// kedge last applied them, baselines for objects not seen yet.
+    fn follow(&self, mut follower: Follower, seeds: Vec<(ObjectKey, Fingerprint)>) {
+        let mut state = locked(&self.state);
+        for (object, fingerprint) in seeds {
+            state
+                .tracker
+                .seed(object, follower.owner.clone(), fingerprint);
+        }
+        if state.tracker.listed() {
+            // The watch runs: a deletion from now on arrives as an event
+            // (dispatched by the object's labels). Checking the inventory
+            // against what it holds would race with the creations of the
+            // apply just done.
+            follower.unchecked = None;
+        }
+        state.followers.push(follower);
+    }
+
+    /// Removes follower `id`; whether none is left.
+    fn unfollow(&self, id: u64) -> bool {
+        let mut state = locked(&self.state);
+        state.followers.retain(|f| f.id != id);
+        state.followers.is_empty()
+    }
+
+    fn stop(&self) {
+        if let Some(task) = locked(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+impl DriftHub {
+    fn unfollow(&self, id: u64, kinds: &[(String, String)]) {
+        let mut watches = locked(&self.kinds);
+        for key in kinds {
+            let emptied = watches.get(key).is_some_and(|watch| watch.unfollow(id));
+            if emptied {
+                if let Some(watch) = watches.remove(key) {
+                    watch.stop();
+                }
+            }
+        }
+    }
+
+    /// How many kinds are watched.
+    fn watched_kinds(&self) -> usize {
+        locked(&self.kinds).len()
+    }
+}
+
+/// The drift of one owner's objects; dropping it stops following them.
+pub struct DriftStream {
+    events: mpsc::UnboundedReceiver<DriftEvent>,
+    hub: Arc<DriftHub>,
+    id: u64,
+    kinds: Vec<(String, String)>,
+}
+
+impl Stream for DriftStream {
+    type Item = DriftEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DriftEvent>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+impl Drop for DriftStream {
+    fn drop(&mut self) {
+        self.hub.unfollow(self.id, &self.kinds);
+    }
+}
+
 impl Manager {
-    /// Watches every kind of `inventory` for objects labelled as `owner`'s
-    /// and yields a [`DriftEvent`] for each change by another field manager
-    /// and each deletion. The stream never ends; watch errors are logged and
-    /// the watch retried with backoff.
+    /// Follows every kind of `inventory` for objects labelled as `owner`'s
+    /// and yields a [`DriftEvent`] for each field another manager took
+    /// from us and each deletion (an inventory object absent from the
+    /// kind's list included). The stream never ends; watch errors are
+    /// logged and the watch retried with backoff.
     ///
     /// # Errors
     /// When a kind of the inventory is not served (discovery refreshed first).
@@ -74,8 +231,14 @@ impl Manager {
         &self,
         inventory: &[ObjRef],
         owner: &Owner,
-    ) -> Result<impl Stream<Item = DriftEvent> + Send + 'static, WatchError> {
-        let mut streams: Vec<BoxStream<'static, DriftEvent>> = Vec::new();
+    ) -> Result<DriftStream, WatchError> {
+        let (sender, events) = mpsc::unbounded_channel();
+        let mut stream = DriftStream {
+            events,
+            hub: self.drift.clone(),
+            id: self.drift.next_follower.fetch_add(1, Ordering::Relaxed),
+            kinds: Vec::new(),
+        };
         for sample in inventory::kinds(inventory) {
             let kind =
                 self.kinds
@@ -85,27 +248,56 @@ impl Manager {
                         api_version: sample.api_version(),
                         kind: sample.kind.clone(),
                     })?;
-            let expected = inventory
+            let of_kind: Vec<&ObjRef> = inventory
                 .iter()
                 .filter(|o| o.group == sample.group && o.kind == sample.kind)
-                .map(|o| {
-                    let applied = self.memo.applied_sighting(o).unwrap_or_default();
-                    ((o.namespace.clone(), o.name.clone()), applied)
-                });
-            let tracker = DriftTracker::new(kind, &owner.field_manager, expected);
-            streams.push(self.watch_kind(tracker, owner).boxed());
+                .collect();
+            let expected = of_kind
+                .iter()
+                .map(|o| (o.namespace.clone(), o.name.clone()))
+                .collect();
+            let seeds = of_kind
+                .iter()
+                .filter_map(|o| {
+                    Some(((o.namespace.clone(), o.name.clone()), self.memo.managed(o)?))
+                })
+                .collect();
+            let key = (kind.resource.group.clone(), kind.resource.kind.clone());
+            let mut watches = locked(&self.drift.kinds);
+            let watch = watches
+                .entry(key.clone())
+                .or_insert_with(|| self.start_kind_watch(kind, &owner.field_manager));
+            watch.follow(
+                Follower {
+                    id: stream.id,
+                    owner: (owner.kind.clone(), owner.name.clone()),
+                    events: sender.clone(),
+                    unchecked: Some(expected),
+                },
+                seeds,
+            );
+            stream.kinds.push(key);
         }
-        Ok(stream::select_all(streams))
+        Ok(stream)
     }
 
-    fn watch_kind(
-        &self,
-        mut tracker: DriftTracker,
-        owner: &Owner,
-    ) -> impl Stream<Item = DriftEvent> + Send + 'static {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &tracker.kind.resource);
-        let config = watcher::Config::default().labels(&owner.label_selector());
-        watcher(api, config)
+    /// How many kinds the drift watches cover (one watch each).
+    pub fn drift_watches(&self) -> usize {
+        self.drift.watched_kinds()
+    }
+
+    fn start_kind_watch(&self, kind: Kind, field_manager: &str) -> Arc<KindWatch> {
+        let api: Api<PartialObjectMeta<DynamicObject>> =
+            Api::all_with(self.client.clone(), &kind.resource);
+        let watch = Arc::new(KindWatch {
+            kind,
+            state: Mutex::new(KindState {
+                tracker: DriftTracker::new(field_manager),
+                followers: Vec::new(),
+            }),
+            task: Mutex::new(None),
+        });
+        let events = watcher(api, watcher::Config::default().labels(NAME_LABEL))
             .default_backoff()
             .filter_map(|event| async move {
                 event
@@ -113,123 +305,29 @@ impl Manager {
                         |err| tracing::warn!(error = %err, "drift watch interrupted, retrying"),
                     )
                     .ok()
-            })
-            .flat_map(move |event| stream::iter(tracker.observe(event)))
+            });
+        let observer = watch.clone();
+        let task = tokio::spawn(async move {
+            let mut events = Box::pin(events);
+            while let Some(event) = events.next().await {
+                observer.observe(metadata_only(event));
+            }
+        });
+        *locked(&watch.task) = Some(task.abort_handle());
+        watch
     }
 }
 
-/// Per-kind memory of each object's managedFields, turning watch events
-/// into drift events.
-struct DriftTracker {
-    kind: Kind,
-    field_manager: String,
-    seen: HashMap<(Option<String>, String), Sighting>,
-    listing: Option<HashSet<(Option<String>, String)>>,
-}
-
-impl DriftTracker {
-    /// `expected`: the inventory's objects of this kind, each with how our
-    /// last apply left it (unknown: the default, nothing to lose). One
-    /// missing from the first list was deleted before the watch started.
-    fn new(
-        kind: Kind,
-        field_manager: &str,
-        expected: impl IntoIterator<Item = ((Option<String>, String), Sighting)>,
-    ) -> DriftTracker {
-        DriftTracker {
-            kind,
-            field_manager: field_manager.to_string(),
-            seen: expected.into_iter().collect(),
-            listing: None,
-        }
+fn metadata_only(
+    event: watcher::Event<PartialObjectMeta<DynamicObject>>,
+) -> watcher::Event<ObjectMeta> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(o.metadata),
+        watcher::Event::Delete(o) => watcher::Event::Delete(o.metadata),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(o.metadata),
+        watcher::Event::InitDone => watcher::Event::InitDone,
     }
-
-    fn observe(&mut self, event: watcher::Event<DynamicObject>) -> Vec<DriftEvent> {
-        match event {
-            watcher::Event::Init => {
-                self.listing = Some(HashSet::new());
-                Vec::new()
-            }
-            watcher::Event::InitApply(object) => {
-                if let Some(listing) = &mut self.listing {
-                    listing.insert(key(&object));
-                }
-                self.changed(&object).into_iter().collect()
-            }
-            watcher::Event::InitDone => self.gone_while_relisting(),
-            watcher::Event::Apply(object) => self.changed(&object).into_iter().collect(),
-            watcher::Event::Delete(object) => {
-                self.seen.remove(&key(&object));
-                vec![self.event(key(&object), DriftCause::Deleted)]
-            }
-        }
-    }
-
-    /// Objects seen before a re-list and absent from it were deleted
-    /// while the watch was down.
-    fn gone_while_relisting(&mut self) -> Vec<DriftEvent> {
-        let Some(listed) = self.listing.take() else {
-            return Vec::new();
-        };
-        let gone: Vec<_> = self
-            .seen
-            .keys()
-            .filter(|k| !listed.contains(*k))
-            .cloned()
-            .collect();
-        gone.into_iter()
-            .map(|k| {
-                self.seen.remove(&k);
-                self.event(k, DriftCause::Deleted)
-            })
-            .collect()
-    }
-
-    fn changed(&mut self, object: &DynamicObject) -> Option<DriftEvent> {
-        let now = sighting(object, &self.field_manager);
-        let before = self
-            .seen
-            .insert(key(object), now.clone())
-            .unwrap_or_default();
-        // Our own apply changes our entry's time: what it dropped is ours to drop.
-        let taken: Vec<&String> = if now.applied_at == before.applied_at {
-            before.ours.difference(&now.ours).collect()
-        } else {
-            Vec::new()
-        };
-        if taken.is_empty() {
-            return None;
-        }
-        let mut by: Vec<String> = now
-            .foreign
-            .difference(&before.foreign)
-            .map(|(manager, _, _)| manager.clone())
-            .collect();
-        by.sort();
-        by.dedup();
-        Some(self.event(key(object), DriftCause::ChangedBy(by)))
-    }
-
-    fn event(&self, (namespace, name): (Option<String>, String), cause: DriftCause) -> DriftEvent {
-        let r = &self.kind.resource;
-        DriftEvent {
-            object: ObjRef {
-                group: r.group.clone(),
-                version: r.version.clone(),
-                kind: r.kind.clone(),
-                namespace,
-                name,
-            },
-            cause,
-        }
-    }
-}
-
-fn key(object: &DynamicObject) -> (Option<String>, String) {
-    (
-        object.metadata.namespace.clone(),
-        object.metadata.name.clone().unwrap_or_default(),
-    )
 }
 
 /// Batches a stream: a batch closes once `quiet` passes without a new item
@@ -258,180 +356,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::discovery::ApiResource;
-    use serde_json::json;
-
-    fn tracker() -> DriftTracker {
-        let resource = ApiResource {
-            group: String::new(),
-            version: "v1".into(),
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-            plural: "configmaps".into(),
-        };
-        DriftTracker::new(
-            Kind {
-                resource,
-                namespaced: true,
-                listable: true,
-            },
-            "kedge",
-            [(
-                (Some("n".to_string()), "c".to_string()),
-                Sighting::default(),
-            )],
-        )
-    }
-
-    /// A ConfigMap managed by `managers`: (manager, operation, time, fieldsV1).
-    fn cm(managers: &[(&str, &str, &str, serde_json::Value)]) -> DynamicObject {
-        let fields: Vec<_> = managers
-            .iter()
-            .map(|(m, op, time, fields)| {
-                json!({"manager": m, "operation": op, "time": time,
-                       "fieldsType": "FieldsV1", "fieldsV1": fields})
-            })
-            .collect();
-        serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "c", "namespace": "n", "managedFields": fields}
-        }))
-        .unwrap()
-    }
-
-    const T1: &str = "2026-01-01T00:00:01Z";
-    const T2: &str = "2026-01-01T00:00:02Z";
-
-    fn data(keys: &[&str]) -> serde_json::Value {
-        let keys: serde_json::Map<String, serde_json::Value> =
-            keys.iter().map(|k| (format!("f:{k}"), json!({}))).collect();
-        json!({ "f:data": keys })
-    }
-
-    fn ours(
-        keys: &[&str],
-        time: &'static str,
-    ) -> (&'static str, &'static str, &'static str, serde_json::Value) {
-        ("kedge", "Apply", time, data(keys))
-    }
-
-    fn edit(keys: &[&str]) -> (&'static str, &'static str, &'static str, serde_json::Value) {
-        ("kubectl-edit", "Update", T2, data(keys))
-    }
-
-    #[test]
-    fn an_inventory_object_missing_from_the_first_list_was_deleted() {
-        let mut t = tracker();
-        t.observe(watcher::Event::Init);
-        let events = t.observe(watcher::Event::InitDone);
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].object.to_string(), "ConfigMap/n/c");
-        assert_eq!(events[0].cause, DriftCause::Deleted);
-    }
-
-    #[test]
-    fn without_an_apply_to_compare_with_the_first_sight_is_the_baseline() {
-        let mut t = tracker();
-        let seen = cm(&[ours(&["a"], T1), edit(&["b"])]);
-        assert!(t
-            .observe(watcher::Event::InitApply(seen.clone()))
-            .is_empty());
-        assert!(t.observe(watcher::Event::Apply(seen)).is_empty());
-    }
-
-    #[test]
-    fn the_first_sight_is_compared_with_our_last_apply() {
-        let applied = sighting(&cm(&[ours(&["a", "b"], T1)]), "kedge");
-        let tracker_after_apply = || {
-            let mut t = tracker();
-            t.seen
-                .insert((Some("n".to_string()), "c".to_string()), applied.clone());
-            t
-        };
-        let taken = cm(&[ours(&["b"], T1), edit(&["a"])]);
-        assert_eq!(
-            tracker_after_apply()
-                .observe(watcher::Event::InitApply(taken))
-                .len(),
-            1,
-            "a field taken before the first list"
-        );
-        let extra = cm(&[ours(&["a", "b"], T1), edit(&["extra"])]);
-        assert!(tracker_after_apply()
-            .observe(watcher::Event::InitApply(extra))
-            .is_empty());
-    }
-
-    #[test]
-    fn a_field_taken_from_us_by_another_manager_is_drift() {
-        let mut t = tracker();
-        assert!(t
-            .observe(watcher::Event::Apply(cm(&[ours(&["a", "b"], T1)])))
-            .is_empty());
-        let events = t.observe(watcher::Event::Apply(cm(&[ours(&["b"], T1), edit(&["a"])])));
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].object.to_string(), "ConfigMap/n/c");
-        assert_eq!(
-            events[0].cause,
-            DriftCause::ChangedBy(vec!["kubectl-edit".into()])
-        );
-    }
-
-    #[test]
-    fn a_field_we_never_set_is_not_drift_whoever_adds_it() {
-        let mut t = tracker();
-        t.observe(watcher::Event::Apply(cm(&[ours(&["a"], T1)])));
-        assert!(t
-            .observe(watcher::Event::Apply(cm(&[
-                ours(&["a"], T1),
-                edit(&["extra"])
-            ])))
-            .is_empty());
-    }
-
-    #[test]
-    fn our_own_applies_and_status_writes_are_not_drift() {
-        let mut t = tracker();
-        t.observe(watcher::Event::Apply(cm(&[ours(&["a", "old"], T1)])));
-        assert!(
-            t.observe(watcher::Event::Apply(cm(&[ours(&["a"], T2)])))
-                .is_empty(),
-            "a new revision that drops a field is our own change"
-        );
-        let mut status_write = cm(&[ours(&["a"], T2)]);
-        let fields = status_write
-            .metadata
-            .managed_fields
-            .get_or_insert_with(Vec::new);
-        let mut status = fields[0].clone();
-        status.manager = Some("kube-controller-manager".into());
-        status.subresource = Some("status".into());
-        fields.push(status);
-        assert!(t.observe(watcher::Event::Apply(status_write)).is_empty());
-    }
-
-    #[test]
-    fn a_taken_field_is_reported_once() {
-        let mut t = tracker();
-        t.observe(watcher::Event::Apply(cm(&[ours(&["a", "b"], T1)])));
-        let edited = cm(&[ours(&["b"], T1), edit(&["a"])]);
-        assert_eq!(t.observe(watcher::Event::Apply(edited.clone())).len(), 1);
-        assert!(t.observe(watcher::Event::Apply(edited)).is_empty());
-    }
-
-    #[test]
-    fn a_deletion_is_drift_and_so_is_an_object_missing_from_a_relist() {
-        let mut t = tracker();
-        t.observe(watcher::Event::Apply(cm(&[ours(&["a"], T1)])));
-        let events = t.observe(watcher::Event::Delete(cm(&[])));
-        assert_eq!(events[0].cause, DriftCause::Deleted);
-
-        t.observe(watcher::Event::Apply(cm(&[ours(&["a"], T1)])));
-        t.observe(watcher::Event::Init);
-        let events = t.observe(watcher::Event::InitDone);
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].cause, DriftCause::Deleted);
-    }
 
     #[tokio::test]
     async fn debounce_batches_a_burst_and_keeps_later_items_apart() {

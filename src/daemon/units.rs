@@ -38,7 +38,7 @@ use crate::config::{diff, Config, ConfigDiff, Kustomization, SourceKind, SourceR
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
 use crate::reconcile::unpack::Unpacker;
-use crate::reconcile::{runner, Request, Runner, Scheduler, SourceUpdate, Trigger};
+use crate::reconcile::{runner, Request, Runner, Scheduler, SourceTriggers, SourceUpdate, Trigger};
 use crate::source::Limits;
 use crate::state::{self, Store};
 
@@ -63,6 +63,8 @@ pub struct Units {
     runner: Option<Running<Runner>>,
     /// Every new artifact of whichever scheduler runs, for the runner.
     updates: broadcast::Sender<SourceUpdate>,
+    /// Triggers from the reconcilers to whichever scheduler runs.
+    source_triggers: SourceTriggers,
     ctx: Option<Context>,
     /// The kubeconfig file as `ctx`'s cluster connection read it.
     kubeconfig: Option<Vec<u8>>,
@@ -115,6 +117,7 @@ impl Units {
             scheduler: None,
             runner: None,
             updates: broadcast::channel(64).0,
+            source_triggers: SourceTriggers::default(),
             ctx: None,
             kubeconfig: None,
             config_path,
@@ -369,6 +372,7 @@ impl Units {
             Some((self.heartbeat)()),
         );
         tokio::spawn(relay(unit.subscribe(), self.updates.clone()));
+        self.source_triggers.connect(&unit);
         self.scheduler = Some(Running { unit, stop });
     }
 
@@ -409,6 +413,7 @@ impl Units {
             manager: super::cluster_manager(&self.config).await?,
             store: self.store.clone(),
             unpacker: Arc::new(Unpacker::new(self.config.agent.state_dir.join("unpacked"))),
+            source_triggers: self.source_triggers.clone(),
             labelled: Arc::default(),
             started_at: self.started_at,
             state_was_empty: self.state_was_empty,

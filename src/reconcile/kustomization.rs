@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::scheduler::SourceTriggers;
 use super::unpack::Unpacker;
 use crate::apply::{
     self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions,
@@ -52,6 +53,9 @@ pub struct Context {
     pub store: Arc<Mutex<Store>>,
     /// Artifacts unpacked for builds, shared by all kustomizations.
     pub unpacker: Arc<Unpacker>,
+    /// Asks the running scheduler to sync (and so repair) a source whose
+    /// artifact cannot be used.
+    pub source_triggers: SourceTriggers,
     /// The objects labelled by kustomizations, scanned once, the first time
     /// a kustomization with no recorded state needs them.
     pub labelled: Arc<tokio::sync::OnceCell<apply::Owned>>,
@@ -414,9 +418,15 @@ async fn build(
     let artifact = artifact.clone();
     let path = k.path.clone();
     let source_ref = k.source.to_string();
-    tokio::task::spawn_blocking(move || unpack_and_build(&unpacker, &artifact, &path, &source_ref))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
+    let built = tokio::task::spawn_blocking(move || {
+        unpack_and_build(&unpacker, &artifact, &path, &source_ref)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?;
+    if matches!(built, Err(Error::Artifact { .. })) && !ctx.source_triggers.request(&k.source) {
+        tracing::debug!(source = %k.source, "no scheduler took the request to repair the artifact");
+    }
+    built
 }
 
 fn unpack_and_build(
@@ -442,6 +452,16 @@ fn unpack_and_build(
         revision: format!("{source_ref}@{}", artifact.revision),
         message: in_repository(&crate::error_chain::describe(&err), &tree),
     })?;
+    // A tree damaged while the build read it must not become a prune.
+    unpacker
+        .confirm(artifact)
+        .map_err(|damage| Error::Artifact {
+            source_ref: source_ref.to_string(),
+            message: format!(
+                "unpacked tree {} changed during the build: {damage}",
+                tree.display()
+            ),
+        })?;
     Ok(resources.iter().map(kustomize::Resource::to_json).collect())
 }
 

@@ -7,4 +7,4 @@ pub mod scheduler;
 pub mod unpack;
 
 pub use runner::{runner, Request, Runner};
-pub use scheduler::{scheduler, Scheduler, SourceUpdate, Trigger};
+pub use scheduler::{scheduler, Scheduler, SourceTriggers, SourceUpdate, Trigger};

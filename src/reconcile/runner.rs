@@ -196,13 +196,17 @@ impl DriftWatch {
         if self.task.is_some() && self.watching == inventory {
             return;
         }
-        self.stop();
         self.watching = inventory.to_vec();
         if inventory.is_empty() {
+            self.stop();
             return;
         }
         let owner = Owner::new(name, OWNER_KIND);
-        match ctx.manager.drift_watch(inventory, &owner).await {
+        // The new follower registers before the old one leaves, so a kind
+        // both follow keeps its watch (and its fingerprints) running.
+        let followed = ctx.manager.drift_watch(inventory, &owner).await;
+        self.stop();
+        match followed {
             Ok(events) => {
                 let name = name.to_string();
                 let handle = tokio::spawn(async move {

@@ -9,6 +9,12 @@
 //! a [`Trigger`] or shutdown. A per-source lock keeps a fetch that
 //! outlived its timeout from overlapping the next one.
 //!
+//! Each sync first checks the recorded artifact against its sha256 and
+//! rebuilds a damaged one from the local repository (no network needed),
+//! then fetches; a fetch of the same revision rebuilds one that is still
+//! damaged. A damaged artifact that neither could rebuild makes the source
+//! not Ready (`ArtifactFailed`).
+//!
 //! # Guarantees
 //! - The last good artifact stays recorded (and on disk) when a later sync
 //!   fails.
@@ -25,7 +31,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, GitSource, SourceKind, SourceRef};
-use crate::source::{self, Artifact, ArtifactStore, Limits, SyncOutcome};
+use crate::source::{self, Artifact, ArtifactStore, Limits, Restored, SyncOutcome};
 use crate::state::{self, Event, Severity, SourceOutcome, Store};
 
 /// How long an interrupted fetch may take to stop at shutdown.
@@ -38,6 +44,38 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     Source(SourceRef),
+}
+
+/// Triggers for whichever scheduler runs now: the daemon replaces the
+/// scheduler on a config change, the reconcilers keep this.
+#[derive(Debug, Clone, Default)]
+pub struct SourceTriggers(Arc<Mutex<Option<mpsc::Sender<Trigger>>>>);
+
+impl SourceTriggers {
+    /// Sends later triggers to `scheduler`.
+    pub fn connect(&self, scheduler: &Scheduler) {
+        *self.sender() = Some(scheduler.triggers());
+    }
+
+    /// Asks for a sync of `source` now; `false` when no scheduler took it.
+    pub fn request(&self, source: &SourceRef) -> bool {
+        self.sender()
+            .as_ref()
+            .is_some_and(|s| s.try_send(Trigger::Source(source.clone())).is_ok())
+    }
+
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<Trigger>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What the blocking part of one sync did.
+struct Synced {
+    /// The check (and repair) of the recorded artifact before the fetch.
+    restored: source::Result<Option<Restored>>,
+    synced: source::Result<SyncOutcome>,
 }
 
 /// A source has a new current artifact.
@@ -255,7 +293,7 @@ async fn sync_once(
                 Ok(guard) => guard,
                 Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(source::Error::Fetch {
+                    return failed_sync(source::Error::Fetch {
                         source_name: source.name.clone(),
                         url: source::redact_url(&source.url),
                         message: "the previous fetch, which timed out, has not stopped yet"
@@ -263,20 +301,27 @@ async fn sync_once(
                     })
                 }
             };
-            source::sync_git_source(
+            let restored = match &previous {
+                Some(previous) => {
+                    source::restore_artifact(&source, &shared.state_dir, previous, shared.limits)
+                }
+                None => Ok(None),
+            };
+            let synced = source::sync_git_source(
                 &source,
                 &shared.state_dir,
                 previous.as_ref(),
                 shared.limits,
                 &interrupt,
-            )
+            );
+            Synced { restored, synced }
         }
     });
     let timeout = tokio::time::sleep(source.timeout);
     let result = tokio::select! {
         joined = &mut task => match joined {
             Ok(result) => result,
-            Err(err) => Err(source::Error::Fetch {
+            Err(err) => failed_sync(source::Error::Fetch {
                 source_name: source.name.clone(),
                 url: source::redact_url(&source.url),
                 message: format!("the fetch task failed: {err}"),
@@ -284,7 +329,7 @@ async fn sync_once(
         },
         _ = timeout => {
             interrupt.store(true, Ordering::Relaxed);
-            Err(source::Error::Timeout {
+            failed_sync(source::Error::Timeout {
                 source_name: source.name.clone(),
                 url: source::redact_url(&source.url),
                 seconds: source.timeout.as_secs(),
@@ -296,11 +341,18 @@ async fn sync_once(
             return None;
         }
     };
-    let success = result.is_ok();
+    let success = result.synced.is_ok();
     if let Err(err) = record(source, shared, result) {
         tracing::error!(source = %source.source_ref(), error = %err, "recording source outcome");
     }
     Some(success)
+}
+
+fn failed_sync(err: source::Error) -> Synced {
+    Synced {
+        restored: Ok(None),
+        synced: Err(err),
+    }
 }
 
 fn previous_status(shared: &Shared, name: &str) -> Option<state::SourceStatus> {
@@ -318,19 +370,26 @@ fn previous_status(shared: &Shared, name: &str) -> Option<state::SourceStatus> {
 }
 
 /// Writes the outcome to the state store, logs it, collects old artifacts
-/// and announces a new one.
-fn record(
-    source: &GitSource,
-    shared: &Shared,
-    result: source::Result<SyncOutcome>,
-) -> Result<(), state::Error> {
+/// and announces a new (or restored) one.
+fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), state::Error> {
     let url = source::redact_url(&source.url);
     let now = state::now_millis();
     let store = match shared.store.lock() {
         Ok(store) => store,
         Err(poisoned) => poisoned.into_inner(),
     };
-    match result {
+    let unrepaired = match result.restored {
+        Ok(Some(restored)) => {
+            record_restored(source, shared, &store, &restored)?;
+            None
+        }
+        Ok(None) => None,
+        Err(err) => {
+            tracing::warn!(source = %source.source_ref(), reason = err.reason(), error = %err, "damaged artifact not restored; a fetch may rebuild it");
+            Some(err)
+        }
+    };
+    match result.synced {
         Ok(outcome) => {
             let artifact = outcome.artifact();
             let new_artifact = matches!(outcome, SyncOutcome::NewArtifact { .. });
@@ -354,15 +413,19 @@ fn record(
             }
         }
         Err(err) => {
-            let message = err.to_string();
-            tracing::warn!(source = %source.source_ref(), reason = err.reason(), error = %message, "sync failed");
+            // A damaged artifact is the worse news: the kustomizations cannot build.
+            let (reason, message) = match &unrepaired {
+                Some(damaged) => (damaged.reason(), format!("{damaged}; {err}")),
+                None => (err.reason(), err.to_string()),
+            };
+            tracing::warn!(source = %source.source_ref(), reason, error = %message, "sync failed");
             store.record_source_outcome(
                 "git",
                 &source.name,
                 &url,
                 now,
                 SourceOutcome::Failed {
-                    reason: err.reason(),
+                    reason,
                     message: &message,
                 },
             )?;
@@ -370,11 +433,41 @@ fn record(
                 "git",
                 &source.name,
                 Severity::Error,
-                err.reason(),
+                reason,
                 &message,
             ))?;
         }
     }
+    Ok(())
+}
+
+/// Logs and records a damaged artifact rebuilt from the local repository,
+/// and wakes the kustomizations that may have failed on it.
+fn record_restored(
+    source: &GitSource,
+    shared: &Shared,
+    store: &Store,
+    restored: &Restored,
+) -> Result<(), state::Error> {
+    let artifact = &restored.artifact;
+    let message = format!(
+        "artifact {} {}; rebuilt it from the local repository at {}",
+        artifact.path.display(),
+        restored.damage,
+        artifact.revision
+    );
+    tracing::warn!(source = %source.source_ref(), reason = "ArtifactRestored", "{message}");
+    store.record_event(&Event::new(
+        "git",
+        &source.name,
+        Severity::Error,
+        "ArtifactRestored",
+        &message,
+    ))?;
+    let _ = shared.updates.send(SourceUpdate {
+        source: git_ref(&source.name),
+        artifact: artifact.clone(),
+    });
     Ok(())
 }
 

@@ -7,7 +7,9 @@
 //!
 //! [`extract`] writes nothing outside its destination: entry paths must be
 //! relative without `..`, a symlink must point inside the destination, and
-//! no entry is written through a symlink or over an existing file.
+//! no entry is written through a symlink or over an existing file. It
+//! returns the [`Manifest`] of what it wrote. [`extract_verified`] unpacks
+//! only an artifact whose bytes hash to its recorded digest.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -17,8 +19,10 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
 
+use super::manifest::{Entry, Manifest};
+use super::store::{self, hex, Damage};
 use super::tree::{symlink_stays_inside, FileKind, ReadContext, TreeFile};
-use super::{io_error, Error, Limits, Result};
+use super::{io_error, Artifact, Error, Limits, Result};
 
 /// A writer that hashes what passes through it.
 struct HashingWriter<W> {
@@ -38,8 +42,20 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        self.size += read as u64;
+        Ok(read)
+    }
 }
 
 fn header(size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
@@ -162,15 +178,50 @@ fn unsafe_entry(artifact: &Path, entry: &Path, why: &'static str) -> Error {
     }
 }
 
-/// Unpacks the artifact at `artifact` into `dest` (created if missing). See
-/// the module's guarantees.
-pub fn extract(artifact: &Path, dest: &Path) -> Result<()> {
-    std::fs::create_dir_all(dest).map_err(io_error("creating directory", dest))?;
+/// Unpacks the artifact at `artifact` into `dest` (created if missing) and
+/// returns what it wrote. See the module's guarantees.
+pub fn extract(artifact: &Path, dest: &Path) -> Result<Manifest> {
     let file = File::open(artifact).map_err(io_error("opening artifact", artifact))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    unpack(artifact, file, dest)
+}
+
+/// [`extract`], for an artifact whose bytes hash to `artifact.digest`: that
+/// is checked before anything is unpacked, and again over the bytes the
+/// unpacking read, so a file changed in between is refused too.
+pub fn extract_verified(artifact: &Artifact, dest: &Path) -> Result<Manifest> {
+    let damaged = |damage| Error::ArtifactDamaged {
+        path: artifact.path.clone(),
+        damage,
+    };
+    store::verify(artifact).map_err(damaged)?;
+    let file = File::open(&artifact.path).map_err(io_error("opening artifact", &artifact.path))?;
+    let mut reader = HashingReader {
+        inner: file,
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let mut manifest = unpack(&artifact.path, &mut reader, dest)?;
+    std::io::copy(&mut reader, &mut std::io::sink())
+        .map_err(io_error("reading artifact", &artifact.path))?;
+    let actual = hex(&reader.hasher.finalize());
+    if actual != artifact.digest {
+        return Err(damaged(Damage::Changed {
+            recorded: artifact.digest.clone(),
+            actual,
+            size: reader.size,
+        }));
+    }
+    manifest.artifact = artifact.digest.clone();
+    Ok(manifest)
+}
+
+fn unpack(artifact: &Path, reader: impl Read, dest: &Path) -> Result<Manifest> {
+    std::fs::create_dir_all(dest).map_err(io_error("creating directory", dest))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     let entries = archive
         .entries()
         .map_err(io_error("reading artifact", artifact))?;
+    let mut written = Manifest::default();
     for entry in entries {
         let mut entry = entry.map_err(io_error("reading artifact", artifact))?;
         let path = entry
@@ -185,6 +236,7 @@ pub fn extract(artifact: &Path, dest: &Path) -> Result<()> {
         if let Some(parent) = relative.parent() {
             ensure_real_dirs(artifact, dest, parent, &path)?;
         }
+        let key = relative.to_string_lossy().into_owned();
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let executable = entry
@@ -192,9 +244,13 @@ pub fn extract(artifact: &Path, dest: &Path) -> Result<()> {
                     .mode()
                     .map(|m| m & 0o111 != 0)
                     .unwrap_or(false);
-                write_file(artifact, &path, &target, &mut entry, executable)?;
+                let file = write_file(artifact, &path, &target, &mut entry, executable)?;
+                written.entries.insert(key, file);
             }
-            tar::EntryType::Directory => ensure_real_dirs(artifact, dest, &relative, &path)?,
+            tar::EntryType::Directory => {
+                ensure_real_dirs(artifact, dest, &relative, &path)?;
+                written.directories.insert(key);
+            }
             tar::EntryType::Symlink => {
                 let link = entry
                     .link_name()
@@ -210,6 +266,8 @@ pub fn extract(artifact: &Path, dest: &Path) -> Result<()> {
                 }
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(io_error("creating symlink", &target))?;
+                let target = link.to_string_lossy().into_owned();
+                written.entries.insert(key, Entry::Symlink { target });
             }
             _ => {
                 return Err(unsafe_entry(
@@ -220,7 +278,7 @@ pub fn extract(artifact: &Path, dest: &Path) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The entry path as a relative path of normal components only.
@@ -271,7 +329,7 @@ fn write_file(
     target: &Path,
     content: &mut impl Read,
     executable: bool,
-) -> Result<()> {
+) -> Result<Entry> {
     use std::os::unix::fs::OpenOptionsExt;
     let mode = if executable { 0o755 } else { 0o644 };
     let mut file = OpenOptions::new()
@@ -285,8 +343,15 @@ fn write_file(
             }
             _ => io_error("creating file", target)(err),
         })?;
-    std::io::copy(content, &mut file).map_err(io_error("writing file", target))?;
-    Ok(())
+    let mut hashing = HashingWriter {
+        inner: &mut file,
+        hasher: Sha256::new(),
+    };
+    let size = std::io::copy(content, &mut hashing).map_err(io_error("writing file", target))?;
+    Ok(Entry::File {
+        size,
+        sha256: hex(&hashing.hasher.finalize()),
+    })
 }
 
 #[cfg(test)]
@@ -302,7 +367,7 @@ mod tests {
         }
     }
 
-    fn extract_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<()>) {
+    fn extract_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<Manifest>) {
         let dir = match tempfile::tempdir() {
             Ok(dir) => dir,
             Err(err) => panic!("tempdir: {err}"),
@@ -350,12 +415,56 @@ mod tests {
             let _ = tar.append_link(&mut h, "bin/again.sh", "run.sh");
         });
         let (dir, result) = extract_bytes(&bytes);
-        result?;
+        let manifest = result?;
         let out = dir.path().join("out");
         assert_eq!(
             std::fs::read_to_string(out.join("bin/again.sh")).unwrap_or_default(),
             "abc"
         );
+        assert_eq!(
+            manifest.entries["bin/again.sh"],
+            Entry::Symlink {
+                target: "run.sh".into()
+            }
+        );
+        assert!(
+            manifest.check(&out).is_ok(),
+            "the manifest describes what was written"
+        );
         Ok(())
+    }
+
+    #[test]
+    fn extract_verified_refuses_bytes_that_are_not_the_recorded_digest() {
+        let bytes = tar_gz(|tar| {
+            let mut h = header(3, 0o644, tar::EntryType::Regular);
+            let _ = tar.append_data(&mut h, "a.yaml", &b"abc"[..]);
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.tar.gz");
+        std::fs::write(&path, &bytes).expect("write artifact");
+        let (digest, _) = store::sha256_of(&bytes[..]).expect("hash");
+        let mut artifact = Artifact {
+            revision: "main@sha1:0".into(),
+            digest,
+            path,
+        };
+        let out = dir.path().join("out");
+        assert!(extract_verified(&artifact, &out).is_ok());
+
+        artifact.digest = "0".repeat(64);
+        let refused = dir.path().join("refused");
+        let err = extract_verified(&artifact, &refused).expect_err("a digest mismatch");
+        assert!(
+            matches!(
+                &err,
+                Error::ArtifactDamaged {
+                    damage: Damage::Changed { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!refused.exists(), "nothing unpacked");
     }
 }

@@ -54,7 +54,7 @@ pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Res
         match clear_stale_locks(repo_dir) {
             Ok(0) => {}
             Ok(removed) => tracing::warn!(
-                source = %source.name,
+                source = %source.source_ref(),
                 "removed {removed} lock files a stopped kedge left in {}",
                 repo_dir.display()
             ),

@@ -10,21 +10,28 @@
 //! it by its sha256 under `state_dir/artifacts/git/NAME/`.
 //! [`sync::sync_git_source`] chains them for the scheduler.
 //!
+//! Nothing on disk is trusted unchecked: an artifact is verified against
+//! its sha256 ([`store::verify`]) before it is unpacked and at every sync,
+//! and [`sync::restore_artifact`] rebuilds a damaged one from the local
+//! repository without the network. [`archive::extract_verified`] records
+//! a [`manifest::Manifest`] of the tree it unpacks, checked before builds.
+//!
 //! # Current limitations
 //! - Git submodules are left out of artifacts.
 
 pub mod archive;
 pub mod git;
 pub mod ignore;
+pub mod manifest;
 pub mod store;
 pub mod sync;
 pub mod tree;
 
 use std::path::PathBuf;
 
-pub use archive::extract;
+pub use archive::{extract, extract_verified};
 pub use store::ArtifactStore;
-pub use sync::{sync_git_source, SyncOutcome};
+pub use sync::{restore_artifact, sync_git_source, Restored, SyncOutcome};
 
 /// A source's artifact: a `tar.gz` of its files at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +132,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A stored artifact is missing, unreadable, or not the bytes its
+    /// recorded sha256 names.
+    #[error("artifact {path} {damage}")]
+    ArtifactDamaged {
+        path: PathBuf,
+        damage: store::Damage,
+    },
+    /// A damaged artifact could not be rebuilt from the local repository.
+    #[error("artifact {path} {damage}; rebuilding it from the local repository failed: {source}")]
+    NotRestored {
+        path: PathBuf,
+        damage: store::Damage,
+        #[source]
+        source: Box<Error>,
+    },
     /// An artifact holds an entry that would land outside the directory it
     /// is unpacked into.
     #[error("artifact {artifact}: entry {entry:?} {why}")]
@@ -147,7 +169,9 @@ impl Error {
             Error::ReadTree { .. }
             | Error::TooLarge { .. }
             | Error::Ignore { .. }
-            | Error::UnsafeEntry { .. } => "ArtifactFailed",
+            | Error::UnsafeEntry { .. }
+            | Error::ArtifactDamaged { .. }
+            | Error::NotRestored { .. } => "ArtifactFailed",
         }
     }
 }

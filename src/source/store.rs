@@ -1,6 +1,16 @@
-//! Where artifacts live: `state_dir/artifacts/KIND/NAME/<sha256>.tar.gz`.
+//! Where artifacts live: `state_dir/artifacts/KIND/NAME/<sha256>.tar.gz`,
+//! and whether one still holds what its name and record say.
+//!
+//! # Design
+//! An artifact is trusted only after its bytes hash to its recorded
+//! sha256 ([`verify`]): before it is unpacked and at every sync of its
+//! source, which rebuilds one that fails.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
 
 use super::{io_error, Artifact, Result};
 use crate::state;
@@ -27,22 +37,21 @@ impl ArtifactStore {
     }
 
     /// A fresh path inside the source's directory to write an artifact to
-    /// before it is named by its digest.
+    /// before it is named by its digest; no two calls share one.
     pub fn temp_path(&self, kind: &str, name: &str) -> Result<PathBuf> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = self.source_dir(kind, name);
         std::fs::create_dir_all(&dir).map_err(io_error("creating artifact directory", &dir))?;
-        Ok(dir.join(format!(".incoming-{}.tar.gz", std::process::id())))
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        Ok(dir.join(format!(".incoming-{}-{unique}.tar.gz", std::process::id())))
     }
 
     /// Names the file written at `temp` by its `digest` and returns the
-    /// final path. An identical artifact already there is kept as is.
+    /// final path. A file already there is replaced (atomically): it may
+    /// be a damaged copy that this one repairs.
     pub fn commit(&self, kind: &str, name: &str, temp: &Path, digest: &str) -> Result<PathBuf> {
         let path = self.source_dir(kind, name).join(format!("{digest}.tar.gz"));
-        if path.is_file() {
-            std::fs::remove_file(temp).map_err(io_error("removing", temp))?;
-        } else {
-            std::fs::rename(temp, &path).map_err(io_error("storing artifact", &path))?;
-        }
+        std::fs::rename(temp, &path).map_err(io_error("storing artifact", &path))?;
         Ok(path)
     }
 
@@ -82,8 +91,82 @@ impl ArtifactStore {
     }
 }
 
-/// The last good artifact of source `kind/name` recorded in `store`, if its
-/// file is still there. This is what a reconciler unpacks.
+/// What is wrong with a stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    Missing,
+    Unreadable(String),
+    /// Its bytes do not hash to the recorded digest.
+    Changed {
+        recorded: String,
+        actual: String,
+        size: u64,
+    },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Missing => write!(f, "is missing"),
+            Damage::Unreadable(why) => write!(f, "cannot be read: {why}"),
+            Damage::Changed {
+                recorded,
+                actual,
+                size,
+            } => write!(
+                f,
+                "is damaged: its {size} bytes have sha256 {actual}, not the recorded {recorded}"
+            ),
+        }
+    }
+}
+
+/// Checks that the file of `artifact` hashes to its recorded digest.
+pub fn verify(artifact: &Artifact) -> Result<(), Damage> {
+    let file = match std::fs::File::open(&artifact.path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(Damage::Missing),
+        Err(err) => return Err(Damage::Unreadable(err.to_string())),
+    };
+    let (actual, size) = sha256_of(file).map_err(|err| Damage::Unreadable(err.to_string()))?;
+    if actual == artifact.digest {
+        Ok(())
+    } else {
+        Err(Damage::Changed {
+            recorded: artifact.digest.clone(),
+            actual,
+            size,
+        })
+    }
+}
+
+/// The sha256 (lowercase hex) of everything `reader` yields, and its length.
+pub fn sha256_of(mut reader: impl Read) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => {
+                hasher.update(&buffer[..read]);
+                size += read as u64;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok((hex(&hasher.finalize()), size))
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The last good artifact of source `kind/name` recorded in `store`, whether
+/// or not its file is still there (and intact: see [`verify`]). This is
+/// what a reconciler unpacks.
 pub fn latest_artifact(
     store: &state::Store,
     kind: &str,
@@ -98,7 +181,7 @@ pub fn latest_artifact(
             status.artifact_digest,
             status.artifact_path,
         ) {
-            (Some(revision), Some(digest), Some(path)) if path.is_file() => Some(Artifact {
+            (Some(revision), Some(digest), Some(path)) => Some(Artifact {
                 revision,
                 digest,
                 path,

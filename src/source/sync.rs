@@ -1,5 +1,6 @@
 //! One sync of a Git source: fetch, and build its artifact when the commit
-//! (or what the artifact is built from) changed.
+//! (or what the artifact is built from) changed or the stored one is
+//! damaged; and the rebuild of a damaged artifact without the network.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -7,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use sha2::{Digest, Sha256};
 
 use super::ignore::IgnoreRules;
-use super::store::ArtifactStore;
+use super::store::{self, hex, ArtifactStore, Damage};
 use super::tree::{self, ReadContext};
 use super::{archive, git, Artifact, Error, Limits, Result};
 use crate::config::GitSource;
@@ -55,12 +56,7 @@ fn build_inputs(source: &GitSource, limits: Limits) -> String {
     }
     hasher.update(limits.max_file_bytes.to_le_bytes());
     hasher.update(limits.max_total_bytes.to_le_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&hasher.finalize()[..8])
 }
 
 /// Fetches `source` and returns its current artifact, building a new one
@@ -85,19 +81,109 @@ pub fn sync_git_source(
     Ok(SyncOutcome::NewArtifact { artifact, inputs })
 }
 
+/// The previous artifact, if it is of `revision` and `inputs` and intact.
 fn unchanged_artifact(previous: &SourceStatus, revision: &str, inputs: &str) -> Option<Artifact> {
     if previous.revision.as_deref() != Some(revision)
         || previous.artifact_inputs.as_deref() != Some(inputs)
     {
         return None;
     }
-    let path = previous.artifact_path.clone()?;
-    let digest = previous.artifact_digest.clone()?;
-    path.is_file().then(|| Artifact {
-        revision: revision.to_string(),
-        digest,
-        path,
+    recorded_artifact(previous).filter(|artifact| store::verify(artifact).is_ok())
+}
+
+fn recorded_artifact(status: &SourceStatus) -> Option<Artifact> {
+    Some(Artifact {
+        revision: status.revision.clone()?,
+        digest: status.artifact_digest.clone()?,
+        path: status.artifact_path.clone()?,
     })
+}
+
+/// A damaged artifact that [`restore_artifact`] rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub artifact: Artifact,
+    /// What was wrong with it.
+    pub damage: Damage,
+}
+
+/// Checks the artifact recorded in `previous` and, when it is damaged,
+/// rebuilds it byte for byte from the commit in the local repository,
+/// without the network. `Ok(None)`: it is intact, or none is recorded.
+pub fn restore_artifact(
+    source: &GitSource,
+    state_dir: &Path,
+    previous: &SourceStatus,
+    limits: Limits,
+) -> Result<Option<Restored>> {
+    let Some(artifact) = recorded_artifact(previous) else {
+        return Ok(None);
+    };
+    let Err(damage) = store::verify(&artifact) else {
+        return Ok(None);
+    };
+    match rebuild(source, state_dir, previous, &artifact, limits) {
+        Ok(()) => Ok(Some(Restored { artifact, damage })),
+        Err(err) => Err(Error::NotRestored {
+            path: artifact.path,
+            damage,
+            source: Box::new(err),
+        }),
+    }
+}
+
+/// Builds `artifact` again from its commit in the local repository; it
+/// must come out with the same digest (same commit, same build inputs).
+fn rebuild(
+    source: &GitSource,
+    state_dir: &Path,
+    previous: &SourceStatus,
+    artifact: &Artifact,
+    limits: Limits,
+) -> Result<()> {
+    let cannot = |message: String| Error::ReadTree {
+        source_name: source.name.clone(),
+        revision: artifact.revision.clone(),
+        message,
+    };
+    if previous.artifact_inputs.as_deref() != Some(build_inputs(source, limits).as_str()) {
+        return Err(cannot(
+            "its ignore rules changed since the artifact was built".to_string(),
+        ));
+    }
+    let commit = artifact
+        .revision
+        .rsplit_once("sha1:")
+        .and_then(|(_, hex)| gix::ObjectId::from_hex(hex.as_bytes()).ok())
+        .ok_or_else(|| cannot("the revision names no commit".to_string()))?;
+    let repo_dir = repository_dir(state_dir, &source.name);
+    if !repo_dir.join("HEAD").is_file() {
+        return Err(Error::LocalRepository {
+            source_name: source.name.clone(),
+            path: repo_dir,
+            message: "it does not exist".to_string(),
+        });
+    }
+    let repo = git::open_or_init(source, &repo_dir)?;
+    let fetched = git::FetchedCommit {
+        commit,
+        revision: artifact.revision.clone(),
+    };
+    let rebuilt = build_artifact(
+        &repo,
+        source,
+        &fetched,
+        &ArtifactStore::new(state_dir),
+        limits,
+    )?;
+    if rebuilt.digest != artifact.digest {
+        // A valid artifact, but not the recorded one: the record stays, a fetch decides.
+        return Err(cannot(format!(
+            "rebuilt, it has sha256 {}, not the recorded {}",
+            rebuilt.digest, artifact.digest
+        )));
+    }
+    Ok(())
 }
 
 fn build_artifact(
