@@ -343,3 +343,75 @@ fn user_info_in_an_http_url_is_refused_without_echoing_it() {
         "[git.fleet]\nurl = \"ssh://git@example.org/x.git\"\nssh_key_file = {file:?}\nknown_hosts_file = {file:?}\n"
     ));
 }
+
+#[test]
+fn a_missing_field_is_named_under_its_own_table() {
+    let problem = one_problem(&format!(
+        "{SOURCE}\n[kustomization.extras]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\n\n\
+         [kustomization.broken]\nsource = \"git/fleet\"\ninterval = \"5m\"\n"
+    ));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (9, "kustomization.broken"),
+        "{problem:?}"
+    );
+    assert!(problem.message.contains("prune"), "{problem:?}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_its_key() {
+    let problem = one_problem(&format!(
+        "{SOURCE}[kustomization.cms]\nsource = \"git/fleet\"\ninterval = 60\nprune = true\n"
+    ));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (5, "kustomization.cms.interval"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn a_table_declared_twice_is_named_once() {
+    let cms = "[kustomization.cms]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\n";
+    let problem = one_problem(&format!("{SOURCE}{cms}{cms}"));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (7, "kustomization.cms"),
+        "{problem:?}"
+    );
+    assert!(problem.message.contains("duplicate"), "{problem:?}");
+}
+
+#[test]
+fn a_config_that_is_not_utf8_is_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kedge.toml");
+    std::fs::write(&path, b"[git.fleet]\nurl = \"/srv/fl\xe9et\"\n").expect("write");
+    let problem = match Config::load(&path) {
+        Err(Error::Invalid(problems)) => problems.problems[0].clone(),
+        other => panic!("expected a located problem, got {other:?}"),
+    };
+    assert_eq!((problem.line, problem.column), (2, 15), "{problem:?}");
+    assert_eq!(problem.key, "git.fleet.url");
+    assert!(problem.message.contains("UTF-8"), "{problem:?}");
+}
+
+#[test]
+fn check_config_says_each_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for path in [dir.path().join("missing.toml"), dir.path().to_path_buf()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["check-config", path.to_str().expect("utf-8")])
+            .output()
+            .expect("run kedge");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let cause = if path.is_dir() {
+            "Is a directory"
+        } else {
+            "No such file or directory"
+        };
+        assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
+        assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    }
+}

@@ -163,13 +163,14 @@ pub const MAX_IN_FLIGHT: usize = 32;
 impl Manager {
     /// A manager whose requests and watches go through `client` as it is.
     pub fn new(client: Client) -> Manager {
-        Manager::with_clients(client.clone(), client)
+        Manager::with_clients(client.clone(), client, "the API server")
     }
 
     /// A manager for the cluster of `config` whose every request has a
-    /// deadline ([`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`]); nothing is sent
-    /// to the cluster yet.
+    /// deadline ([`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`]) and whose errors
+    /// name the API server by its URL; nothing is sent to the cluster yet.
     pub fn with_deadlines(mut config: kube::Config) -> Result<Manager, kube::Error> {
+        let server = config.cluster_url.to_string();
         config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.write_timeout = Some(REQUEST_TIMEOUT);
         let watch_client = Client::try_from(config.clone())?;
@@ -180,12 +181,13 @@ impl Manager {
         Ok(Manager::with_clients(
             Client::try_from(config)?,
             watch_client,
+            &server,
         ))
     }
 
-    fn with_clients(client: Client, watch_client: Client) -> Manager {
+    fn with_clients(client: Client, watch_client: Client, server: &str) -> Manager {
         Manager {
-            kinds: Arc::new(KindCache::new(client.clone())),
+            kinds: Arc::new(KindCache::new(client.clone(), server)),
             memo: Arc::new(memo::Memo::default()),
             drift: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),

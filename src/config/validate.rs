@@ -49,27 +49,55 @@ pub(super) fn parse_and_validate(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
-/// The dotted key of a parse error: the nearest `[table]` header above it
-/// and the bare key under the span.
+/// The problem of a file that is not UTF-8, at its first bad byte.
+pub(super) fn not_utf8(bytes: &[u8], err: std::str::Utf8Error) -> Problem {
+    let valid = std::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or("");
+    let at = valid.len();
+    Locator::new(valid).problem(
+        at..at,
+        &key_at(valid, at..at),
+        format!(
+            "not UTF-8: invalid byte 0x{:02x}",
+            bytes.get(at).copied().unwrap_or(0)
+        ),
+    )
+}
+
+/// The dotted key of a parse error: its table (the header on the error's
+/// own line, else the nearest one above) and, when the error is about a
+/// `key = value` line, that key (whether the span covers the key or the
+/// value).
 fn key_at(text: &str, span: Range<usize>) -> String {
-    let before = text.get(..span.start).unwrap_or("");
-    let table = before
+    let start = span.start.min(text.len());
+    let line_start = text
+        .get(..start)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |at| at + 1);
+    let line_end = text
+        .get(start..)
+        .and_then(|t| t.find('\n'))
+        .map_or(text.len(), |at| start + at);
+    let line = text.get(line_start..line_end).unwrap_or("").trim();
+    if let Some(header) = table_header(line) {
+        return header;
+    }
+    let table = text
+        .get(..line_start)
+        .unwrap_or("")
         .lines()
         .rev()
-        .map(str::trim)
-        .find(|line| line.starts_with('[') && line.ends_with(']'))
-        .map(|line| {
-            line.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string()
-        });
-    let under = text.get(span).unwrap_or("").trim();
-    let leaf = under
-        .split(['=', '\n'])
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+        .find_map(|line| table_header(line.trim()));
+    let before_span = text.get(line_start..start).unwrap_or("");
+    let leaf = match before_span.split_once('=') {
+        Some((key, _)) => key,
+        None => text
+            .get(span)
+            .unwrap_or("")
+            .split(['=', '\n'])
+            .next()
+            .unwrap_or(""),
+    }
+    .trim();
     let leaf_is_key = !leaf.is_empty()
         && leaf
             .chars()
@@ -77,9 +105,18 @@ fn key_at(text: &str, span: Range<usize>) -> String {
     match (table, leaf_is_key) {
         (Some(table), true) => format!("{table}.{leaf}"),
         (Some(table), false) => table,
-        (None, true) => leaf,
+        (None, true) => leaf.to_string(),
         (None, false) => "(top level)".to_string(),
     }
+}
+
+/// `kustomization.apps` for the line `[kustomization.apps]`.
+fn table_header(line: &str) -> Option<String> {
+    (line.starts_with('[') && line.ends_with(']')).then(|| {
+        line.trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string()
+    })
 }
 
 impl Checker<'_> {

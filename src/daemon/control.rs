@@ -201,7 +201,9 @@ async fn set_suspended(
     }
     // As `source =` or `kustomization =`, so journalctl selects it with the rest.
     match kind {
-        "git" => tracing::info!(source = name, reason, "{verb} from the command line"),
+        "git" => {
+            tracing::info!(source = %format_args!("git/{name}"), reason, "{verb} from the command line")
+        }
         _ => tracing::info!(kustomization = name, reason, "{verb} from the command line"),
     }
     if let Err(err) = units.refresh_suspensions().await {

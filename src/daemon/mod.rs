@@ -44,7 +44,7 @@ use crate::state::{self, Store, CONFIG_REFUSED};
 /// The environment variable of the stall test hook (see the module doc).
 pub const STALL_HOOK: &str = "KEDGE_TEST_STALL_LOOP_WHEN";
 /// How often the daemon checks that its state database is still the file
-/// on disk.
+/// on disk, and whether the `STATUS=` line says something new.
 const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the scheduler beats when systemd's watchdog is off.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -55,6 +55,13 @@ pub enum Error {
     /// The state store could not be opened or updated.
     #[error(transparent)]
     State(#[from] state::Error),
+    /// The state directory exists but kedge cannot write in it.
+    #[error("state directory {} is not writable: {source}", path.display())]
+    StateDirNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// No Kubernetes client could be made from the configured kubeconfig.
     #[error("kubeconfig {}: {source}", path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "(in-cluster, $KUBECONFIG or ~/.kube/config)".into()))]
     Kubeconfig {
@@ -78,7 +85,7 @@ pub enum Error {
 /// `config_path`, which is then watched) until SIGTERM or SIGINT, then
 /// stops every task and closes the state database.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
-    let store = Store::open(&config.database_path())?;
+    let store = open_store(&config)?;
     if !config.kustomizations.is_empty() && store.is_empty()? {
         tracing::warn!(
             database = %config.database_path().display(),
@@ -97,7 +104,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         calls,
         socket_shutdown,
     ));
-    let mut file_watch = match config_watch::ConfigWatch::start(config_path) {
+    let mut watched = vec![config_path];
+    watched.extend(config.agent.kubeconfig.as_deref());
+    let mut file_watch = match config_watch::ConfigWatch::start(&watched) {
         Ok(watch) => Some(watch),
         Err(err) => {
             tracing::warn!("{err}; the config reloads on SIGHUP only");
@@ -127,6 +136,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
     }
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
+    let mut status = StatusFollower::new(&store);
     let stopped: Result<&str, state::Error> = loop {
         let removal_due = units.removal_due();
         tokio::select! {
@@ -145,6 +155,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
                 if let Err(err) = kustomization::lock(&store).check_file() {
                     break Err(err);
                 }
+                status.follow(&store);
             }
         }
     };
@@ -169,6 +180,30 @@ async fn at(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// Opens the state database; when SQLite cannot, says why in the words of
+/// the operating system (SQLite only says "unable to open database file").
+fn open_store(config: &Config) -> Result<Store, Error> {
+    Store::open(&config.database_path()).map_err(|err| {
+        let dir = &config.agent.state_dir;
+        match writable(dir) {
+            Err(source) => Error::StateDirNotWritable {
+                path: dir.clone(),
+                source,
+            },
+            Ok(()) => err.into(),
+        }
+    })
+}
+
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".kedge-write-test-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 async fn changed(watch: &mut Option<config_watch::ConfigWatch>) {
@@ -208,6 +243,29 @@ fn heartbeat_factory(store: &Arc<Mutex<Store>>) -> units::HeartbeatFactory {
     })
 }
 
+/// Sends `STATUS=` when what it says (an outcome, a refused config)
+/// changed since it was last sent; the heartbeat refreshes its ages.
+struct StatusFollower {
+    sent: String,
+}
+
+impl StatusFollower {
+    fn new(store: &Mutex<Store>) -> StatusFollower {
+        StatusFollower {
+            sent: notify::without_ages(&status_line(store)),
+        }
+    }
+
+    fn follow(&mut self, store: &Mutex<Store>) {
+        let line = status_line(store);
+        let facts = notify::without_ages(&line);
+        if facts != self.sent {
+            notify::status(&line);
+            self.sent = facts;
+        }
+    }
+}
+
 /// Writes outcomes held in memory since a write failed (a full disk).
 fn retry_unsaved(store: &Mutex<Store>) {
     if let Ok(true) = kustomization::lock(store).retry_unsaved() {
@@ -231,9 +289,15 @@ pub(crate) fn status_line(store: &Mutex<Store>) -> String {
     }
 }
 
+/// The contents of `[agent] kubeconfig` (`None` without one, or when it
+/// cannot be read), to see when it changes.
+pub(crate) fn kubeconfig_contents(config: &Config) -> Option<Vec<u8>> {
+    std::fs::read(config.agent.kubeconfig.as_deref()?).ok()
+}
+
 /// The cluster's [`Manager`] from `[agent] kubeconfig`, else in-cluster,
-/// `$KUBECONFIG` or `~/.kube/config`, with a deadline on every request.
-/// Nothing is sent to the cluster yet.
+/// `$KUBECONFIG` or `~/.kube/config`, with a deadline on every request and
+/// errors that name the API server's URL. Nothing is sent to the cluster yet.
 pub(crate) async fn cluster_manager(config: &Config) -> Result<Manager, Error> {
     let path = config.agent.kubeconfig.clone();
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kubeconfig {

@@ -82,18 +82,22 @@ pub struct Action {
 /// Why a run stopped, each mapped to one Flux reason.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The source has no artifact yet, or it cannot be unpacked.
+    /// The source's artifact cannot be unpacked.
     #[error("artifact of {source_ref}: {message}")]
     Artifact { source_ref: String, message: String },
+    /// The source has not produced its first artifact: waiting, not failing.
+    #[error("waiting for the first artifact of {source_ref}")]
+    NoArtifactYet { source_ref: String },
     /// The path does not exist in the artifact.
     #[error("path {path} not found in revision {revision}")]
     InvalidPath { path: String, revision: String },
-    /// kustomize build failed.
-    #[error("build of {path}: {source}")]
+    /// kustomize build failed. `message` names files by their path in the
+    /// repository, `revision` is `git/NAME@<revision>`.
+    #[error("build of {path} at {revision}: {message}")]
     Build {
         path: String,
-        #[source]
-        source: kustomize::Error,
+        revision: String,
+        message: String,
     },
     /// Server-side apply (or its dry-run) failed.
     #[error(transparent)]
@@ -127,7 +131,7 @@ impl Error {
     /// The Flux condition reason for this failure.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Artifact { .. } => "ArtifactFailed",
+            Error::Artifact { .. } | Error::NoArtifactYet { .. } => "ArtifactFailed",
             Error::InvalidPath { .. } => "InvalidPath",
             Error::Build { .. } | Error::Task(_) => "BuildFailed",
             Error::Apply(_) | Error::State(_) | Error::Inventory(_) | Error::Discovery(_) => {
@@ -255,7 +259,12 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
         }
         Err(err) => {
             let message = format!("{err}");
-            tracing::warn!(kustomization = %name, revision = attempted.as_deref().unwrap_or(""), reason = err.reason(), "{message}");
+            let revision = attempted.as_deref().unwrap_or("");
+            if let Error::NoArtifactYet { .. } = err {
+                tracing::info!(kustomization = %name, reason = err.reason(), "{message}");
+            } else {
+                tracing::warn!(kustomization = %name, revision, reason = err.reason(), "{message}");
+            }
             record(
                 ctx,
                 kustomization,
@@ -412,12 +421,8 @@ async fn objects_at(
 fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {
     let store = lock(&ctx.store);
     let source_ref = k.source.to_string();
-    source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)?.ok_or(
-        Error::Artifact {
-            source_ref,
-            message: "no artifact yet".to_string(),
-        },
-    )
+    source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)?
+        .ok_or(Error::NoArtifactYet { source_ref })
 }
 
 /// Builds `k.path` of `artifact` (unpacked once for all kustomizations), on
@@ -460,9 +465,10 @@ fn unpack_and_build(
             revision: artifact.revision.clone(),
         });
     }
-    let resources = kustomize::build_plain_dir(&dir).map_err(|source| Error::Build {
+    let resources = kustomize::build_plain_dir(&dir).map_err(|err| Error::Build {
         path: shown,
-        source,
+        revision: format!("{source_ref}@{}", artifact.revision),
+        message: in_repository(&crate::error_chain::describe(&err), &tree),
     })?;
     // A tree damaged while the build read it must not become a prune.
     unpacker
@@ -475,6 +481,18 @@ fn unpack_and_build(
             ),
         })?;
     Ok(resources.iter().map(kustomize::Resource::to_json).collect())
+}
+
+/// `message` with the paths of the unpacked artifact in `tree` written as
+/// paths in the repository (`apps/web.yaml`).
+fn in_repository(message: &str, tree: &Path) -> String {
+    let mut message = message.to_string();
+    let canonical = tree.canonicalize().ok();
+    for root in std::iter::once(tree).chain(canonical.as_deref()) {
+        message = message.replace(&format!("{}/", root.display()), "");
+        message = message.replace(&root.display().to_string(), ".");
+    }
+    message
 }
 
 /// Sets `metadata.namespace` of every namespaced object (and of objects of

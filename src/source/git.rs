@@ -55,7 +55,7 @@ pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Res
         match clear_stale_locks(repo_dir) {
             Ok(0) => {}
             Ok(removed) => tracing::warn!(
-                source = %source.name,
+                source = %source.source_ref(),
                 "removed {removed} lock files a stopped kedge left in {}",
                 repo_dir.display()
             ),
@@ -69,6 +69,33 @@ pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Res
     configure_transport(&mut repo, source, &stderr_file)?;
     fetch_configured(&repo, source, interrupt)
         .map_err(|err| with_ssh_diagnostics(err, &stderr_file))
+        .map_err(|err| with_ownership_diagnostics(err, source, &stderr_file))
+}
+
+/// git refuses to serve a local repository owned by another user
+/// ("dubious ownership"), and gix then only sees the connection close.
+/// kedge does not override that check (a repository of another user is
+/// not trusted just because kedge reads it): it says what is wrong and
+/// how to fix it. `ours` is a file kedge created, so owned by its user.
+fn with_ownership_diagnostics(err: Error, source: &GitSource, ours: &Path) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    let path = source.url.strip_prefix("file://").unwrap_or(&source.url);
+    let (Ok(repo), Ok(kedge)) = (std::fs::metadata(path), std::fs::metadata(ours)) else {
+        return err;
+    };
+    if !path.starts_with('/') || repo.uid() == kedge.uid() {
+        return err;
+    }
+    with_fetch_message(err, |message| {
+        format!(
+            "{path} is owned by uid {}, not by kedge's user (uid {}), and git refuses such \
+             repositories (\"dubious ownership\"): make uid {} its owner, or trust it with \
+             `git config --system --add safe.directory {path}`; {message}",
+            repo.uid(),
+            kedge.uid(),
+            kedge.uid(),
+        )
+    })
 }
 
 fn fetch_configured(
@@ -106,19 +133,7 @@ fn tag_want(tag: &str) -> Want {
     }
 }
 
-/// An error and its causes on one line, each cause once.
-pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
-}
+pub(crate) use crate::error_chain::describe;
 
 fn local_repository_error<E: std::error::Error + 'static>(
     source: &GitSource,
@@ -231,14 +246,6 @@ fn ssh_stderr_file(repo_dir: &Path) -> std::path::PathBuf {
 /// Adds what `ssh` printed (e.g. "Host key verification failed.") to a
 /// failed fetch's message: gix only sees the connection close.
 fn with_ssh_diagnostics(err: Error, stderr_file: &Path) -> Error {
-    let Error::Fetch {
-        source_name,
-        url,
-        message,
-    } = err
-    else {
-        return err;
-    };
     let said: Vec<String> = std::fs::read_to_string(stderr_file)
         .unwrap_or_default()
         .lines()
@@ -246,15 +253,26 @@ fn with_ssh_diagnostics(err: Error, stderr_file: &Path) -> Error {
         .filter(|line| !line.is_empty() && !line.starts_with("Warning: Permanently added"))
         .map(str::to_string)
         .collect();
-    let message = if said.is_empty() {
-        message
-    } else {
-        format!("ssh: {}; {message}", said.join(" "))
-    };
-    Error::Fetch {
-        source_name,
-        url,
-        message,
+    if said.is_empty() {
+        return err;
+    }
+    with_fetch_message(err, |message| format!("ssh: {}; {message}", said.join(" ")))
+}
+
+/// A fetch error with its message rewritten by `rewrite`; other errors as
+/// they are.
+fn with_fetch_message(err: Error, rewrite: impl FnOnce(String) -> String) -> Error {
+    match err {
+        Error::Fetch {
+            source_name,
+            url,
+            message,
+        } => Error::Fetch {
+            source_name,
+            url,
+            message: rewrite(message),
+        },
+        other => other,
     }
 }
 

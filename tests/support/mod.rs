@@ -52,3 +52,10 @@ where
     }
     panic!("{what}: not done within {bound:?}");
 }
+
+/// Whether the tests run as root, as CI does (`/proc/self` belongs to the
+/// effective user).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
