@@ -13,7 +13,6 @@ Usage:
 or, with a running test control plane, scripts/gen-merge-keys.sh.
 """
 import json
-import re
 import sys
 
 
@@ -62,20 +61,9 @@ def main():
         for gvk in schema.get("x-kubernetes-group-version-kind", []):
             key = "/".join(p for p in (gvk["group"], gvk["version"]) if p) + "/" + gvk["kind"]
             roots.setdefault(key, name)
-    namespaced, cluster = set(), set()
-    for path, item in doc.get("paths", {}).items():
-        if not re.search(r"/\{name\}$", path) or "/watch/" in path:
-            continue
-        for op in item.values():
-            if not isinstance(op, dict) or "x-kubernetes-group-version-kind" not in op:
-                continue
-            gvk = op["x-kubernetes-group-version-kind"]
-            key = f'{gvk["group"]}/{gvk["kind"]}'
-            (namespaced if "{namespace}" in path else cluster).add(key)
     json.dump(
         {
             "roots": dict(sorted(roots.items())),
-            "clusterScoped": sorted(cluster - namespaced),
             "definitions": definitions,
         },
         sys.stdout,

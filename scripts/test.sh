@@ -26,6 +26,8 @@ phase "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 phase "cargo test" cargo test --locked
 if [ "${CI:-}" = "true" ]; then
   phase "debian package (build, lintian, install, remove, purge)" scripts/check-deb.sh
+  phase "under systemd (nspawn boot, apt install, systemctl, journald, watchdog)" scripts/check-systemd.sh
 else
   echo "==> debian package: not checked here (it installs and removes the .deb: CI=true scripts/test.sh does it, as root)"
+  echo "==> under systemd: not checked here (it boots a container: CI=true scripts/test.sh does it, as root)"
 fi

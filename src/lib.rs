@@ -10,6 +10,7 @@ pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod error_chain;
 pub mod kustomize;
 pub mod reconcile;
 pub mod source;

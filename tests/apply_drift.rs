@@ -187,6 +187,72 @@ async fn an_object_deleted_before_the_watch_started_is_reported() {
     assert_eq!(event.cause, DriftCause::Deleted);
 }
 
+#[tokio::test]
+async fn a_field_kedge_never_set_is_not_drift_before_or_after_the_watch_starts() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "drift-extra").await;
+    let manager = Manager::new(client.clone());
+    let owner = Owner::new(&ns.name, "Kustomization");
+    let set = || vec![configmap(&ns.name, "web-config", "ours")];
+    let applied = manager
+        .apply(set(), &owner, &ApplyOptions::default())
+        .await
+        .expect("apply");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let add_key = |key: &'static str| {
+        let configmaps = configmaps.clone();
+        async move {
+            let patch = PatchParams {
+                field_manager: Some("kubectl-patch".into()),
+                ..PatchParams::default()
+            };
+            configmaps
+                .patch(
+                    "web-config",
+                    &patch,
+                    &Patch::Merge(json!({ "data": { key: "x" } })),
+                )
+                .await
+                .expect("patch");
+        }
+    };
+    // One key added before the watch starts (a restart sees it at first
+    // sight), one while it runs: neither was set by kedge.
+    add_key("before").await;
+    let inventory = inventory::from_changeset(&applied);
+    let mut drift = Box::pin(
+        manager
+            .drift_watch(&inventory, &owner)
+            .await
+            .expect("watch"),
+    );
+    add_key("after").await;
+    let quiet = tokio::time::timeout(Duration::from_secs(2), drift.next()).await;
+    assert!(
+        quiet.is_err(),
+        "keys kedge never set reported as drift: {quiet:?}"
+    );
+
+    // A field kedge set is still drift.
+    let edit = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
+    configmaps
+        .patch(
+            "web-config",
+            &edit,
+            &Patch::Merge(json!({ "data": { "key": "edited" } })),
+        )
+        .await
+        .expect("edit");
+    let event = next_event(&mut drift, "the edit of a field kedge set").await;
+    assert_eq!(
+        event.cause,
+        DriftCause::ChangedBy(vec!["kubectl-edit".into()])
+    );
+}
+
 /// Owners that share a kind share one watch of it; each hears only of its
 /// own objects, and the watch stops with its last follower.
 #[tokio::test]

@@ -58,6 +58,57 @@ fn cli_against_a_stopped_daemon_says_so_and_status_reads_the_database() {
     );
 }
 
+/// Runs the CLI as a user who may read nothing of `setup` (its temporary
+/// directory is private to its owner): as `nobody` when the tests run as
+/// root, else with that directory closed to everyone for the call.
+fn cli_as_an_outsider(setup: &Setup, args: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let root = setup.root.path();
+    let as_root = crate::support::running_as_root();
+    let mut command = if as_root {
+        let mut setpriv = std::process::Command::new("setpriv");
+        setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        setpriv.arg(env!("CARGO_BIN_EXE_kedge"));
+        setpriv
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+    };
+    command.args(args).arg("--config").arg(&setup.config);
+    let mode = std::fs::metadata(root).expect("stat root").permissions();
+    std::fs::set_permissions(
+        root,
+        std::fs::Permissions::from_mode(if as_root { 0o700 } else { 0o000 }),
+    )
+    .expect("close the root");
+    let out = command.output().expect("run kedge");
+    std::fs::set_permissions(root, mode).expect("reopen the root");
+    out
+}
+
+#[test]
+fn status_as_a_user_who_may_read_nothing_fails_and_says_why() {
+    let setup = Setup::new("", "");
+    let _daemon = setup.start(&[]);
+    setup.wait_ready();
+    let out = cli_as_an_outsider(&setup, &["status"]);
+    assert!(
+        !out.status.success(),
+        "exit 0 for a user who may read nothing: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        !stdout(&out).contains("nothing recorded"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("permission denied") && stderr(&out).contains("group kedge"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn reconcile_suspend_and_resume_a_source_through_the_socket_and_across_a_restart() {
     let setup = Setup::new("", "");

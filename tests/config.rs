@@ -314,3 +314,148 @@ fn check_config_accepts_the_example() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
 }
+
+#[test]
+fn intervals_and_timeouts_under_a_second_are_refused() {
+    let all = problems(&format!(
+        "{SOURCE}interval = \"1ns\"\ntimeout = \"999ms\"\n\
+         [kustomization.apps]\nsource = \"git/fleet\"\npath = \"./\"\nprune = true\n\
+         interval = \"1ms\"\nretry_interval = \"10ms\"\ntimeout = \"500ms\"\n"
+    ));
+    let keys: Vec<&str> = all
+        .iter()
+        .filter(|p| p.message.contains("too short"))
+        .map(|p| p.key.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "git.fleet.interval",
+            "git.fleet.timeout",
+            "kustomization.apps.interval",
+            "kustomization.apps.retry_interval",
+            "kustomization.apps.timeout"
+        ],
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .filter(|p| p.message.contains("too short"))
+            .all(|p| p.message.contains("at least 1s")),
+        "{all:?}"
+    );
+    valid(&format!("{SOURCE}interval = \"1s\"\ntimeout = \"1s\"\n"));
+}
+
+#[test]
+fn every_credential_over_plain_http_is_refused() {
+    let token = tempfile::NamedTempFile::new().expect("temp token");
+    let token = token.path().display().to_string();
+    let problem = one_problem(&format!(
+        "[git.fleet]\nurl = \"http://127.0.0.1:19080/p.git\"\nbearer_token_file = {token:?}\n"
+    ));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (3, "git.fleet.bearer_token_file")
+    );
+    assert!(problem.message.contains("clear text"), "{problem:?}");
+    let problem = one_problem(&format!(
+        "[git.fleet]\nurl = \"http://127.0.0.1:19080/p.git\"\nusername = \"kedge\"\npassword_file = {token:?}\n"
+    ));
+    assert_eq!(problem.key, "git.fleet.password_file");
+    assert!(problem.message.contains("clear text"), "{problem:?}");
+    valid(&format!(
+        "[git.fleet]\nurl = \"https://127.0.0.1:19080/p.git\"\nbearer_token_file = {token:?}\n"
+    ));
+}
+
+#[test]
+fn user_info_in_an_http_url_is_refused_without_echoing_it() {
+    for url in [
+        "https://ghp_SECRETUSERTOKEN@git.example.org/x.git",
+        "http://ghp_SECRETUSERTOKEN@127.0.0.1/x.git",
+    ] {
+        let problem = one_problem(&format!("[git.fleet]\nurl = {url:?}\n"));
+        assert_eq!(problem.key, "git.fleet.url");
+        assert!(problem.message.contains("bearer_token_file"), "{problem:?}");
+        assert!(!problem.message.contains("SECRET"), "{problem:?}");
+    }
+    // The user of an ssh URL is the login name, not a secret.
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let file = file.path().display().to_string();
+    valid(&format!(
+        "[git.fleet]\nurl = \"ssh://git@example.org/x.git\"\nssh_key_file = {file:?}\nknown_hosts_file = {file:?}\n"
+    ));
+}
+
+#[test]
+fn a_missing_field_is_named_under_its_own_table() {
+    let problem = one_problem(&format!(
+        "{SOURCE}\n[kustomization.extras]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\n\n\
+         [kustomization.broken]\nsource = \"git/fleet\"\ninterval = \"5m\"\n"
+    ));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (9, "kustomization.broken"),
+        "{problem:?}"
+    );
+    assert!(problem.message.contains("prune"), "{problem:?}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_its_key() {
+    let problem = one_problem(&format!(
+        "{SOURCE}[kustomization.cms]\nsource = \"git/fleet\"\ninterval = 60\nprune = true\n"
+    ));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (5, "kustomization.cms.interval"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn a_table_declared_twice_is_named_once() {
+    let cms = "[kustomization.cms]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\n";
+    let problem = one_problem(&format!("{SOURCE}{cms}{cms}"));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (7, "kustomization.cms"),
+        "{problem:?}"
+    );
+    assert!(problem.message.contains("duplicate"), "{problem:?}");
+}
+
+#[test]
+fn a_config_that_is_not_utf8_is_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kedge.toml");
+    std::fs::write(&path, b"[git.fleet]\nurl = \"/srv/fl\xe9et\"\n").expect("write");
+    let problem = match Config::load(&path) {
+        Err(Error::Invalid(problems)) => problems.problems[0].clone(),
+        other => panic!("expected a located problem, got {other:?}"),
+    };
+    assert_eq!((problem.line, problem.column), (2, 15), "{problem:?}");
+    assert_eq!(problem.key, "git.fleet.url");
+    assert!(problem.message.contains("UTF-8"), "{problem:?}");
+}
+
+#[test]
+fn check_config_says_each_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for path in [dir.path().join("missing.toml"), dir.path().to_path_buf()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["check-config", path.to_str().expect("utf-8")])
+            .output()
+            .expect("run kedge");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let cause = if path.is_dir() {
+            "Is a directory"
+        } else {
+            "No such file or directory"
+        };
+        assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
+        assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    }
+}

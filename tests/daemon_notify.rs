@@ -37,30 +37,41 @@ fn times_of(received: &Received, line: &str) -> Vec<Instant> {
         .collect()
 }
 
+/// `kedge run` of `setup` as systemd starts it with `WatchdogSec=`
+/// (`watchdog_usec`) and this test as its notify socket; `stall` is the
+/// stall hook's file.
+fn under_fake_systemd(
+    setup: &Setup,
+    watchdog_usec: &str,
+    stall: Option<&std::path::Path>,
+) -> (Daemon, Received) {
+    let notify_path = setup.root.path().join("notify.sock");
+    let received = listen(UnixDatagram::bind(&notify_path).expect("bind notify socket"));
+    let log = std::fs::File::create(&setup.log).expect("log");
+    // WATCHDOG_PID must be kedge's own pid, as systemd sets it: exec keeps the shell's.
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_kedge"))
+        .arg(&setup.config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", watchdog_usec)
+        .env("KEDGE_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(stall) = stall {
+        command.env("KEDGE_TEST_STALL_LOOP_WHEN", stall);
+    }
+    (Daemon(command.spawn().expect("spawn kedge run")), received)
+}
+
 #[test]
 fn ready_status_watchdog_reloading_and_stopping_reach_systemd_and_a_stalled_loop_stops_the_watchdog(
 ) {
     let setup = Setup::new("", "");
     setup.repo.commit(&[("apps/a.yaml", "a: 1\n")], "one");
-    let notify_path = setup.root.path().join("notify.sock");
-    let received = listen(UnixDatagram::bind(&notify_path).expect("bind notify socket"));
     let stall = setup.root.path().join("stall");
-    let log = std::fs::File::create(&setup.log).expect("log");
-    // WATCHDOG_PID must be kedge's own pid, as systemd sets it: exec keeps the shell's.
-    let mut daemon = Daemon(
-        Command::new("sh")
-            .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
-            .arg(env!("CARGO_BIN_EXE_kedge"))
-            .arg(&setup.config)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("WATCHDOG_USEC", "2000000")
-            .env("KEDGE_TEST_STALL_LOOP_WHEN", &stall)
-            .env("KEDGE_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn kedge run"),
-    );
+    let (mut daemon, received) = under_fake_systemd(&setup, "2000000", Some(&stall));
 
     let bound = Duration::from_secs(30);
     setup.wait_until("READY=1", bound, || {
@@ -186,4 +197,65 @@ fn under_systemd_logs_go_to_journald_or_say_why_not() {
             "no timestamps: journald adds its own: {text}"
         );
     }
+}
+
+/// The last `STATUS=` line systemd received.
+fn last_status(received: &Received) -> String {
+    messages(received)
+        .iter()
+        .rev()
+        .find_map(|(_, text)| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("STATUS="))
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_status_line_follows_each_outcome_without_waiting_for_the_watchdog() {
+    let setup = Setup::new("", "");
+    // WatchdogSec=60s: the heartbeat refreshes STATUS= only every 30 s.
+    let (_daemon, received) = under_fake_systemd(&setup, "60000000", None);
+    setup.wait_until("READY=1", Duration::from_secs(30), || {
+        !times_of(&received, "READY=1").is_empty()
+    });
+    // The repository has no commit yet: the source fails.
+    let _ = setup.cli(&["reconcile", "source", "git/fleet"]);
+    let bound = Duration::from_secs(10);
+    setup.wait_until("STATUS= naming the failing source", bound, || {
+        last_status(&received).contains("1 failing: fleet")
+    });
+    setup.repo.commit(&[("apps/a.yaml", "a: 1\n")], "one");
+    let out = setup.cli(&["reconcile", "source", "git/fleet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::daemon_common::stderr(&out)
+    );
+    setup.wait_until("STATUS= without the failure", bound, || {
+        !last_status(&received).contains("failing")
+    });
+}
+
+#[test]
+fn the_source_field_of_log_events_carries_the_kind() {
+    let setup = Setup::new("", "");
+    setup.repo.commit(&[("apps/a.yaml", "a: 1\n")], "one");
+    let _daemon = setup.start(&[]);
+    setup.wait_ready();
+    let out = setup.cli(&["reconcile", "source", "git/fleet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::daemon_common::stderr(&out)
+    );
+    setup.wait_until("a log event of the source", Duration::from_secs(10), || {
+        setup.log_text().contains("source=")
+    });
+    let text = setup.log_text();
+    assert!(
+        text.contains("source=git/fleet") && !text.contains("source=fleet"),
+        "SOURCE= is `git/fleet`, as in kedge status and the CLI: {text}"
+    );
 }

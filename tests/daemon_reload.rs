@@ -240,3 +240,65 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
         crate::daemon_common::stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn a_kubeconfig_rewritten_on_disk_is_picked_up_and_an_unreachable_server_is_logged_with_url_and_cause(
+) {
+    use crate::support::{cluster, git::free_port, TestNamespace};
+
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "reload-kubeconfig").await;
+    let good = std::fs::read_to_string(&cluster().kubeconfig).expect("read kubeconfig");
+    let server = good
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("server:"))
+        .map(str::trim)
+        .expect("a server in the kubeconfig")
+        .to_string();
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let setup = Setup::new("", "");
+    let kubeconfig = setup.root.path().join("k3s.yaml");
+    std::fs::write(&kubeconfig, good.replace(&server, &dead)).expect("write kubeconfig");
+    setup.write_config(&setup.config_text(
+        &format!("kubeconfig = {:?}\n", kubeconfig.display().to_string()),
+        &format!(
+            "[kustomization.apps]\nsource = \"git/fleet\"\npath = \"./apps\"\ninterval = \"1h\"\nretry_interval = \"1s\"\nprune = true\ntarget_namespace = \"{}\"\n",
+            ns.name
+        ),
+    ));
+    setup
+        .repo
+        .commit(&[("apps/a.yaml", &configmap("a"))], "one");
+    let _daemon = setup.start(&[]);
+    setup.wait_ready();
+
+    let bound = Duration::from_secs(30);
+    setup.wait_until("the failure logged with the server's URL", bound, || {
+        setup
+            .log_text()
+            .lines()
+            .any(|line| line.contains("kustomization=apps") && line.contains(&dead))
+    });
+    let text = setup.log_text();
+    let failure = text
+        .lines()
+        .find(|line| line.contains("kustomization=apps") && line.contains(&dead))
+        .unwrap_or_default();
+    assert!(
+        failure.contains("Connection refused"),
+        "the underlying cause is logged: {failure}"
+    );
+    assert!(
+        !text.contains("failed with error"),
+        "no context-free error lines: {text}"
+    );
+
+    // The file is fixed in place, as a certificate rotation rewrites it: no SIGHUP.
+    std::fs::write(&kubeconfig, &good).expect("rewrite kubeconfig");
+    setup.wait_until("apps applied with the new kubeconfig", bound, || {
+        report(&setup)
+            .kustomizations
+            .iter()
+            .any(|k| k.name == "apps" && k.ready)
+    });
+}

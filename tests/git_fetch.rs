@@ -509,3 +509,32 @@ fn an_unreachable_remote_is_a_git_operation_failure_and_the_last_artifact_stays_
     assert_eq!(status.artifact_path.as_deref(), Some(good.path.as_path()));
     assert!(good.path.is_file());
 }
+
+#[test]
+fn a_local_repository_owned_by_another_user_is_refused_with_the_reason_and_the_fix() {
+    let (_root, repo) = fixture();
+    repo.commit(&[("a.yaml", "a: 1\n")], "one");
+    if !crate::support::running_as_root() {
+        eprintln!("skipped: giving the repository to another user needs root");
+        return;
+    }
+    let chowned = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&repo.bare)
+        .status()
+        .expect("run chown");
+    assert!(chowned.success());
+    let source = source_from(repo.bare.to_str().expect("utf-8"), "");
+
+    let err = Syncer::new()
+        .sync(&source)
+        .expect_err("git refuses it")
+        .to_string();
+
+    assert!(
+        err.contains("dubious ownership")
+            && err.contains("uid 65534")
+            && err.contains("safe.directory"),
+        "{err}"
+    );
+}

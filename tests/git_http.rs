@@ -100,10 +100,12 @@ fn credentials_are_never_sent_in_clear_text_over_plain_http() {
         "username = \"kedge\"\npassword_file = {:?}",
         password_file(root.path(), "s3cret")
     );
-    let source = source_from(
-        &format!("http://127.0.0.1:{}/fleet.git", server.port),
+    // check-config refuses this; a config that bypassed it still sends nothing.
+    let mut source = source_from(
+        &format!("https://127.0.0.1:{}/fleet.git", server.port),
         &body,
     );
+    source.url = format!("http://127.0.0.1:{}/fleet.git", server.port);
 
     let err = Syncer::new()
         .sync(&source)

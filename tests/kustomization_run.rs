@@ -382,3 +382,55 @@ async fn after_kill_9_a_restarted_daemon_still_prunes_what_it_applied_before() {
         "{inventory:?}"
     );
 }
+
+#[tokio::test]
+async fn waiting_for_the_first_artifact_is_not_logged_as_a_failure() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "first-artifact").await;
+    // A name no other test uses: a first start adopts objects labelled with it.
+    let name = "first-artifact";
+    // The repository has no commit yet: the source has no artifact to give.
+    let setup = Setup::new(&kustomization(name, "./apps", &ns.name, ""));
+    let _daemon = setup.start();
+    setup.wait_for(
+        name,
+        "waiting for an artifact",
+        |s: &KustomizationStatus| !s.ready,
+    );
+    let commit = setup
+        .repo
+        .commit(&[("apps/a.yaml", &configmap("a", "one"))], "one");
+    setup.wait_applied(name, &commit);
+    let log = std::fs::read_to_string(&setup.log).unwrap_or_default();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("artifact"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "a kustomization waiting for its first artifact warns: {warnings:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_build_error_names_the_file_in_the_repository_with_source_and_revision() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "build-error").await;
+    let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
+    let commit = setup
+        .repo
+        .commit(&[("apps/broken.yaml", "data: [unclosed\n")], "broken");
+    let _daemon = setup.start();
+    let failed = setup.wait_for("apps", "the build refused", |s: &KustomizationStatus| {
+        !s.ready && s.reason == "BuildFailed"
+    });
+    assert!(
+        failed.message.contains("apps/broken.yaml")
+            && failed
+                .message
+                .contains(&format!("git/fleet@main@sha1:{commit}"))
+            && !failed.message.contains("unpacked"),
+        "{}",
+        failed.message
+    );
+}

@@ -45,5 +45,13 @@ mod cli_control;
 mod kustomize_conformance;
 // `kedge build`, Flux-style plain directories and build errors.
 mod kustomize_build;
+// Faults of the API server: a frozen one (through a freezable proxy) bounds every run and start-up.
+mod fault_api;
+// Hostile Git servers over HTTP: frozen, slow loris, endless body.
+mod fault_git;
+// Hostile clients on the control socket: memory and fds stay where they were.
+mod fault_socket;
+// Credentials never show in logs, status, events, the database or the state directory.
+mod fault_secrets;
 // Data safety under faults: kill -9, config edits, damaged or lost state never orphan or wrongly delete.
 mod data_safety;

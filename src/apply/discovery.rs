@@ -11,8 +11,13 @@ use super::objref::ObjRef;
 
 /// Discovery could not be read from the API server.
 #[derive(Debug, thiserror::Error)]
-#[error("discovery of the API server's kinds failed")]
-pub struct DiscoveryError(#[source] pub kube::Error);
+#[error("discovery of the kinds served by {server} failed: {}", crate::error_chain::describe(.source))]
+pub struct DiscoveryError {
+    /// The API server's URL, or "the API server" when unknown.
+    pub server: String,
+    #[source]
+    pub source: kube::Error,
+}
 
 /// A served kind: where its objects live and whether they are namespaced.
 #[derive(Debug, Clone)]
@@ -29,13 +34,16 @@ type Gvk = (String, String, String);
 /// [`super::Manager`].
 pub struct KindCache {
     client: Client,
+    /// How errors name the API server.
+    server: String,
     kinds: RwLock<HashMap<Gvk, Kind>>,
 }
 
 impl KindCache {
-    pub fn new(client: Client) -> KindCache {
+    pub fn new(client: Client, server: &str) -> KindCache {
         KindCache {
             client,
+            server: server.to_string(),
             kinds: RwLock::new(HashMap::new()),
         }
     }
@@ -117,7 +125,10 @@ impl KindCache {
             Err(_) => Discovery::new(self.client.clone())
                 .run()
                 .await
-                .map_err(DiscoveryError)?,
+                .map_err(|source| DiscoveryError {
+                    server: self.server.clone(),
+                    source,
+                })?,
         };
         let mut fresh = HashMap::new();
         for group in discovery.groups() {

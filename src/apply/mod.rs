@@ -67,6 +67,7 @@ pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::api::DynamicObject;
 use kube::{Api, Client};
@@ -130,10 +131,21 @@ impl Owner {
     }
 }
 
+/// How long connecting to the API server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the API server may stay silent while a request waits for its
+/// response (or sending a request may stall): every request but a watch
+/// has this deadline, so a frozen server fails a request instead of
+/// holding it forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The client and the discovery cache. Cheap to clone; clones share the cache.
 #[derive(Clone)]
 pub struct Manager {
     client: Client,
+    /// For watches, whose responses are silent for minutes by design
+    /// (kube's watcher has an idle timeout of its own).
+    watch_client: Client,
     kinds: Arc<KindCache>,
     memo: Arc<memo::Memo>,
     drift: Arc<watch::DriftHub>,
@@ -149,14 +161,47 @@ pub struct Manager {
 pub const MAX_IN_FLIGHT: usize = 32;
 
 impl Manager {
+    /// A manager whose requests and watches go through `client` as it is.
     pub fn new(client: Client) -> Manager {
+        Manager::with_clients(client.clone(), client, "the API server")
+    }
+
+    /// A manager for the cluster of `config` whose every request has a
+    /// deadline ([`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`]) and whose errors
+    /// name the API server by its URL; nothing is sent to the cluster yet.
+    pub fn with_deadlines(mut config: kube::Config) -> Result<Manager, kube::Error> {
+        let server = config.cluster_url.to_string();
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.write_timeout = Some(REQUEST_TIMEOUT);
+        let watch_client = Client::try_from(config.clone())?;
+        config.read_timeout = Some(REQUEST_TIMEOUT);
+        // The deadline counts from each request, not from when its pooled
+        // connection went idle.
+        config.reset_reader_on_write = true;
+        Ok(Manager::with_clients(
+            Client::try_from(config)?,
+            watch_client,
+            &server,
+        ))
+    }
+
+    fn with_clients(client: Client, watch_client: Client, server: &str) -> Manager {
         Manager {
-            kinds: Arc::new(KindCache::new(client.clone())),
+            kinds: Arc::new(KindCache::new(client.clone(), server)),
             memo: Arc::new(memo::Memo::default()),
             drift: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             client,
+            watch_client,
         }
+    }
+
+    /// Whether the API server answers (its version) within [`CONNECT_TIMEOUT`].
+    pub async fn reachable(&self) -> bool {
+        matches!(
+            tokio::time::timeout(CONNECT_TIMEOUT, self.client.apiserver_version()).await,
+            Ok(Ok(_))
+        )
     }
 
     pub fn client(&self) -> &Client {

@@ -102,7 +102,7 @@ pub enum ApplyError {
     #[error("{object}: kind is namespaced but metadata.namespace is not set")]
     MissingNamespace { object: ObjRef },
     /// Server-side dry-run refused objects: nothing of their stage was applied.
-    #[error("dry-run failed, nothing applied: {}", list(.failures))]
+    #[error("{}", dry_run_failed(.failures, .applied))]
     DryRunFailed {
         failures: Vec<ObjectFailure>,
         applied: ChangeSet,
@@ -120,6 +120,26 @@ pub enum ApplyError {
         source: HealthError,
         applied: ChangeSet,
     },
+}
+
+/// Namespaces and CRDs are applied before the rest is dry-run: a failed
+/// dry-run says which of them it created or changed.
+fn dry_run_failed(failures: &[ObjectFailure], applied: &ChangeSet) -> String {
+    let changed: Vec<String> = applied
+        .entries
+        .iter()
+        .filter(|c| matches!(c.action, Action::Created | Action::Configured))
+        .map(|c| format!("{} ({})", c.object, c.action))
+        .collect();
+    if changed.is_empty() {
+        format!("dry-run failed, nothing applied: {}", list(failures))
+    } else {
+        format!(
+            "dry-run failed after applying {}; nothing else applied: {}",
+            changed.join(", "),
+            list(failures)
+        )
+    }
 }
 
 impl ApplyError {
@@ -554,6 +574,30 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "dry-run failed, nothing applied: ConfigMap/ns/bad: data[a b]: Invalid value"
+        );
+    }
+
+    #[test]
+    fn a_dry_run_failure_after_an_earlier_stage_says_what_was_applied() {
+        let mut applied = ChangeSet::default();
+        applied.push(
+            ObjRef::from_id("_v1_Namespace__web").unwrap(),
+            Action::Created,
+        );
+        applied.push(
+            ObjRef::from_id("_v1_Namespace__old").unwrap(),
+            Action::Unchanged,
+        );
+        let err = ApplyError::DryRunFailed {
+            failures: vec![ObjectFailure {
+                object: ObjRef::from_id("_v1_ConfigMap_web_bad").unwrap(),
+                message: "data[a b]: Invalid value".into(),
+            }],
+            applied,
+        };
+        assert_eq!(
+            err.to_string(),
+            "dry-run failed after applying Namespace/web (created); nothing else applied: ConfigMap/web/bad: data[a b]: Invalid value"
         );
     }
 }

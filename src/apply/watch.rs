@@ -288,7 +288,7 @@ impl Manager {
 
     fn start_kind_watch(&self, kind: Kind, field_manager: &str) -> Arc<KindWatch> {
         let api: Api<PartialObjectMeta<DynamicObject>> =
-            Api::all_with(self.client.clone(), &kind.resource);
+            Api::all_with(self.watch_client.clone(), &kind.resource);
         let watch = Arc::new(KindWatch {
             kind,
             state: Mutex::new(KindState {

@@ -12,7 +12,7 @@ use super::DaemonArgs;
 use crate::config::{Config, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR};
 use crate::daemon::protocol::{call, ClientError, EventRow, Reply, Request};
 use crate::daemon::report;
-use crate::state::{now_millis, Store};
+use crate::state::now_millis;
 
 /// How long a quick request (status, events, suspend) may take.
 pub const QUICK: Duration = Duration::from_secs(30);
@@ -128,10 +128,9 @@ pub fn events(
                 }
             };
             eprintln!("{err}; reading {}", database.display());
-            if !database.is_file() {
+            let Some(store) = super::status::open_database(&database)? else {
                 return print_reply(Reply::Events { events: vec![] });
-            }
-            let store = Store::open_read_only(&database)?;
+            };
             let events = report::events(&store, object.as_deref(), limit)?;
             print_reply(Reply::Events { events })
         }

@@ -165,7 +165,8 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("kedge: {err:#}");
+            // Each cause once: many errors already show their source.
+            eprintln!("kedge: {}", crate::error_chain::describe(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -83,6 +83,11 @@ fn offline_report(location: StateLocation) -> anyhow::Result<StatusReport> {
     let (state_dir, configured) = match location {
         StateLocation::Config(path) => match Config::load(&path) {
             Ok(config) => (config.agent.state_dir.clone(), Some(config)),
+            Err(crate::config::Error::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                return Err(permission_denied(&path));
+            }
             Err(err) => {
                 eprintln!("{err}");
                 let state_dir = super::control::raw_agent_path(&path, "state_dir")
@@ -93,18 +98,36 @@ fn offline_report(location: StateLocation) -> anyhow::Result<StatusReport> {
         StateLocation::StateDir(dir) => (dir, None),
     };
     let database = state_dir.join("kedge.db");
-    let store = if database.is_file() {
-        Some(Store::open_read_only(&database)?)
-    } else {
-        None
-    };
+    let store = open_database(&database)?;
     Ok(status_report(store.as_ref(), configured.as_ref())?)
+}
+
+/// The state database read-only, `None` when there is none yet. "Cannot
+/// look" is not "nothing there": a database this user may not read is an
+/// error.
+pub(super) fn open_database(database: &Path) -> anyhow::Result<Option<Store>> {
+    match std::fs::metadata(database) {
+        Ok(_) => Ok(Some(Store::open_read_only(database)?)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(permission_denied(database))
+        }
+        Err(err) => Err(anyhow::anyhow!("{}: {err}", database.display())),
+    }
+}
+
+fn permission_denied(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "permission denied reading {}: run as root or as a member of group kedge",
+        path.display()
+    )
 }
 
 /// The state directory `kedge status` reads without options.
 pub fn default_location() -> StateLocation {
     let config = Path::new(crate::config::DEFAULT_CONFIG_PATH);
-    if config.is_file() {
+    // A config this user may not even look at is still the config.
+    if !matches!(config.try_exists(), Ok(false)) {
         StateLocation::Config(config.to_path_buf())
     } else {
         StateLocation::StateDir(PathBuf::from(DEFAULT_STATE_DIR))

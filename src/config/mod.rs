@@ -129,6 +129,17 @@ impl SourceKind {
     }
 }
 
+impl GitSource {
+    /// `git/NAME`: how the CLI, `kedge status` and the journal's `SOURCE=`
+    /// field name this source.
+    pub fn source_ref(&self) -> SourceRef {
+        SourceRef {
+            kind: SourceKind::Git,
+            name: self.name.clone(),
+        }
+    }
+}
+
 impl std::fmt::Display for SourceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.kind.as_str(), self.name)
@@ -227,9 +238,9 @@ fn read_bounded(path: &Path) -> Result<String, Error> {
         });
     }
     String::from_utf8(bytes).map_err(|err| {
-        read_error(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text ({err})"),
-        ))
+        Error::Invalid(Problems {
+            file: path.to_path_buf(),
+            problems: vec![validate::not_utf8(err.as_bytes(), err.utf8_error())],
+        })
     })
 }

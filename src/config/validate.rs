@@ -17,6 +17,9 @@ use super::{
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The shortest interval or timeout accepted: below it a source or
+/// kustomization would make kedge and the API server spin.
+pub const MIN_DURATION: Duration = Duration::from_secs(1);
 
 pub(super) struct Checker<'a> {
     pub(super) locator: Locator<'a>,
@@ -46,27 +49,55 @@ pub(super) fn parse_and_validate(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
-/// The dotted key of a parse error: the nearest `[table]` header above it
-/// and the bare key under the span.
+/// The problem of a file that is not UTF-8, at its first bad byte.
+pub(super) fn not_utf8(bytes: &[u8], err: std::str::Utf8Error) -> Problem {
+    let valid = std::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or("");
+    let at = valid.len();
+    Locator::new(valid).problem(
+        at..at,
+        &key_at(valid, at..at),
+        format!(
+            "not UTF-8: invalid byte 0x{:02x}",
+            bytes.get(at).copied().unwrap_or(0)
+        ),
+    )
+}
+
+/// The dotted key of a parse error: its table (the header on the error's
+/// own line, else the nearest one above) and, when the error is about a
+/// `key = value` line, that key (whether the span covers the key or the
+/// value).
 fn key_at(text: &str, span: Range<usize>) -> String {
-    let before = text.get(..span.start).unwrap_or("");
-    let table = before
+    let start = span.start.min(text.len());
+    let line_start = text
+        .get(..start)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |at| at + 1);
+    let line_end = text
+        .get(start..)
+        .and_then(|t| t.find('\n'))
+        .map_or(text.len(), |at| start + at);
+    let line = text.get(line_start..line_end).unwrap_or("").trim();
+    if let Some(header) = table_header(line) {
+        return header;
+    }
+    let table = text
+        .get(..line_start)
+        .unwrap_or("")
         .lines()
         .rev()
-        .map(str::trim)
-        .find(|line| line.starts_with('[') && line.ends_with(']'))
-        .map(|line| {
-            line.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string()
-        });
-    let under = text.get(span).unwrap_or("").trim();
-    let leaf = under
-        .split(['=', '\n'])
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+        .find_map(|line| table_header(line.trim()));
+    let before_span = text.get(line_start..start).unwrap_or("");
+    let leaf = match before_span.split_once('=') {
+        Some((key, _)) => key,
+        None => text
+            .get(span)
+            .unwrap_or("")
+            .split(['=', '\n'])
+            .next()
+            .unwrap_or(""),
+    }
+    .trim();
     let leaf_is_key = !leaf.is_empty()
         && leaf
             .chars()
@@ -74,9 +105,18 @@ fn key_at(text: &str, span: Range<usize>) -> String {
     match (table, leaf_is_key) {
         (Some(table), true) => format!("{table}.{leaf}"),
         (Some(table), false) => table,
-        (None, true) => leaf,
+        (None, true) => leaf.to_string(),
         (None, false) => "(top level)".to_string(),
     }
+}
+
+/// `kustomization.apps` for the line `[kustomization.apps]`.
+fn table_header(line: &str) -> Option<String> {
+    (line.starts_with('[') && line.ends_with(']')).then(|| {
+        line.trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string()
+    })
 }
 
 impl Checker<'_> {
@@ -221,8 +261,16 @@ impl Checker<'_> {
 
     pub(super) fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
         match humantime::parse_duration(value.get_ref()) {
-            Ok(duration) if duration.is_zero() => {
-                self.problem(value.span(), key, "a duration must be more than zero");
+            Ok(duration) if duration < MIN_DURATION => {
+                self.problem(
+                    value.span(),
+                    key,
+                    format!(
+                        "{:?} is too short: intervals and timeouts must be at least {}",
+                        value.get_ref(),
+                        humantime::format_duration(MIN_DURATION)
+                    ),
+                );
                 None
             }
             Ok(duration) => Some(duration),
@@ -307,6 +355,20 @@ impl Checker<'_> {
                 url.span(),
                 key,
                 "the URL holds a password: put it in password_file instead",
+            );
+            return None;
+        }
+        let http = matches!(
+            parsed.scheme,
+            gix::url::Scheme::Http | gix::url::Scheme::Https
+        );
+        if http && parsed.user().is_some() {
+            // A user alone is how tokens ride in URLs (https://TOKEN@host/…);
+            // the URL is shown and stored, so it must hold no credential.
+            self.problem(
+                url.span(),
+                key,
+                "an http(s) URL must not hold a user: use username + password_file, or bearer_token_file",
             );
             return None;
         }
@@ -462,7 +524,11 @@ impl Checker<'_> {
             }
             Some(gix::url::Scheme::Http | gix::url::Scheme::Https) => {
                 not_for(self, &ssh_keys, "http(s)");
-                self.http_auth(key, raw, scheme == Some(gix::url::Scheme::Https));
+                let https = scheme == Some(gix::url::Scheme::Https);
+                self.http_auth(key, raw, https);
+                if !https {
+                    self.no_clear_text_credentials(key, raw);
+                }
             }
             Some(_) => {
                 not_for(self, &ssh_keys, "file and git://");
@@ -471,6 +537,23 @@ impl Checker<'_> {
             None => {}
         }
         (self.problems.len() == before).then_some(auth)
+    }
+
+    /// Every credential of a plain http:// URL would cross the network
+    /// unencrypted: refused.
+    fn no_clear_text_credentials(&mut self, key: &str, raw: &RawGitSource) {
+        for (value, field) in [
+            (&raw.password_file, "password_file"),
+            (&raw.bearer_token_file, "bearer_token_file"),
+        ] {
+            if let Some(value) = value {
+                self.problem(
+                    value.span(),
+                    &format!("{key}.{field}"),
+                    format!("{field} would be sent in clear text over http://: use https"),
+                );
+            }
+        }
     }
 
     fn http_auth(&mut self, key: &str, raw: &RawGitSource, https: bool) {

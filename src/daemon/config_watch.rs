@@ -1,4 +1,4 @@
-//! Watching the config file for changes.
+//! Watching the config file (and the kubeconfig it names) for changes.
 //!
 //! # Design
 //! Editors save by writing a temporary file and renaming it over the old
@@ -29,6 +29,23 @@ pub struct WatchError {
     source: notify::Error,
 }
 
+impl WatchError {
+    fn of(path: &Path, source: notify::Error) -> WatchError {
+        WatchError {
+            dir: directory_of(path),
+            file: path.file_name().map(OsString::from).unwrap_or_default(),
+            source,
+        }
+    }
+}
+
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// A running watch; dropping it stops the watch.
 pub struct ConfigWatch {
     _watcher: RecommendedWatcher,
@@ -38,36 +55,37 @@ pub struct ConfigWatch {
 }
 
 impl ConfigWatch {
-    /// Watches the directory of `path` for changes to `path`'s entry.
-    pub fn start(path: &Path) -> Result<ConfigWatch, WatchError> {
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file = path.file_name().map(OsString::from).unwrap_or_default();
-        let failed = |source| WatchError {
-            dir: dir.clone(),
-            file: file.clone(),
-            source,
-        };
+    /// Watches the directories of `paths` for changes to their entries
+    /// (the config file, and the kubeconfig it names).
+    pub fn start(paths: &[&Path]) -> Result<ConfigWatch, WatchError> {
         let (sender, changes) = mpsc::channel(1);
-        let name = file.clone();
+        let names: Vec<OsString> = paths
+            .iter()
+            .map(|path| path.file_name().map(OsString::from).unwrap_or_default())
+            .collect();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let Ok(event) = event else { return };
-                let ours = event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == Some(name.as_os_str()));
+                // By name: a same-named file beside the other costs one
+                // reload that changes nothing.
+                let ours = event.paths.iter().any(|p| {
+                    names
+                        .iter()
+                        .any(|name| p.file_name() == Some(name.as_os_str()))
+                });
                 if ours && changes_content(&event.kind) {
                     // Full means a change is already pending: one reload covers both.
                     let _ = sender.try_send(());
                 }
             })
-            .map_err(failed)?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(failed)?;
+            .map_err(|source| {
+                WatchError::of(paths.first().copied().unwrap_or(Path::new(".")), source)
+            })?;
+        for path in paths {
+            watcher
+                .watch(&directory_of(path), RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError::of(path, source))?;
+        }
         Ok(ConfigWatch {
             _watcher: watcher,
             changes,
@@ -136,7 +154,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("kedge.toml");
         std::fs::write(&config, "one")?;
-        let mut watch = ConfigWatch::start(&config)?;
+        let mut watch = ConfigWatch::start(&[&config])?;
         std::fs::write(dir.path().join("other.toml"), "not ours")?;
         let unrelated = tokio::time::timeout(Duration::from_millis(500), watch.changed()).await;
         assert!(unrelated.is_err(), "another file's change is not reported");

@@ -3,10 +3,12 @@
 //! dry-run) are answered by a task of their own, so the main loop keeps
 //! turning.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::apply::{DiffKind, ObjectDiff, Owner};
 use crate::config::Kustomization;
@@ -48,8 +50,8 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
                 Ok(source) => {
                     let wait = source.timeout + WAIT_MARGIN;
                     let store = store.clone();
-                    tokio::spawn(async move {
-                        let _ = reply.send(source_outcome(&store, &name, since, wait).await);
+                    answer_later(reply, async move {
+                        source_outcome(&store, &name, since, wait).await
                     });
                     return;
                 }
@@ -74,9 +76,7 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
                 Err(message) => Reply::Failed { message },
                 Ok(plan) => {
                     let store = store.clone();
-                    tokio::spawn(async move {
-                        let _ = reply.send(plan.run(&store).await);
-                    });
+                    answer_later(reply, async move { plan.run(&store).await });
                     return;
                 }
             }
@@ -84,23 +84,60 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
         Request::Build { name } => match build_inputs(units, &name) {
             Err(message) => Reply::Failed { message },
             Ok((k, ctx)) => {
-                tokio::spawn(async move {
-                    let _ = reply.send(build(&ctx, &k).await);
-                });
+                let deadline = k.timeout;
+                answer_later(
+                    reply,
+                    within(deadline, "build", async move { build(&ctx, &k).await }),
+                );
                 return;
             }
         },
         Request::Diff { name } => match build_inputs(units, &name) {
             Err(message) => Reply::Failed { message },
             Ok((k, ctx)) => {
-                tokio::spawn(async move {
-                    let _ = reply.send(dry_run_diff(&ctx, &k).await);
-                });
+                let deadline = k.timeout;
+                answer_later(
+                    reply,
+                    within(
+                        deadline,
+                        "diff",
+                        async move { dry_run_diff(&ctx, &k).await },
+                    ),
+                );
                 return;
             }
         },
     };
     let _ = reply.send(answer);
+}
+
+/// Answers `reply` with the outcome of `work`, run on a task of its own so
+/// the main loop keeps turning; the work is dropped as soon as the client
+/// has gone.
+fn answer_later(
+    mut reply: oneshot::Sender<Reply>,
+    work: impl Future<Output = Reply> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            outcome = work => {
+                let _ = reply.send(outcome);
+            }
+            () = reply.closed() => {}
+        }
+    });
+}
+
+/// `work`, cut off after `deadline` (the kustomization's timeout).
+async fn within(deadline: Duration, what: &str, work: impl Future<Output = Reply>) -> Reply {
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or_else(|_| Reply::Failed {
+            message: format!(
+                "{what} timed out after {} (the kustomization's timeout); is the API server reachable?",
+                humantime::format_duration(deadline)
+            ),
+        })
 }
 
 fn failed(err: impl std::fmt::Display) -> Reply {
@@ -164,7 +201,9 @@ async fn set_suspended(
     }
     // As `source =` or `kustomization =`, so journalctl selects it with the rest.
     match kind {
-        "git" => tracing::info!(source = name, reason, "{verb} from the command line"),
+        "git" => {
+            tracing::info!(source = %format_args!("git/{name}"), reason, "{verb} from the command line")
+        }
         _ => tracing::info!(kustomization = name, reason, "{verb} from the command line"),
     }
     if let Err(err) = units.refresh_suspensions().await {

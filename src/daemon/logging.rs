@@ -18,7 +18,9 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; a subscriber already set (tests) is kept.
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_env("KEDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let wanted = std::env::var("KEDGE_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter = EnvFilter::try_new(with_quiet_client(&wanted))
+        .unwrap_or_else(|_| EnvFilter::new(with_quiet_client("info")));
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journal) => {
@@ -48,6 +50,18 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// kube's HTTP layer logs each failed request as an error of its own
+/// (`failed with error client error (Connect)`), without URL, cause or
+/// kustomization; kedge logs the failure itself with all three. Unless
+/// `KEDGE_LOG` says something about kube's client, those lines are off.
+fn with_quiet_client(wanted: &str) -> String {
+    if wanted.contains("kube_client") {
+        wanted.to_string()
+    } else {
+        format!("{wanted},kube_client::client::builder=off")
+    }
+}
+
 /// Whether stderr is the journal stream systemd gave us (`JOURNAL_STREAM`
 /// is `<device>:<inode>`), not something it was redirected to since.
 fn stderr_is_journal() -> bool {
@@ -67,6 +81,15 @@ fn journal_stream_id(device: u64, inode: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kube_clients_own_request_errors_are_off_unless_asked_for() {
+        assert_eq!(
+            with_quiet_client("debug"),
+            "debug,kube_client::client::builder=off"
+        );
+        assert_eq!(with_quiet_client("kube_client=debug"), "kube_client=debug");
+    }
 
     #[test]
     fn the_journal_stream_is_device_colon_inode() {

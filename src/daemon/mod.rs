@@ -36,13 +36,14 @@ pub mod units;
 pub use logging::init_logging;
 pub use signals::{Received, Signals};
 
+use crate::apply::Manager;
 use crate::config::Config;
 use crate::reconcile::kustomization;
 use crate::reconcile::scheduler::Heartbeat;
 use crate::state::{self, Store, CONFIG_REFUSED};
 
 /// How often the daemon checks that its state database is still the file
-/// on disk.
+/// on disk, and whether the `STATUS=` line says something new.
 const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the scheduler beats when systemd's watchdog is off.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -53,6 +54,13 @@ pub enum Error {
     /// The state store could not be opened or updated.
     #[error(transparent)]
     State(#[from] state::Error),
+    /// The state directory exists but kedge cannot write in it.
+    #[error("state directory {} is not writable: {source}", path.display())]
+    StateDirNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// No Kubernetes client could be made from the configured kubeconfig.
     #[error("kubeconfig {}: {source}", path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "(in-cluster, $KUBECONFIG or ~/.kube/config)".into()))]
     Kubeconfig {
@@ -76,12 +84,18 @@ pub enum Error {
 /// `config_path`, which is then watched) until SIGTERM or SIGINT, then
 /// stops every task and closes the state database.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
-    let store = Store::open(&config.database_path())?;
+    // Anything else in the state directory (a Git cache, artifacts) means
+    // a database was there before: a new one is a loss, not a first start.
+    let earlier_state = state_dir_has_more_than_the_database(&config);
+    let store = open_store(&config)?;
     if !config.kustomizations.is_empty() && store.is_empty()? {
-        tracing::warn!(
-            database = %config.database_path().display(),
-            "the state database is new or empty: each kustomization adopts the objects labelled as its own in the cluster before it applies"
-        );
+        let message = "each kustomization adopts the objects labelled as its own in the cluster before it applies";
+        let database = config.database_path();
+        if earlier_state {
+            tracing::warn!(database = %database.display(), "the state database was lost (it is empty, the rest of the state is not): {message}");
+        } else {
+            tracing::info!(database = %database.display(), "a new state database: {message}");
+        }
     }
     let store = Arc::new(Mutex::new(store));
     let mut signals = Signals::install()?;
@@ -95,7 +109,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         calls,
         socket_shutdown,
     ));
-    let mut file_watch = match config_watch::ConfigWatch::start(config_path) {
+    let mut watched = vec![config_path];
+    watched.extend(config.agent.kubeconfig.as_deref());
+    let mut file_watch = match config_watch::ConfigWatch::start(&watched) {
         Ok(watch) => Some(watch),
         Err(err) => {
             tracing::warn!("{err}; the config reloads on SIGHUP only");
@@ -125,6 +141,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
     }
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
+    let mut status = StatusFollower::new(&store);
     let stopped: Result<&str, state::Error> = loop {
         let removal_due = units.removal_due();
         tokio::select! {
@@ -143,6 +160,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
                 if let Err(err) = kustomization::lock(&store).check_file() {
                     break Err(err);
                 }
+                status.follow(&store);
             }
         }
     };
@@ -161,12 +179,48 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     stopped.map(drop).map_err(Error::State)
 }
 
+fn state_dir_has_more_than_the_database(config: &Config) -> bool {
+    let database = config.database_path();
+    std::fs::read_dir(&config.agent.state_dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|entry| {
+            let name = entry.file_name();
+            !database
+                .file_name()
+                .is_some_and(|db| name.to_string_lossy().starts_with(&*db.to_string_lossy()))
+        })
+    })
+}
+
 /// Resolves at `deadline`, never without one.
 async fn at(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// Opens the state database; when SQLite cannot, says why in the words of
+/// the operating system (SQLite only says "unable to open database file").
+fn open_store(config: &Config) -> Result<Store, Error> {
+    Store::open(&config.database_path()).map_err(|err| {
+        let dir = &config.agent.state_dir;
+        match writable(dir) {
+            Err(source) => Error::StateDirNotWritable {
+                path: dir.clone(),
+                source,
+            },
+            Ok(()) => err.into(),
+        }
+    })
+}
+
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".kedge-write-test-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 async fn changed(watch: &mut Option<config_watch::ConfigWatch>) {
@@ -217,6 +271,29 @@ fn stall_hook() -> Option<PathBuf> {
     None
 }
 
+/// Sends `STATUS=` when what it says (an outcome, a refused config)
+/// changed since it was last sent; the heartbeat refreshes its ages.
+struct StatusFollower {
+    sent: String,
+}
+
+impl StatusFollower {
+    fn new(store: &Mutex<Store>) -> StatusFollower {
+        StatusFollower {
+            sent: notify::without_ages(&status_line(store)),
+        }
+    }
+
+    fn follow(&mut self, store: &Mutex<Store>) {
+        let line = status_line(store);
+        let facts = notify::without_ages(&line);
+        if facts != self.sent {
+            notify::status(&line);
+            self.sent = facts;
+        }
+    }
+}
+
 /// Writes outcomes held in memory since a write failed (a full disk).
 fn retry_unsaved(store: &Mutex<Store>) {
     if let Ok(true) = kustomization::lock(store).retry_unsaved() {
@@ -240,9 +317,16 @@ pub(crate) fn status_line(store: &Mutex<Store>) -> String {
     }
 }
 
-/// A client from `[agent] kubeconfig`, else in-cluster, `$KUBECONFIG` or
-/// `~/.kube/config`. Nothing is sent to the cluster yet.
-pub(crate) async fn kube_client(config: &Config) -> Result<kube::Client, Error> {
+/// The contents of `[agent] kubeconfig` (`None` without one, or when it
+/// cannot be read), to see when it changes.
+pub(crate) fn kubeconfig_contents(config: &Config) -> Option<Vec<u8>> {
+    std::fs::read(config.agent.kubeconfig.as_deref()?).ok()
+}
+
+/// The cluster's [`Manager`] from `[agent] kubeconfig`, else in-cluster,
+/// `$KUBECONFIG` or `~/.kube/config`, with a deadline on every request and
+/// errors that name the API server's URL. Nothing is sent to the cluster yet.
+pub(crate) async fn cluster_manager(config: &Config) -> Result<Manager, Error> {
     let path = config.agent.kubeconfig.clone();
     let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kubeconfig {
         path: path.clone(),
@@ -261,5 +345,5 @@ pub(crate) async fn kube_client(config: &Config) -> Result<kube::Client, Error> 
         }
         None => kube::Config::infer().await.map_err(|e| failed(e.into()))?,
     };
-    kube::Client::try_from(client_config).map_err(|e| failed(e.into()))
+    Manager::with_deadlines(client_config).map_err(|e| failed(e.into()))
 }

@@ -48,6 +48,18 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
+/// What a status line says, without the parts that change by the second
+/// (`last apply 12s ago`).
+pub fn without_ages(line: &str) -> String {
+    line.split(SEPARATOR)
+        .filter(|part| !part.starts_with(LAST_APPLY))
+        .collect::<Vec<_>>()
+        .join(SEPARATOR)
+}
+
+const SEPARATOR: &str = " · ";
+const LAST_APPLY: &str = "last apply ";
+
 /// The one-line summary of the state, e.g.
 /// `5/6 kustomizations ready · last apply 12s ago · 1 failing: apps`.
 pub fn summary(store: &Store) -> Result<String, state::Error> {
@@ -70,12 +82,12 @@ pub fn summary(store: &Store) -> Result<String, state::Error> {
         .max()
     {
         let ago = Duration::from_millis(state::now_millis().saturating_sub(last).max(0) as u64);
-        parts.push(format!("last apply {}s ago", ago.as_secs()));
+        parts.push(format!("{LAST_APPLY}{}s ago", ago.as_secs()));
     }
     if !failing.is_empty() {
         parts.push(format!("{} failing: {}", failing.len(), failing.join(", ")));
     }
-    Ok(parts.join(" · "))
+    Ok(parts.join(SEPARATOR))
 }
 
 #[cfg(test)]
@@ -113,6 +125,10 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(" · 1 failing: apps"), "{line}");
+        assert_eq!(
+            without_ages(&line),
+            "1/2 kustomizations ready · 1 failing: apps"
+        );
         Ok(())
     }
 }

@@ -4,7 +4,9 @@
 //! # Design
 //! serde_json over a unix stream socket, nothing more: `socat - UNIX:/run/kedge/kedge.sock`
 //! and `{"request":"status"}` is a valid session. [`call`] is the client
-//! side, blocking, for the CLI.
+//! side, blocking, for the CLI. A request is small ([`MAX_REQUEST`]) and
+//! must arrive within [`REQUEST_DEADLINE`]; a client that closes the
+//! connection before the reply cancels the request.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -13,8 +15,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The longest request or reply line read, in bytes.
-pub const MAX_LINE: u64 = 64 * 1024 * 1024;
+/// The longest request line the daemon reads, in bytes.
+pub const MAX_REQUEST: u64 = 64 * 1024;
+/// How long the daemon waits for a whole request line.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest reply line the CLI reads, in bytes (a build's YAML).
+pub const MAX_REPLY: u64 = 64 * 1024 * 1024;
 
 /// What the CLI asks of the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +173,10 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The connection closed before a reply: the daemon stopped (or
+    /// restarted) while it worked on the request.
+    #[error("kedge on {}: the daemon stopped before it replied; what was asked may not have finished", socket.display())]
+    Stopped { socket: PathBuf },
     /// The reply could not be parsed.
     #[error("kedge on {} replied with something unreadable: {message}", socket.display())]
     Protocol { socket: PathBuf, message: String },
@@ -200,9 +210,14 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
     stream.write_all(line.as_bytes()).map_err(io)?;
     let mut reply = String::new();
     BufReader::new(stream)
-        .take(MAX_LINE)
+        .take(MAX_REPLY)
         .read_line(&mut reply)
         .map_err(io)?;
+    if reply.is_empty() {
+        return Err(ClientError::Stopped {
+            socket: socket.to_path_buf(),
+        });
+    }
     serde_json::from_str(&reply).map_err(|e| ClientError::Protocol {
         socket: socket.to_path_buf(),
         message: e.to_string(),
@@ -268,5 +283,35 @@ mod tests {
             matches!(result, Err(ClientError::NotRunning { .. })),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn a_connection_closed_before_the_reply_means_the_daemon_stopped() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("kedge.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+        let daemon = std::thread::spawn(move || -> std::io::Result<()> {
+            let (stream, _) = listener.accept()?;
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request)?;
+            Ok(()) // dropped without a reply, as a daemon that stops
+        });
+        let result = call(
+            &socket,
+            &Request::ReconcileKustomization {
+                name: "apps".into(),
+                with_source: false,
+            },
+            Duration::from_secs(5),
+        );
+        daemon
+            .join()
+            .map_err(|_| std::io::Error::other("daemon thread"))??;
+        let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("the daemon stopped before it replied"),
+            "{message}"
+        );
+        Ok(())
     }
 }

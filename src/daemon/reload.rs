@@ -39,6 +39,7 @@ pub async fn reload(path: &Path, cause: Cause, units: &mut Units, store: &Mutex<
         Ok(new) => match units.apply(new).await {
             Ok(changes) => {
                 accepted(store, &changes);
+                reconnect(units).await;
                 // SIGHUP is the operator saying the file is final.
                 if matches!(cause, Cause::Sighup) {
                     units.confirm_removals(Confirm::Now).await;
@@ -48,6 +49,24 @@ pub async fn reload(path: &Path, cause: Cause, units: &mut Units, store: &Mutex<
         },
     }
     notify::ready(&status_line(store));
+}
+
+/// A rewritten kubeconfig (its path is in `[agent]`, which a reload keeps)
+/// takes effect without a restart.
+async fn reconnect(units: &mut Units) {
+    let kubeconfig = units.config().agent.kubeconfig.clone().unwrap_or_default();
+    match units.reconnect_if_kubeconfig_changed().await {
+        Ok(true) => tracing::info!(
+            reason = "KubeconfigChanged",
+            "{} changed: kustomizations run on a new cluster connection",
+            kubeconfig.display()
+        ),
+        Ok(false) => {}
+        Err(err) => tracing::error!(
+            reason = "KubeconfigRefused",
+            "{err}; keeping the previous cluster connection"
+        ),
+    }
 }
 
 fn accepted(store: &Mutex<Store>, changes: &ConfigDiff) {

@@ -34,7 +34,6 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::apply::Manager;
 use crate::config::{diff, Config, ConfigDiff, Kustomization, SourceKind, SourceRef};
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
@@ -67,6 +66,8 @@ pub struct Units {
     /// Triggers from the reconcilers to whichever scheduler runs.
     source_triggers: SourceTriggers,
     ctx: Option<Context>,
+    /// The kubeconfig file as `ctx`'s cluster connection read it.
+    kubeconfig: Option<Vec<u8>>,
     /// The config file, re-read before a removal is acted on.
     config_path: PathBuf,
     pending: Option<PendingRemovals>,
@@ -118,6 +119,7 @@ impl Units {
             updates: broadcast::channel(64).0,
             source_triggers: SourceTriggers::default(),
             ctx: None,
+            kubeconfig: None,
             config_path,
             pending: None,
             removals: JoinSet::new(),
@@ -406,8 +408,9 @@ impl Units {
         if let Some(ctx) = &self.ctx {
             return Ok(ctx.clone());
         }
+        self.kubeconfig = super::kubeconfig_contents(&self.config);
         let ctx = Context {
-            manager: Manager::new(super::kube_client(&self.config).await?),
+            manager: super::cluster_manager(&self.config).await?,
             store: self.store.clone(),
             unpacker: Arc::new(Unpacker::new(self.config.agent.state_dir.join("unpacked"))),
             source_triggers: self.source_triggers.clone(),
@@ -419,12 +422,38 @@ impl Units {
         Ok(ctx)
     }
 
+    /// When the kubeconfig file changed since the cluster connection was
+    /// made (a k3s certificate rotation rewrites it in place), makes a new
+    /// one and restarts the runner on it. A kubeconfig that does not load
+    /// keeps the old connection.
+    pub async fn reconnect_if_kubeconfig_changed(&mut self) -> Result<bool, Error> {
+        let contents = super::kubeconfig_contents(&self.config);
+        let Some(old) = self.ctx.clone() else {
+            return Ok(false);
+        };
+        if contents == self.kubeconfig {
+            return Ok(false);
+        }
+        let ctx = Context {
+            manager: super::cluster_manager(&self.config).await?,
+            ..old
+        };
+        self.kubeconfig = contents;
+        self.ctx = Some(ctx.clone());
+        if self.runner.is_some() {
+            let updates = self.updates.subscribe();
+            self.stop_runner().await;
+            self.start_runner(ctx, updates);
+        }
+        Ok(true)
+    }
+
     /// Sources no longer in the config leave `kedge status`.
     fn forget_removed_sources(&self) -> Result<(), state::Error> {
         let store = lock(&self.store);
         for status in store.source_statuses()? {
             if status.kind == "git" && !self.config.sources.contains_key(&status.name) {
-                tracing::info!(source = %status.name, "source removed from the config; forgetting its status");
+                tracing::info!(source = %format_args!("{}/{}", status.kind, status.name), "source removed from the config; forgetting its status");
                 store.remove_source(&status.kind, &status.name)?;
             }
         }

@@ -10,6 +10,7 @@ use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
 use super::resource::{Origin, Resource};
+use super::yaml::Step;
 use super::{
     absorb, nameref, order, output, patch, plugins, replace, schema, transform, vars, yaml, Error,
 };
@@ -41,6 +42,7 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
         accumulate(&dir, &mut stack, Vec::new(), false, &mut config)?;
     finish(&mut resources, &file, &config)?;
     resources.retain(|r| !output::is_local_config(r));
+    output::drop_empty_annotations(&mut resources);
     output::build_metadata(&mut resources, &kustomization.build_metadata, &dir);
     order::sort(&mut resources, kustomization.sort_options.as_ref())
         .map_err(|m| Error::field(&file, "sortOptions", m))?;
@@ -69,6 +71,7 @@ pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, E
         }
     }
     finish(&mut resources, &origin, &config)?;
+    output::drop_empty_annotations(&mut resources);
     order::sort(&mut resources, None).map_err(|m| Error::field(&origin, "sortOptions", m))?;
     Ok(resources)
 }
@@ -334,8 +337,8 @@ pub fn load_file(path: &Path, file: &Path) -> Result<Vec<Resource>, Error> {
         source,
     })?;
     let mut resources = Vec::new();
-    for doc in yaml::parse_documents(path, &text)? {
-        expand(doc, path, &mut resources)?;
+    for doc in yaml::parse_manifests(path, &text)? {
+        expand(doc.value, doc.empty_nulls, path, &mut resources)?;
     }
     let origin = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     for r in &mut resources {
@@ -344,7 +347,12 @@ pub fn load_file(path: &Path, file: &Path) -> Result<Vec<Resource>, Error> {
     Ok(resources)
 }
 
-fn expand(doc: Value, path: &Path, out: &mut Vec<Resource>) -> Result<(), Error> {
+fn expand(
+    doc: Value,
+    empty_nulls: Vec<Vec<Step>>,
+    path: &Path,
+    out: &mut Vec<Resource>,
+) -> Result<(), Error> {
     let Value::Object(map) = doc else {
         return Err(Error::Yaml {
             file: path.to_path_buf(),
@@ -359,8 +367,13 @@ fn expand(doc: Value, path: &Path, out: &mut Vec<Resource>) -> Result<(), Error>
         && map.get("items").is_some_and(Value::is_array);
     if is_list {
         if let Some(Value::Array(items)) = map.get("items") {
-            for item in items {
-                expand(item.clone(), path, out)?;
+            for (i, item) in items.iter().enumerate() {
+                let prefix = [Step::Key("items".into()), Step::Index(i)];
+                let inside = empty_nulls
+                    .iter()
+                    .filter_map(|p| p.strip_prefix(&prefix[..]).map(<[Step]>::to_vec))
+                    .collect();
+                expand(item.clone(), inside, path, out)?;
             }
         }
         return Ok(());
@@ -378,7 +391,9 @@ fn expand(doc: Value, path: &Path, out: &mut Vec<Resource>) -> Result<(), Error>
     }
     let mut value = Value::Object(map);
     stringify_annotations(&mut value);
-    out.push(Resource::new(value));
+    let mut resource = Resource::new(value);
+    resource.empty_nulls = empty_nulls;
+    out.push(resource);
     Ok(())
 }
 

@@ -148,8 +148,67 @@ pub fn visit(
     create: bool,
     f: &mut dyn FnMut(&mut Value) -> Result<(), String>,
 ) -> Result<(), String> {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<String> = split_path(path, '/')
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     visit_segments(node, &segments, create, f)
+}
+
+/// kyaml's PathSplitter: splits at `delimiter` except where a backslash
+/// escapes it (`a\.b` is one key); a leading delimiter is ignored
+/// (`.metadata.name`, `/spec`).
+pub fn split_path(path: &str, delimiter: char) -> Vec<String> {
+    let mut parts: Vec<&str> = path.split(delimiter).collect();
+    if parts.len() > 1 && parts[0].is_empty() {
+        parts.remove(0);
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for part in parts {
+        match segments.last_mut() {
+            Some(last) if last.ends_with('\\') => {
+                last.pop();
+                last.push(delimiter);
+                last.push_str(part);
+            }
+            _ => segments.push(part.to_string()),
+        }
+    }
+    segments
+}
+
+/// kyaml's SmarterPathSplitter: like [`split_path`], and a bracketed part
+/// holding the delimiter stays whole: `[name=a.b]` (a list element
+/// selector) keeps its brackets, `[cert-manager.io/inject-ca-from]` (a
+/// map key) loses them.
+pub fn split_path_bracketed(path: &str, delimiter: char) -> Vec<String> {
+    let parts = split_path(path, delimiter);
+    let mut segments = Vec::new();
+    let mut i = 0;
+    while i < parts.len() {
+        let part = &parts[i];
+        if part.starts_with('[') && !part.ends_with(']') {
+            let mut bracketed = vec![part.as_str()];
+            while i + 1 < parts.len() {
+                i += 1;
+                bracketed.push(&parts[i]);
+                if parts[i].ends_with(']') {
+                    break;
+                }
+            }
+            let joined = bracketed.join(&delimiter.to_string());
+            if joined.contains('=') {
+                segments.push(joined);
+            } else {
+                segments.push(joined.trim_matches(['[', ']']).to_string());
+            }
+        } else {
+            segments.push(part.clone());
+        }
+        i += 1;
+    }
+    segments
 }
 
 fn visit_segments(
@@ -245,6 +304,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(v["metadata"]["labels"]["x"], "y");
+    }
+
+    #[test]
+    fn paths_split_like_kyaml() {
+        assert_eq!(split_path(".metadata.name", '.'), ["metadata", "name"]);
+        assert_eq!(split_path(r"labels.a\.b/c", '.'), ["labels", "a.b/c"]);
+        assert_eq!(
+            split_path_bracketed("metadata.annotations.[cert-manager.io/x]", '.'),
+            ["metadata", "annotations", "cert-manager.io/x"]
+        );
+        assert_eq!(
+            split_path_bracketed("spec.containers.[name=a.b].image", '.'),
+            ["spec", "containers", "[name=a.b]", "image"]
+        );
     }
 
     #[test]

@@ -92,9 +92,8 @@ pub fn generate(
             object.insert("kind".into(), json!("Secret"));
             let secret_type = args.secret_type.clone().unwrap_or_else(|| "Opaque".into());
             object.insert("type".into(), Value::String(secret_type));
-            if !data.is_empty() {
-                object.insert("data".into(), Value::Object(data));
-            }
+            // A secret always has data, if empty (and it counts in the hash).
+            object.insert("data".into(), Value::Object(data));
         }
     }
     if options.immutable == Some(true) {
@@ -111,17 +110,11 @@ pub fn generate(
         namespace: None,
     });
     resource.needs_hash = options.disable_name_suffix_hash != Some(true);
+    // kustomize reads any other value (`add`) as unspecified: create.
     resource.behavior = match args.behavior.as_deref() {
-        None | Some("") | Some("create") => Behavior::Create,
         Some("merge") => Behavior::Merge,
         Some("replace") => Behavior::Replace,
-        Some(other) => {
-            return Err(Error::field(
-                file,
-                field,
-                format!("{}: unknown behavior '{other}'", args.name),
-            ))
-        }
+        _ => Behavior::Create,
     };
     Ok(resource)
 }
@@ -207,7 +200,8 @@ fn strip_quotes(value: &str) -> &str {
     }
 }
 
-/// `KEY=VALUE` lines; blank lines and `#` comments are skipped.
+/// `KEY=VALUE` lines; blank lines and `#` comments are skipped, a line
+/// without `=` is a key with an empty value.
 fn parse_env(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -215,9 +209,7 @@ fn parse_env(text: &str) -> Result<Vec<(String, String)>, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("line {}: '{line}' is not KEY=VALUE", number + 1));
-        };
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
         if key.is_empty() || key.contains(char::is_whitespace) {
             return Err(format!("line {}: invalid key '{key}'", number + 1));
         }

@@ -31,13 +31,7 @@ fn apply_op(target: &mut Value, op: &Value) -> Result<(), String> {
     match kind {
         "add" => add(target, path, value()?),
         "remove" => remove(target, path).map(drop),
-        "replace" => {
-            let slot = target
-                .pointer_mut(path)
-                .ok_or_else(|| format!("replace {path}: no such path"))?;
-            *slot = value()?;
-            Ok(())
-        }
+        "replace" => replace(target, path, value()?),
         "move" => {
             let from = field(op, "from")?;
             let moved = remove(target, from)?;
@@ -94,6 +88,23 @@ fn add(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
             Ok(())
         }
         _ => Err(format!("add {path}: parent is not a map or list")),
+    }
+}
+
+/// Like evanphx/json-patch v5, which kustomize uses: replacing a missing
+/// field of an existing object sets it.
+fn replace(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    if let Some(slot) = target.pointer_mut(path) {
+        *slot = value;
+        return Ok(());
+    }
+    let (parent, last) = split(path)?;
+    match target.pointer_mut(parent) {
+        Some(Value::Object(map)) => {
+            map.insert(last, value);
+            Ok(())
+        }
+        _ => Err(format!("replace {path}: no such path")),
     }
 }
 

@@ -231,14 +231,15 @@ impl Kustomization {
         } else {
             value
         };
-        let kustomization: Kustomization = serde_json::from_value(fold_field_names(value))
-            .map_err(|e| {
-                Error::field(
-                    &file,
-                    "kustomization",
-                    format!("invalid Kustomization: {e}"),
-                )
-            })?;
+        let value = nulls_as_go_decodes(fold_field_names(value), false);
+        check_not_empty(&file, &value)?;
+        let kustomization: Kustomization = serde_json::from_value(value).map_err(|e| {
+            Error::field(
+                &file,
+                "kustomization",
+                format!("invalid Kustomization: {e}"),
+            )
+        })?;
         kustomization.check_supported(&file)?;
         Ok((file, kustomization))
     }
@@ -353,6 +354,66 @@ fn fold_field_names(value: Value) -> Value {
         })
         .collect();
     Value::Object(folded)
+}
+
+/// Go's JSON decoding, which kustomize reads the file with, leaves a field
+/// given as null at its zero value (`components:` with every entry
+/// commented out is no list, not an error) and makes a null map value "".
+fn nulls_as_go_decodes(value: Value, string_map: bool) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter_map(|(key, v)| match v {
+                    Value::Null if string_map => Some((key, Value::String(String::new()))),
+                    Value::Null => None,
+                    Value::Object(_) => {
+                        let strings = STRING_MAPS.contains(&key.as_str());
+                        Some((key, nulls_as_go_decodes(v, strings)))
+                    }
+                    other => Some((key, nulls_as_go_decodes(other, false))),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| nulls_as_go_decodes(i, false))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Fields (at any level) that are maps of strings.
+const STRING_MAPS: &[&str] = &[
+    "commonLabels",
+    "commonAnnotations",
+    "pairs",
+    "labels",
+    "annotations",
+    "openapi",
+];
+
+/// kustomize refuses a kustomization that sets nothing besides apiVersion
+/// and kind (after its fix-ups: empty `bases`, `imageTags` and
+/// `helmChartInflationGenerator` lists vanish, empty strings are unset).
+fn check_not_empty(file: &Path, value: &Value) -> Result<(), Error> {
+    let Value::Object(map) = value else {
+        return Ok(());
+    };
+    let sets_something = map.iter().any(|(key, v)| match key.as_str() {
+        "apiVersion" | "kind" => false,
+        "bases" | "imageTags" | "helmChartInflationGenerator" => !is_empty(v),
+        _ => v.as_str() != Some(""),
+    });
+    if sets_something {
+        return Ok(());
+    }
+    Err(Error::field(
+        file,
+        "kustomization",
+        "kustomization.yaml is empty",
+    ))
 }
 
 fn is_empty(v: &Value) -> bool {

@@ -53,7 +53,7 @@ fn ns_equal(a: &ResId, b: &ResId) -> bool {
 }
 
 fn cluster_scoped(id: &ResId) -> bool {
-    is_cluster_scoped(&id.group, &id.kind)
+    is_cluster_scoped(&id.group, &id.version, &id.kind)
 }
 
 /// A snapshot of one candidate referral.

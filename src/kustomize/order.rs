@@ -107,6 +107,8 @@ fn legacy_cmp(a: &ResId, b: &ResId, rank: &HashMap<String, i64>) -> Ordering {
         }
         return ordering;
     }
-    let key = |id: &ResId| (or(&id.namespace, "~X"), or(&id.name, "~N"));
+    // One string, as kustomize compares them: `kubeflow-system|x` sorts
+    // before `kubeflow|y`.
+    let key = |id: &ResId| format!("{}|{}", or(&id.namespace, "~X"), or(&id.name, "~N"));
     key(a).cmp(&key(b))
 }

@@ -1,12 +1,31 @@
 //! What happens to the objects just before output: `local-config`
-//! objects leave, and the top kustomization's `buildMetadata` adds origin
-//! annotations and the managed-by label.
+//! objects leave, empty annotations go, and the top kustomization's
+//! `buildMetadata` adds origin annotations and the managed-by label.
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::resource::{set_at, Origin, Resource};
+
+/// kustomize rewrites every object's annotations while building (its
+/// build bookkeeping lives there), and writing an empty set removes the
+/// field: `annotations: {}` or `annotations:` never reach the output.
+/// Empty labels stay.
+pub fn drop_empty_annotations(resources: &mut [Resource]) {
+    for r in resources {
+        if let Some(Value::Object(metadata)) = r.value.get_mut("metadata") {
+            let empty = match metadata.get("annotations") {
+                Some(Value::Null) => true,
+                Some(Value::Object(a)) => a.is_empty(),
+                _ => false,
+            };
+            if empty {
+                metadata.remove("annotations");
+            }
+        }
+    }
+}
 
 /// `buildMetadata` of the top kustomization: origin annotations and the
 /// managed-by label.

@@ -189,6 +189,8 @@ fn apply_json6902(
         let id = r.id();
         let mut patched = r.value.clone();
         json_patch::apply(&mut patched, ops).map_err(|m| origin.error(id.to_string(), m))?;
+        // kustomize patches the JSON form, which writes every null out.
+        r.empty_nulls.clear();
         if yaml::depth(&patched) > yaml::MAX_DEPTH {
             return Err(origin.error(
                 id.to_string(),
@@ -263,6 +265,7 @@ fn apply_smp_by_id(
 
 /// Returns false when the patch deletes the object.
 fn merge_into(r: &mut Resource, patch: &Value, keep: Keep) -> bool {
+    smp::drop_empty_nulls(&mut r.value, &std::mem::take(&mut r.empty_nulls));
     let before = r.value.clone();
     let Some(mut merged) = smp::apply(&r.value, patch) else {
         return false;

@@ -1,6 +1,7 @@
 //! `replacements`: copy a field of one object into fields of others.
-//! Field paths are dot-separated, with `[key=value]` to pick a list element
-//! by a field, a number to pick by index, and `*` for every element.
+//! Field paths are dot-separated (`\.` escapes a dot, a leading dot is
+//! ignored, `[a.b/c]` names a map key), with `[key=value]` to pick a list
+//! element by a field, a number to pick by index, and `*` for every element.
 
 use std::path::Path;
 
@@ -190,9 +191,8 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
-/// Splits at dots outside brackets.
 fn split_path(path: &str) -> Vec<String> {
-    super::select::split_top_level(path, '.', '[', ']')
+    super::fieldspec::split_path_bracketed(path, '.')
 }
 
 fn element_matches(item: &Value, selector: &str) -> bool {

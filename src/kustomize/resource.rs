@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::yaml::Step;
+
 /// Group, version, kind, namespace and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResId {
@@ -50,8 +52,9 @@ impl ResId {
 }
 
 fn effective_namespace(id: &ResId) -> &str {
-    if super::schema::is_cluster_scoped(&id.group, &id.kind) || id.namespace.is_empty() {
-        if super::schema::is_cluster_scoped(&id.group, &id.kind) {
+    if super::schema::is_cluster_scoped(&id.group, &id.version, &id.kind) || id.namespace.is_empty()
+    {
+        if super::schema::is_cluster_scoped(&id.group, &id.version, &id.kind) {
             return "";
         }
         return "default";
@@ -121,6 +124,9 @@ pub struct Resource {
     pub(crate) origin: Option<Origin>,
     /// The transformers that ran over this object, in order.
     pub(crate) transformations: Vec<Origin>,
+    /// Where the manifest had keys without a value (`key:`); a strategic
+    /// merge patch drops them (`smp::drop_empty_nulls`).
+    pub(crate) empty_nulls: Vec<Vec<Step>>,
 }
 
 impl Resource {
@@ -135,6 +141,7 @@ impl Resource {
             var_names: Vec::new(),
             origin: None,
             transformations: Vec::new(),
+            empty_nulls: Vec::new(),
         }
     }
 

@@ -72,7 +72,7 @@ struct Analysis {
     block_allowed: bool,
 }
 
-fn is_printable(c: char) -> bool {
+pub(crate) fn is_printable(c: char) -> bool {
     matches!(c as u32, 0x0A | 0x20..=0x7E | 0xA0..=0xD7FF | 0xE000..=0xFFFD) && c != '\u{FEFF}'
 }
 
@@ -323,7 +323,7 @@ pub(crate) fn resolves_to_string(s: &str) -> bool {
         return false;
     }
     let plain = s.replace('_', "");
-    if go_parse_int(&plain) {
+    if go_parse_int(&plain).is_some() {
         return false;
     }
     if float_regex().is_match(&plain) {
@@ -338,10 +338,13 @@ pub(crate) fn resolves_to_string(s: &str) -> bool {
     true
 }
 
-/// strconv.ParseInt/ParseUint(s, 0, 64) succeed (range ignored for huge
-/// values: they then match the float pattern anyway).
-fn go_parse_int(s: &str) -> bool {
-    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+/// The value of `s` as Go's strconv.ParseInt or ParseUint(s, 0, 64) read
+/// it (decimal, `0x`, `0o`, `0b`, or octal after a leading `0`).
+pub(crate) fn go_parse_int(s: &str) -> Option<i128> {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
     let (digits, radix) = if let Some(h) = body.strip_prefix("0x").or(body.strip_prefix("0X")) {
         (h, 16)
     } else if let Some(o) = body.strip_prefix("0o").or(body.strip_prefix("0O")) {
@@ -353,12 +356,18 @@ fn go_parse_int(s: &str) -> bool {
     } else {
         (body, 10)
     };
-    !digits.is_empty()
-        && digits.chars().all(|c| c.is_digit(radix))
-        && u128::from_str_radix(digits, radix).is_ok_and(|v| v <= u64::MAX as u128)
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let magnitude = u128::from_str_radix(digits, radix).ok()?;
+    match negative {
+        false if magnitude <= u64::MAX as u128 => Some(magnitude as i128),
+        true if magnitude <= 1u128 << 63 => Some(-(magnitude as i128)),
+        _ => None,
+    }
 }
 
-fn float_regex() -> &'static Regex {
+pub(crate) fn float_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         Regex::new(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$").expect("static regex")

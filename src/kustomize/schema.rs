@@ -6,7 +6,7 @@
 //! whole by a patch, as kustomize does.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
@@ -54,7 +54,6 @@ impl FieldInfo {
 #[serde(rename_all = "camelCase")]
 pub struct Table {
     roots: HashMap<String, String>,
-    cluster_scoped: HashSet<String>,
     definitions: HashMap<String, HashMap<String, FieldInfo>>,
 }
 
@@ -255,9 +254,82 @@ pub fn field(definition: &str, name: &str) -> Option<FieldInfo> {
     table().definitions.get(definition)?.get(name).cloned()
 }
 
-pub fn is_cluster_scoped(group: &str, kind: &str) -> bool {
-    table().cluster_scoped.contains(&format!("{group}/{kind}"))
+/// Whether kustomize treats objects of this group, version and kind as
+/// cluster-scoped: only the types its built-in schema (Kubernetes v1.21.2)
+/// knows as such; every other type, `flowcontrol.apiserver.k8s.io/v1`
+/// included, is namespaced (kyaml's `precomputedIsNamespaceScoped`).
+pub fn is_cluster_scoped(group: &str, version: &str, kind: &str) -> bool {
+    CLUSTER_SCOPED
+        .iter()
+        .any(|(g, v, k)| *g == group && *v == version && *k == kind)
 }
+
+const CLUSTER_SCOPED: &[(&str, &str, &str)] = &[
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1beta1",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1beta1",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+    (
+        "apiextensions.k8s.io",
+        "v1beta1",
+        "CustomResourceDefinition",
+    ),
+    ("apiregistration.k8s.io", "v1", "APIService"),
+    ("apiregistration.k8s.io", "v1beta1", "APIService"),
+    ("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+    (
+        "certificates.k8s.io",
+        "v1beta1",
+        "CertificateSigningRequest",
+    ),
+    ("flowcontrol.apiserver.k8s.io", "v1beta1", "FlowSchema"),
+    (
+        "flowcontrol.apiserver.k8s.io",
+        "v1beta1",
+        "PriorityLevelConfiguration",
+    ),
+    ("networking.k8s.io", "v1", "IngressClass"),
+    ("networking.k8s.io", "v1beta1", "IngressClass"),
+    ("node.k8s.io", "v1", "RuntimeClass"),
+    ("node.k8s.io", "v1beta1", "RuntimeClass"),
+    ("policy", "v1beta1", "PodSecurityPolicy"),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io", "v1beta1", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "v1beta1", "ClusterRoleBinding"),
+    ("scheduling.k8s.io", "v1", "PriorityClass"),
+    ("scheduling.k8s.io", "v1beta1", "PriorityClass"),
+    ("storage.k8s.io", "v1", "CSIDriver"),
+    ("storage.k8s.io", "v1", "CSINode"),
+    ("storage.k8s.io", "v1", "StorageClass"),
+    ("storage.k8s.io", "v1", "VolumeAttachment"),
+    ("storage.k8s.io", "v1beta1", "CSIDriver"),
+    ("storage.k8s.io", "v1beta1", "CSINode"),
+    ("storage.k8s.io", "v1beta1", "StorageClass"),
+    ("storage.k8s.io", "v1beta1", "VolumeAttachment"),
+    ("", "v1", "ComponentStatus"),
+    ("", "v1", "Namespace"),
+    ("", "v1", "Node"),
+    ("", "v1", "NodeProxyOptions"),
+    ("", "v1", "PersistentVolume"),
+];
 
 #[cfg(test)]
 mod tests {
@@ -302,11 +374,20 @@ mod tests {
 
     #[test]
     fn namespaces_are_cluster_scoped_and_config_maps_are_not() {
-        assert!(is_cluster_scoped("", "Namespace"));
+        assert!(is_cluster_scoped("", "v1", "Namespace"));
         assert!(is_cluster_scoped(
             "rbac.authorization.k8s.io",
+            "v1",
             "ClusterRole"
         ));
-        assert!(!is_cluster_scoped("", "ConfigMap"));
+        // kustomize's schema is Kubernetes v1.21's: newer versions are
+        // namespaced to it, removed ones still cluster-scoped.
+        assert!(!is_cluster_scoped(
+            "flowcontrol.apiserver.k8s.io",
+            "v1",
+            "FlowSchema"
+        ));
+        assert!(is_cluster_scoped("policy", "v1beta1", "PodSecurityPolicy"));
+        assert!(!is_cluster_scoped("", "v1", "ConfigMap"));
     }
 }

@@ -10,6 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::schema::{self, FieldInfo};
+use super::yaml::Step;
 
 /// Where in the schema a value sits.
 #[derive(Clone)]
@@ -26,6 +27,47 @@ pub fn apply(target: &Value, patch: &Value) -> Option<Value> {
     let id = super::resource::ResId::of(target);
     let root = schema::root(&id.group, &id.version, &id.kind);
     merge(Some(target), patch, At::Object(root))
+}
+
+/// Removes the keys a manifest wrote without a value (`key:`) from where
+/// kyaml's merge walks: kyaml visits every field of the object, not only
+/// the patched ones, and replaces a null it finds with the (absent) patch
+/// value unless the null was written out (`~`, `null`). Lists are entered
+/// only where they merge by key.
+pub fn drop_empty_nulls(target: &mut Value, paths: &[Vec<Step>]) {
+    let id = super::resource::ResId::of(target);
+    let root = At::Object(schema::root(&id.group, &id.version, &id.kind));
+    for path in paths {
+        let Some((Step::Key(last), parents)) = path.split_last() else {
+            continue;
+        };
+        if let Some(Value::Object(map)) = walked_to(target, root.clone(), parents) {
+            if map.get(last).is_some_and(Value::is_null) {
+                map.remove(last);
+            }
+        }
+    }
+}
+
+/// The value at `path` if kyaml's merge walk reaches it.
+fn walked_to<'v>(mut value: &'v mut Value, mut at: At, path: &[Step]) -> Option<&'v mut Value> {
+    for step in path {
+        value = match (step, value) {
+            (Step::Key(key), Value::Object(map)) => {
+                at = child(&at, key);
+                map.get_mut(key)?
+            }
+            (Step::Index(i), Value::Array(items)) => match &at {
+                At::List(Some(info)) if info.merges() => {
+                    at = At::Object(info.items.clone());
+                    items.get_mut(*i)?
+                }
+                _ => return None,
+            },
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 fn child(at: &At, key: &str) -> At {

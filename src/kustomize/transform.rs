@@ -29,7 +29,7 @@ pub fn namespace(resources: &mut [Resource], namespace: &str, extra: &[FieldSpec
             });
         }
         let id = r.id();
-        if !is_cluster_scoped(&id.group, &id.kind) {
+        if !is_cluster_scoped(&id.group, &id.version, &id.kind) {
             r.set_namespace(namespace);
         }
         if id.kind == "Namespace" && r.api_version() == "v1" {

@@ -45,6 +45,8 @@ use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
 
 /// The `kedge.dev/kind` label value of objects applied by a kustomization.
 pub const OWNER_KIND: &str = "Kustomization";
+/// How much of the timeout a health wait leaves for recording its outcome.
+const HEALTH_MARGIN: Duration = Duration::from_secs(1);
 
 /// What the reconciler shares across runs.
 #[derive(Clone)]
@@ -80,18 +82,22 @@ pub struct Action {
 /// Why a run stopped, each mapped to one Flux reason.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The source has no artifact yet, or it cannot be unpacked.
+    /// The source's artifact cannot be unpacked.
     #[error("artifact of {source_ref}: {message}")]
     Artifact { source_ref: String, message: String },
+    /// The source has not produced its first artifact: waiting, not failing.
+    #[error("waiting for the first artifact of {source_ref}")]
+    NoArtifactYet { source_ref: String },
     /// The path does not exist in the artifact.
     #[error("path {path} not found in revision {revision}")]
     InvalidPath { path: String, revision: String },
-    /// kustomize build failed.
-    #[error("build of {path}: {source}")]
+    /// kustomize build failed. `message` names files by their path in the
+    /// repository, `revision` is `git/NAME@<revision>`.
+    #[error("build of {path} at {revision}: {message}")]
     Build {
         path: String,
-        #[source]
-        source: kustomize::Error,
+        revision: String,
+        message: String,
     },
     /// Server-side apply (or its dry-run) failed.
     #[error(transparent)]
@@ -114,13 +120,18 @@ pub enum Error {
     /// The blocking build task panicked or was cancelled.
     #[error("build task: {0}")]
     Task(String),
+    /// The whole run took longer than the kustomization's `timeout`.
+    #[error(
+        "timed out after {timeout:?} (the kustomization's timeout); is the API server reachable?"
+    )]
+    TimedOut { timeout: Duration },
 }
 
 impl Error {
     /// The Flux condition reason for this failure.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Artifact { .. } => "ArtifactFailed",
+            Error::Artifact { .. } | Error::NoArtifactYet { .. } => "ArtifactFailed",
             Error::InvalidPath { .. } => "InvalidPath",
             Error::Build { .. } | Error::Task(_) => "BuildFailed",
             Error::Apply(_) | Error::State(_) | Error::Inventory(_) | Error::Discovery(_) => {
@@ -128,6 +139,7 @@ impl Error {
             }
             Error::Prune(_) => "PruneFailed",
             Error::Health(_) => "HealthCheckFailed",
+            Error::TimedOut { .. } => "TimedOut",
         }
     }
 }
@@ -210,7 +222,14 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
         };
     }
     let mut attempted = None;
-    match pipeline(ctx, config, kustomization, &mut attempted).await {
+    let bounded = tokio::time::timeout(
+        kustomization.timeout,
+        pipeline(ctx, config, kustomization, started, &mut attempted),
+    );
+    let timed_out = Error::TimedOut {
+        timeout: kustomization.timeout,
+    };
+    match bounded.await.unwrap_or(Err(timed_out)) {
         Ok(applied) => {
             let message = format!(
                 "Applied revision: {} ({} created, {} configured, {} unchanged, {} pruned)",
@@ -240,7 +259,12 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
         }
         Err(err) => {
             let message = format!("{err}");
-            tracing::warn!(kustomization = %name, revision = attempted.as_deref().unwrap_or(""), reason = err.reason(), "{message}");
+            let revision = attempted.as_deref().unwrap_or("");
+            if let Error::NoArtifactYet { .. } = err {
+                tracing::info!(kustomization = %name, reason = err.reason(), "{message}");
+            } else {
+                tracing::warn!(kustomization = %name, revision, reason = err.reason(), "{message}");
+            }
             record(
                 ctx,
                 kustomization,
@@ -265,6 +289,7 @@ async fn pipeline(
     ctx: &Context,
     config: &Config,
     k: &Kustomization,
+    started: Instant,
     attempted: &mut Option<String>,
 ) -> Result<Applied, Error> {
     let owner = Owner::new(&k.name, OWNER_KIND);
@@ -319,7 +344,9 @@ async fn pipeline(
     // Wait for health.
     let checked = health_targets(k, &new);
     if !checked.is_empty() {
-        ctx.manager.wait(&checked, k.timeout).await?;
+        // Ends before the whole run's timeout, to report which objects are not healthy.
+        let left = k.timeout.saturating_sub(started.elapsed() + HEALTH_MARGIN);
+        ctx.manager.wait(&checked, left).await?;
     }
     record_changes(ctx, &k.name, &changes);
     Ok(Applied {
@@ -394,12 +421,8 @@ async fn objects_at(
 fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {
     let store = lock(&ctx.store);
     let source_ref = k.source.to_string();
-    source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)?.ok_or(
-        Error::Artifact {
-            source_ref,
-            message: "no artifact yet".to_string(),
-        },
-    )
+    source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)?
+        .ok_or(Error::NoArtifactYet { source_ref })
 }
 
 /// Builds `k.path` of `artifact` (unpacked once for all kustomizations), on
@@ -442,9 +465,10 @@ fn unpack_and_build(
             revision: artifact.revision.clone(),
         });
     }
-    let resources = kustomize::build_plain_dir(&dir).map_err(|source| Error::Build {
+    let resources = kustomize::build_plain_dir(&dir).map_err(|err| Error::Build {
         path: shown,
-        source,
+        revision: format!("{source_ref}@{}", artifact.revision),
+        message: in_repository(&crate::error_chain::describe(&err), &tree),
     })?;
     // A tree damaged while the build read it must not become a prune.
     unpacker
@@ -457,6 +481,18 @@ fn unpack_and_build(
             ),
         })?;
     Ok(resources.iter().map(kustomize::Resource::to_json).collect())
+}
+
+/// `message` with the paths of the unpacked artifact in `tree` written as
+/// paths in the repository (`apps/web.yaml`).
+fn in_repository(message: &str, tree: &Path) -> String {
+    let mut message = message.to_string();
+    let canonical = tree.canonicalize().ok();
+    for root in std::iter::once(tree).chain(canonical.as_deref()) {
+        message = message.replace(&format!("{}/", root.display()), "");
+        message = message.replace(&root.display().to_string(), ".");
+    }
+    message
 }
 
 /// Sets `metadata.namespace` of every namespaced object (and of objects of

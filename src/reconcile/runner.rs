@@ -10,7 +10,11 @@
 //!
 //! # Guarantees
 //! - One reconcile of a kustomization at a time; wakes that arrive during a
-//!   run collapse into one more run, wakes from before a run are served by it.
+//!   run, or within [`MIN_GAP`] of its start, collapse into one more run;
+//!   wakes from before a run are served by it.
+//! - A failed run is retried with backoff from seconds up to the
+//!   `retry_interval` (as sources are), and at once when the API server
+//!   it could not reach answers again.
 //! - Drift is debounced ([`DRIFT_QUIET`]) so a burst of edits is reverted
 //!   by one apply.
 
@@ -23,12 +27,18 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::kustomization::{self, Context, OWNER_KIND};
-use super::scheduler::SourceUpdate;
-use crate::apply::{debounce, ObjRef, Owner};
+use super::scheduler::{next_delay, SourceUpdate};
+use crate::apply::{debounce, Manager, ObjRef, Owner};
 use crate::config::Config;
 
 /// How long a watch must be quiet before the drift it saw is reverted.
 pub const DRIFT_QUIET: Duration = Duration::from_millis(100);
+/// The least time between the starts of two runs of one kustomization:
+/// whatever wakes it (drift, requests, new artifacts), it cannot spin.
+pub const MIN_GAP: Duration = Duration::from_secs(1);
+/// How often a kustomization whose run failed on an unreachable API server
+/// asks whether it is back.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// A request to reconcile a kustomization now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +155,8 @@ async fn run_kustomization(
         return;
     };
     let mut drift = DriftWatch::default();
+    let mut failures: u32 = 0;
+    let mut server_down = false;
     tokio::select! {
         _ = kustomization::first_fetch(&ctx, &config, k) => {}
         _ = stopped(&mut shutdown) => return,
@@ -156,10 +168,19 @@ async fn run_kustomization(
         // A wake that came before this run (a new artifact during the
         // first fetch, say) is served by it: the run reads the latest state.
         let _ = own_wake.notified().now_or_never();
+        let started = tokio::time::Instant::now();
         let action = tokio::select! {
             action = kustomization::reconcile(&ctx, &config, k) => action,
             _ = stopped(&mut shutdown) => break,
         };
+        let ended = tokio::time::Instant::now();
+        let failed = !action.ready && !k.suspend;
+        failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
+        server_down &= failed;
         if action.ready {
             for dependent in config
                 .kustomizations
@@ -170,17 +191,49 @@ async fn run_kustomization(
             }
         }
         if !k.suspend {
-            drift
-                .follow(&ctx, &name, &action.inventory, own_wake.clone())
-                .await;
+            tokio::select! {
+                () = drift.follow(&ctx, &name, &action.inventory, own_wake.clone()) => {}
+                _ = stopped(&mut shutdown) => break,
+            }
         }
+        // Wakes until then collapse into the one run after it.
         tokio::select! {
-            _ = tokio::time::sleep(action.requeue_after) => {}
+            _ = tokio::time::sleep_until(started + MIN_GAP) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+        let delay = next_delay(action.requeue_after, failures);
+        tokio::select! {
+            _ = tokio::time::sleep_until(ended + delay) => {}
             _ = own_wake.notified() => {}
+            () = server_back(&ctx.manager, failed, &mut server_down) => {
+                tracing::info!(kustomization = %name, "the API server answers again; retrying now");
+            }
             _ = stopped(&mut shutdown) => break,
         }
     }
     drift.stop();
+}
+
+/// After a failed run, resolves once the API server answers again having
+/// not answered (`down` remembers that across runs), probing every
+/// [`PROBE_EVERY`]; never when the run did not fail or the server answered
+/// all along (the failure was something else).
+async fn server_back(manager: &Manager, failed: bool, down: &mut bool) {
+    if !failed {
+        return std::future::pending().await;
+    }
+    loop {
+        let reachable = manager.reachable().await;
+        if reachable && *down {
+            *down = false;
+            return;
+        }
+        if reachable {
+            return std::future::pending().await;
+        }
+        *down = true;
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
 }
 
 /// The drift watch of one kustomization, restarted when its inventory

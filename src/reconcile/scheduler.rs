@@ -157,7 +157,7 @@ pub fn scheduler_with_heartbeat(
     let mut wakers = BTreeMap::new();
     for source in config.sources.values() {
         if source.suspend {
-            tracing::info!(source = %source.name, "source is suspended; not scheduled");
+            tracing::info!(source = %source.source_ref(), "source is suspended; not scheduled");
             continue;
         }
         let wake = Arc::new(Notify::new());
@@ -265,7 +265,7 @@ async fn run_source(
         let delay = next_delay(source.interval, failures);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = wake.notified() => tracing::debug!(source = %source.name, "sync requested"),
+            _ = wake.notified() => tracing::debug!(source = %source.source_ref(), "sync requested"),
             _ = stopped(&mut shutdown) => return,
         }
     }
@@ -343,7 +343,7 @@ async fn sync_once(
     };
     let success = result.synced.is_ok();
     if let Err(err) = record(source, shared, result) {
-        tracing::error!(source = %source.name, error = %err, "recording source outcome");
+        tracing::error!(source = %source.source_ref(), error = %err, "recording source outcome");
     }
     Some(success)
 }
@@ -363,7 +363,7 @@ fn previous_status(shared: &Shared, name: &str) -> Option<state::SourceStatus> {
     match store.source_status("git", name) {
         Ok(previous) => previous,
         Err(err) => {
-            tracing::error!(source = %name, error = %err, "reading source state");
+            tracing::error!(source = %format_args!("git/{name}"), error = %err, "reading source state");
             None
         }
     }
@@ -385,7 +385,7 @@ fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), sta
         }
         Ok(None) => None,
         Err(err) => {
-            tracing::warn!(source = %source.name, reason = err.reason(), error = %err, "damaged artifact not restored; a fetch may rebuild it");
+            tracing::warn!(source = %source.source_ref(), reason = err.reason(), error = %err, "damaged artifact not restored; a fetch may rebuild it");
             Some(err)
         }
     };
@@ -409,7 +409,7 @@ fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), sta
             if new_artifact {
                 announce(source, shared, &store, artifact)?;
             } else {
-                tracing::debug!(source = %source.name, revision = %artifact.revision, "no change");
+                tracing::debug!(source = %source.source_ref(), revision = %artifact.revision, "no change");
             }
         }
         Err(err) => {
@@ -418,7 +418,7 @@ fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), sta
                 Some(damaged) => (damaged.reason(), format!("{damaged}; {err}")),
                 None => (err.reason(), err.to_string()),
             };
-            tracing::warn!(source = %source.name, reason, error = %message, "sync failed");
+            tracing::warn!(source = %source.source_ref(), reason, error = %message, "sync failed");
             store.record_source_outcome(
                 "git",
                 &source.name,
@@ -456,7 +456,7 @@ fn record_restored(
         restored.damage,
         artifact.revision
     );
-    tracing::warn!(source = %source.name, reason = "ArtifactRestored", "{message}");
+    tracing::warn!(source = %source.source_ref(), reason = "ArtifactRestored", "{message}");
     store.record_event(&Event::new(
         "git",
         &source.name,
@@ -477,7 +477,7 @@ fn announce(
     store: &Store,
     artifact: &Artifact,
 ) -> Result<(), state::Error> {
-    tracing::info!(source = %source.name, revision = %artifact.revision, digest = %artifact.digest, "stored new artifact");
+    tracing::info!(source = %source.source_ref(), revision = %artifact.revision, digest = %artifact.digest, "stored new artifact");
     let message = format!("stored artifact for revision {}", artifact.revision);
     store.record_event(&Event::new(
         "git",
@@ -489,7 +489,7 @@ fn announce(
     if let Err(err) =
         ArtifactStore::new(&shared.state_dir).collect_garbage("git", &source.name, &artifact.path)
     {
-        tracing::warn!(source = %source.name, error = %err, "collecting old artifacts");
+        tracing::warn!(source = %source.source_ref(), error = %err, "collecting old artifacts");
     }
     // Nobody listening is fine: reconcilers read the latest artifact from the store when they start.
     let _ = shared.updates.send(SourceUpdate {

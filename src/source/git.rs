@@ -50,11 +50,12 @@ struct Want {
 /// Setting `interrupt` aborts a pack transfer in progress.
 pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Result<FetchedCommit> {
     super::install_tls_provider();
+    refuse_clear_text_credentials(source)?;
     if first_fetch_in_this_process(repo_dir) {
         match clear_stale_locks(repo_dir) {
             Ok(0) => {}
             Ok(removed) => tracing::warn!(
-                source = %source.name,
+                source = %source.source_ref(),
                 "removed {removed} lock files a stopped kedge left in {}",
                 repo_dir.display()
             ),
@@ -68,6 +69,33 @@ pub fn fetch(source: &GitSource, repo_dir: &Path, interrupt: &AtomicBool) -> Res
     configure_transport(&mut repo, source, &stderr_file)?;
     fetch_configured(&repo, source, interrupt)
         .map_err(|err| with_ssh_diagnostics(err, &stderr_file))
+        .map_err(|err| with_ownership_diagnostics(err, source, &stderr_file))
+}
+
+/// git refuses to serve a local repository owned by another user
+/// ("dubious ownership"), and gix then only sees the connection close.
+/// kedge does not override that check (a repository of another user is
+/// not trusted just because kedge reads it): it says what is wrong and
+/// how to fix it. `ours` is a file kedge created, so owned by its user.
+fn with_ownership_diagnostics(err: Error, source: &GitSource, ours: &Path) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    let path = source.url.strip_prefix("file://").unwrap_or(&source.url);
+    let (Ok(repo), Ok(kedge)) = (std::fs::metadata(path), std::fs::metadata(ours)) else {
+        return err;
+    };
+    if !path.starts_with('/') || repo.uid() == kedge.uid() {
+        return err;
+    }
+    with_fetch_message(err, |message| {
+        format!(
+            "{path} is owned by uid {}, not by kedge's user (uid {}), and git refuses such \
+             repositories (\"dubious ownership\"): make uid {} its owner, or trust it with \
+             `git config --system --add safe.directory {path}`; {message}",
+            repo.uid(),
+            kedge.uid(),
+            kedge.uid(),
+        )
+    })
 }
 
 fn fetch_configured(
@@ -105,19 +133,7 @@ fn tag_want(tag: &str) -> Want {
     }
 }
 
-/// An error and its causes on one line, each cause once.
-pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !text.is_empty() && !parts.iter().any(|part| part.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
-}
+pub(crate) use crate::error_chain::describe;
 
 fn local_repository_error<E: std::error::Error + 'static>(
     source: &GitSource,
@@ -214,7 +230,8 @@ fn ssh_command(source: &GitSource, stderr_file: &Path) -> Option<String> {
     let connect_timeout = source.timeout.as_secs().max(1);
     Some(format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
-         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout} 2>>{}",
+         -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout={connect_timeout} \
+         -o ServerAliveInterval={connect_timeout} -o ServerAliveCountMax=1 2>>{}",
         shell_quote(&key.to_string_lossy()),
         shell_quote(&known_hosts.to_string_lossy()),
         shell_quote(&stderr_file.to_string_lossy()),
@@ -229,14 +246,6 @@ fn ssh_stderr_file(repo_dir: &Path) -> std::path::PathBuf {
 /// Adds what `ssh` printed (e.g. "Host key verification failed.") to a
 /// failed fetch's message: gix only sees the connection close.
 fn with_ssh_diagnostics(err: Error, stderr_file: &Path) -> Error {
-    let Error::Fetch {
-        source_name,
-        url,
-        message,
-    } = err
-    else {
-        return err;
-    };
     let said: Vec<String> = std::fs::read_to_string(stderr_file)
         .unwrap_or_default()
         .lines()
@@ -244,15 +253,26 @@ fn with_ssh_diagnostics(err: Error, stderr_file: &Path) -> Error {
         .filter(|line| !line.is_empty() && !line.starts_with("Warning: Permanently added"))
         .map(str::to_string)
         .collect();
-    let message = if said.is_empty() {
-        message
-    } else {
-        format!("ssh: {}; {message}", said.join(" "))
-    };
-    Error::Fetch {
-        source_name,
-        url,
-        message,
+    if said.is_empty() {
+        return err;
+    }
+    with_fetch_message(err, |message| format!("ssh: {}; {message}", said.join(" ")))
+}
+
+/// A fetch error with its message rewritten by `rewrite`; other errors as
+/// they are.
+fn with_fetch_message(err: Error, rewrite: impl FnOnce(String) -> String) -> Error {
+    match err {
+        Error::Fetch {
+            source_name,
+            url,
+            message,
+        } => Error::Fetch {
+            source_name,
+            url,
+            message: rewrite(message),
+        },
+        other => other,
     }
 }
 
@@ -264,6 +284,27 @@ fn read_secret(source: &GitSource, path: &Path) -> Result<String> {
             path: path.to_path_buf(),
             source: err,
         })
+}
+
+/// A credential configured for a plain `http://` URL is refused before
+/// anything is sent (check-config refuses it too; this holds for a config
+/// that bypassed it).
+fn refuse_clear_text_credentials(source: &GitSource) -> Result<()> {
+    let plain_http = source.url.to_ascii_lowercase().starts_with("http://");
+    let credential = [
+        (&source.auth.password_file, "password_file"),
+        (&source.auth.bearer_token_file, "bearer_token_file"),
+    ]
+    .into_iter()
+    .find_map(|(file, field)| file.as_ref().map(|_| field));
+    match credential {
+        Some(field) if plain_http => Err(Error::Fetch {
+            source_name: source.name.clone(),
+            url: super::redact_url(&source.url),
+            message: format!("refusing to send {field} in clear text over http://; use https"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Sets the in-memory config of this fetch: the ssh command and, for a
@@ -338,8 +379,8 @@ fn connect<'a, 'repo>(
     let mut connection = remote
         .connect(Direction::Fetch)
         .map_err(|err| fetch_error(source, err))?;
-    if let Some(certificate) = ca {
-        let options = http_options_trusting(remote.repo(), source, certificate)?;
+    if is_http(&source.url) {
+        let options = bounded_http_options(remote.repo(), source, ca)?;
         connection = connection.with_transport_options(Box::new(options));
     }
     Ok(
@@ -378,12 +419,20 @@ fn private_ca(source: &GitSource) -> Result<Option<reqwest::Certificate>> {
         })
 }
 
+fn is_http(url: &str) -> bool {
+    let url = url.to_ascii_lowercase();
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 /// The HTTP options gix derives from the repository config, with the
-/// reqwest client also trusting `certificate`.
-fn http_options_trusting(
+/// reqwest client also trusting `certificate` and every request ending
+/// after the source's timeout: a server that froze or trickles bytes must
+/// not keep the fetch thread (and the source's lock) after the scheduler
+/// gave up on it.
+fn bounded_http_options(
     repo: &gix::Repository,
     source: &GitSource,
-    certificate: reqwest::Certificate,
+    certificate: Option<reqwest::Certificate>,
 ) -> Result<gix::protocol::transport::client::blocking_io::http::Options> {
     use gix::protocol::transport::client::blocking_io::http;
     let configured = repo
@@ -393,13 +442,23 @@ fn http_options_trusting(
         .and_then(|any| any.downcast::<http::Options>().ok())
         .map(|boxed| *boxed)
         .unwrap_or_default();
+    let timeout = source.timeout;
     let backend = http::reqwest::Options {
         configure_client: Some(Box::new(
             move |builder: reqwest::blocking::ClientBuilder| {
-                Ok(builder.add_root_certificate(certificate.clone()))
+                let builder = builder.timeout(timeout);
+                Ok(match &certificate {
+                    Some(certificate) => builder.add_root_certificate(certificate.clone()),
+                    None => builder,
+                })
             },
         )),
-        configure_request: None,
+        // Unlike the client's timeout (each read), this one bounds the
+        // whole request, body included: an endless body ends too.
+        configure_request: Some(Box::new(move |request: &mut reqwest::blocking::Request| {
+            *request.timeout_mut() = Some(timeout);
+            Ok(())
+        })),
     };
     options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
     Ok(options)

@@ -191,15 +191,24 @@ pub(crate) fn io_error(
 }
 
 /// The URL with any userinfo password or token replaced, safe to log and
-/// store.
+/// store. A lone user of an http(s) URL is a token as often as a name, so
+/// it goes too; an ssh URL's user is the login name and stays.
 pub fn redact_url(url: &str) -> String {
-    match gix::url::parse(gix::bstr::BStr::new(url)) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            parsed.set_password(Some("REDACTED".to_string()));
-            parsed.to_bstring().to_string()
-        }
-        _ => url.to_string(),
+    let Ok(mut parsed) = gix::url::parse(gix::bstr::BStr::new(url)) else {
+        return url.to_string();
+    };
+    let http = matches!(
+        parsed.scheme,
+        gix::url::Scheme::Http | gix::url::Scheme::Https
+    );
+    if parsed.password().is_some() {
+        parsed.set_password(Some("REDACTED".to_string()));
+    } else if http && parsed.user().is_some() {
+        parsed.set_user(Some("REDACTED".to_string()));
+    } else {
+        return url.to_string();
     }
+    parsed.to_bstring().to_string()
 }
 
 /// HTTPS uses rustls with ring, the provider kube already brings: the
@@ -225,6 +234,10 @@ mod tests {
         assert_eq!(
             redact_url("ssh://git@git.example.org/ops/fleet.git"),
             "ssh://git@git.example.org/ops/fleet.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_SECRET@git.example.org/x.git"),
+            "https://REDACTED@git.example.org/x.git"
         );
     }
 }

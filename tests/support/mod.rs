@@ -19,6 +19,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod git;
+pub mod proxy;
 
 pub use cluster::{cluster, TestNamespace};
 
@@ -51,4 +52,11 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{what}: not done within {bound:?}");
+}
+
+/// Whether the tests run as root, as CI does (`/proc/self` belongs to the
+/// effective user).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }

@@ -1,0 +1,172 @@
+//! YAML events from libyaml (the `unsafe-libyaml` port serde_yaml runs on),
+//! kept with what serde_yaml's values lose and kustomize depends on: the
+//! scalar style (`0644` plain is a number, `"0644"` quoted a string; `>`
+//! folded text goes through go-yaml's emitter), the tag and whether a
+//! null was written (`~`) or left empty (`key:`). go-yaml, which
+//! kustomize parses with, is itself a port of libyaml, so both read the
+//! same events from the same text.
+//!
+//! All unsafe code of the YAML reader is here: one parser over a borrowed
+//! string, turned into owned events.
+
+use std::ffi::CStr;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
+use unsafe_libyaml as unsafe_sys;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    SingleQuoted,
+    DoubleQuoted,
+    Literal,
+    Folded,
+}
+
+#[derive(Debug)]
+pub struct Scalar {
+    pub anchor: Option<String>,
+    pub tag: Option<String>,
+    pub value: String,
+    pub style: Style,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    StreamStart,
+    StreamEnd,
+    DocumentStart,
+    DocumentEnd,
+    Alias(String),
+    Scalar(Scalar),
+    SequenceStart { anchor: Option<String> },
+    SequenceEnd,
+    MappingStart { anchor: Option<String> },
+    MappingEnd,
+}
+
+/// A syntax error: libyaml's message and the 1-based line.
+#[derive(Debug)]
+pub struct SyntaxError {
+    pub message: String,
+    pub line: usize,
+}
+
+pub struct Parser<'input> {
+    raw: Box<MaybeUninit<unsafe_sys::yaml_parser_t>>,
+    failed: bool,
+    _input: PhantomData<&'input str>,
+}
+
+impl<'input> Parser<'input> {
+    pub fn new(input: &'input str) -> Parser<'input> {
+        let mut raw = Box::new(MaybeUninit::<unsafe_sys::yaml_parser_t>::uninit());
+        let parser = raw.as_mut_ptr();
+        // SAFETY: `parser` points to memory owned by `raw`, which lives (and
+        // does not move: it is boxed) until `Drop` deletes the parser; the
+        // input outlives the parser through the `'input` lifetime.
+        let initialized = unsafe { unsafe_sys::yaml_parser_initialize(parser) };
+        assert!(initialized.ok, "libyaml could not allocate a parser");
+        unsafe {
+            unsafe_sys::yaml_parser_set_encoding(parser, unsafe_sys::YAML_UTF8_ENCODING);
+            unsafe_sys::yaml_parser_set_input_string(parser, input.as_ptr(), input.len() as u64);
+        }
+        Parser {
+            raw,
+            failed: false,
+            _input: PhantomData,
+        }
+    }
+
+    /// The next event with the line (1-based) it starts on.
+    pub fn next_event(&mut self) -> Result<(Event, usize), SyntaxError> {
+        if self.failed {
+            return Err(SyntaxError {
+                message: "parser already failed".into(),
+                line: 0,
+            });
+        }
+        let parser = self.raw.as_mut_ptr();
+        let mut event = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
+        // SAFETY: the parser was initialized in `new`; an event filled by a
+        // successful yaml_parser_parse is converted (copying every string)
+        // and deleted before returning.
+        unsafe {
+            if unsafe_sys::yaml_parser_parse(parser, event.as_mut_ptr()).fail {
+                self.failed = true;
+                return Err(syntax_error(&*parser));
+            }
+            let event = event.as_mut_ptr();
+            let converted = convert(&*event);
+            let line = (*event).start_mark.line as usize + 1;
+            unsafe_sys::yaml_event_delete(event);
+            Ok((converted, line))
+        }
+    }
+}
+
+impl Drop for Parser<'_> {
+    fn drop(&mut self) {
+        // SAFETY: initialized in `new`, deleted once here.
+        unsafe { unsafe_sys::yaml_parser_delete(self.raw.as_mut_ptr()) }
+    }
+}
+
+unsafe fn syntax_error(parser: &unsafe_sys::yaml_parser_t) -> SyntaxError {
+    let mut message =
+        unsafe { c_string(parser.problem.cast()) }.unwrap_or_else(|| "invalid YAML".to_string());
+    if let Some(context) = unsafe { c_string(parser.context.cast()) } {
+        message = format!("{message}, {context}");
+    }
+    SyntaxError {
+        message,
+        line: parser.problem_mark.line as usize + 1,
+    }
+}
+
+unsafe fn c_string(ptr: *const u8) -> Option<String> {
+    if ptr.is_null() {
+        return None;
+    }
+    let c = unsafe { CStr::from_ptr(ptr.cast()) };
+    Some(String::from_utf8_lossy(c.to_bytes()).into_owned())
+}
+
+unsafe fn convert(event: &unsafe_sys::yaml_event_t) -> Event {
+    unsafe {
+        match event.type_ {
+            unsafe_sys::YAML_STREAM_START_EVENT => Event::StreamStart,
+            unsafe_sys::YAML_DOCUMENT_START_EVENT => Event::DocumentStart,
+            unsafe_sys::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
+            unsafe_sys::YAML_ALIAS_EVENT => {
+                Event::Alias(c_string(event.data.alias.anchor).unwrap_or_default())
+            }
+            unsafe_sys::YAML_SCALAR_EVENT => {
+                let data = event.data.scalar;
+                let bytes = std::slice::from_raw_parts(data.value, data.length as usize);
+                Event::Scalar(Scalar {
+                    anchor: c_string(data.anchor),
+                    tag: c_string(data.tag),
+                    value: String::from_utf8_lossy(bytes).into_owned(),
+                    style: match data.style {
+                        unsafe_sys::YAML_SINGLE_QUOTED_SCALAR_STYLE => Style::SingleQuoted,
+                        unsafe_sys::YAML_DOUBLE_QUOTED_SCALAR_STYLE => Style::DoubleQuoted,
+                        unsafe_sys::YAML_LITERAL_SCALAR_STYLE => Style::Literal,
+                        unsafe_sys::YAML_FOLDED_SCALAR_STYLE => Style::Folded,
+                        _ => Style::Plain,
+                    },
+                })
+            }
+            unsafe_sys::YAML_SEQUENCE_START_EVENT => Event::SequenceStart {
+                anchor: c_string(event.data.sequence_start.anchor),
+            },
+            unsafe_sys::YAML_SEQUENCE_END_EVENT => Event::SequenceEnd,
+            unsafe_sys::YAML_MAPPING_START_EVENT => Event::MappingStart {
+                anchor: c_string(event.data.mapping_start.anchor),
+            },
+            unsafe_sys::YAML_MAPPING_END_EVENT => Event::MappingEnd,
+            _ => Event::StreamEnd,
+        }
+    }
+}
