@@ -198,7 +198,7 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "cli-ks").await;
     let kustomization = format!(
-        "[kustomization.apps]\nsource = \"git/fleet\"\npath = \"./apps\"\ninterval = \"1h\"\nretry_interval = \"1h\"\nprune = true\ntarget_namespace = \"{}\"\n",
+        "[kustomization.cli-apps-1]\nsource = \"git/fleet\"\npath = \"./apps\"\ninterval = \"1h\"\nretry_interval = \"1h\"\nprune = true\ntarget_namespace = \"{}\"\n",
         ns.name
     );
     let agent = format!(
@@ -215,7 +215,7 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
     let applied = |revision: &str| {
         Store::open_read_only(&db)
             .ok()
-            .and_then(|s| s.kustomization_status("apps").ok().flatten())
+            .and_then(|s| s.kustomization_status("cli-apps-1").ok().flatten())
             .is_some_and(|s| {
                 s.ready
                     && s.last_applied_revision.as_deref() == Some(&format!("main@sha1:{revision}"))
@@ -230,16 +230,16 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
     let mut latencies = Vec::new();
     for _ in 0..5 {
         let requested = kedge::state::now_millis();
-        let out = setup.cli(&["reconcile", "kustomization", "apps"]);
+        let out = setup.cli(&["reconcile", "kustomization", "cli-apps-1"]);
         assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
         assert!(
-            stdout(&out).contains("kustomization/apps: Applied revision"),
+            stdout(&out).contains("kustomization/cli-apps-1: Applied revision"),
             "{}",
             stdout(&out)
         );
         let status = Store::open_read_only(&db)
             .expect("state")
-            .kustomization_status("apps")
+            .kustomization_status("cli-apps-1")
             .expect("status")
             .expect("recorded");
         let started = status.last_attempt_at.unwrap_or(0) - status.last_duration_ms.unwrap_or(0);
@@ -258,7 +258,7 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
     );
 
     // Suspended: a new revision is fetched but not applied; diff and build show it.
-    let out = setup.cli(&["suspend", "apps"]);
+    let out = setup.cli(&["suspend", "cli-apps-1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let second = setup
         .repo
@@ -270,13 +270,13 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
         stdout(&out),
         stderr(&out)
     );
-    let out = setup.cli(&["reconcile", "kustomization", "apps"]);
+    let out = setup.cli(&["reconcile", "kustomization", "cli-apps-1"]);
     assert!(
         !out.status.success() && stderr(&out).contains("suspended"),
         "{}",
         stderr(&out)
     );
-    let out = setup.cli(&["diff", "apps"]);
+    let out = setup.cli(&["diff", "cli-apps-1"]);
     let diff = stdout(&out);
     assert_eq!(
         out.status.code(),
@@ -289,7 +289,7 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
             && diff.contains("~ data.key: \"one\" -> \"two\""),
         "{diff}"
     );
-    let out = setup.cli(&["build", "apps"]);
+    let out = setup.cli(&["build", "cli-apps-1"]);
     let yaml = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -302,7 +302,7 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
     );
 
     // Resumed: the runner restarts and applies the new revision.
-    let out = setup.cli(&["resume", "apps"]);
+    let out = setup.cli(&["resume", "cli-apps-1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     setup.wait_until(
         "the second apply after resume",
@@ -313,7 +313,7 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
         value_of(&client, &ns.name, "a").await.as_deref(),
         Some("two")
     );
-    let out = setup.cli(&["diff", "apps"]);
+    let out = setup.cli(&["diff", "cli-apps-1"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("no changes"), "{}", stdout(&out));
 
@@ -321,7 +321,7 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
     let third = setup
         .repo
         .commit(&[("apps/a.yaml", &configmap("a", "three"))], "three");
-    let out = setup.cli(&["reconcile", "kustomization", "apps", "--with-source"]);
+    let out = setup.cli(&["reconcile", "kustomization", "cli-apps-1", "--with-source"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(
         stdout(&out).contains(&format!("Applied revision: main@sha1:{third}")),

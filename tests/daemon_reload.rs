@@ -262,7 +262,7 @@ async fn a_kubeconfig_rewritten_on_disk_is_picked_up_and_an_unreachable_server_i
     setup.write_config(&setup.config_text(
         &format!("kubeconfig = {:?}\n", kubeconfig.display().to_string()),
         &format!(
-            "[kustomization.apps]\nsource = \"git/fleet\"\npath = \"./apps\"\ninterval = \"1h\"\nretry_interval = \"1s\"\nprune = true\ntarget_namespace = \"{}\"\n",
+            "[kustomization.reload-apps-1]\nsource = \"git/fleet\"\npath = \"./apps\"\ninterval = \"1h\"\nretry_interval = \"1s\"\nprune = true\ntarget_namespace = \"{}\"\n",
             ns.name
         ),
     ));
@@ -277,12 +277,12 @@ async fn a_kubeconfig_rewritten_on_disk_is_picked_up_and_an_unreachable_server_i
         setup
             .log_text()
             .lines()
-            .any(|line| line.contains("kustomization=apps") && line.contains(&dead))
+            .any(|line| line.contains("kustomization=reload-apps-1") && line.contains(&dead))
     });
     let text = setup.log_text();
     let failure = text
         .lines()
-        .find(|line| line.contains("kustomization=apps") && line.contains(&dead))
+        .find(|line| line.contains("kustomization=reload-apps-1") && line.contains(&dead))
         .unwrap_or_default();
     assert!(
         failure.contains("Connection refused"),
@@ -299,6 +299,6 @@ async fn a_kubeconfig_rewritten_on_disk_is_picked_up_and_an_unreachable_server_i
         report(&setup)
             .kustomizations
             .iter()
-            .any(|k| k.name == "apps" && k.ready)
+            .any(|k| k.name == "reload-apps-1" && k.ready)
     });
 }

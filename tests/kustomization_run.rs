@@ -416,14 +416,16 @@ async fn waiting_for_the_first_artifact_is_not_logged_as_a_failure() {
 async fn a_build_error_names_the_file_in_the_repository_with_source_and_revision() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "build-error").await;
-    let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
+    let setup = Setup::new(&kustomization("run-build-apps-1", "./apps", &ns.name, ""));
     let commit = setup
         .repo
         .commit(&[("apps/broken.yaml", "data: [unclosed\n")], "broken");
     let _daemon = setup.start();
-    let failed = setup.wait_for("apps", "the build refused", |s: &KustomizationStatus| {
-        !s.ready && s.reason == "BuildFailed"
-    });
+    let failed = setup.wait_for(
+        "run-build-apps-1",
+        "the build refused",
+        |s: &KustomizationStatus| !s.ready && s.reason == "BuildFailed",
+    );
     assert!(
         failed.message.contains("apps/broken.yaml")
             && failed

@@ -92,10 +92,10 @@ fn applied_a_and_b(setup: &Setup) -> String {
 async fn a_file_deleted_from_an_unpacked_tree_does_not_prune_its_object() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "dmg-tree").await;
-    let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
+    let setup = Setup::new(&kustomization("damage-apps-1", "./apps", &ns.name, ""));
     let commit = applied_a_and_b(&setup);
     let _daemon = setup.start();
-    setup.wait_applied("apps", &commit);
+    setup.wait_applied("damage-apps-1", &commit);
     let (_, digest) = recorded_artifact(&setup);
     let unpacked_b = setup
         .state_dir
@@ -106,8 +106,8 @@ async fn a_file_deleted_from_an_unpacked_tree_does_not_prune_its_object() {
 
     std::fs::remove_file(&unpacked_b).expect("delete b from the unpacked tree");
     let requested = now_millis();
-    let reply = reconcile(&setup, &["kustomization", "apps"]);
-    let status = setup.wait_for("apps", "a reconcile after the request", |s| {
+    let reply = reconcile(&setup, &["kustomization", "damage-apps-1"]);
+    let status = setup.wait_for("damage-apps-1", "a reconcile after the request", |s| {
         s.last_attempt_at.is_some_and(|at| at >= requested)
     });
     assert!(status.ready, "{reply}\n{status:#?}");
@@ -116,7 +116,7 @@ async fn a_file_deleted_from_an_unpacked_tree_does_not_prune_its_object() {
         Some("1"),
         "b is still declared in Git and must not be pruned: {status:#?}"
     );
-    assert_eq!(inventory(&setup, "apps").len(), 2);
+    assert_eq!(inventory(&setup, "damage-apps-1").len(), 2);
     assert!(unpacked_b.is_file(), "the tree was unpacked again");
 }
 
@@ -124,19 +124,19 @@ async fn a_file_deleted_from_an_unpacked_tree_does_not_prune_its_object() {
 async fn an_artifact_overwritten_while_its_tree_exists_is_rebuilt_and_applied() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "dmg-art").await;
-    let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
+    let setup = Setup::new(&kustomization("damage-apps-2", "./apps", &ns.name, ""));
     let first = applied_a_and_b(&setup);
     let _daemon = setup.start();
-    setup.wait_applied("apps", &first);
+    setup.wait_applied("damage-apps-2", &first);
     let (artifact, digest) = recorded_artifact(&setup);
 
     overwrite_with_random_bytes(&artifact);
     // The source syncs every second: it notices and rebuilds the artifact.
-    setup.wait_for("apps", "the artifact rebuilt", |_| {
+    setup.wait_for("damage-apps-2", "the artifact rebuilt", |_| {
         sha256_of(&artifact).as_deref() == Some(digest.as_str())
     });
     // The event is recorded once the sync that rebuilt it returns.
-    setup.wait_for("apps", "an ArtifactRestored event", |_| {
+    setup.wait_for("damage-apps-2", "an ArtifactRestored event", |_| {
         source_events(&setup)
             .iter()
             .any(|e| e.reason == "ArtifactRestored")
@@ -156,7 +156,7 @@ async fn an_artifact_overwritten_while_its_tree_exists_is_rebuilt_and_applied() 
     let second = setup
         .repo
         .commit(&[("apps/a.yaml", &configmap("a", "2"))], "a is 2");
-    setup.wait_applied("apps", &second);
+    setup.wait_applied("damage-apps-2", &second);
     assert_eq!(value_of(&client, &ns.name, "a").await.as_deref(), Some("2"));
     assert_eq!(value_of(&client, &ns.name, "b").await.as_deref(), Some("1"));
 }
@@ -165,11 +165,11 @@ async fn an_artifact_overwritten_while_its_tree_exists_is_rebuilt_and_applied() 
 async fn a_damaged_artifact_without_its_tree_is_rebuilt_offline_after_a_restart() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "dmg-offline").await;
-    let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
+    let setup = Setup::new(&kustomization("damage-apps-3", "./apps", &ns.name, ""));
     let commit = applied_a_and_b(&setup);
     {
         let mut daemon = setup.start();
-        setup.wait_applied("apps", &commit);
+        setup.wait_applied("damage-apps-3", &commit);
         daemon.0.kill().expect("kill -9");
         daemon.0.wait().expect("wait");
     }
@@ -183,9 +183,11 @@ async fn a_damaged_artifact_without_its_tree_is_rebuilt_offline_after_a_restart(
 
     let restarted = now_millis();
     let _daemon = setup.start();
-    let status = setup.wait_for("apps", "a successful reconcile after the restart", |s| {
-        s.ready && s.last_attempt_at.is_some_and(|at| at >= restarted)
-    });
+    let status = setup.wait_for(
+        "damage-apps-3",
+        "a successful reconcile after the restart",
+        |s| s.ready && s.last_attempt_at.is_some_and(|at| at >= restarted),
+    );
     assert_eq!(
         status.last_applied_revision,
         Some(format!("main@sha1:{commit}"))
@@ -193,7 +195,7 @@ async fn a_damaged_artifact_without_its_tree_is_rebuilt_offline_after_a_restart(
     assert_eq!(sha256_of(&artifact), Some(digest), "rebuilt byte for byte");
     assert_eq!(value_of(&client, &ns.name, "a").await.as_deref(), Some("1"));
     assert_eq!(value_of(&client, &ns.name, "b").await.as_deref(), Some("1"));
-    assert_eq!(inventory(&setup, "apps").len(), 2);
+    assert_eq!(inventory(&setup, "damage-apps-3").len(), 2);
     assert!(!setup.repo.bare.exists(), "the remote stayed unreachable");
 }
 
@@ -201,11 +203,11 @@ async fn a_damaged_artifact_without_its_tree_is_rebuilt_offline_after_a_restart(
 async fn a_damaged_artifact_that_only_a_fetch_can_rebuild_fails_by_name_then_recovers() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "dmg-refetch").await;
-    let setup = Setup::new(&kustomization("apps", "./apps", &ns.name, ""));
+    let setup = Setup::new(&kustomization("damage-apps-4", "./apps", &ns.name, ""));
     let commit = applied_a_and_b(&setup);
     {
         let mut daemon = setup.start();
-        setup.wait_applied("apps", &commit);
+        setup.wait_applied("damage-apps-4", &commit);
         daemon.0.kill().expect("kill -9");
         daemon.0.wait().expect("wait");
     }
@@ -220,7 +222,7 @@ async fn a_damaged_artifact_that_only_a_fetch_can_rebuild_fails_by_name_then_rec
 
     let restarted = now_millis();
     let _daemon = setup.start();
-    let failed = setup.wait_for("apps", "ArtifactFailed after the restart", |s| {
+    let failed = setup.wait_for("damage-apps-4", "ArtifactFailed after the restart", |s| {
         !s.ready && s.last_attempt_at.is_some_and(|at| at >= restarted)
     });
     assert_eq!(failed.reason, "ArtifactFailed", "{failed:#?}");
@@ -231,7 +233,7 @@ async fn a_damaged_artifact_that_only_a_fetch_can_rebuild_fails_by_name_then_rec
         "names the artifact and what is wrong: {}",
         failed.message
     );
-    setup.wait_for("apps", "the source no longer Ready", |_| {
+    setup.wait_for("damage-apps-4", "the source no longer Ready", |_| {
         Store::open_read_only(&setup.state_dir.join("kedge.db"))
             .ok()
             .and_then(|store| store.source_status("git", "fleet").ok().flatten())
@@ -242,13 +244,13 @@ async fn a_damaged_artifact_that_only_a_fetch_can_rebuild_fails_by_name_then_rec
         Some("1"),
         "nothing pruned while the artifact is damaged"
     );
-    assert_eq!(inventory(&setup, "apps").len(), 2);
+    assert_eq!(inventory(&setup, "damage-apps-4").len(), 2);
 
     // The remote is back: the next fetch rebuilds the artifact.
     let recovered = now_millis();
     std::fs::rename(&away, &setup.repo.bare).expect("the remote is back");
     reconcile(&setup, &["source", "git/fleet"]);
-    setup.wait_for("apps", "recovered once the remote is back", |s| {
+    setup.wait_for("damage-apps-4", "recovered once the remote is back", |s| {
         s.ready && s.last_attempt_at.is_some_and(|at| at >= recovered)
     });
     assert_eq!(sha256_of(&artifact), Some(digest));
