@@ -102,6 +102,25 @@ fn an_empty_plain_directory_builds_nothing() {
         .is_empty());
 }
 
+/// Issue 12, defect 12e: a plain directory has no kustomization.yaml, so a
+/// duplicate is blamed on the file that declares the object again.
+#[test]
+fn a_duplicate_in_a_plain_directory_names_the_file_that_repeats_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n";
+    write(dir.path(), "a.yaml", cm);
+    write(dir.path(), "b.yaml", cm);
+    let err = kustomize::build_plain_dir(dir.path())
+        .expect_err("a duplicate is refused")
+        .to_string();
+    assert!(!err.contains("kustomization.yaml"), "{err}");
+    assert!(
+        err.contains(&dir.path().join("b.yaml").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("already registered id"), "{err}");
+}
+
 fn build_error(files: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     for (rel, text) in files {

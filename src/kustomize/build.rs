@@ -66,8 +66,9 @@ pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, E
         } else {
             load_file(path, &origin)?
         };
+        // There is no kustomization.yaml to blame: the entry repeats it.
         for r in loaded {
-            add(&mut resources, r, &origin, "resources")?;
+            add(&mut resources, r, path, "resources")?;
         }
     }
     finish(&mut resources, &origin, &config)?;
