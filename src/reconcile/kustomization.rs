@@ -18,6 +18,12 @@
 //!   every object it created tracked, and the next run prunes those its
 //!   revision no longer declares.
 //!
+//! # Assumptions
+//! One kedge per cluster: a kustomization that never applied, on a daemon
+//! started with an empty database, adopts every object labelled with its
+//! name and kind, wherever it is in the cluster. A second agent using the
+//! same kustomization names would be adopted (and pruned).
+//!
 //! # Current limitations
 //! - `target_namespace` sets `metadata.namespace` of every namespaced
 //!   object, as kustomize's `namespace` field does, but does not rewrite
