@@ -159,8 +159,10 @@ async fn measure(samples: usize) -> (Vec<Duration>, Vec<Duration>) {
                 seen.push(at.saturating_duration_since(edited));
             }
         }
-        // Apart, so one sample never falls into the previous one's quiet period.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Apart, so one sample never falls into the previous one's quiet
+        // period, nor within the runner's MIN_GAP (1 s) of the previous
+        // revert: that measures one edit, as a user makes it.
+        tokio::time::sleep(kedge::reconcile::runner::MIN_GAP + Duration::from_millis(200)).await;
     }
     (reverted, seen)
 }
