@@ -84,19 +84,7 @@ pub enum Error {
 /// `config_path`, which is then watched) until SIGTERM or SIGINT, then
 /// stops every task and closes the state database.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
-    // Anything else in the state directory (a Git cache, artifacts) means
-    // a database was there before: a new one is a loss, not a first start.
-    let earlier_state = state_dir_has_more_than_the_database(&config);
     let store = open_store(&config)?;
-    if !config.kustomizations.is_empty() && store.is_empty()? {
-        let message = "each kustomization adopts the objects labelled as its own in the cluster before it applies";
-        let database = config.database_path();
-        if earlier_state {
-            tracing::warn!(database = %database.display(), "the state database was lost (it is empty, the rest of the state is not): {message}");
-        } else {
-            tracing::info!(database = %database.display(), "a new state database: {message}");
-        }
-    }
     let store = Arc::new(Mutex::new(store));
     let mut signals = Signals::install()?;
     let socket_path = config.agent.socket.clone();
@@ -177,18 +165,6 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     drop(store);
     tracing::info!("stopped");
     stopped.map(drop).map_err(Error::State)
-}
-
-fn state_dir_has_more_than_the_database(config: &Config) -> bool {
-    let database = config.database_path();
-    std::fs::read_dir(&config.agent.state_dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|entry| {
-            let name = entry.file_name();
-            !database
-                .file_name()
-                .is_some_and(|db| name.to_string_lossy().starts_with(&*db.to_string_lossy()))
-        })
-    })
 }
 
 /// Resolves at `deadline`, never without one.

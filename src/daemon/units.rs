@@ -109,6 +109,9 @@ impl Units {
     ) -> Result<Units, Error> {
         let config = Arc::new(effective(&file_config, &store)?);
         let state_was_empty = lock(&store).is_empty()?;
+        if state_was_empty && !config.kustomizations.is_empty() {
+            log_empty_database(&config);
+        }
         let mut units = Units {
             file_config,
             config,
@@ -415,6 +418,7 @@ impl Units {
             unpacker: Arc::new(Unpacker::new(self.config.agent.state_dir.join("unpacked"))),
             source_triggers: self.source_triggers.clone(),
             labelled: Arc::default(),
+            first_fetches: Arc::default(),
             started_at: self.started_at,
             state_was_empty: self.state_was_empty,
         };
@@ -459,6 +463,30 @@ impl Units {
         }
         Ok(())
     }
+}
+
+/// Says why kustomizations will adopt labelled objects: a new database
+/// beside other state (a Git cache, artifacts) is a loss, not a first start.
+fn log_empty_database(config: &Config) {
+    let message = "each kustomization adopts the objects labelled as its own in the cluster before it applies";
+    let database = config.database_path();
+    if state_dir_has_more_than_the_database(config) {
+        tracing::warn!(database = %database.display(), "the state database was lost (it is empty, the rest of the state is not): {message}");
+    } else {
+        tracing::info!(database = %database.display(), "a new state database: {message}");
+    }
+}
+
+fn state_dir_has_more_than_the_database(config: &Config) -> bool {
+    let database = config.database_path();
+    std::fs::read_dir(&config.agent.state_dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|entry| {
+            let name = entry.file_name();
+            !database
+                .file_name()
+                .is_some_and(|db| name.to_string_lossy().starts_with(&*db.to_string_lossy()))
+        })
+    })
 }
 
 /// Forwards one scheduler's updates until it stops.

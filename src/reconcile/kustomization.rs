@@ -33,6 +33,7 @@
 // are about; built once per failed run, never in a hot loop.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ use super::unpack::Unpacker;
 use crate::apply::{
     self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions,
 };
-use crate::config::{Config, DeletionPolicy, Kustomization};
+use crate::config::{Config, DeletionPolicy, Kustomization, SourceRef};
 use crate::kustomize;
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
@@ -69,6 +70,9 @@ pub struct Context {
     pub labelled: Arc<tokio::sync::OnceCell<apply::Owned>>,
     /// When the daemon started (milliseconds since the epoch).
     pub started_at: i64,
+    /// Per source, done once it has been fetched since the start: one
+    /// waiter per source, however many kustomizations it feeds.
+    pub first_fetches: Arc<Mutex<HashMap<SourceRef, Arc<tokio::sync::OnceCell<()>>>>>,
     /// Whether the state database held nothing when the daemon started (a
     /// new node, or a lost database): only then can objects labelled by a
     /// kustomization exist without its inventory.
@@ -169,18 +173,28 @@ pub async fn first_fetch(ctx: &Context, config: &Config, k: &Kustomization) {
     if source.suspend {
         return;
     }
-    let deadline = tokio::time::Instant::now() + source.timeout;
-    let fetched = || {
-        lock(&ctx.store)
-            .source_status(k.source.kind.as_str(), &k.source.name)
-            .ok()
-            .flatten()
-            .and_then(|s| s.last_attempt_at)
-            .is_some_and(|at| at >= ctx.started_at)
-    };
-    while !fetched() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let done = ctx
+        .first_fetches
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(k.source.clone())
+        .or_default()
+        .clone();
+    done.get_or_init(|| async {
+        let deadline = tokio::time::Instant::now() + source.timeout;
+        let fetched = || {
+            lock(&ctx.store)
+                .source_status(k.source.kind.as_str(), &k.source.name)
+                .ok()
+                .flatten()
+                .and_then(|s| s.last_attempt_at)
+                .is_some_and(|at| at >= ctx.started_at)
+        };
+        while !fetched() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 /// Reconciles `kustomization` once and records the outcome.
@@ -825,6 +839,7 @@ mod tests {
             unpacker: Arc::new(Unpacker::new(dir.join("unpacked"))),
             labelled: Arc::new(tokio::sync::OnceCell::new()),
             started_at: 0,
+            first_fetches: Arc::default(),
             state_was_empty: false,
             source_triggers: SourceTriggers::default(),
         }
