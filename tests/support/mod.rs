@@ -24,7 +24,7 @@ pub mod helm;
 pub mod proxy;
 pub mod registry;
 
-pub use cluster::{cluster, TestNamespace};
+pub use cluster::{built_tool, cluster, repo_root, TestNamespace};
 
 use std::time::{Duration, Instant};
 
