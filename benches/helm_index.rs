@@ -315,7 +315,8 @@ fn main() {
     );
 
     // A ~50 MiB index: kedge's peak RSS stays in tens of MiB.
-    let big_entries = 50 * (1 << 20) / 650;
+    let bytes_per_entry = body.len() / entries.max(1);
+    let big_entries = 50 * (1 << 20) / bytes_per_entry.max(1);
     let big = Arc::new(generate_index(big_entries, 0));
     let big_port = serve(big.clone());
     let big_url = format!("http://127.0.0.1:{big_port}/charts");
