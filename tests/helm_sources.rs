@@ -900,3 +900,39 @@ fn an_oci_registry_with_htpasswd_over_tls_needs_the_credentials() {
         .expect("status");
     assert!(!format!("{status:?}").contains("s3cret"));
 }
+
+#[test]
+fn damaged_helm_artifacts_are_reported_and_rebuilt_by_the_next_sync() {
+    let repo = Repo::new();
+    repo.add("plain", "1.0.0");
+    repo.index();
+    let server = charts::serve(&repo.dir, Options::default());
+    let syncer = Syncer::new(&repository_toml(&server.url(), "", "plain", "*"));
+    let index = syncer.new_artifact("helm/charts");
+    let chart = syncer.new_artifact("chart/app");
+    std::fs::write(&index.path, b"damaged").expect("damage the index artifact");
+    std::fs::remove_file(&chart.path).expect("remove the chart artifact");
+    for (written, artifact) in [("helm/charts", &index), ("chart/app", &chart)] {
+        let source_ref = SourceRef::parse(written).expect("ref");
+        let previous = syncer.status(&source_ref).expect("status");
+        let source = syncer.config.source(&source_ref).expect("configured");
+        let reported = source::restore(
+            source,
+            syncer.state_dir.path(),
+            &previous,
+            Limits::default(),
+        );
+        assert!(
+            matches!(reported, Err(source::Error::ArtifactDamaged { .. })),
+            "{written}: {reported:?}"
+        );
+        server.clear_hits();
+        let rebuilt = syncer.new_artifact(written);
+        assert_eq!(&rebuilt, artifact, "{written}: the same bytes again");
+        assert!(
+            server.hits().iter().all(|hit| !hit.conditional),
+            "{written}: no conditional request for a damaged artifact: {:?}",
+            server.hits()
+        );
+    }
+}
