@@ -674,6 +674,14 @@ fn helm_sources_are_configured_and_refused_with_their_position() {
         ("[helm_repository.r]\nurl = \"https://x/\"\n[helm_chart.a]\nchart = { repository = \"r\", name = \"x\", version = \">=\" }\n", "bad version range"),
         ("[helm_repository.r]\nurl = \"https://x/\"\n[kustomization.k]\nsource = \"helm/r\"\ninterval = \"1m\"\nprune = true\n", "not a source of files"),
         ("[helm_repository.r]\nurl = \"https://x/\"\n[helm_chart.a]\nchart = { source = \"helm/r\" }\n", "not a source of files"),
+        (
+            "[helm_repository.r]\nurl = \"https://x/\"\n[helm_chart.a]\nchart = { repository = \"r\", name = \"x\", digest = \"sha256:00\" }\n",
+            "digest is for charts of oci:// repositories",
+        ),
+        (
+            "[helm_repository.r]\nurl = \"oci://x/c\"\n[helm_chart.a]\nchart = { repository = \"r\", name = \"x\", digest = \"sha256:00\" }\n",
+            "64 hex digits",
+        ),
     ] {
         let err = match Config::parse(Path::new("test.toml"), toml) {
             Ok(_) => panic!("{toml} must be refused"),
@@ -765,14 +773,15 @@ fn kedge_run_fetches_charts_reconciles_on_request_and_serves_offline_after_a_res
     daemon.stop();
 }
 
-/// `helm push` of `package` to `oci://HOST/charts` (plain HTTP without a CA).
+/// `helm push` of `package` to `oci://HOST/charts` (plain HTTP without a
+/// CA); returns the manifest digest helm reports.
 fn helm_push(
     home: &Path,
     package: &Path,
     host: &str,
     ca: Option<&Path>,
     login: Option<(&str, &str)>,
-) {
+) -> String {
     let target = format!("oci://{host}/charts");
     let package = package.to_string_lossy().into_owned();
     let mut args = vec!["push".to_string(), package, target];
@@ -789,16 +798,23 @@ fn helm_push(
         ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_helm(home, &args);
+    let (stdout, stderr) = helm::helm_output(home, &args);
+    format!("{stdout}{stderr}")
+        .lines()
+        .find_map(|line| line.strip_prefix("Digest: "))
+        .map(|digest| digest.trim().to_string())
+        .unwrap_or_else(|| panic!("helm push reported no digest: {stdout}{stderr}"))
 }
 
 #[test]
 fn an_oci_registry_serves_charts_by_semver_tag_and_a_pushed_again_tag_is_pulled_again() {
     let repo = Repo::new();
     let registry = crate::support::registry::start(None, None);
+    let mut pushed = Vec::new();
     for version in ["1.0.0", "1.1.0", "2.0.0"] {
         let package = repo.add("plain", version);
-        helm_push(repo.home.path(), &package, &registry.host(), None, None);
+        let digest = helm_push(repo.home.path(), &package, &registry.host(), None, None);
+        pushed.push((package, digest));
     }
     let url = format!("oci://{}/charts", registry.host());
     let syncer = Syncer::new(&repository_toml(
@@ -852,6 +868,20 @@ fn an_oci_registry_serves_charts_by_semver_tag_and_a_pushed_again_tag_is_pulled_
         std::fs::read(pulled.join("plain-1.1.0.tgz")).expect("pulled"),
         std::fs::read(&again.path).expect("artifact")
     );
+
+    // Pinned by manifest digest instead of a version range.
+    let (package, digest) = &pushed[0];
+    let pinned = Syncer::new(&format!(
+        "[helm_repository.charts]\nurl = {url:?}\ninsecure = true\n\
+         [helm_chart.app]\nchart = {{ repository = \"charts\", name = \"plain\", digest = {digest:?} }}\n"
+    ));
+    let chart = pinned.new_artifact("chart/app");
+    assert_eq!(chart.revision, "1.0.0");
+    assert_eq!(
+        std::fs::read(&chart.path).expect("artifact"),
+        std::fs::read(package).expect("package")
+    );
+    assert_eq!(pinned.unchanged("chart/app"), chart);
 }
 
 #[test]

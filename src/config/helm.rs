@@ -62,12 +62,15 @@ pub struct HelmChart {
 /// Where a chart comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChartOrigin {
-    /// The highest version in `version` of chart `chart` of a repository.
+    /// The highest version in `version` of chart `chart` of a repository,
+    /// or, in an OCI registry, the one manifest `digest` names.
     Repository {
         repository: String,
         endpoint: Box<HelmEndpoint>,
         chart: String,
         version: VersionRange,
+        /// `sha256:<64 hex>`, OCI only.
+        digest: Option<String>,
     },
     /// The chart directory at `path` in another source's artifact.
     Source { source: SourceRef, path: PathBuf },

@@ -118,6 +118,7 @@ pub struct RawChartRef {
     pub repository: Option<Spanned<String>>,
     pub name: Option<Spanned<String>>,
     pub version: Option<Spanned<String>>,
+    pub digest: Option<Spanned<String>>,
     pub source: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub file: Option<Spanned<String>>,

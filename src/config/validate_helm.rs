@@ -267,6 +267,7 @@ impl Checker<'_> {
         }
         misplaced(self, &chart.name, "name", "repository");
         misplaced(self, &chart.version, "version", "repository");
+        misplaced(self, &chart.digest, "digest", "repository");
         if let Some(source) = &chart.source {
             let source_ref = self.source_ref(source, &format!("{key}.source"), sources);
             let path = match &chart.path {
@@ -331,12 +332,57 @@ impl Checker<'_> {
             },
             None => Some(VersionRange::any()),
         };
+        let digest = self.chart_digest(chart, key, endpoint.as_deref());
         Some(ChartOrigin::Repository {
             repository: repository.get_ref().clone(),
             endpoint: endpoint?,
             chart: name?,
             version: version?,
+            digest: digest?,
         })
+    }
+
+    /// `digest = "sha256:…"`: a chart pinned to one manifest of an OCI
+    /// registry (an HTTP index has no such name for a chart).
+    fn chart_digest(
+        &mut self,
+        chart: &RawChartRef,
+        key: &str,
+        endpoint: Option<&HelmEndpoint>,
+    ) -> Option<Option<String>> {
+        let Some(digest) = &chart.digest else {
+            return Some(None);
+        };
+        let field = format!("{key}.digest");
+        if let Some(version) = &chart.version {
+            self.problem(
+                version.span(),
+                &format!("{key}.version"),
+                "give either version or digest, not both",
+            );
+            return None;
+        }
+        if endpoint.is_some_and(|e| !e.is_oci()) {
+            self.problem(
+                digest.span(),
+                &field,
+                "digest is for charts of oci:// repositories",
+            );
+            return None;
+        }
+        let valid = digest
+            .get_ref()
+            .strip_prefix("sha256:")
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !valid {
+            self.problem(
+                digest.span(),
+                &field,
+                "a digest is \"sha256:\" and 64 hex digits",
+            );
+            return None;
+        }
+        Some(Some(digest.get_ref().to_ascii_lowercase()))
     }
 }
 
@@ -352,6 +398,12 @@ fn valid_chart_name(name: &str) -> bool {
 
 fn chart_location(origin: &ChartOrigin) -> String {
     match origin {
+        ChartOrigin::Repository {
+            repository,
+            chart,
+            digest: Some(digest),
+            ..
+        } => format!("helm/{repository} {chart}@{digest}"),
         ChartOrigin::Repository {
             repository,
             chart,

@@ -72,6 +72,12 @@ pub fn sync_chart(
         ChartOrigin::Repository {
             endpoint,
             chart: name,
+            digest: Some(digest),
+            ..
+        } => context.pull_pinned(endpoint, name, digest),
+        ChartOrigin::Repository {
+            endpoint,
+            chart: name,
             version,
             ..
         } => {
@@ -227,6 +233,37 @@ impl Context<'_> {
             &pulled.digest,
             picked.version.clone(),
             manifest,
+        )
+    }
+
+    /// The chart of an OCI registry that `digest` pins: pulled once, kept
+    /// while the pin stays. Revision: the version its Chart.yaml says.
+    fn pull_pinned(
+        &self,
+        endpoint: &HelmEndpoint,
+        name: &str,
+        digest: &str,
+    ) -> Result<SyncOutcome> {
+        let same = self
+            .previous
+            .is_some_and(|p| p.artifact_inputs.as_deref() == Some(digest));
+        if let Some(artifact) = intact_previous(self.previous).filter(|_| same) {
+            return Ok(SyncOutcome::Unchanged {
+                artifact,
+                inputs: digest.to_string(),
+            });
+        }
+        let registry = Registry::new(endpoint, SourceKind::Chart, &self.chart.name)?;
+        let pulled = registry.pull(
+            &registry.url_of(name, &format!("@{digest}")),
+            self.limits.max_file_bytes,
+        )?;
+        let metadata = chart_metadata(&pulled.package).map_err(|err| self.fail(err))?;
+        self.store_bytes(
+            &pulled.package,
+            &pulled.digest,
+            metadata.version,
+            digest.to_string(),
         )
     }
 

@@ -148,7 +148,7 @@ impl<'e> Registry<'e> {
                     parse_version(&version)?;
                     Some(ChartVersion {
                         name: chart.clone(),
-                        urls: vec![format!("oci://{}/{repository}:{tag}", self.host)],
+                        urls: vec![self.url_of(chart, &format!(":{tag}"))],
                         version,
                         ..ChartVersion::default()
                     })
@@ -157,6 +157,11 @@ impl<'e> Registry<'e> {
             index.entries.insert(chart.clone(), versions);
         }
         Ok(index)
+    }
+
+    /// `oci://HOST/PATH/CHART` followed by `suffix` (`:TAG` or `@DIGEST`).
+    pub fn url_of(&self, chart: &str, suffix: &str) -> String {
+        format!("oci://{}/{}{suffix}", self.host, self.repository(chart))
     }
 
     /// The digest of the manifest `url` (`oci://HOST/REPO:TAG`) names.

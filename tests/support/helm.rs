@@ -30,6 +30,11 @@ pub fn binary() -> &'static Path {
 /// Runs helm with its own config, cache and data under `home`; panics with
 /// its stderr when it fails.
 pub fn helm(home: &Path, args: &[&str]) -> String {
+    helm_output(home, args).0
+}
+
+/// [`helm`], returning stdout and stderr (where `helm push` reports).
+pub fn helm_output(home: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new(binary())
         .args(args)
         .env("HELM_CONFIG_HOME", home.join("config"))
@@ -43,7 +48,10 @@ pub fn helm(home: &Path, args: &[&str]) -> String {
         "helm {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The test charts of tests/fixtures/charts.
