@@ -21,6 +21,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own registries on 127.0.0.1; the package's service
+  # would listen on :5000 on every interface.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v go >/dev/null; then

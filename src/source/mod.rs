@@ -274,7 +274,9 @@ impl Error {
             | Error::Helm { kind, .. } => kind.fetch_failed_reason(),
             Error::Chart { .. } => "ChartPackageFailed",
             Error::UpstreamNotReady { .. } => "DependencyNotReady",
-            Error::Fetch { .. } | Error::RefNotFound { .. } | Error::Credential { .. } => {
+            // Flux's reason when a source's secret cannot be used, of any kind.
+            Error::Credential { .. } => "AuthenticationFailed",
+            Error::Fetch { .. } | Error::RefNotFound { .. } => {
                 SourceKind::Git.fetch_failed_reason()
             }
             Error::LocalRepository { .. } | Error::Io { .. } => "StorageOperationFailed",
@@ -336,6 +338,16 @@ pub fn install_tls_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_secret_file_is_an_authentication_failure_of_any_kind() {
+        let err = Error::Credential {
+            source_name: "bitnami".into(),
+            path: PathBuf::from("/etc/kedge/secrets/charts"),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(err.reason(), "AuthenticationFailed");
+    }
 
     #[test]
     fn redact_url_hides_a_password_and_keeps_the_rest() {
