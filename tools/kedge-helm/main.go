@@ -280,6 +280,9 @@ func loadChart(req *Request) (*chart.Chart, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading chart %s: %w", req.Chart, err)
 	}
+	if kind := loaded.Metadata.Type; kind != "" && kind != "application" {
+		return nil, fmt.Errorf("chart %s is a %s chart: only application charts are installable", req.Chart, kind)
+	}
 	if dependencies := accessor.MetaDependencies(); len(dependencies) > 0 {
 		if err := action.CheckDependencies(loaded, dependencies); err != nil {
 			return nil, fmt.Errorf("chart %s: a dependency is missing from its charts/ directory: %w", req.Chart, err)
