@@ -17,6 +17,8 @@ mod apply_health;
 mod apply_drift;
 // Git sources over file://, a local path and git daemon: refs, artifacts, ignore rules, hostile trees.
 mod git_fetch;
+// Bucket sources against versitygw (SigV4) on loopback: polls, changes, prefix, ignore, faults, limits, end to end.
+mod bucket_source;
 // Git sources over smart HTTP (git http-backend) with Basic auth.
 mod git_http;
 // Git sources over SSH (Debian's sshd on loopback) with strict host key checking.

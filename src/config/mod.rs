@@ -12,6 +12,7 @@ mod diff;
 mod error;
 pub mod raw;
 mod validate;
+mod validate_bucket;
 mod validate_kustomization;
 
 use std::collections::BTreeMap;
@@ -110,6 +111,50 @@ pub struct GitAuth {
     pub ca_file: Option<PathBuf>,
 }
 
+/// One `[bucket.NAME]` table: the objects of a bucket (under a prefix) as
+/// an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketSource {
+    pub name: String,
+    pub provider: BucketProvider,
+    /// `https://host[:port]` (`http://` only with `insecure`); `None`: the
+    /// provider's own service.
+    pub endpoint: Option<String>,
+    pub bucket_name: String,
+    /// Only keys under it; empty or ending in `/`-free text as written
+    /// (S3 prefixes are plain string prefixes).
+    pub prefix: String,
+    pub region: Option<String>,
+    /// Holds the access key id (generic, aws).
+    pub access_key_id_file: Option<PathBuf>,
+    /// Holds the secret access key (generic, aws), the service account key
+    /// JSON (gcp) or the storage account key (azure).
+    pub secret_access_key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Extra gitignore-style patterns, on top of Flux's defaults and the
+    /// bucket's root `.sourceignore`.
+    pub ignore: Vec<String>,
+    /// The most objects (after the prefix, before ignore rules) one sync accepts.
+    pub max_objects: u64,
+    /// The largest sum of object sizes one artifact may hold.
+    pub max_total_bytes: u64,
+    pub suspend: bool,
+    /// Where it fetches from, for logs and `kedge status` (no secret).
+    pub url: String,
+}
+
+/// Which object storage API a bucket source speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketProvider {
+    /// Any S3-compatible API (MinIO, SeaweedFS, Ceph, …), path-style requests.
+    Generic,
+    Aws,
+    Gcp,
+    Azure,
+}
+
 /// A reference to a source, written `kind/name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceRef {
@@ -122,16 +167,18 @@ pub struct SourceRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceKind {
     Git,
+    Bucket,
 }
 
 impl SourceKind {
     /// Every kind, in the order `kedge status` lists them.
-    pub const ALL: &'static [SourceKind] = &[SourceKind::Git];
+    pub const ALL: &'static [SourceKind] = &[SourceKind::Git, SourceKind::Bucket];
 
     /// The kind as written in `kind/name` and in the state.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Git => "git",
+            SourceKind::Bucket => "bucket",
         }
     }
 
@@ -139,6 +186,7 @@ impl SourceKind {
     pub fn table(self) -> &'static str {
         match self {
             SourceKind::Git => "git",
+            SourceKind::Bucket => "bucket",
         }
     }
 
@@ -146,6 +194,7 @@ impl SourceKind {
     pub fn fetch_failed_reason(self) -> &'static str {
         match self {
             SourceKind::Git => "GitOperationFailed",
+            SourceKind::Bucket => "BucketOperationFailed",
         }
     }
 
@@ -179,6 +228,7 @@ impl SourceRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Git(GitSource),
+    Bucket(BucketSource),
 }
 
 /// What every kind of source has: the scheduler needs nothing else.
@@ -196,18 +246,21 @@ impl Source {
     pub fn kind(&self) -> SourceKind {
         match self {
             Source::Git(_) => SourceKind::Git,
+            Source::Bucket(_) => SourceKind::Bucket,
         }
     }
 
     pub fn settings(&self) -> &dyn SourceSettings {
         match self {
             Source::Git(git) => git,
+            Source::Bucket(bucket) => bucket,
         }
     }
 
     pub fn settings_mut(&mut self) -> &mut dyn SourceSettings {
         match self {
             Source::Git(git) => git,
+            Source::Bucket(bucket) => bucket,
         }
     }
 
@@ -235,6 +288,27 @@ impl Source {
 }
 
 impl SourceSettings for GitSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn suspend(&self) -> bool {
+        self.suspend
+    }
+    fn set_suspend(&mut self, suspend: bool) {
+        self.suspend = suspend;
+    }
+}
+
+impl SourceSettings for BucketSource {
     fn name(&self) -> &str {
         &self.name
     }

@@ -19,7 +19,9 @@
 pub mod admission;
 pub mod cluster;
 pub mod git;
+pub mod hostile_s3;
 pub mod proxy;
+pub mod s3;
 
 pub use cluster::{cluster, TestNamespace};
 
