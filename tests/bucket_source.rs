@@ -15,7 +15,7 @@ use kedge::config::{Config, Source, SourceKind, SourceRef};
 use kedge::source::{self, Limits, SyncOutcome};
 use kedge::state::SourceStatus;
 
-use crate::support::s3::{self, S3Server};
+use crate::support::s3::{self, status_after, S3Server};
 
 /// A bucket `fleet` and a config for source `bucket/fleet` of it.
 struct Bucket {
@@ -40,27 +40,12 @@ impl Bucket {
         self.root.path().join("state")
     }
 
-    /// The `[bucket.fleet]` table with `extra` lines.
     fn table(&self, extra: &str) -> String {
-        format!(
-            "[bucket.fleet]\nendpoint = \"{}\"\ninsecure = true\nbucket_name = \"fleet\"\naccess_key_id_file = {:?}\nsecret_access_key_file = {:?}\n{extra}\n",
-            self.server.endpoint(),
-            self.server.id_file().display().to_string(),
-            self.server.secret_file().display().to_string(),
-        )
+        self.server.table(extra)
     }
 
     fn source(&self, extra: &str) -> Source {
-        let text = format!(
-            "[agent]\nstate_dir = {:?}\n{}",
-            self.state_dir().display().to_string(),
-            self.table(extra)
-        );
-        let config = Config::parse(Path::new("kedge.toml"), &text).expect("valid config");
-        config
-            .source(&SourceRef::new(SourceKind::Bucket, "fleet"))
-            .cloned()
-            .expect("bucket/fleet")
+        self.server.source(&self.state_dir(), extra)
     }
 }
 
@@ -79,27 +64,6 @@ fn sync(
             &AtomicBool::new(false),
         )
     })
-}
-
-/// The state row a successful sync leaves, for the next one.
-fn status_after(outcome: &SyncOutcome) -> SourceStatus {
-    let artifact = outcome.artifact();
-    SourceStatus {
-        kind: "bucket".into(),
-        name: "fleet".into(),
-        url: String::new(),
-        revision: Some(artifact.revision.clone()),
-        artifact_digest: Some(artifact.digest.clone()),
-        artifact_path: Some(artifact.path.clone()),
-        artifact_inputs: Some(outcome.inputs().to_string()),
-        last_attempt_at: None,
-        last_success_at: None,
-        last_artifact_at: None,
-        ready: true,
-        reason: String::new(),
-        message: String::new(),
-        consecutive_failures: 0,
-    }
 }
 
 /// The files of an artifact: path → content.
@@ -458,6 +422,27 @@ async fn kedge_run_applies_a_buckets_manifests_to_the_cluster() {
         shown.contains("bucket/fleet") && shown.contains("sha256:"),
         "{shown}"
     );
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("kedge")
+    };
+    let out = cli(&["suspend", "bucket/fleet"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "bucket/fleet suspended"
+    );
+    let out = cli(&["reconcile", "source", "bucket/fleet"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bucket/fleet is suspended"),
+        "{out:?}"
+    );
+    let out = cli(&["resume", "bucket/fleet"]);
+    assert!(out.status.success(), "{out:?}");
+
     let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
         !logged.contains(s3::SECRET_ACCESS_KEY),

@@ -121,8 +121,8 @@ pub struct BucketSource {
     /// provider's own service.
     pub endpoint: Option<String>,
     pub bucket_name: String,
-    /// Only keys under it; empty or ending in `/`-free text as written
-    /// (S3 prefixes are plain string prefixes).
+    /// Only keys under this "directory" (`a/b` and `a/b/` alike); empty:
+    /// the whole bucket.
     pub prefix: String,
     pub region: Option<String>,
     /// Holds the access key id (generic, aws).

@@ -1,8 +1,6 @@
 //! Validation of `[bucket.NAME]` tables: provider, endpoint, bucket name,
 //! prefix, credential files and limits.
 
-use std::path::PathBuf;
-
 use toml::Spanned;
 
 use super::raw::RawBucketSource;
@@ -45,6 +43,13 @@ impl Checker<'_> {
                 None
             }
         };
+        if let (Some(BucketProvider::Gcp), Some(endpoint)) = (provider, &raw.endpoint) {
+            self.problem(
+                endpoint.span(),
+                &format!("{key}.endpoint"),
+                "endpoint is not used with gcp",
+            );
+        }
         let bucket_name = self.bucket_name(&raw.bucket_name, &format!("{key}.bucket_name"));
         let prefix = match &raw.prefix {
             Some(prefix) => self.prefix(prefix, &format!("{key}.prefix")),
@@ -277,12 +282,5 @@ fn display_url(
 impl BucketSource {
     pub fn source_ref(&self) -> super::SourceRef {
         super::SourceRef::new(super::SourceKind::Bucket, &self.name)
-    }
-
-    /// The files that hold this source's secrets (never logged or stored).
-    pub fn secret_files(&self) -> impl Iterator<Item = &PathBuf> {
-        self.access_key_id_file
-            .iter()
-            .chain(self.secret_access_key_file.iter())
     }
 }

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use serde::{Deserialize, Serialize};
@@ -387,6 +387,34 @@ impl Cache {
         self.objects.join(object.blob_name())
     }
 
+    fn partial_path(&self, object: &Object) -> PathBuf {
+        self.blob_path(object).with_extension("partial")
+    }
+
+    /// Names complete downloads in the cache, after one flush of the whole
+    /// filesystem (one `syncfs`, not an fsync per object): a crash never
+    /// leaves a named object with content that did not reach the disk.
+    fn commit_partials(&self, objects: &[&Object]) -> Result<()> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let dir =
+            std::fs::File::open(&self.objects).map_err(io_error("opening cache", &self.objects))?;
+        rustix::fs::syncfs(&dir)
+            .map_err(|err| io_error("flushing cache", &self.objects)(err.into()))?;
+        for object in objects {
+            let (partial, blob) = (self.partial_path(object), self.blob_path(object));
+            std::fs::rename(&partial, &blob).map_err(io_error("caching object", &blob))?;
+        }
+        Ok(())
+    }
+
+    fn discard_partials(&self, objects: &[&Object]) {
+        for object in objects {
+            let _ = std::fs::remove_file(self.partial_path(object));
+        }
+    }
+
     fn has(&self, object: &Object) -> bool {
         std::fs::metadata(self.blob_path(object)).is_ok_and(|m| m.len() == object.size)
     }
@@ -578,20 +606,27 @@ impl<'a> Client<'a> {
         if !missing.is_empty() {
             tracing::debug!(source = %self.source.source_ref(), objects = missing.len(), "downloading changed objects");
         }
-        futures::stream::iter(missing)
-            .map(|object| self.download(cache, object, limits))
+        let downloaded: Vec<Result<&Object>> = futures::stream::iter(missing)
+            .map(
+                |object| async move { self.download(cache, object, limits).await.map(|()| object) },
+            )
             .buffer_unordered(PARALLEL_DOWNLOADS)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+            .collect()
+            .await;
+        let (complete, failed): (Vec<_>, Vec<_>) = downloaded.into_iter().partition(Result::is_ok);
+        let complete: Vec<&Object> = complete.into_iter().flatten().collect();
+        if let Some(Err(err)) = failed.into_iter().next() {
+            cache.discard_partials(&complete);
+            return Err(err);
+        }
+        cache.commit_partials(&complete)
     }
 
-    /// Downloads one object aside, then names it in the cache once its
-    /// size and ETag are the listed ones.
+    /// Downloads one object aside ([`Cache::partial_path`]), checking its
+    /// size and ETag against the listing.
     async fn download(&self, cache: &Cache, object: &Object, limits: Limits) -> Result<()> {
         use std::io::Write;
-        let final_path = cache.blob_path(object);
-        let partial = final_path.with_extension("partial");
+        let partial = cache.partial_path(object);
         let failed =
             |message: String| self.error("downloading", format!("{}: {message}", object.key));
         let result = self
@@ -630,18 +665,13 @@ impl<'a> Client<'a> {
                     object.size
                 )));
             }
-            file.sync_all()
-                .map_err(io_error("caching object", &partial))
+            Ok(())
         }
         .await;
-        match outcome {
-            Ok(()) => std::fs::rename(&partial, &final_path)
-                .map_err(io_error("caching object", &final_path)),
-            Err(err) => {
-                let _ = std::fs::remove_file(&partial);
-                Err(err)
-            }
+        if outcome.is_err() {
+            let _ = std::fs::remove_file(&partial);
         }
+        outcome
     }
 }
 

@@ -11,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kedge::config::{Config, Source, SourceKind, SourceRef};
+use kedge::source::SyncOutcome;
+use kedge::state::SourceStatus;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStoreExt, PutPayload};
@@ -142,6 +145,31 @@ impl S3Server {
             .count()
     }
 
+    /// The `[bucket.fleet]` table of bucket `fleet` on this server, with
+    /// `extra` lines.
+    pub fn table(&self, extra: &str) -> String {
+        format!(
+            "[bucket.fleet]\nendpoint = \"{}\"\ninsecure = true\nbucket_name = \"fleet\"\naccess_key_id_file = {:?}\nsecret_access_key_file = {:?}\n{extra}\n",
+            self.endpoint(),
+            self.id_file().display().to_string(),
+            self.secret_file().display().to_string(),
+        )
+    }
+
+    /// Source `bucket/fleet` of [`table`](Self::table), with `state_dir`.
+    pub fn source(&self, state_dir: &Path, extra: &str) -> Source {
+        let text = format!(
+            "[agent]\nstate_dir = {:?}\n{}",
+            state_dir.display().to_string(),
+            self.table(extra)
+        );
+        let config = Config::parse(Path::new("kedge.toml"), &text).expect("valid config");
+        config
+            .source(&SourceRef::new(SourceKind::Bucket, "fleet"))
+            .cloned()
+            .expect("bucket/fleet")
+    }
+
     /// A client with the server's credentials, to fill a bucket.
     pub fn client(&self, bucket: &str) -> Arc<AmazonS3> {
         kedge::source::install_tls_provider();
@@ -195,4 +223,25 @@ pub async fn delete(client: &Arc<AmazonS3>, key: &str) {
         .delete(&ObjectPath::from(key))
         .await
         .unwrap_or_else(|err| panic!("delete {key}: {err}"));
+}
+
+/// The state row a successful sync of `bucket/fleet` leaves, for the next one.
+pub fn status_after(outcome: &SyncOutcome) -> SourceStatus {
+    let artifact = outcome.artifact();
+    SourceStatus {
+        kind: "bucket".into(),
+        name: "fleet".into(),
+        url: String::new(),
+        revision: Some(artifact.revision.clone()),
+        artifact_digest: Some(artifact.digest.clone()),
+        artifact_path: Some(artifact.path.clone()),
+        artifact_inputs: Some(outcome.inputs().to_string()),
+        last_attempt_at: None,
+        last_success_at: None,
+        last_artifact_at: None,
+        ready: true,
+        reason: String::new(),
+        message: String::new(),
+        consecutive_failures: 0,
+    }
 }
