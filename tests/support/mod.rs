@@ -23,7 +23,7 @@ pub mod hostile_s3;
 pub mod proxy;
 pub mod s3;
 
-pub use cluster::{cluster, TestNamespace};
+pub use cluster::{built_tool, cluster, repo_root, TestNamespace};
 
 use std::time::{Duration, Instant};
 
