@@ -391,6 +391,7 @@ async fn kedge_run_applies_a_buckets_manifests_to_the_cluster() {
         Command::new(env!("CARGO_BIN_EXE_kedge"))
             .args(["run", "--config"])
             .arg(&config)
+            .env("KEDGE_LOG", "debug")
             .stderr(log)
             .spawn()
             .expect("kedge run"),

@@ -742,3 +742,72 @@ fn xml_element<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     let length = text[start..].find(&format!("</{name}>"))?;
     Some(&text[start..start + length])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, etag: &str, size: u64) -> Object {
+        Object {
+            key: key.to_string(),
+            path: key.to_string(),
+            etag: etag.to_string(),
+            size,
+        }
+    }
+
+    fn source() -> BucketSource {
+        let text = "[bucket.b]\nendpoint = \"s3.local\"\nbucket_name = \"fleet\"\n";
+        match crate::config::Config::parse(Path::new("kedge.toml"), text) {
+            Ok(config) => match config.sources.into_values().next() {
+                Some(crate::config::Source::Bucket(bucket)) => bucket,
+                other => panic!("a bucket source: {other:?}"),
+            },
+            Err(err) => panic!("valid config: {err}"),
+        }
+    }
+
+    #[test]
+    fn the_revision_is_flux_s_digest_of_sorted_key_etag_lines_whatever_the_order() {
+        let a = object("a.yaml", "\"1\"", 1);
+        let b = object("b.yaml", "\"2\"", 1);
+        let expected = format!(
+            "sha256:{}",
+            hex(&Sha256::digest(b"a.yaml \"1\"\nb.yaml \"2\"\n"))
+        );
+        assert_eq!(revision(&[b.clone(), a.clone()]), expected);
+        assert_eq!(revision(&[a, b]), expected);
+    }
+
+    #[test]
+    fn directory_markers_are_skipped_and_an_object_that_is_also_a_directory_is_refused() {
+        let listed = vec![
+            object("apps/", "\"m\"", 0),
+            object("apps/a.yaml", "\"1\"", 3),
+        ];
+        let listed: Vec<Object> = listed
+            .into_iter()
+            .map(|mut o| {
+                o.path = o.path.trim_end_matches('/').to_string();
+                o
+            })
+            .collect();
+        let kept = candidates(&source(), listed).map_err(|e| e.to_string());
+        assert_eq!(
+            kept.map(|k| k.into_iter().map(|o| o.path).collect::<Vec<_>>()),
+            Ok(vec!["apps/a.yaml".to_string()])
+        );
+        let conflict = vec![
+            object("apps", "\"x\"", 5),
+            object("apps/a.yaml", "\"1\"", 3),
+        ];
+        let err = candidates(&source(), conflict)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_err_and(|m| m.contains("both an object and a directory")),
+            "{err:?}"
+        );
+    }
+}
