@@ -461,3 +461,53 @@ fn check_config_says_each_cause_once() {
         assert!(stderr.contains(&path.display().to_string()), "{stderr}");
     }
 }
+
+const BUCKET: &str =
+    "[bucket.manifests]\nendpoint = \"minio.local:9000\"\nbucket_name = \"fleet\"\n";
+
+#[test]
+fn a_bucket_source_defaults_to_https_and_a_kustomization_refers_to_it_by_kind() {
+    use kedge::config::{BucketProvider, Source, SourceKind, SourceRef};
+    let config = valid(&format!(
+        "{BUCKET}prefix = \"clusters/edge-1/\"\n[kustomization.apps]\nsource = \"bucket/manifests\"\ninterval = \"5m\"\nprune = true\n"
+    ));
+    let source = SourceRef::new(SourceKind::Bucket, "manifests");
+    let Some(Source::Bucket(bucket)) = config.source(&source) else {
+        panic!("bucket/manifests configured: {config:?}")
+    };
+    assert_eq!(bucket.provider, BucketProvider::Generic);
+    assert_eq!(bucket.endpoint.as_deref(), Some("https://minio.local:9000"));
+    assert_eq!(bucket.interval, Duration::from_secs(300));
+    assert_eq!(config.kustomizations["apps"].source, source);
+}
+
+#[test]
+fn a_bucket_over_plain_http_needs_insecure_and_credentials_come_in_pairs() {
+    let problem = one_problem(
+        "[bucket.manifests]\nendpoint = \"http://minio.local:9000\"\nbucket_name = \"fleet\"\n",
+    );
+    assert_eq!(problem.key, "bucket.manifests.endpoint");
+    assert!(problem.message.contains("insecure"), "{problem:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = dir.path().join("id");
+    std::fs::write(&id, "x").expect("write");
+    let problem = one_problem(&format!(
+        "{BUCKET}access_key_id_file = {:?}\n",
+        id.display().to_string()
+    ));
+    assert_eq!(problem.key, "bucket.manifests.access_key_id_file");
+    assert!(
+        problem.message.contains("needs secret_access_key_file"),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn a_bucket_with_an_unknown_provider_or_a_climbing_prefix_is_refused() {
+    let problem = one_problem(&format!("{BUCKET}provider = \"ftp\"\n"));
+    assert_eq!(problem.key, "bucket.manifests.provider");
+    let problem = one_problem(&format!("{BUCKET}prefix = \"a/../../b\"\n"));
+    assert_eq!(problem.key, "bucket.manifests.prefix");
+    let problem = one_problem(&format!("{BUCKET}max_objects = 0\n"));
+    assert_eq!(problem.key, "bucket.manifests.max_objects");
+}

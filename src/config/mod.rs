@@ -13,6 +13,7 @@ mod error;
 mod helm;
 pub mod raw;
 mod validate;
+mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
 
@@ -113,6 +114,50 @@ pub struct GitAuth {
     pub ca_file: Option<PathBuf>,
 }
 
+/// One `[bucket.NAME]` table: the objects of a bucket (under a prefix) as
+/// an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketSource {
+    pub name: String,
+    pub provider: BucketProvider,
+    /// `https://host[:port]` (`http://` only with `insecure`); `None`: the
+    /// provider's own service.
+    pub endpoint: Option<String>,
+    pub bucket_name: String,
+    /// Only keys under this "directory" (`a/b` and `a/b/` alike); empty:
+    /// the whole bucket.
+    pub prefix: String,
+    pub region: Option<String>,
+    /// Holds the access key id (generic, aws).
+    pub access_key_id_file: Option<PathBuf>,
+    /// Holds the secret access key (generic, aws), the service account key
+    /// JSON (gcp) or the storage account key (azure).
+    pub secret_access_key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Extra gitignore-style patterns, on top of Flux's defaults and the
+    /// bucket's root `.sourceignore`.
+    pub ignore: Vec<String>,
+    /// The most objects (after the prefix, before ignore rules) one sync accepts.
+    pub max_objects: u64,
+    /// The largest sum of object sizes one artifact may hold.
+    pub max_total_bytes: u64,
+    pub suspend: bool,
+    /// Where it fetches from, for logs and `kedge status` (no secret).
+    pub url: String,
+}
+
+/// Which object storage API a bucket source speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketProvider {
+    /// Any S3-compatible API (MinIO, SeaweedFS, Ceph, …), path-style requests.
+    Generic,
+    Aws,
+    Gcp,
+    Azure,
+}
+
 /// A reference to a source, written `kind/name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceRef {
@@ -129,11 +174,17 @@ pub enum SourceKind {
     Helm,
     /// A Helm chart: its artifact is the packaged chart (`.tgz`).
     Chart,
+    Bucket,
 }
 
 impl SourceKind {
     /// Every kind, in the order `kedge status` lists them.
-    pub const ALL: &'static [SourceKind] = &[SourceKind::Git, SourceKind::Helm, SourceKind::Chart];
+    pub const ALL: &'static [SourceKind] = &[
+        SourceKind::Git,
+        SourceKind::Bucket,
+        SourceKind::Helm,
+        SourceKind::Chart,
+    ];
 
     /// The kind as written in `kind/name` and in the state.
     pub fn as_str(self) -> &'static str {
@@ -141,6 +192,7 @@ impl SourceKind {
             SourceKind::Git => "git",
             SourceKind::Helm => "helm",
             SourceKind::Chart => "chart",
+            SourceKind::Bucket => "bucket",
         }
     }
 
@@ -150,6 +202,7 @@ impl SourceKind {
             SourceKind::Git => "git",
             SourceKind::Helm => "helm_repository",
             SourceKind::Chart => "helm_chart",
+            SourceKind::Bucket => "bucket",
         }
     }
 
@@ -159,6 +212,7 @@ impl SourceKind {
             SourceKind::Git => "GitOperationFailed",
             SourceKind::Helm => "IndexationFailed",
             SourceKind::Chart => "ChartPullFailed",
+            SourceKind::Bucket => "BucketOperationFailed",
         }
     }
 
@@ -167,6 +221,7 @@ impl SourceKind {
     pub fn holds_files(self) -> bool {
         match self {
             SourceKind::Git => true,
+            SourceKind::Bucket => true,
             SourceKind::Helm | SourceKind::Chart => false,
         }
     }
@@ -203,6 +258,7 @@ pub enum Source {
     Git(GitSource),
     Helm(HelmRepository),
     Chart(HelmChart),
+    Bucket(BucketSource),
 }
 
 /// What every kind of source has: the scheduler needs nothing else.
@@ -222,6 +278,7 @@ impl Source {
             Source::Git(_) => SourceKind::Git,
             Source::Helm(_) => SourceKind::Helm,
             Source::Chart(_) => SourceKind::Chart,
+            Source::Bucket(_) => SourceKind::Bucket,
         }
     }
 
@@ -230,6 +287,7 @@ impl Source {
             Source::Git(git) => git,
             Source::Helm(helm) => helm,
             Source::Chart(chart) => chart,
+            Source::Bucket(bucket) => bucket,
         }
     }
 
@@ -238,6 +296,7 @@ impl Source {
             Source::Git(git) => git,
             Source::Helm(helm) => helm,
             Source::Chart(chart) => chart,
+            Source::Bucket(bucket) => bucket,
         }
     }
 
@@ -246,7 +305,7 @@ impl Source {
     pub fn upstream(&self) -> Option<SourceRef> {
         match self {
             Source::Chart(chart) => chart.upstream(),
-            Source::Git(_) | Source::Helm(_) => None,
+            Source::Git(_) | Source::Helm(_) | Source::Bucket(_) => None,
         }
     }
 
@@ -274,6 +333,27 @@ impl Source {
 }
 
 impl SourceSettings for GitSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn suspend(&self) -> bool {
+        self.suspend
+    }
+    fn set_suspend(&mut self, suspend: bool) {
+        self.suspend = suspend;
+    }
+}
+
+impl SourceSettings for BucketSource {
     fn name(&self) -> &str {
         &self.name
     }

@@ -14,6 +14,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub git: BTreeMap<Spanned<String>, Spanned<RawGitSource>>,
     #[serde(default)]
+    pub bucket: BTreeMap<Spanned<String>, Spanned<RawBucketSource>>,
+    #[serde(default)]
     pub kustomization: BTreeMap<Spanned<String>, Spanned<RawKustomization>>,
     #[serde(default)]
     pub helm_repository: BTreeMap<Spanned<String>, Spanned<RawHelmRepository>>,
@@ -45,6 +47,26 @@ pub struct RawGitSource {
     pub bearer_token_file: Option<Spanned<String>>,
     pub ca_file: Option<Spanned<String>>,
     pub ignore: Option<Spanned<Vec<String>>>,
+    pub suspend: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucketSource {
+    pub provider: Option<Spanned<String>>,
+    pub endpoint: Option<Spanned<String>>,
+    pub bucket_name: Spanned<String>,
+    pub prefix: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub insecure: Option<Spanned<bool>>,
+    pub access_key_id_file: Option<Spanned<String>>,
+    pub secret_access_key_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub ignore: Option<Spanned<Vec<String>>>,
+    pub max_objects: Option<Spanned<i64>>,
+    pub max_total_bytes: Option<Spanned<i64>>,
     pub suspend: Option<Spanned<bool>>,
 }
 

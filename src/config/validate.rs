@@ -17,7 +17,7 @@ use super::{
 };
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
-const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The shortest interval or timeout accepted: below it a source or
 /// kustomization would make kedge and the API server spin.
 pub const MIN_DURATION: Duration = Duration::from_secs(1);
@@ -136,20 +136,28 @@ impl Checker<'_> {
                 removal_grace_period: DEFAULT_REMOVAL_GRACE_PERIOD,
             },
         };
+        let git = raw.git.keys().map(|name| (SourceKind::Git.table(), name));
+        let bucket = raw
+            .bucket
+            .keys()
+            .map(|name| (SourceKind::Bucket.table(), name));
+        let helm = raw
+            .helm_repository
+            .keys()
+            .map(|name| (SourceKind::Helm.table(), name));
+        let chart = raw
+            .helm_chart
+            .keys()
+            .map(|name| (SourceKind::Chart.table(), name));
         self.at_most(
-            raw.git
-                .keys()
-                .chain(raw.helm_repository.keys())
-                .chain(raw.helm_chart.keys()),
+            git.chain(bucket).chain(helm).chain(chart),
             MAX_SOURCES,
             "sources",
-            "source",
         );
         self.at_most(
-            raw.kustomization.keys(),
+            raw.kustomization.keys().map(|name| ("kustomization", name)),
             MAX_KUSTOMIZATIONS,
             "kustomizations",
-            "kustomization",
         );
         let mut sources = BTreeMap::new();
         for (name, source) in raw.git {
@@ -157,6 +165,13 @@ impl Checker<'_> {
             self.name(&name, &key);
             if let Some(source) = self.git_source(name.get_ref(), &key, source) {
                 sources.insert(source.source_ref(), Source::Git(source));
+            }
+        }
+        for (name, source) in raw.bucket {
+            let key = format!("{}.{}", SourceKind::Bucket.table(), name.get_ref());
+            self.name(&name, &key);
+            if let Some(source) = self.bucket_source(name.get_ref(), &key, source) {
+                sources.insert(source.source_ref(), Source::Bucket(source));
             }
         }
         let mut referenced = validate_helm::referenced_charts(&raw.helm_chart);
@@ -242,18 +257,17 @@ impl Checker<'_> {
     /// may ask of the daemon.
     fn at_most<'n>(
         &mut self,
-        names: impl Iterator<Item = &'n Spanned<String>>,
+        names: impl Iterator<Item = (&'n str, &'n Spanned<String>)>,
         limit: usize,
         what: &str,
-        table: &str,
     ) {
-        let mut names: Vec<&Spanned<String>> = names.collect();
+        let mut names: Vec<(&str, &Spanned<String>)> = names.collect();
         if names.len() <= limit {
             return;
         }
         let count = names.len();
-        names.sort_by_key(|name| name.span().start);
-        let first_over = names[limit];
+        names.sort_by_key(|(_, name)| name.span().start);
+        let (table, first_over) = names[limit];
         self.problem(
             first_over.span(),
             &format!("{table}.{}", first_over.get_ref()),

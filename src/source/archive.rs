@@ -69,54 +69,100 @@ fn header(size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
     header
 }
 
-/// Writes `files` of `repo` as a `tar.gz` at `dest` and returns its sha256.
-/// Symlinks pointing outside the tree are left out (with a warning);
-/// files over `limits` fail the whole artifact.
-pub fn write_artifact(
-    repo: &gix::Repository,
-    files: &[TreeFile],
-    dest: &Path,
+/// Writes a deterministic `tar.gz`, entry by entry in path order, hashing
+/// it as it goes and holding every entry to [`Limits`]: what any kind of
+/// source builds its artifact with.
+pub struct ArtifactWriter<'a> {
+    tar: tar::Builder<GzEncoder<HashingWriter<BufWriter<File>>>>,
+    dest: PathBuf,
     limits: Limits,
-    context: &ReadContext<'_>,
-) -> Result<String> {
-    let mut tar = start_archive(dest)?;
-    let mut total: u64 = 0;
-    for file in files {
-        total = total.saturating_add(append(repo, &mut tar, file, limits, total, context)?);
+    total: u64,
+    source_name: &'a str,
+}
+
+impl<'a> ArtifactWriter<'a> {
+    /// Creates the file at `dest`; `source_name` names the source in errors.
+    pub fn create(dest: &Path, limits: Limits, source_name: &'a str) -> Result<Self> {
+        let file = File::create(dest).map_err(io_error("creating artifact", dest))?;
+        let hashing = HashingWriter {
+            inner: BufWriter::new(file),
+            hasher: Sha256::new(),
+        };
+        let gzip = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(hashing, Compression::default());
+        Ok(ArtifactWriter {
+            tar: tar::Builder::new(gzip),
+            dest: dest.to_path_buf(),
+            limits,
+            total: 0,
+            source_name,
+        })
     }
-    finish_archive(tar, dest)
-}
 
-type ArtifactWriter = tar::Builder<GzEncoder<HashingWriter<BufWriter<File>>>>;
+    /// Refuses a file of `size` bytes at `path` when it is over a limit.
+    pub fn check_size(&self, path: &str, size: u64) -> Result<()> {
+        let too_large = |limit| Error::TooLarge {
+            source_name: self.source_name.to_string(),
+            path: path.to_string(),
+            size,
+            limit,
+        };
+        if size > self.limits.max_file_bytes {
+            return Err(too_large(self.limits.max_file_bytes));
+        }
+        if self.total.saturating_add(size) > self.limits.max_total_bytes {
+            return Err(too_large(
+                self.limits.max_total_bytes.saturating_sub(self.total),
+            ));
+        }
+        Ok(())
+    }
 
-/// A deterministic `tar.gz` being written to `dest`, hashed as it goes.
-fn start_archive(dest: &Path) -> Result<ArtifactWriter> {
-    let file = File::create(dest).map_err(io_error("creating artifact", dest))?;
-    let hashing = HashingWriter {
-        inner: BufWriter::new(file),
-        hasher: Sha256::new(),
-    };
-    let gzip = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(hashing, Compression::default());
-    Ok(tar::Builder::new(gzip))
-}
+    /// Appends a regular file of exactly `size` bytes read from `content`.
+    pub fn append_file(
+        &mut self,
+        path: &str,
+        executable: bool,
+        size: u64,
+        content: impl Read,
+    ) -> Result<()> {
+        self.check_size(path, size)?;
+        let mode = if executable { 0o755 } else { 0o644 };
+        let mut header = header(size, mode, tar::EntryType::Regular);
+        self.tar
+            .append_data(&mut header, path, content)
+            .map_err(io_error("writing artifact", &self.dest))?;
+        self.total = self.total.saturating_add(size);
+        Ok(())
+    }
 
-/// Ends the archive, syncs it to disk and returns its sha256.
-fn finish_archive(tar: ArtifactWriter, dest: &Path) -> Result<String> {
-    let gzip = tar
-        .into_inner()
-        .map_err(io_error("writing artifact", dest))?;
-    let mut hashing = finish(gzip).map_err(io_error("writing artifact", dest))?;
-    hashing
-        .flush()
-        .map_err(io_error("writing artifact", dest))?;
-    hashing
-        .inner
-        .get_ref()
-        .sync_all()
-        .map_err(io_error("syncing artifact", dest))?;
-    Ok(hex(&hashing.hasher.finalize()))
+    /// Appends a symlink; the caller has checked that it stays inside.
+    pub fn append_symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        let mut header = header(0, 0o777, tar::EntryType::Symlink);
+        self.tar
+            .append_link(&mut header, path, target)
+            .map_err(io_error("writing artifact", &self.dest))
+    }
+
+    /// Completes the file, syncs it to disk and returns its sha256.
+    pub fn finish(self) -> Result<String> {
+        let dest = self.dest;
+        let gzip = self
+            .tar
+            .into_inner()
+            .map_err(io_error("writing artifact", &dest))?;
+        let mut hashing = gzip.finish().map_err(io_error("writing artifact", &dest))?;
+        hashing
+            .flush()
+            .map_err(io_error("writing artifact", &dest))?;
+        hashing
+            .inner
+            .get_ref()
+            .sync_all()
+            .map_err(io_error("syncing artifact", &dest))?;
+        Ok(hex(&hashing.hasher.finalize()))
+    }
 }
 
 /// One file of an archive built in memory: its path inside the archive,
@@ -127,65 +173,53 @@ pub struct MemoryFile {
     pub content: Vec<u8>,
 }
 
-/// Writes `files`, in the order given, as a deterministic `tar.gz` at
-/// `dest` (the same headers as [`write_artifact`]) and returns its sha256.
-pub fn write_memory_files(files: &[MemoryFile], dest: &Path) -> Result<String> {
-    let mut tar = start_archive(dest)?;
+/// Appends `files`, in the order given, to `writer`.
+pub fn append_memory_files(files: &[MemoryFile], writer: &mut ArtifactWriter<'_>) -> Result<()> {
     for file in files {
-        let mut header = header(
-            file.content.len() as u64,
-            file.mode,
-            tar::EntryType::Regular,
-        );
-        tar.append_data(&mut header, &file.path, file.content.as_slice())
-            .map_err(io_error("writing artifact", dest))?;
+        let executable = file.mode & 0o111 != 0;
+        let size = file.content.len() as u64;
+        writer.append_file(&file.path, executable, size, file.content.as_slice())?;
     }
-    finish_archive(tar, dest)
+    Ok(())
 }
 
-fn finish<W: Write>(gzip: GzEncoder<W>) -> std::io::Result<W> {
-    gzip.finish()
-}
-
-/// Appends one file and returns how many bytes of content it added.
-fn append<W: Write>(
+/// Appends `files` of `repo` to `writer`. Symlinks pointing outside the
+/// tree are left out (with a warning); files over the limits fail the whole
+/// artifact.
+pub fn append_tree_files(
     repo: &gix::Repository,
-    tar: &mut tar::Builder<W>,
-    file: &TreeFile,
-    limits: Limits,
-    total_so_far: u64,
+    files: &[TreeFile],
+    writer: &mut ArtifactWriter<'_>,
     context: &ReadContext<'_>,
-) -> Result<u64> {
+) -> Result<()> {
+    for file in files {
+        append(repo, writer, file, context)?;
+    }
+    Ok(())
+}
+
+/// Appends one file of `repo`.
+fn append(
+    repo: &gix::Repository,
+    writer: &mut ArtifactWriter<'_>,
+    file: &TreeFile,
+    context: &ReadContext<'_>,
+) -> Result<()> {
     let size = repo
         .find_header(file.id)
         .map_err(|err| context.error(err))?
         .size();
-    let too_large = |limit| Error::TooLarge {
-        source_name: context.source_name.to_string(),
-        path: file.path.clone(),
-        size,
-        limit,
-    };
-    if size > limits.max_file_bytes {
-        return Err(too_large(limits.max_file_bytes));
-    }
-    if total_so_far.saturating_add(size) > limits.max_total_bytes {
-        return Err(too_large(
-            limits.max_total_bytes.saturating_sub(total_so_far),
-        ));
-    }
+    writer.check_size(&file.path, size)?;
     let blob = repo
         .find_object(file.id)
         .map_err(|err| context.error(err))?;
-    let write_error = |err: std::io::Error| context.message(format!("adding {}: {err}", file.path));
     match file.kind {
-        FileKind::File { executable } => {
-            let mode = if executable { 0o755 } else { 0o644 };
-            let mut header = header(blob.data.len() as u64, mode, tar::EntryType::Regular);
-            tar.append_data(&mut header, &file.path, blob.data.as_slice())
-                .map_err(write_error)?;
-            Ok(size)
-        }
+        FileKind::File { executable } => writer.append_file(
+            &file.path,
+            executable,
+            blob.data.len() as u64,
+            blob.data.as_slice(),
+        ),
         FileKind::Symlink => {
             let target = String::from_utf8_lossy(&blob.data).into_owned();
             if !symlink_stays_inside(Path::new(&file.path), Path::new(&target)) {
@@ -196,12 +230,9 @@ fn append<W: Write>(
                     target = %target,
                     "left a symlink pointing outside the repository out of the artifact"
                 );
-                return Ok(0);
+                return Ok(());
             }
-            let mut header = header(0, 0o777, tar::EntryType::Symlink);
-            tar.append_link(&mut header, &file.path, &target)
-                .map_err(write_error)?;
-            Ok(0)
+            writer.append_symlink(&file.path, &target)
         }
     }
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicBool;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::archive::{self, MemoryFile};
+use super::archive::{self, ArtifactWriter, MemoryFile};
 use super::helm::{self, intact_previous, HelmClient};
 use super::helm_index::ChartVersion;
 use super::helm_oci::Registry;
@@ -301,7 +301,12 @@ impl Context<'_> {
             .collect();
         let store = ArtifactStore::new(self.state_dir);
         let temp = store.temp_path(SourceKind::Chart.as_str(), &self.chart.name)?;
-        let digest = match archive::write_memory_files(&packaged, &temp) {
+        let written =
+            ArtifactWriter::create(&temp, self.limits, &self.chart.name).and_then(|mut writer| {
+                archive::append_memory_files(&packaged, &mut writer)?;
+                writer.finish()
+            });
+        let digest = match written {
             Ok(digest) => digest,
             Err(err) => {
                 let _ = std::fs::remove_file(&temp);

@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 use gix::remote::Direction;
 
 use super::{Error, Result};
-use crate::config::{GitRef, GitSource};
+use crate::config::{GitRef, GitSource, SourceKind};
 
 /// The local ref every fetch writes its target to.
 const TARGET_REF: &str = "refs/kedge/target";
@@ -277,13 +277,7 @@ fn with_fetch_message(err: Error, rewrite: impl FnOnce(String) -> String) -> Err
 }
 
 fn read_secret(source: &GitSource, path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|err| Error::Credential {
-            source_name: source.name.clone(),
-            path: path.to_path_buf(),
-            source: err,
-        })
+    super::read_secret_file(SourceKind::Git, &source.name, path)
 }
 
 /// A credential configured for a plain `http://` URL is refused before
@@ -406,6 +400,7 @@ fn private_ca(source: &GitSource) -> Result<Option<reqwest::Certificate>> {
         return Ok(None);
     };
     let pem = std::fs::read(file).map_err(|err| Error::Credential {
+        kind: SourceKind::Git,
         source_name: source.name.clone(),
         path: file.clone(),
         source: err,
@@ -413,6 +408,7 @@ fn private_ca(source: &GitSource) -> Result<Option<reqwest::Certificate>> {
     reqwest::Certificate::from_pem(&pem)
         .map(Some)
         .map_err(|err| Error::Credential {
+            kind: SourceKind::Git,
             source_name: source.name.clone(),
             path: file.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, err),

@@ -187,21 +187,20 @@ fn store_index(repository: &HelmRepository, state_dir: &Path, index: &Index) -> 
         url: super::redact_url(&repository.endpoint.url),
         message: format!("writing the kept index: {err}"),
     })?;
-    let store = ArtifactStore::new(state_dir);
-    let temp = store.temp_path(kind, &repository.name)?;
     let files = [MemoryFile {
         path: INDEX_FILE.to_string(),
         mode: 0o644,
         content: content.into_bytes(),
     }];
-    let digest = match archive::write_memory_files(&files, &temp) {
-        Ok(digest) => digest,
-        Err(err) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(err);
-        }
+    // The kept index is a part of one the fetch already bounded.
+    let limits = super::Limits {
+        max_file_bytes: MAX_INDEX_BYTES,
+        max_total_bytes: MAX_INDEX_BYTES,
     };
-    let path = store.commit(kind, &repository.name, &temp, &digest)?;
+    let (digest, path) =
+        ArtifactStore::new(state_dir).build(kind, &repository.name, limits, |writer| {
+            archive::append_memory_files(&files, writer)
+        })?;
     Ok(Artifact {
         revision: format!("sha256:{digest}"),
         digest,
@@ -389,6 +388,7 @@ impl<'e> HelmClient<'e> {
 
 fn read_file(path: &Path, source_name: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|err| Error::Credential {
+        kind: SourceKind::Helm,
         source_name: source_name.to_string(),
         path: path.to_path_buf(),
         source: err,
@@ -397,8 +397,5 @@ fn read_file(path: &Path, source_name: &str) -> Result<Vec<u8>> {
 
 /// The secret in `path`, less a trailing newline.
 pub(crate) fn read_secret(path: &Path, source_name: &str) -> Result<String> {
-    let bytes = read_file(path, source_name)?;
-    Ok(String::from_utf8_lossy(&bytes)
-        .trim_end_matches(['\n', '\r'])
-        .to_string())
+    super::read_secret_file(SourceKind::Helm, source_name, path)
 }

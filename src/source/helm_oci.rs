@@ -75,6 +75,7 @@ impl<'e> Registry<'e> {
         let mut extra_root_certificates = Vec::new();
         if let Some(ca) = &endpoint.ca_file {
             let data = std::fs::read(ca).map_err(|err| Error::Credential {
+                kind: SourceKind::Helm,
                 source_name: source_name.to_string(),
                 path: ca.clone(),
                 source: err,

@@ -30,6 +30,7 @@
 //! - Git submodules are left out of artifacts.
 
 pub mod archive;
+pub mod bucket;
 pub mod chart;
 pub mod git;
 pub mod helm;
@@ -71,6 +72,7 @@ pub fn sync(
         Source::Chart(chart) => {
             chart::sync_chart(chart, state_dir, previous, upstream, limits, interrupt)
         }
+        Source::Bucket(b) => bucket::sync_bucket_source(b, state_dir, previous, limits, interrupt),
     }
 }
 
@@ -86,6 +88,7 @@ pub fn restore(
     match source {
         Source::Git(git) => restore_artifact(git, state_dir, previous, limits),
         Source::Helm(_) | Source::Chart(_) => report_damage(previous),
+        Source::Bucket(b) => bucket::restore_artifact(b, state_dir, previous, limits),
     }
 }
 
@@ -156,6 +159,30 @@ pub enum Error {
         url: String,
         message: String,
     },
+    /// Talking to a bucket failed (connect, authenticate, list, get).
+    #[error("{action} bucket {bucket} at {url} for source {source_name}: {message}")]
+    Bucket {
+        source_name: String,
+        action: &'static str,
+        bucket: String,
+        url: String,
+        message: String,
+    },
+    /// A bucket holds an object whose key cannot be a path in the artifact.
+    #[error("source {source_name}: bucket {bucket} holds object {key:?}, which {why}; refused")]
+    UnsafeKey {
+        source_name: String,
+        bucket: String,
+        key: String,
+        why: &'static str,
+    },
+    /// A bucket (prefix) holds more objects than the source accepts.
+    #[error("source {source_name}: bucket {bucket} holds more than {limit} objects (max_objects)")]
+    TooManyObjects {
+        source_name: String,
+        bucket: String,
+        limit: u64,
+    },
     /// The remote has no ref matching the configured one.
     #[error("source {source_name}: {url} has no {what}")]
     RefNotFound {
@@ -166,6 +193,7 @@ pub enum Error {
     /// A credential file could not be read.
     #[error("source {source_name}: reading {path}: {source}")]
     Credential {
+        kind: SourceKind,
         source_name: String,
         path: PathBuf,
         #[source]
@@ -279,11 +307,14 @@ impl Error {
             Error::Fetch { .. } | Error::RefNotFound { .. } => {
                 SourceKind::Git.fetch_failed_reason()
             }
+            Error::Bucket { .. } => SourceKind::Bucket.fetch_failed_reason(),
             Error::LocalRepository { .. } | Error::Io { .. } => "StorageOperationFailed",
             Error::ReadTree { .. }
             | Error::TooLarge { .. }
             | Error::Ignore { .. }
             | Error::UnsafeEntry { .. }
+            | Error::UnsafeKey { .. }
+            | Error::TooManyObjects { .. }
             | Error::ArtifactDamaged { .. }
             | Error::NotRestored { .. } => "ArtifactFailed",
         }
@@ -302,6 +333,18 @@ pub(crate) fn io_error(
         path,
         source,
     }
+}
+
+/// The content of a secret file, without its trailing newline.
+pub(crate) fn read_secret_file(kind: SourceKind, source_name: &str, path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|err| Error::Credential {
+            kind,
+            source_name: source_name.to_string(),
+            path: path.to_path_buf(),
+            source: err,
+        })
 }
 
 /// The URL with any userinfo password or token replaced, safe to log and
@@ -342,6 +385,7 @@ mod tests {
     #[test]
     fn an_unreadable_secret_file_is_an_authentication_failure_of_any_kind() {
         let err = Error::Credential {
+            kind: SourceKind::Helm,
             source_name: "bitnami".into(),
             path: PathBuf::from("/etc/kedge/secrets/charts"),
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::{io_error, Artifact, Result};
+use super::archive::ArtifactWriter;
+use super::{io_error, Artifact, Limits, Result};
 use crate::state;
 
 /// How many artifacts of one source are kept, the current one included.
@@ -53,6 +54,32 @@ impl ArtifactStore {
         let path = self.source_dir(kind, name).join(format!("{digest}.tar.gz"));
         std::fs::rename(temp, &path).map_err(io_error("storing artifact", &path))?;
         Ok(path)
+    }
+
+    /// Writes an artifact of source `kind/name` with `fill` and names it by
+    /// its digest; a failed or partial one never takes that name.
+    pub fn build(
+        &self,
+        kind: &str,
+        name: &str,
+        limits: Limits,
+        fill: impl FnOnce(&mut ArtifactWriter<'_>) -> Result<()>,
+    ) -> Result<(String, PathBuf)> {
+        let temp = self.temp_path(kind, name)?;
+        let written = ArtifactWriter::create(&temp, limits, name).and_then(|mut writer| {
+            fill(&mut writer)?;
+            writer.finish()
+        });
+        match written {
+            Ok(digest) => {
+                let path = self.commit(kind, name, &temp, &digest)?;
+                Ok((digest, path))
+            }
+            Err(err) => {
+                let _ = std::fs::remove_file(&temp);
+                Err(err)
+            }
+        }
     }
 
     /// Removes old artifacts of a source, keeping `current` and the newest

@@ -49,8 +49,14 @@ pub fn repository_dir(state_dir: &Path, name: &str) -> PathBuf {
 /// A fingerprint of what an artifact is built from besides the commit, so
 /// that changing `ignore` rebuilds it.
 fn build_inputs(source: &GitSource, limits: Limits) -> String {
+    ignore_and_limits_fingerprint(&source.ignore, limits)
+}
+
+/// A short digest of ignore patterns and limits: a change of either must
+/// build a new artifact from the same revision.
+pub(super) fn ignore_and_limits_fingerprint(ignore: &[String], limits: Limits) -> String {
     let mut hasher = Sha256::new();
-    for pattern in &source.ignore {
+    for pattern in ignore {
         hasher.update(pattern.as_bytes());
         hasher.update([0]);
     }
@@ -82,7 +88,11 @@ pub fn sync_git_source(
 }
 
 /// The previous artifact, if it is of `revision` and `inputs` and intact.
-fn unchanged_artifact(previous: &SourceStatus, revision: &str, inputs: &str) -> Option<Artifact> {
+pub(super) fn unchanged_artifact(
+    previous: &SourceStatus,
+    revision: &str,
+    inputs: &str,
+) -> Option<Artifact> {
     if previous.revision.as_deref() != Some(revision)
         || previous.artifact_inputs.as_deref() != Some(inputs)
     {
@@ -205,15 +215,9 @@ fn build_artifact(
         source: Box::new(err),
     })?;
     let files = tree::select(files, &rules);
-    let temp = store.temp_path("git", &source.name)?;
-    let digest = match archive::write_artifact(repo, &files, &temp, limits, &context) {
-        Ok(digest) => digest,
-        Err(err) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(err);
-        }
-    };
-    let path = store.commit("git", &source.name, &temp, &digest)?;
+    let (digest, path) = store.build("git", &source.name, limits, |writer| {
+        archive::append_tree_files(repo, &files, writer, &context)
+    })?;
     Ok(Artifact {
         revision: fetched.revision.clone(),
         digest,

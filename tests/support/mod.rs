@@ -21,8 +21,10 @@ pub mod charts;
 pub mod cluster;
 pub mod git;
 pub mod helm;
+pub mod hostile_s3;
 pub mod proxy;
 pub mod registry;
+pub mod s3;
 
 pub use cluster::{built_tool, cluster, repo_root, TestNamespace};
 
