@@ -7,8 +7,9 @@ set -euo pipefail
 # git: fixtures and loopback Git servers; openssh-server/client: the SSH Git
 # tests; openssl: the test CA of the HTTPS Git tests; lintian, dpkg-dev,
 # binutils (objdump): the .deb checks; systemd: systemd-analyze verify;
-# debootstrap, systemd-container (systemd-nspawn), curl: the check under systemd.
-packages=(git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl)
+# debootstrap, systemd-container (systemd-nspawn), curl: the check under systemd;
+# make, gcc: jemalloc's build (tikv-jemalloc-sys).
+packages=(make gcc git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl)
 
 missing=()
 for p in "${packages[@]}"; do
