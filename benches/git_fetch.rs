@@ -152,8 +152,9 @@ fn source(url: &str) -> GitSource {
     let text = format!("[git.bench]\nurl = {url:?}\ntimeout = \"5m\"\n");
     Config::parse(Path::new("bench.toml"), &text)
         .expect("valid bench config")
-        .sources["bench"]
-        .clone()
+        .git("bench")
+        .cloned()
+        .expect("a git/bench source")
 }
 
 fn timed(f: impl FnOnce()) -> Duration {

@@ -14,28 +14,12 @@ src="$root/tools/testcluster"
 out="$root/target/testcluster"
 K8S_VERSION=v1.33.13
 
-source_hash() {
-  (cd "$src" && cat go.mod go.sum ./*.go) | sha256sum | cut -c1-16
-}
-
-binary_path() { echo "$out/testcluster-$(source_hash)"; }
+. "$root/scripts/lib/go-build.sh"
 
 build() {
-  local bin; bin=$(binary_path)
-  if [ -x "$bin" ]; then echo "testcluster: cached $bin" >&2; echo "$bin"; return; fi
-  command -v go >/dev/null || { echo "testcluster: Go is not installed (need go >= 1.24)" >&2; exit 1; }
-  mkdir -p "$out"
-  export GOMODCACHE="${GOMODCACHE:-$(go env GOMODCACHE)}"
-  export GOCACHE="${GOCACHE:-$out/go-build}"
-  export GOFLAGS="${GOFLAGS:--buildvcs=false}"
   local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
-  local started=$SECONDS
-  echo "testcluster: building $bin (first build takes about 8 minutes on 2 cores)" >&2
-  (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$bin.partial" \
-     -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" .) >&2
-  mv "$bin.partial" "$bin"
-  echo "testcluster: built in $((SECONDS - started))s" >&2
-  echo "$bin"
+  go_build_cached testcluster "$src" "$out" \
+    "-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 }
 
 start() {

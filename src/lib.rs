@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error_chain;
+pub mod helm;
 pub mod kustomize;
 pub mod reconcile;
 pub mod source;

@@ -1,6 +1,6 @@
 //! `apply::Manager::wait` (kstatus rules) against the test control plane,
-//! which has no scheduler or kubelet: Pods stay Pending, so a Deployment
-//! with replicas is never available.
+//! whose simulated node runs every Pod: a Deployment becomes available
+//! unless its Pods carry `testcluster.kedge.dev/pod: unready`.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,12 @@ use crate::apply_ssa::{configmap, owner};
 use crate::support::{cluster, TestNamespace};
 
 fn deployment(ns: &str, name: &str, replicas: i64) -> Value {
+    deployment_with_pods(ns, name, replicas, "")
+}
+
+/// A Deployment whose Pods the simulated node treats as `fate` says
+/// (`""`: they run and are ready).
+fn deployment_with_pods(ns: &str, name: &str, replicas: i64, fate: &str) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -19,7 +25,10 @@ fn deployment(ns: &str, name: &str, replicas: i64) -> Value {
             "replicas": replicas,
             "selector": { "matchLabels": { "app": name } },
             "template": {
-                "metadata": { "labels": { "app": name } },
+                "metadata": {
+                    "labels": { "app": name },
+                    "annotations": { "testcluster.kedge.dev/pod": fate }
+                },
                 "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] }
             }
         }
@@ -52,6 +61,28 @@ async fn a_configmap_and_a_deployment_scaled_to_zero_become_current() {
 }
 
 #[tokio::test]
+async fn a_deployment_whose_pods_run_becomes_current() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "health-run").await;
+    let manager = Manager::new(client);
+    let applied = manager
+        .apply(
+            vec![deployment(&ns.name, "web", 2)],
+            &owner(&ns.name),
+            &ApplyOptions::default(),
+        )
+        .await
+        .expect("apply");
+    manager
+        .wait(
+            &inventory::from_changeset(&applied),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the simulated node runs both replicas");
+}
+
+#[tokio::test]
 async fn a_deployment_that_cannot_roll_out_times_out_naming_it_and_why() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "health-timeout").await;
@@ -60,7 +91,7 @@ async fn a_deployment_that_cannot_roll_out_times_out_naming_it_and_why() {
         .apply(
             vec![
                 configmap(&ns.name, "settings", "x"),
-                deployment(&ns.name, "web", 1),
+                deployment_with_pods(&ns.name, "web", 1, "unready"),
             ],
             &owner(&ns.name),
             &ApplyOptions::default(),

@@ -106,7 +106,9 @@ fn every_problem_of_a_file_is_reported_at_once_in_file_order() {
 #[test]
 fn git_defaults_follow_flux() {
     let config = valid(SOURCE);
-    let source = &config.sources["fleet"];
+    let Some(source) = config.git("fleet") else {
+        panic!("no git/fleet in {config:?}")
+    };
     assert_eq!(source.interval, Duration::from_secs(60));
     assert_eq!(source.timeout, Duration::from_secs(60));
     assert_eq!(source.reference, GitRef::Branch("main".into()));

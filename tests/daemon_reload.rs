@@ -54,7 +54,7 @@ fn a_valid_change_is_applied_an_invalid_one_refused_with_its_position_and_a_rena
     assert!(
         setup
             .log_text()
-            .contains("config reloaded (sources: +second)"),
+            .contains("config reloaded (sources: +git/second)"),
         "{}",
         setup.log_text()
     );
@@ -199,7 +199,7 @@ async fn kustomizations_removed_by_a_reload_are_pruned_per_deletion_policy_and_o
     setup.wait_until("the source change applied", Duration::from_secs(30), || {
         setup
             .log_text()
-            .contains("config reloaded (sources: ~fleet)")
+            .contains("config reloaded (sources: ~git/fleet)")
     });
     // The witness: the restarted scheduler has fetched again. A reconcile
     // it caused would follow within moments; none may come.

@@ -15,7 +15,10 @@ use crate::support::git::{git_daemon, FixtureRepo};
 pub fn source_from(url: &str, body: &str) -> GitSource {
     let text = format!("[git.fleet]\nurl = {url:?}\n{body}\n");
     match Config::parse(Path::new("test.toml"), &text) {
-        Ok(config) => config.sources["fleet"].clone(),
+        Ok(config) => match config.git("fleet") {
+            Some(source) => source.clone(),
+            None => panic!("no git/fleet in {text}"),
+        },
         Err(err) => panic!("test config must be valid: {err}\n{text}"),
     }
 }

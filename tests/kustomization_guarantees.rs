@@ -310,7 +310,7 @@ async fn a_dependent_is_held_while_its_dependency_fails_and_released_when_it_is_
 
 fn deployment(name: &str, extra_spec: &str) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n{extra_spec}  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.27\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n{extra_spec}  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n      annotations:\n        testcluster.kedge.dev/pod: unready\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.27\n"
     )
 }
 
@@ -318,8 +318,8 @@ fn deployment(name: &str, extra_spec: &str) -> String {
 async fn wait_and_health_checks_fail_the_run_and_a_failed_object_ends_the_wait_early() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "g-health").await;
-    // The test control plane has no scheduler: a Deployment never becomes
-    // available. `web` waits out its 3 s timeout; `stuck` (progress deadline
+    // The simulated node keeps these Pods unready: a Deployment never
+    // becomes available. `web` waits out its 3 s timeout; `stuck` (progress deadline
     // 1 s) is Failed long before its 10 min timeout.
     let tables = format!(
         "{}{}",

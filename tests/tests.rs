@@ -55,3 +55,5 @@ mod fault_socket;
 mod fault_secrets;
 // Data safety under faults: kill -9, config edits, damaged or lost state never orphan or wrongly delete.
 mod data_safety;
+// kedge-helm, the Helm SDK helper: install, upgrade, rollback, test, uninstall, unlock on the test control plane.
+mod helm_helper;

@@ -36,19 +36,24 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     }
 }
 
-fn changes<T: PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Changes {
+/// Keys are listed as they print: `fleet` for a kustomization, `git/fleet`
+/// for a source.
+fn changes<K: Ord + std::fmt::Display, T: PartialEq>(
+    old: &BTreeMap<K, T>,
+    new: &BTreeMap<K, T>,
+) -> Changes {
     let mut result = Changes::default();
-    for (name, value) in new {
-        match old.get(name) {
-            None => result.added.push(name.clone()),
-            Some(previous) if previous != value => result.changed.push(name.clone()),
+    for (key, value) in new {
+        match old.get(key) {
+            None => result.added.push(key.to_string()),
+            Some(previous) if previous != value => result.changed.push(key.to_string()),
             Some(_) => {}
         }
     }
     result.removed = old
         .keys()
-        .filter(|name| !new.contains_key(*name))
-        .cloned()
+        .filter(|key| !new.contains_key(*key))
+        .map(ToString::to_string)
         .collect();
     result
 }
@@ -74,9 +79,9 @@ mod tests {
             "[git.b]\nurl = \"/srv/b\"\ninterval = \"5m\"\n[git.c]\nurl = \"/srv/c\"\n[git.d]\nurl = \"/srv/d\"\n",
         );
         let diff = diff(&old, &new);
-        assert_eq!(diff.sources.added, ["d"]);
-        assert_eq!(diff.sources.changed, ["b"]);
-        assert_eq!(diff.sources.removed, ["a"]);
+        assert_eq!(diff.sources.added, ["git/d"]);
+        assert_eq!(diff.sources.changed, ["git/b"]);
+        assert_eq!(diff.sources.removed, ["git/a"]);
         assert!(diff.kustomizations.is_empty());
         assert!(!diff.agent_changed);
     }

@@ -33,7 +33,8 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/kedge/kedge.sock";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub agent: Agent,
-    pub sources: BTreeMap<String, GitSource>,
+    /// Every source, of every kind, by `kind/name`.
+    pub sources: BTreeMap<SourceRef, Source>,
     pub kustomizations: BTreeMap<String, Kustomization>,
 }
 
@@ -109,34 +110,154 @@ pub struct GitAuth {
     pub ca_file: Option<PathBuf>,
 }
 
-/// A reference to a source, written `kind/name` (only `git` for now).
+/// A reference to a source, written `kind/name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceRef {
     pub kind: SourceKind,
     pub name: String,
 }
 
+/// The kinds of source kedge knows. Each has one `[KIND.NAME]` table in
+/// the config and one file under `src/source/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceKind {
     Git,
 }
 
 impl SourceKind {
+    /// Every kind, in the order `kedge status` lists them.
+    pub const ALL: &'static [SourceKind] = &[SourceKind::Git];
+
+    /// The kind as written in `kind/name` and in the state.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Git => "git",
         }
     }
+
+    /// The TOML table that declares sources of this kind.
+    pub fn table(self) -> &'static str {
+        match self {
+            SourceKind::Git => "git",
+        }
+    }
+
+    /// Flux's condition reason when a fetch of this kind fails.
+    pub fn fetch_failed_reason(self) -> &'static str {
+        match self {
+            SourceKind::Git => "GitOperationFailed",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<SourceKind> {
+        Self::ALL.iter().copied().find(|k| k.as_str() == kind)
+    }
+}
+
+impl SourceRef {
+    pub fn new(kind: SourceKind, name: &str) -> SourceRef {
+        SourceRef {
+            kind,
+            name: name.to_string(),
+        }
+    }
+
+    /// `kind/name`, `None` when the kind is unknown or there is no `/`.
+    pub fn parse(written: &str) -> Option<SourceRef> {
+        let (kind, name) = written.split_once('/')?;
+        SourceRef::from_parts(kind, name)
+    }
+
+    /// The source of a kind and name as the state stores them; `None` for
+    /// a kind this kedge does not know.
+    pub fn from_parts(kind: &str, name: &str) -> Option<SourceRef> {
+        Some(SourceRef::new(SourceKind::parse(kind)?, name))
+    }
+}
+
+/// One configured source, of any kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Git(GitSource),
+}
+
+/// What every kind of source has: the scheduler needs nothing else.
+pub trait SourceSettings {
+    fn name(&self) -> &str;
+    /// Where it fetches from, as written (never holds a secret).
+    fn url(&self) -> &str;
+    fn interval(&self) -> Duration;
+    fn timeout(&self) -> Duration;
+    fn suspend(&self) -> bool;
+    fn set_suspend(&mut self, suspend: bool);
+}
+
+impl Source {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Source::Git(_) => SourceKind::Git,
+        }
+    }
+
+    pub fn settings(&self) -> &dyn SourceSettings {
+        match self {
+            Source::Git(git) => git,
+        }
+    }
+
+    pub fn settings_mut(&mut self) -> &mut dyn SourceSettings {
+        match self {
+            Source::Git(git) => git,
+        }
+    }
+
+    /// `kind/name`: how the CLI, `kedge status` and the journal's `SOURCE=`
+    /// field name this source.
+    pub fn source_ref(&self) -> SourceRef {
+        SourceRef::new(self.kind(), self.settings().name())
+    }
+
+    pub fn name(&self) -> &str {
+        self.settings().name()
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.settings().interval()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.settings().timeout()
+    }
+
+    pub fn suspend(&self) -> bool {
+        self.settings().suspend()
+    }
+}
+
+impl SourceSettings for GitSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn suspend(&self) -> bool {
+        self.suspend
+    }
+    fn set_suspend(&mut self, suspend: bool) {
+        self.suspend = suspend;
+    }
 }
 
 impl GitSource {
-    /// `git/NAME`: how the CLI, `kedge status` and the journal's `SOURCE=`
-    /// field name this source.
     pub fn source_ref(&self) -> SourceRef {
-        SourceRef {
-            kind: SourceKind::Git,
-            name: self.name.clone(),
-        }
+        SourceRef::new(SourceKind::Git, &self.name)
     }
 }
 
@@ -183,6 +304,19 @@ pub enum DeletionPolicy {
 }
 
 impl Config {
+    /// The source `source` names, if configured.
+    pub fn source(&self, source: &SourceRef) -> Option<&Source> {
+        self.sources.get(source)
+    }
+
+    /// The Git source `name`, if configured.
+    pub fn git(&self, name: &str) -> Option<&GitSource> {
+        match self.sources.get(&SourceRef::new(SourceKind::Git, name)) {
+            Some(Source::Git(git)) => Some(git),
+            _ => None,
+        }
+    }
+
     /// Reads and validates the config file at `path`.
     ///
     /// # Errors

@@ -11,8 +11,8 @@ use toml::Spanned;
 use super::error::{Locator, Problem};
 use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource};
 use super::{
-    Agent, Config, GitAuth, GitRef, GitSource, DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH,
-    DEFAULT_STATE_DIR, MAX_KUSTOMIZATIONS, MAX_SOURCES,
+    Agent, Config, GitAuth, GitRef, GitSource, Source, SourceKind, DEFAULT_REMOVAL_GRACE_PERIOD,
+    DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR, MAX_KUSTOMIZATIONS, MAX_SOURCES,
 };
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
@@ -135,7 +135,12 @@ impl Checker<'_> {
                 removal_grace_period: DEFAULT_REMOVAL_GRACE_PERIOD,
             },
         };
-        self.at_most(raw.git.keys(), MAX_SOURCES, "sources", "git");
+        self.at_most(
+            raw.git.keys(),
+            MAX_SOURCES,
+            "sources",
+            SourceKind::Git.table(),
+        );
         self.at_most(
             raw.kustomization.keys(),
             MAX_KUSTOMIZATIONS,
@@ -147,7 +152,7 @@ impl Checker<'_> {
             let key = format!("git.{}", name.get_ref());
             self.name(&name, &key);
             if let Some(source) = self.git_source(name.get_ref(), &key, source) {
-                sources.insert(name.into_inner(), source);
+                sources.insert(source.source_ref(), Source::Git(source));
             }
         }
         let mut kustomizations = BTreeMap::new();

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::RawKustomization;
 use super::validate::{Checker, DEFAULT_GIT_INTERVAL};
-use super::{DeletionPolicy, GitSource, HealthCheck, Kustomization, SourceKind, SourceRef};
+use super::{DeletionPolicy, HealthCheck, Kustomization, Source, SourceKind, SourceRef};
 
 /// A kustomization's timeout defaults to its interval, but a long interval
 /// must not let one stuck apply block its retries for hours.
@@ -22,7 +22,7 @@ impl Checker<'_> {
         name: &str,
         key: &str,
         raw: Spanned<RawKustomization>,
-        sources: &BTreeMap<String, GitSource>,
+        sources: &BTreeMap<SourceRef, Source>,
     ) -> Option<Kustomization> {
         let raw = raw.into_inner();
         let source = self.source_ref(&raw.source, &format!("{key}.source"), sources);
@@ -130,7 +130,7 @@ impl Checker<'_> {
         &mut self,
         value: &Spanned<String>,
         key: &str,
-        sources: &BTreeMap<String, GitSource>,
+        sources: &BTreeMap<SourceRef, Source>,
     ) -> Option<SourceRef> {
         let Some((kind, name)) = value.get_ref().split_once('/') else {
             self.problem(
@@ -140,26 +140,31 @@ impl Checker<'_> {
             );
             return None;
         };
-        if kind != SourceKind::Git.as_str() {
+        let Some(kind) = SourceKind::parse(kind) else {
+            let known: Vec<String> = SourceKind::ALL
+                .iter()
+                .map(|k| format!("{:?}", k.as_str()))
+                .collect();
             self.problem(
                 value.span(),
                 key,
-                format!("unknown source kind {kind:?}: kedge knows \"git\""),
+                format!(
+                    "unknown source kind {kind:?}: kedge knows {}",
+                    known.join(", ")
+                ),
             );
             return None;
-        }
-        if !sources.contains_key(name) {
+        };
+        let source = SourceRef::new(kind, name);
+        if !sources.contains_key(&source) {
             self.problem(
                 value.span(),
                 key,
-                format!("no source [git.{name}] in this config"),
+                format!("no source [{}.{name}] in this config", kind.table()),
             );
             return None;
         }
-        Some(SourceRef {
-            kind: SourceKind::Git,
-            name: name.to_string(),
-        })
+        Some(source)
     }
 
     fn relative_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::apply::{DiffKind, ObjectDiff, Owner};
-use crate::config::Kustomization;
+use crate::config::{Kustomization, SourceKind, SourceRef};
 use crate::reconcile::kustomization::{self, lock, Context, OWNER_KIND};
 use crate::reconcile::Request as RunnerRequest;
 use crate::state::{self, Event, Severity, Store};
@@ -42,16 +42,16 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
         Request::Suspend { object } => set_suspended(units, store, &object, true).await,
         Request::Resume { object } => set_suspended(units, store, &object, false).await,
         Request::ReconcileSource { name } => {
-            let name = name.strip_prefix("git/").unwrap_or(&name).to_string();
             // Taken before the trigger: a fetch may finish before the task below starts.
             let since = state::now_millis();
-            match units.trigger_source(&name) {
+            match source_named(&name).and_then(|source| units.trigger_source(&source)) {
                 Err(message) => Reply::Failed { message },
                 Ok(source) => {
-                    let wait = source.timeout + WAIT_MARGIN;
+                    let wait = source.timeout() + WAIT_MARGIN;
+                    let source = source.source_ref();
                     let store = store.clone();
                     answer_later(reply, async move {
-                        source_outcome(&store, &name, since, wait).await
+                        source_outcome(&store, &source, since, wait).await
                     });
                     return;
                 }
@@ -163,9 +163,9 @@ async fn set_suspended(
     suspend: bool,
 ) -> Reply {
     let (kind, name) = parse_object(object);
-    let configured = match kind {
-        "git" => units.file_config().sources.contains_key(name),
-        "kustomization" => units.file_config().kustomizations.contains_key(name),
+    let configured = match (kind, SourceRef::parse(object)) {
+        ("kustomization", _) => units.file_config().kustomizations.contains_key(name),
+        (_, Some(source)) => units.file_config().sources.contains_key(&source),
         _ => false,
     };
     if !configured {
@@ -201,10 +201,12 @@ async fn set_suspended(
     }
     // As `source =` or `kustomization =`, so journalctl selects it with the rest.
     match kind {
-        "git" => {
-            tracing::info!(source = %format_args!("git/{name}"), reason, "{verb} from the command line")
+        "kustomization" => {
+            tracing::info!(kustomization = name, reason, "{verb} from the command line")
         }
-        _ => tracing::info!(kustomization = name, reason, "{verb} from the command line"),
+        _ => {
+            tracing::info!(source = %format_args!("{kind}/{name}"), reason, "{verb} from the command line")
+        }
     }
     if let Err(err) = units.refresh_suspensions().await {
         return failed(err);
@@ -220,29 +222,43 @@ async fn set_suspended(
 }
 
 fn configured_suspended(units: &Units, kind: &str, name: &str) -> bool {
+    let config = units.file_config();
     match kind {
-        "git" => units
-            .file_config()
-            .sources
-            .get(name)
-            .is_some_and(|s| s.suspend),
-        _ => units
-            .file_config()
-            .kustomizations
-            .get(name)
-            .is_some_and(|k| k.suspend),
+        "kustomization" => config.kustomizations.get(name).is_some_and(|k| k.suspend),
+        _ => SourceRef::from_parts(kind, name)
+            .and_then(|source| config.source(&source))
+            .is_some_and(|s| s.suspend()),
     }
 }
 
-/// Waits until source `name` records an attempt made at or after `since`.
-async fn source_outcome(store: &Mutex<Store>, name: &str, since: i64, wait: Duration) -> Reply {
+/// The source a request names as `kind/name`; a bare name is a Git source.
+fn source_named(written: &str) -> Result<SourceRef, String> {
+    if !written.contains('/') {
+        return Ok(SourceRef::new(SourceKind::Git, written));
+    }
+    SourceRef::parse(written).ok_or_else(|| {
+        let known: Vec<&str> = SourceKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!(
+            "{written:?} names no known source kind: kedge knows {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// Waits until `source` records an attempt made at or after `since`.
+async fn source_outcome(
+    store: &Mutex<Store>,
+    source: &SourceRef,
+    since: i64,
+    wait: Duration,
+) -> Reply {
     let deadline = Instant::now() + wait;
     loop {
-        let status = lock(store).source_status("git", name);
+        let status = lock(store).source_status(source.kind.as_str(), &source.name);
         match status {
             Err(err) => return failed(err),
             Ok(Some(s)) if s.last_attempt_at.is_some_and(|at| at >= since) => {
-                let message = format!("git/{name}: {}", s.message);
+                let message = format!("{source}: {}", s.message);
                 return if s.ready {
                     Reply::Done { message }
                 } else {
@@ -252,7 +268,7 @@ async fn source_outcome(store: &Mutex<Store>, name: &str, since: i64, wait: Dura
             Ok(_) => {}
         }
         if Instant::now() > deadline {
-            return timed_out(&format!("git/{name}"), wait);
+            return timed_out(&source.to_string(), wait);
         }
         tokio::time::sleep(POLL).await;
     }
@@ -305,7 +321,7 @@ struct ReconcilePlan {
     wait: Duration,
     /// The source to fetch first, how long to wait for it, and when it was
     /// triggered.
-    source_first: Option<(String, Duration, i64)>,
+    source_first: Option<(SourceRef, Duration, i64)>,
 }
 
 fn reconcile_plan(units: &Units, name: &str, with_source: bool) -> Result<ReconcilePlan, String> {
@@ -315,8 +331,8 @@ fn reconcile_plan(units: &Units, name: &str, with_source: bool) -> Result<Reconc
         .ok_or("the kustomization runner is not running")?;
     let source_first = if with_source {
         let since = state::now_millis();
-        let source = units.trigger_source(&k.source.name)?;
-        Some((source.name.clone(), source.timeout + WAIT_MARGIN, since))
+        let source = units.trigger_source(&k.source)?;
+        Some((k.source.clone(), source.timeout() + WAIT_MARGIN, since))
     } else {
         None
     };

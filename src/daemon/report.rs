@@ -2,10 +2,16 @@
 //! and the config: the same for the daemon's socket and for the CLI
 //! reading the database while the daemon is stopped.
 
-use crate::config::Config;
+use crate::config::{Config, SourceRef};
 use crate::state::{self, Event, KustomizationStatus, SourceStatus, Store};
 
 use super::protocol::{parse_object, EventRow, ProblemRow, StatusReport, UnitRow};
+
+/// Whether the source of `status` is in `config`.
+fn is_configured(config: &Config, status: &SourceStatus) -> bool {
+    SourceRef::from_parts(&status.kind, &status.name)
+        .is_some_and(|source| config.sources.contains_key(&source))
+}
 
 /// The report of `store` (absent: nothing recorded yet). With `config`,
 /// only its sources and kustomizations are listed, those never run
@@ -34,7 +40,7 @@ pub fn status_report(
         |kind: &str, name: &str| store.is_some_and(|s| s.is_suspended(kind, name).unwrap_or(false));
     let mut source_rows: Vec<UnitRow> = sources
         .iter()
-        .filter(|s| config.is_none_or(|c| s.kind != "git" || c.sources.contains_key(&s.name)))
+        .filter(|s| config.is_none_or(|c| is_configured(c, s)))
         .map(|s| source_row(s, suspended(&s.kind, &s.name)))
         .collect();
     let mut kustomization_rows: Vec<UnitRow> = kustomizations
@@ -46,16 +52,17 @@ pub fn status_report(
         .map(|k| kustomization_row(k, suspended("kustomization", &k.name)))
         .collect();
     if let Some(config) = config {
-        for (name, source) in &config.sources {
+        for (source_ref, source) in &config.sources {
+            let (kind, name) = (source_ref.kind.as_str(), source_ref.name.as_str());
             match source_rows
                 .iter_mut()
-                .find(|r| r.kind == "git" && &r.name == name)
+                .find(|r| r.kind == kind && r.name == name)
             {
-                Some(row) => row.suspended |= source.suspend,
+                Some(row) => row.suspended |= source.suspend(),
                 None => source_rows.push(never_run(
-                    "git",
+                    kind,
                     name,
-                    source.suspend || suspended("git", name),
+                    source.suspend() || suspended(kind, name),
                     "not fetched yet",
                 )),
             }

@@ -34,7 +34,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::{diff, Config, ConfigDiff, Kustomization, SourceKind, SourceRef};
+use crate::config::{diff, Config, ConfigDiff, Kustomization, Source, SourceRef};
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
 use crate::reconcile::unpack::Unpacker;
@@ -297,16 +297,15 @@ impl Units {
         self.apply(self.file_config.clone()).await
     }
 
-    /// Asks the scheduler to fetch source `name` now.
-    pub fn trigger_source(&self, name: &str) -> Result<&crate::config::GitSource, String> {
-        let source = self
+    /// Asks the scheduler to fetch `source` now.
+    pub fn trigger_source(&self, source: &SourceRef) -> Result<&Source, String> {
+        let configured = self
             .config
-            .sources
-            .get(name)
-            .ok_or_else(|| format!("no source git/{name} in the config"))?;
-        if source.suspend {
+            .source(source)
+            .ok_or_else(|| format!("no source {source} in the config"))?;
+        if configured.suspend() {
             return Err(format!(
-                "git/{name} is suspended; `kedge resume git/{name}` first"
+                "{source} is suspended; `kedge resume {source}` first"
             ));
         }
         let scheduler = self
@@ -316,12 +315,9 @@ impl Units {
         scheduler
             .unit
             .triggers()
-            .try_send(Trigger::Source(SourceRef {
-                kind: SourceKind::Git,
-                name: name.to_string(),
-            }))
+            .try_send(Trigger::Source(source.clone()))
             .map_err(|err| format!("the scheduler did not take the request: {err}"))?;
-        Ok(source)
+        Ok(configured)
     }
 
     /// The kustomization `name`, if configured and not suspended.
@@ -456,7 +452,9 @@ impl Units {
     fn forget_removed_sources(&self) -> Result<(), state::Error> {
         let store = lock(&self.store);
         for status in store.source_statuses()? {
-            if status.kind == "git" && !self.config.sources.contains_key(&status.name) {
+            let configured = SourceRef::from_parts(&status.kind, &status.name)
+                .is_some_and(|source| self.config.sources.contains_key(&source));
+            if !configured {
                 tracing::info!(source = %format_args!("{}/{}", status.kind, status.name), "source removed from the config; forgetting its status");
                 store.remove_source(&status.kind, &status.name)?;
             }
@@ -509,18 +507,14 @@ async fn relay(mut from: broadcast::Receiver<SourceUpdate>, to: broadcast::Sende
 pub fn effective(file_config: &Config, store: &Mutex<Store>) -> Result<Config, state::Error> {
     let mut config = file_config.clone();
     for (kind, name) in lock(store).suspensions()? {
-        match kind.as_str() {
-            "git" => {
-                if let Some(source) = config.sources.get_mut(&name) {
-                    source.suspend = true;
-                }
+        if kind == "kustomization" {
+            if let Some(k) = config.kustomizations.get_mut(&name) {
+                k.suspend = true;
             }
-            "kustomization" => {
-                if let Some(k) = config.kustomizations.get_mut(&name) {
-                    k.suspend = true;
-                }
-            }
-            _ => {}
+        } else if let Some(source) =
+            SourceRef::from_parts(&kind, &name).and_then(|source| config.sources.get_mut(&source))
+        {
+            source.settings_mut().set_suspend(true);
         }
     }
     Ok(config)
@@ -541,8 +535,8 @@ mod tests {
             "[git.fleet]\nurl = \"/srv/fleet\"\n[git.other]\nurl = \"/srv/other\"\n",
         )?;
         let config = effective(&file, &store)?;
-        assert!(config.sources["fleet"].suspend);
-        assert!(!config.sources["other"].suspend);
+        assert!(config.git("fleet").is_some_and(|s| s.suspend));
+        assert!(config.git("other").is_some_and(|s| !s.suspend));
         assert_eq!(config.sources.len(), 2);
         Ok(())
     }

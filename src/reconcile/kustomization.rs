@@ -167,10 +167,10 @@ struct Applied {
 /// newest revision rather than first applying an older stored one. Returns
 /// at once for a suspended or unknown source, and after the first fetch.
 pub async fn first_fetch(ctx: &Context, config: &Config, k: &Kustomization) {
-    let Some(source) = config.sources.get(&k.source.name) else {
+    let Some(source) = config.source(&k.source) else {
         return;
     };
-    if source.suspend {
+    if source.suspend() {
         return;
     }
     let done = ctx
@@ -181,7 +181,7 @@ pub async fn first_fetch(ctx: &Context, config: &Config, k: &Kustomization) {
         .or_default()
         .clone();
     done.get_or_init(|| async {
-        let deadline = tokio::time::Instant::now() + source.timeout;
+        let deadline = tokio::time::Instant::now() + source.timeout();
         let fetched = || {
             lock(&ctx.store)
                 .source_status(k.source.kind.as_str(), &k.source.name)

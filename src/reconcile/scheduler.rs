@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, GitSource, SourceKind, SourceRef};
+use crate::config::{Config, Source, SourceRef};
 use crate::source::{self, Artifact, ArtifactStore, Limits, Restored, SyncOutcome};
 use crate::state::{self, Event, Severity, SourceOutcome, Store};
 
@@ -155,13 +155,13 @@ pub fn scheduler_with_heartbeat(
     });
     let mut tasks = JoinSet::new();
     let mut wakers = BTreeMap::new();
-    for source in config.sources.values() {
-        if source.suspend {
-            tracing::info!(source = %source.source_ref(), "source is suspended; not scheduled");
+    for (source_ref, source) in &config.sources {
+        if source.suspend() {
+            tracing::info!(source = %source_ref, "source is suspended; not scheduled");
             continue;
         }
         let wake = Arc::new(Notify::new());
-        wakers.insert(git_ref(&source.name), wake.clone());
+        wakers.insert(source_ref.clone(), wake.clone());
         tasks.spawn(run_source(
             source.clone(),
             shared.clone(),
@@ -181,13 +181,6 @@ pub fn scheduler_with_heartbeat(
 /// Resolves once shutdown is requested (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-fn git_ref(name: &str) -> SourceRef {
-    SourceRef {
-        kind: SourceKind::Git,
-        name: name.to_string(),
-    }
 }
 
 async fn route_triggers(
@@ -246,7 +239,7 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
 }
 
 async fn run_source(
-    source: GitSource,
+    source: Source,
     shared: Arc<Shared>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
@@ -262,7 +255,7 @@ async fn run_source(
             Some(false) => failures = failures.saturating_add(1),
             None => return,
         }
-        let delay = next_delay(source.interval, failures);
+        let delay = next_delay(source.interval(), failures);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = wake.notified() => tracing::debug!(source = %source.source_ref(), "sync requested"),
@@ -273,12 +266,12 @@ async fn run_source(
 
 /// One sync, recorded. `Some(success)`, or `None` when shutdown came first.
 async fn sync_once(
-    source: &GitSource,
+    source: &Source,
     shared: &Arc<Shared>,
     fetch_lock: &Arc<Mutex<()>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<bool> {
-    let previous = previous_status(shared, &source.name);
+    let previous = previous_status(shared, source);
     let interrupt = Arc::new(AtomicBool::new(false));
     let mut task = tokio::task::spawn_blocking({
         let (source, shared, lock, interrupt) = (
@@ -293,21 +286,19 @@ async fn sync_once(
                 Ok(guard) => guard,
                 Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => {
-                    return failed_sync(source::Error::Fetch {
-                        source_name: source.name.clone(),
-                        url: source::redact_url(&source.url),
-                        message: "the previous fetch, which timed out, has not stopped yet"
-                            .to_string(),
-                    })
+                    return failed_sync(stalled(
+                        &source,
+                        "the previous fetch, which timed out, has not stopped yet".to_string(),
+                    ))
                 }
             };
             let restored = match &previous {
                 Some(previous) => {
-                    source::restore_artifact(&source, &shared.state_dir, previous, shared.limits)
+                    source::restore(&source, &shared.state_dir, previous, shared.limits)
                 }
                 None => Ok(None),
             };
-            let synced = source::sync_git_source(
+            let synced = source::sync(
                 &source,
                 &shared.state_dir,
                 previous.as_ref(),
@@ -317,22 +308,19 @@ async fn sync_once(
             Synced { restored, synced }
         }
     });
-    let timeout = tokio::time::sleep(source.timeout);
+    let timeout = tokio::time::sleep(source.timeout());
     let result = tokio::select! {
         joined = &mut task => match joined {
             Ok(result) => result,
-            Err(err) => failed_sync(source::Error::Fetch {
-                source_name: source.name.clone(),
-                url: source::redact_url(&source.url),
-                message: format!("the fetch task failed: {err}"),
-            }),
+            Err(err) => failed_sync(stalled(source, format!("the fetch task failed: {err}"))),
         },
         _ = timeout => {
             interrupt.store(true, Ordering::Relaxed);
             failed_sync(source::Error::Timeout {
-                source_name: source.name.clone(),
-                url: source::redact_url(&source.url),
-                seconds: source.timeout.as_secs(),
+                kind: source.kind(),
+                source_name: source.name().to_string(),
+                url: source::display_url(source),
+                seconds: source.timeout().as_secs(),
             })
         }
         _ = stopped(shutdown) => {
@@ -348,6 +336,15 @@ async fn sync_once(
     Some(success)
 }
 
+fn stalled(source: &Source, message: String) -> source::Error {
+    source::Error::Stalled {
+        kind: source.kind(),
+        source_name: source.name().to_string(),
+        url: source::display_url(source),
+        message,
+    }
+}
+
 fn failed_sync(err: source::Error) -> Synced {
     Synced {
         restored: Ok(None),
@@ -355,15 +352,15 @@ fn failed_sync(err: source::Error) -> Synced {
     }
 }
 
-fn previous_status(shared: &Shared, name: &str) -> Option<state::SourceStatus> {
+fn previous_status(shared: &Shared, source: &Source) -> Option<state::SourceStatus> {
     let store = match shared.store.lock() {
         Ok(store) => store,
         Err(poisoned) => poisoned.into_inner(),
     };
-    match store.source_status("git", name) {
+    match store.source_status(source.kind().as_str(), source.name()) {
         Ok(previous) => previous,
         Err(err) => {
-            tracing::error!(source = %format_args!("git/{name}"), error = %err, "reading source state");
+            tracing::error!(source = %source.source_ref(), error = %err, "reading source state");
             None
         }
     }
@@ -371,8 +368,9 @@ fn previous_status(shared: &Shared, name: &str) -> Option<state::SourceStatus> {
 
 /// Writes the outcome to the state store, logs it, collects old artifacts
 /// and announces a new (or restored) one.
-fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), state::Error> {
-    let url = source::redact_url(&source.url);
+fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state::Error> {
+    let url = source::display_url(source);
+    let kind = source.kind().as_str();
     let now = state::now_millis();
     let store = match shared.store.lock() {
         Ok(store) => store,
@@ -394,8 +392,8 @@ fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), sta
             let artifact = outcome.artifact();
             let new_artifact = matches!(outcome, SyncOutcome::NewArtifact { .. });
             store.record_source_outcome(
-                "git",
-                &source.name,
+                kind,
+                source.name(),
                 &url,
                 now,
                 SourceOutcome::Ready {
@@ -420,8 +418,8 @@ fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), sta
             };
             tracing::warn!(source = %source.source_ref(), reason, error = %message, "sync failed");
             store.record_source_outcome(
-                "git",
-                &source.name,
+                kind,
+                source.name(),
                 &url,
                 now,
                 SourceOutcome::Failed {
@@ -430,8 +428,8 @@ fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), sta
                 },
             )?;
             store.record_event(&Event::new(
-                "git",
-                &source.name,
+                kind,
+                source.name(),
                 Severity::Error,
                 reason,
                 &message,
@@ -444,7 +442,7 @@ fn record(source: &GitSource, shared: &Shared, result: Synced) -> Result<(), sta
 /// Logs and records a damaged artifact rebuilt from the local repository,
 /// and wakes the kustomizations that may have failed on it.
 fn record_restored(
-    source: &GitSource,
+    source: &Source,
     shared: &Shared,
     store: &Store,
     restored: &Restored,
@@ -458,21 +456,21 @@ fn record_restored(
     );
     tracing::warn!(source = %source.source_ref(), reason = "ArtifactRestored", "{message}");
     store.record_event(&Event::new(
-        "git",
-        &source.name,
+        source.kind().as_str(),
+        source.name(),
         Severity::Error,
         "ArtifactRestored",
         &message,
     ))?;
     let _ = shared.updates.send(SourceUpdate {
-        source: git_ref(&source.name),
+        source: source.source_ref(),
         artifact: artifact.clone(),
     });
     Ok(())
 }
 
 fn announce(
-    source: &GitSource,
+    source: &Source,
     shared: &Shared,
     store: &Store,
     artifact: &Artifact,
@@ -480,20 +478,22 @@ fn announce(
     tracing::info!(source = %source.source_ref(), revision = %artifact.revision, digest = %artifact.digest, "stored new artifact");
     let message = format!("stored artifact for revision {}", artifact.revision);
     store.record_event(&Event::new(
-        "git",
-        &source.name,
+        source.kind().as_str(),
+        source.name(),
         Severity::Info,
         "NewArtifact",
         &message,
     ))?;
-    if let Err(err) =
-        ArtifactStore::new(&shared.state_dir).collect_garbage("git", &source.name, &artifact.path)
-    {
+    if let Err(err) = ArtifactStore::new(&shared.state_dir).collect_garbage(
+        source.kind().as_str(),
+        source.name(),
+        &artifact.path,
+    ) {
         tracing::warn!(source = %source.source_ref(), error = %err, "collecting old artifacts");
     }
     // Nobody listening is fine: reconcilers read the latest artifact from the store when they start.
     let _ = shared.updates.send(SourceUpdate {
-        source: git_ref(&source.name),
+        source: source.source_ref(),
         artifact: artifact.clone(),
     });
     Ok(())

@@ -10,6 +10,16 @@
 //! it by its sha256 under `state_dir/artifacts/git/NAME/`.
 //! [`sync::sync_git_source`] chains them for the scheduler.
 //!
+//! # Adding a kind
+//! The scheduler knows sources only through [`sync`], [`restore`] and
+//! [`display_url`] over a [`config::Source`](crate::config::Source), and
+//! [`SourceSettings`](crate::config::SourceSettings) for name, interval,
+//! timeout and suspension. A new kind is one file here with its own sync
+//! (and restore), one variant of `config::Source` with its table, and one
+//! arm in each of these functions; state rows, events, `kedge status`,
+//! `kedge reconcile source KIND/NAME`, suspend/resume and the journal's
+//! `SOURCE=KIND/NAME` then follow from the kind's name.
+//!
 //! Nothing on disk is trusted unchecked: an artifact is verified against
 //! its sha256 ([`store::verify`]) before it is unpacked and at every sync,
 //! and [`sync::restore_artifact`] rebuilds a damaged one from the local
@@ -27,11 +37,49 @@ pub mod store;
 pub mod sync;
 pub mod tree;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use crate::config::{Source, SourceKind};
+use crate::state::SourceStatus;
 
 pub use archive::{extract, extract_verified};
 pub use store::ArtifactStore;
 pub use sync::{restore_artifact, sync_git_source, Restored, SyncOutcome};
+
+/// Fetches `source` and returns its current artifact, building a new one
+/// only when what it is built from differs from `previous`. Blocking; an
+/// `interrupt` set from another thread makes it stop early.
+pub fn sync(
+    source: &Source,
+    state_dir: &Path,
+    previous: Option<&SourceStatus>,
+    limits: Limits,
+    interrupt: &AtomicBool,
+) -> Result<SyncOutcome> {
+    match source {
+        Source::Git(git) => sync_git_source(git, state_dir, previous, limits, interrupt),
+    }
+}
+
+/// Checks the artifact recorded in `previous` and rebuilds a damaged one
+/// without the network where the kind keeps what it needs for that.
+/// `Ok(None)`: it is intact, or none is recorded.
+pub fn restore(
+    source: &Source,
+    state_dir: &Path,
+    previous: &SourceStatus,
+    limits: Limits,
+) -> Result<Option<Restored>> {
+    match source {
+        Source::Git(git) => restore_artifact(git, state_dir, previous, limits),
+    }
+}
+
+/// Where `source` fetches from, safe to log and store.
+pub fn display_url(source: &Source) -> String {
+    redact_url(source.settings().url())
+}
 
 /// A source's artifact: a `tar.gz` of its files at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,9 +146,19 @@ pub enum Error {
     /// The fetch took longer than the source's timeout.
     #[error("fetching {url} for source {source_name} timed out after {seconds}s")]
     Timeout {
+        kind: SourceKind,
         source_name: String,
         url: String,
         seconds: u64,
+    },
+    /// The sync could not run: its task failed, or the previous one, timed
+    /// out, still holds the source.
+    #[error("fetching {url} for source {source_name}: {message}")]
+    Stalled {
+        kind: SourceKind,
+        source_name: String,
+        url: String,
+        message: String,
     },
     /// The commit's tree could not be read.
     #[error("reading the tree of {revision} for source {source_name}: {message}")]
@@ -161,10 +219,10 @@ impl Error {
     /// The Flux condition reason for this error.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Fetch { .. }
-            | Error::RefNotFound { .. }
-            | Error::Credential { .. }
-            | Error::Timeout { .. } => "GitOperationFailed",
+            Error::Timeout { kind, .. } | Error::Stalled { kind, .. } => kind.fetch_failed_reason(),
+            Error::Fetch { .. } | Error::RefNotFound { .. } | Error::Credential { .. } => {
+                SourceKind::Git.fetch_failed_reason()
+            }
             Error::LocalRepository { .. } | Error::Io { .. } => "StorageOperationFailed",
             Error::ReadTree { .. }
             | Error::TooLarge { .. }

@@ -45,17 +45,19 @@ impl TestCluster {
     }
 }
 
-fn repo_root() -> PathBuf {
+/// The repository this test binary was built from.
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Builds (or finds in the cache) the control plane binary. `KEDGE_TESTCLUSTER_BIN`
-/// overrides it.
-fn binary() -> Result<PathBuf, String> {
-    if let Ok(bin) = std::env::var("KEDGE_TESTCLUSTER_BIN") {
+/// A Go program of the project, built (or found in the cache) by `script
+/// path`; the environment variable `env_override` names a binary to use
+/// instead.
+pub fn built_tool(script: &str, env_override: &str) -> Result<PathBuf, String> {
+    if let Ok(bin) = std::env::var(env_override) {
         return Ok(PathBuf::from(bin));
     }
-    let script = repo_root().join("scripts/testcluster.sh");
+    let script = repo_root().join(script);
     let output = Command::new(&script)
         .arg("path")
         .stderr(Stdio::inherit())
@@ -68,8 +70,15 @@ fn binary() -> Result<PathBuf, String> {
             output.status
         ));
     }
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    Ok(PathBuf::from(path))
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
+}
+
+/// Builds (or finds in the cache) the control plane binary. `KEDGE_TESTCLUSTER_BIN`
+/// overrides it.
+fn binary() -> Result<PathBuf, String> {
+    built_tool("scripts/testcluster.sh", "KEDGE_TESTCLUSTER_BIN")
 }
 
 fn start() -> Result<TestCluster, String> {

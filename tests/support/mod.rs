@@ -21,7 +21,7 @@ pub mod cluster;
 pub mod git;
 pub mod proxy;
 
-pub use cluster::{cluster, TestNamespace};
+pub use cluster::{built_tool, cluster, repo_root, TestNamespace};
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
 // Command testcluster runs a real etcd, kube-apiserver and
-// kube-controller-manager in one process on 127.0.0.1, for kedge's tests.
+// kube-controller-manager in one process on 127.0.0.1, for kedge's tests,
+// with one simulated node (node.go) that runs every Pod.
 //
 // It writes an admin kubeconfig to the path given by --kubeconfig and prints
 // exactly one line, "testcluster ready kubeconfig=<path> server=<url>", on
@@ -44,7 +45,8 @@ import (
 
 const controllers = "namespace-controller,garbage-collector-controller," +
 	"serviceaccount-controller,serviceaccount-token-controller," +
-	"deployment-controller,replicaset-controller"
+	"deployment-controller,replicaset-controller,statefulset-controller," +
+	"daemonset-controller,job-controller"
 
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "where to write the admin kubeconfig (required)")
@@ -132,6 +134,8 @@ func run(kubeconfigPath, dataDir string, port int, exitOnStdinClose bool) error 
 		stopAPI()
 		return err
 	}
+	nodeDone := make(chan error, 1)
+	go func() { nodeDone <- runNode(apiCtx, kubeconfigPath) }()
 	fmt.Printf("testcluster ready kubeconfig=%s server=%s startup=%.1fs\n", kubeconfigPath, server, time.Since(start).Seconds())
 
 	select {
@@ -142,6 +146,9 @@ func run(kubeconfigPath, dataDir string, port int, exitOnStdinClose bool) error 
 	case err := <-kcmDone:
 		stopAPI()
 		return fmt.Errorf("kube-controller-manager stopped: %v", err)
+	case err := <-nodeDone:
+		stopAPI()
+		return fmt.Errorf("simulated node stopped: %v", err)
 	}
 	stopAPI()
 	select {

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"helm.sh/helm/v4/pkg/action"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/kube"
+	"helm.sh/helm/v4/pkg/release/v1/util"
+	"sigs.k8s.io/yaml"
+)
+
+// applyCRDs server-side applies the chart's crds/ (subcharts included),
+// creating or replacing them, and waits until they are established.
+func applyCRDs(cfg *action.Configuration, loaded *chart.Chart) error {
+	var applied kube.ResourceList
+	for _, crd := range loaded.CRDObjects() {
+		if crd.File == nil || len(crd.File.Data) == 0 {
+			return fmt.Errorf("CRD file %s is empty", crd.Filename)
+		}
+		resources, err := cfg.KubeClient.Build(bytes.NewReader(crd.File.Data), false)
+		if err != nil {
+			return fmt.Errorf("reading CRD file %s: %w", crd.Filename, err)
+		}
+		if _, err := cfg.KubeClient.Create(resources, kube.ClientCreateOptionServerSideApply(true, true)); err != nil {
+			return fmt.Errorf("applying CRD file %s: %w", crd.Filename, err)
+		}
+		applied = append(applied, resources...)
+	}
+	if len(applied) == 0 {
+		return nil
+	}
+	waiter, err := cfg.KubeClient.GetWaiter(kube.StatusWatcherStrategy)
+	if err != nil {
+		return err
+	}
+	if err := waiter.Wait(applied, defaultCRDWait); err != nil {
+		return fmt.Errorf("waiting for the chart's CRDs to be established: %w", err)
+	}
+	return nil
+}
+
+const defaultCRDWait = 60 * time.Second
+
+// objectIDs lists the objects of a rendered manifest.
+func objectIDs(manifest string) []ObjectID {
+	var ids []ObjectID
+	for _, doc := range util.SplitManifests(manifest) {
+		var head struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil || head.Kind == "" {
+			continue
+		}
+		ids = append(ids, ObjectID{APIVersion: head.APIVersion, Kind: head.Kind, Namespace: head.Metadata.Namespace, Name: head.Metadata.Name})
+	}
+	return ids
+}
+
+// helmVersion is the Helm SDK module this helper was built with.
+func helmVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	for _, dep := range info.Deps {
+		if dep.Path == "helm.sh/helm/v4" {
+			return dep.Version
+		}
+	}
+	return "unknown"
+}
