@@ -41,4 +41,15 @@ left=$(leftovers)
 [ -z "$left" ] || fail "after purge, found: $left"
 [ ! -e /etc/kedge ] && [ ! -e /var/lib/kedge ] || fail "after purge, /etc/kedge or /var/lib/kedge remains"
 ! getent group kedge >/dev/null || fail "after purge, group kedge remains"
+
+# The Helm helper's own package: installed beside kedge, answering its protocol.
+helm_deb=$(scripts/package-deb.sh kedge-helm)
+echo "check-deb: $helm_deb ($(du -k "$helm_deb" | cut -f1) KiB)"
+dpkg-deb --contents "$helm_deb" | awk '{print $6}' | grep -qx ./usr/lib/kedge/kedge-helm || fail "missing kedge-helm in its package"
+lintian --fail-on error --tag-display-limit 0 "$helm_deb" || fail "lintian reported errors in kedge-helm"
+if dpkg-query -W kedge-helm >/dev/null 2>&1; then fail "kedge-helm is already installed here"; fi
+dpkg -i "$helm_deb"
+echo '{"op":"version"}' | /usr/lib/kedge/kedge-helm | grep -q '"ok":true' || fail "the installed kedge-helm does not answer"
+dpkg --purge kedge-helm
+[ ! -e /usr/lib/kedge ] || fail "after purge, /usr/lib/kedge remains"
 echo "check-deb: ok"

@@ -8,8 +8,10 @@ set -euo pipefail
 # tests; openssl: the test CA of the HTTPS Git tests; lintian, dpkg-dev,
 # binutils (objdump): the .deb checks; systemd: systemd-analyze verify;
 # debootstrap, systemd-container (systemd-nspawn), curl: the check under systemd;
-# make, gcc: jemalloc's build (tikv-jemalloc-sys).
-packages=(make gcc git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl)
+# make, gcc: jemalloc's build (tikv-jemalloc-sys);
+# time (GNU time): helm's peak RSS in benches/helm_index.rs; docker-registry
+# (the CNCF distribution registry) and apache2-utils (htpasswd): the OCI Helm tests.
+packages=(make gcc git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -20,6 +22,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own registries on 127.0.0.1; the package's service
+  # would listen on :5000 on every interface.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v go >/dev/null; then

@@ -22,6 +22,7 @@ phase "install dependencies" scripts/install-deps.sh
 phase "build test control plane" scripts/testcluster.sh build
 phase "build kustomize oracle" scripts/kustomize-oracle.sh build
 phase "build Helm helper (kedge-helm)" scripts/kedge-helm.sh build
+phase "build helm CLI" scripts/helm-cli.sh build
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 phase "cargo test" cargo test --locked

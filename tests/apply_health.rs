@@ -36,7 +36,7 @@ fn deployment_with_pods(ns: &str, name: &str, replicas: i64, fate: &str) -> Valu
 }
 
 #[tokio::test]
-async fn a_configmap_and_a_deployment_scaled_to_zero_become_current() {
+async fn a_configmap_an_idle_deployment_and_one_whose_pods_run_become_current() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "health-ok").await;
     let manager = Manager::new(client);
@@ -45,29 +45,8 @@ async fn a_configmap_and_a_deployment_scaled_to_zero_become_current() {
             vec![
                 configmap(&ns.name, "settings", "x"),
                 deployment(&ns.name, "idle", 0),
+                deployment(&ns.name, "web", 2),
             ],
-            &owner(&ns.name),
-            &ApplyOptions::default(),
-        )
-        .await
-        .expect("apply");
-    manager
-        .wait(
-            &inventory::from_changeset(&applied),
-            Duration::from_secs(20),
-        )
-        .await
-        .expect("current");
-}
-
-#[tokio::test]
-async fn a_deployment_whose_pods_run_becomes_current() {
-    let client = cluster().client().await;
-    let ns = TestNamespace::new(&client, "health-run").await;
-    let manager = Manager::new(client);
-    let applied = manager
-        .apply(
-            vec![deployment(&ns.name, "web", 2)],
             &owner(&ns.name),
             &ApplyOptions::default(),
         )
@@ -79,7 +58,7 @@ async fn a_deployment_whose_pods_run_becomes_current() {
             Duration::from_secs(60),
         )
         .await
-        .expect("the simulated node runs both replicas");
+        .expect("current: the simulated node runs both replicas of web");
 }
 
 #[tokio::test]

@@ -225,3 +225,121 @@ async fn a_missing_chart_is_named_in_the_error() {
         "{message}"
     );
 }
+
+/// What `helm template` prints for `chart`, or its error.
+fn helm_template(chart: &std::path::Path) -> Result<String, String> {
+    let helm = built_tool("scripts/helm-cli.sh", "KEDGE_HELM_CLI_BIN")
+        .unwrap_or_else(|err| panic!("the helm CLI is unavailable: {err}"));
+    let output = std::process::Command::new(helm)
+        .args(["template", "release-name"])
+        .arg(chart)
+        .args(["--namespace", "default"])
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("kedge-helm-cli-cache"),
+        )
+        .output()
+        .unwrap_or_else(|err| panic!("running helm: {err}"));
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// kedge-helm's offline render, laid out as `helm template` prints it.
+async fn kedge_render(chart: &std::path::Path) -> Result<String, String> {
+    let mut render = Request::new(Op::Render, "release-name", "default");
+    render.chart = Some(chart.to_path_buf());
+    render.offline = true;
+    render.crds = Some(kedge::helm::CrdPolicy::Skip);
+    let outcome = run(&render).await.map_err(|err| err.to_string())?;
+    let mut text = format!("{}\n", outcome.manifest.trim());
+    for hook in &outcome.hooks {
+        text.push_str(&format!(
+            "---\n# Source: {}\n{}\n",
+            hook.path, hook.manifest
+        ));
+    }
+    Ok(text)
+}
+
+/// Whether `ours` equals `theirs` except on lines where two renders by
+/// helm itself differ (random names and values).
+fn equal_but_random(ours: &str, theirs: &str, theirs_again: &str) -> bool {
+    let (ours, theirs, again): (Vec<_>, Vec<_>, Vec<_>) = (
+        ours.lines().collect(),
+        theirs.lines().collect(),
+        theirs_again.lines().collect(),
+    );
+    ours.len() == theirs.len()
+        && theirs.len() == again.len()
+        && (0..ours.len()).all(|i| ours[i] == theirs[i] || theirs[i] != again[i])
+}
+
+/// The charts of the fidelity check: kedge's own test charts, and the
+/// Helm module's own command test charts (in Go's module cache once
+/// kedge-helm is built).
+fn fidelity_charts() -> Vec<PathBuf> {
+    let gomodcache = std::process::Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .output()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap_or_else(|err| panic!("go env GOMODCACHE: {err}"));
+    let helm_charts = gomodcache.join("helm.sh/helm/v4@v4.3.1/pkg/cmd/testdata/testcharts");
+    let mut charts = Vec::new();
+    for dir in [
+        repo_root().join("tests/fixtures/helm-release"),
+        repo_root().join("tests/fixtures/charts"),
+        helm_charts.clone(),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            assert!(
+                dir != helm_charts,
+                "Helm's test charts are missing: {}",
+                dir.display()
+            );
+            continue;
+        };
+        charts.extend(
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "tgz")),
+        );
+    }
+    charts.sort();
+    charts
+}
+
+#[tokio::test]
+async fn kedge_helm_renders_every_test_chart_as_helm_template_does() {
+    let mut compared = 0;
+    let mut mismatches = Vec::new();
+    for chart in fidelity_charts() {
+        let ours = kedge_render(&chart).await;
+        let theirs = helm_template(&chart);
+        match (&ours, &theirs) {
+            (Ok(ours), Ok(theirs)) => {
+                compared += 1;
+                let again = helm_template(&chart).unwrap_or_default();
+                if !equal_but_random(ours, theirs, &again) {
+                    mismatches.push(format!(
+                        "{}:\n--- kedge-helm\n{ours}\n--- helm template\n{theirs}",
+                        chart.display()
+                    ));
+                }
+            }
+            (Err(_), Err(_)) => {}
+            _ => mismatches.push(format!(
+                "{}: kedge-helm {:?}, helm template {:?}",
+                chart.display(),
+                ours.as_ref().map(|_| "rendered"),
+                theirs.as_ref().map(|_| "rendered"),
+            )),
+        }
+    }
+    eprintln!("kedge-helm render: {compared} charts compared with helm template");
+    assert!(compared >= 20, "too few charts rendered: {compared}");
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+}

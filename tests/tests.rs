@@ -17,6 +17,8 @@ mod apply_health;
 mod apply_drift;
 // Git sources over file://, a local path and git daemon: refs, artifacts, ignore rules, hostile trees.
 mod git_fetch;
+// Helm repositories, charts from them, from Git and from files, against a chart server on loopback and the real helm CLI.
+mod helm_sources;
 // Git sources over smart HTTP (git http-backend) with Basic auth.
 mod git_http;
 // Git sources over SSH (Debian's sshd on loopback) with strict host key checking.

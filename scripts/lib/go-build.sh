@@ -7,6 +7,16 @@
 # NAME-<hash> is reused while go.mod, go.sum and the *.go files of SRC_DIR
 # are unchanged; a failed or interrupted build leaves nothing under its name.
 
+# Go's caches for a build into OUT_DIR. One build cache for every Go
+# program: the Helm helper and the helm CLI share most packages.
+go_env() { # OUT_DIR
+  command -v go >/dev/null || { echo "Go is not installed (scripts/install-deps.sh installs it)" >&2; return 1; }
+  mkdir -p "$1"
+  export GOMODCACHE="${GOMODCACHE:-$(go env GOMODCACHE)}"
+  export GOCACHE="${GOCACHE:-$(dirname "$1")/go-build}"
+  export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+}
+
 go_source_hash() { # SRC_DIR
   (cd "$1" && cat go.mod go.sum ./*.go) | sha256sum | cut -c1-16
 }
@@ -15,13 +25,7 @@ go_build_cached() { # NAME SRC_DIR OUT_DIR [LDFLAGS]
   local name=$1 src=$2 out=$3 ldflags=${4:-}
   local bin; bin="$out/$name-$(go_source_hash "$src")"
   if [ -x "$bin" ]; then echo "$name: cached $bin" >&2; echo "$bin"; return; fi
-  command -v go >/dev/null || { echo "$name: Go is not installed (need go >= 1.24)" >&2; return 1; }
-  mkdir -p "$out"
-  export GOMODCACHE="${GOMODCACHE:-$(go env GOMODCACHE)}"
-  # One build cache for every Go program: the Helm helper and the helm CLI
-  # share most packages.
-  export GOCACHE="${GOCACHE:-$(dirname "$out")/go-build}"
-  export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+  go_env "$out"
   local started=$SECONDS
   echo "$name: building $bin" >&2
   (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$bin.partial" -ldflags "-s -w $ldflags" .) >&2
@@ -38,11 +42,7 @@ go_install_cached() { # NAME PACKAGE VERSION OUT_DIR
   local name=$1 package=$2 version=$3 out=$4
   local bin="$out/$name-$version"
   if [ -x "$bin" ]; then echo "$name: cached $bin" >&2; echo "$bin"; return; fi
-  command -v go >/dev/null || { echo "$name: Go is not installed (scripts/install-deps.sh installs it)" >&2; return 1; }
-  mkdir -p "$out"
-  export GOMODCACHE="${GOMODCACHE:-$(go env GOMODCACHE)}"
-  export GOCACHE="${GOCACHE:-$(dirname "$out")/go-build}"
-  export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+  go_env "$out"
   local started=$SECONDS gobin="$out/bin-$version.partial"
   echo "$name: building $package@$version" >&2
   rm -rf "$gobin"

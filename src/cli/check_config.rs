@@ -10,7 +10,7 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(config) => {
             println!(
-                "{}: ok ({} git sources, {} kustomizations)",
+                "{}: ok ({} sources, {} kustomizations)",
                 path.display(),
                 config.sources.len(),
                 config.kustomizations.len()

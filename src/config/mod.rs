@@ -10,8 +10,10 @@
 
 mod diff;
 mod error;
+mod helm;
 pub mod raw;
 mod validate;
+mod validate_helm;
 mod validate_kustomization;
 
 use std::collections::BTreeMap;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 pub use diff::{diff, Changes, ConfigDiff};
 pub use error::{Error, Problem, Problems};
+pub use helm::{ChartOrigin, HelmChart, HelmEndpoint, HelmRepository};
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kedge/kedge.toml";
@@ -122,16 +125,22 @@ pub struct SourceRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceKind {
     Git,
+    /// A Helm repository: its artifact is its index, less the charts nobody uses.
+    Helm,
+    /// A Helm chart: its artifact is the packaged chart (`.tgz`).
+    Chart,
 }
 
 impl SourceKind {
     /// Every kind, in the order `kedge status` lists them.
-    pub const ALL: &'static [SourceKind] = &[SourceKind::Git];
+    pub const ALL: &'static [SourceKind] = &[SourceKind::Git, SourceKind::Helm, SourceKind::Chart];
 
     /// The kind as written in `kind/name` and in the state.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Git => "git",
+            SourceKind::Helm => "helm",
+            SourceKind::Chart => "chart",
         }
     }
 
@@ -139,6 +148,8 @@ impl SourceKind {
     pub fn table(self) -> &'static str {
         match self {
             SourceKind::Git => "git",
+            SourceKind::Helm => "helm_repository",
+            SourceKind::Chart => "helm_chart",
         }
     }
 
@@ -146,6 +157,17 @@ impl SourceKind {
     pub fn fetch_failed_reason(self) -> &'static str {
         match self {
             SourceKind::Git => "GitOperationFailed",
+            SourceKind::Helm => "IndexationFailed",
+            SourceKind::Chart => "ChartPullFailed",
+        }
+    }
+
+    /// Whether its artifact is a tree of files a kustomization (or a chart
+    /// `path`) can build from.
+    pub fn holds_files(self) -> bool {
+        match self {
+            SourceKind::Git => true,
+            SourceKind::Helm | SourceKind::Chart => false,
         }
     }
 
@@ -179,6 +201,8 @@ impl SourceRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Git(GitSource),
+    Helm(HelmRepository),
+    Chart(HelmChart),
 }
 
 /// What every kind of source has: the scheduler needs nothing else.
@@ -196,18 +220,33 @@ impl Source {
     pub fn kind(&self) -> SourceKind {
         match self {
             Source::Git(_) => SourceKind::Git,
+            Source::Helm(_) => SourceKind::Helm,
+            Source::Chart(_) => SourceKind::Chart,
         }
     }
 
     pub fn settings(&self) -> &dyn SourceSettings {
         match self {
             Source::Git(git) => git,
+            Source::Helm(helm) => helm,
+            Source::Chart(chart) => chart,
         }
     }
 
     pub fn settings_mut(&mut self) -> &mut dyn SourceSettings {
         match self {
             Source::Git(git) => git,
+            Source::Helm(helm) => helm,
+            Source::Chart(chart) => chart,
+        }
+    }
+
+    /// The source whose artifact this one is built from: it syncs again
+    /// whenever that one has a new artifact.
+    pub fn upstream(&self) -> Option<SourceRef> {
+        match self {
+            Source::Chart(chart) => chart.upstream(),
+            Source::Git(_) | Source::Helm(_) => None,
         }
     }
 

@@ -15,6 +15,10 @@ pub struct RawConfig {
     pub git: BTreeMap<Spanned<String>, Spanned<RawGitSource>>,
     #[serde(default)]
     pub kustomization: BTreeMap<Spanned<String>, Spanned<RawKustomization>>,
+    #[serde(default)]
+    pub helm_repository: BTreeMap<Spanned<String>, Spanned<RawHelmRepository>>,
+    #[serde(default)]
+    pub helm_chart: BTreeMap<Spanned<String>, Spanned<RawHelmChart>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,4 +82,44 @@ pub struct RawHealthCheck {
     pub kind: String,
     pub name: String,
     pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHelmRepository {
+    pub url: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub bearer_token_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub insecure: Option<Spanned<bool>>,
+    pub pass_credentials: Option<Spanned<bool>>,
+    pub suspend: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHelmChart {
+    pub chart: Spanned<RawChartRef>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub suspend: Option<Spanned<bool>>,
+}
+
+/// Where a chart comes from: `{ repository, name, version }`, `{ source,
+/// path }` or `{ file }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChartRef {
+    pub repository: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub version: Option<Spanned<String>>,
+    pub digest: Option<Spanned<String>>,
+    pub source: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub file: Option<Spanned<String>>,
 }

@@ -11,8 +11,9 @@ use toml::Spanned;
 use super::error::{Locator, Problem};
 use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource};
 use super::{
-    Agent, Config, GitAuth, GitRef, GitSource, Source, SourceKind, DEFAULT_REMOVAL_GRACE_PERIOD,
-    DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR, MAX_KUSTOMIZATIONS, MAX_SOURCES,
+    validate_helm, Agent, Config, GitAuth, GitRef, GitSource, Source, SourceKind, SourceRef,
+    DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR, MAX_KUSTOMIZATIONS,
+    MAX_SOURCES,
 };
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
@@ -136,10 +137,13 @@ impl Checker<'_> {
             },
         };
         self.at_most(
-            raw.git.keys(),
+            raw.git
+                .keys()
+                .chain(raw.helm_repository.keys())
+                .chain(raw.helm_chart.keys()),
             MAX_SOURCES,
             "sources",
-            SourceKind::Git.table(),
+            "source",
         );
         self.at_most(
             raw.kustomization.keys(),
@@ -153,6 +157,25 @@ impl Checker<'_> {
             self.name(&name, &key);
             if let Some(source) = self.git_source(name.get_ref(), &key, source) {
                 sources.insert(source.source_ref(), Source::Git(source));
+            }
+        }
+        let mut referenced = validate_helm::referenced_charts(&raw.helm_chart);
+        for (name, repository) in raw.helm_repository {
+            let key = format!("{}.{}", SourceKind::Helm.table(), name.get_ref());
+            self.name(&name, &key);
+            let charts = referenced.remove(name.get_ref()).unwrap_or_default();
+            if let Some(repository) = self.helm_repository(name.get_ref(), &key, repository, charts)
+            {
+                let source_ref = SourceRef::new(SourceKind::Helm, &repository.name);
+                sources.insert(source_ref, Source::Helm(repository));
+            }
+        }
+        for (name, chart) in raw.helm_chart {
+            let key = format!("{}.{}", SourceKind::Chart.table(), name.get_ref());
+            self.name(&name, &key);
+            if let Some(chart) = self.helm_chart(name.get_ref(), &key, chart, &sources) {
+                let source_ref = SourceRef::new(SourceKind::Chart, &chart.name);
+                sources.insert(source_ref, Source::Chart(chart));
             }
         }
         let mut kustomizations = BTreeMap::new();
@@ -238,7 +261,7 @@ impl Checker<'_> {
         );
     }
 
-    fn absolute_path(
+    pub(super) fn absolute_path(
         &mut self,
         value: &Spanned<String>,
         key: &str,

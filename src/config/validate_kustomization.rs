@@ -126,7 +126,8 @@ impl Checker<'_> {
         (self.problems.len() == before).then_some(checks)
     }
 
-    fn source_ref(
+    /// A `kind/name` naming a configured source whose artifact holds files.
+    pub(super) fn source_ref(
         &mut self,
         value: &Spanned<String>,
         key: &str,
@@ -164,10 +165,18 @@ impl Checker<'_> {
             );
             return None;
         }
+        if !kind.holds_files() {
+            self.problem(
+                value.span(),
+                key,
+                format!("{source} is not a source of files: name a \"git/NAME\" source"),
+            );
+            return None;
+        }
         Some(source)
     }
 
-    fn relative_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
+    pub(super) fn relative_path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
         match normalise_relative(Path::new(value.get_ref())) {
             Ok(path) => Some(path),
             Err(why) => {

@@ -7,7 +7,8 @@
 //! same events from the same text.
 //!
 //! All unsafe code of the YAML reader is here: one parser over a borrowed
-//! string, turned into owned events.
+//! string or a reader (streamed: only libyaml's small buffer is held),
+//! turned into owned events.
 
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -57,6 +58,77 @@ pub struct Parser<'input> {
     raw: Box<MaybeUninit<unsafe_sys::yaml_parser_t>>,
     failed: bool,
     _input: PhantomData<&'input str>,
+    /// The reader of [`Parser::from_reader`]; libyaml holds a pointer to it.
+    reader: Option<Box<ReadInput<'input>>>,
+}
+
+/// A reader libyaml pulls bytes from, and the error that stopped it.
+struct ReadInput<'input> {
+    reader: Box<dyn std::io::Read + 'input>,
+    error: Option<std::io::Error>,
+}
+
+/// libyaml's read callback: fills `buffer` from the [`ReadInput`] at `data`.
+unsafe fn read_handler(
+    data: *mut std::ffi::c_void,
+    buffer: *mut u8,
+    size: u64,
+    size_read: *mut u64,
+) -> i32 {
+    // SAFETY: `data` is the boxed ReadInput set in `from_reader`, alive for
+    // as long as the parser; `buffer` has room for `size` bytes.
+    let (input, buffer) = unsafe {
+        (
+            &mut *data.cast::<ReadInput<'_>>(),
+            std::slice::from_raw_parts_mut(buffer, size as usize),
+        )
+    };
+    loop {
+        match input.reader.read(buffer) {
+            Ok(read) => {
+                // SAFETY: libyaml passes a valid out-pointer.
+                unsafe { *size_read = read as u64 };
+                return 1;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                input.error = Some(err);
+                return 0;
+            }
+        }
+    }
+}
+
+impl<'input> Parser<'input> {
+    /// A parser that pulls its input from `reader` as it goes.
+    pub fn from_reader(reader: Box<dyn std::io::Read + 'input>) -> Parser<'input> {
+        let mut raw = Box::new(MaybeUninit::<unsafe_sys::yaml_parser_t>::uninit());
+        let parser = raw.as_mut_ptr();
+        let mut input = Box::new(ReadInput {
+            reader,
+            error: None,
+        });
+        let data: *mut ReadInput<'input> = &mut *input;
+        // SAFETY: as in `new`; `input` is boxed (it does not move) and kept
+        // in the parser, whose Drop deletes libyaml's parser first.
+        let initialized = unsafe { unsafe_sys::yaml_parser_initialize(parser) };
+        assert!(initialized.ok, "libyaml could not allocate a parser");
+        unsafe {
+            unsafe_sys::yaml_parser_set_encoding(parser, unsafe_sys::YAML_UTF8_ENCODING);
+            unsafe_sys::yaml_parser_set_input(parser, read_handler, data.cast());
+        }
+        Parser {
+            raw,
+            failed: false,
+            _input: PhantomData,
+            reader: Some(input),
+        }
+    }
+
+    /// The reader's error, when reading (not the YAML) failed.
+    pub fn take_read_error(&mut self) -> Option<std::io::Error> {
+        self.reader.as_mut().and_then(|input| input.error.take())
+    }
 }
 
 impl<'input> Parser<'input> {
@@ -76,6 +148,7 @@ impl<'input> Parser<'input> {
             raw,
             failed: false,
             _input: PhantomData,
+            reader: None,
         }
     }
 

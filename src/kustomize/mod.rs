@@ -83,7 +83,7 @@ mod fuzz_tests;
 mod generate;
 mod json_patch;
 mod kustomization;
-mod libyaml;
+pub(crate) mod libyaml;
 mod nameref;
 mod order;
 mod output;

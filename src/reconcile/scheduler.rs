@@ -9,6 +9,11 @@
 //! a [`Trigger`] or shutdown. A per-source lock keeps a fetch that
 //! outlived its timeout from overlapping the next one.
 //!
+//! A source built from another one ([`Source::upstream`], e.g. a chart
+//! from a Helm repository or a Git source) gets that one's current
+//! artifact from the state store at each sync, and syncs again as soon as
+//! that one announces a new artifact.
+//!
 //! Each sync first checks the recorded artifact against its sha256 and
 //! rebuilds a damaged one from the local repository (no network needed),
 //! then fetches; a fetch of the same revision rebuilds one that is still
@@ -246,6 +251,8 @@ async fn run_source(
 ) {
     let fetch_lock = Arc::new(Mutex::new(()));
     let mut failures: u32 = 0;
+    let upstream = source.upstream();
+    let mut upstream_updates = upstream.as_ref().map(|_| shared.updates.subscribe());
     loop {
         if *shutdown.borrow() {
             return;
@@ -259,7 +266,29 @@ async fn run_source(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = wake.notified() => tracing::debug!(source = %source.source_ref(), "sync requested"),
+            _ = upstream_changed(&mut upstream_updates, upstream.as_ref()) => {
+                tracing::debug!(source = %source.source_ref(), "upstream has a new artifact");
+            }
             _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Resolves when `upstream` announces a new artifact (or announcements
+/// were missed); never without an upstream.
+async fn upstream_changed(
+    updates: &mut Option<broadcast::Receiver<SourceUpdate>>,
+    upstream: Option<&SourceRef>,
+) {
+    let (Some(updates), Some(upstream)) = (updates.as_mut(), upstream) else {
+        return std::future::pending().await;
+    };
+    loop {
+        match updates.recv().await {
+            Ok(update) if &update.source == upstream => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
         }
     }
 }
@@ -272,6 +301,10 @@ async fn sync_once(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<bool> {
     let previous = previous_status(shared, source);
+    let upstream = source.upstream().and_then(|upstream| {
+        let status = read_status(shared, &upstream)?;
+        source::sync::recorded_artifact(&status)
+    });
     let interrupt = Arc::new(AtomicBool::new(false));
     let mut task = tokio::task::spawn_blocking({
         let (source, shared, lock, interrupt) = (
@@ -302,6 +335,7 @@ async fn sync_once(
                 &source,
                 &shared.state_dir,
                 previous.as_ref(),
+                upstream.as_ref(),
                 shared.limits,
                 &interrupt,
             );
@@ -353,14 +387,18 @@ fn failed_sync(err: source::Error) -> Synced {
 }
 
 fn previous_status(shared: &Shared, source: &Source) -> Option<state::SourceStatus> {
+    read_status(shared, &source.source_ref())
+}
+
+fn read_status(shared: &Shared, source: &SourceRef) -> Option<state::SourceStatus> {
     let store = match shared.store.lock() {
         Ok(store) => store,
         Err(poisoned) => poisoned.into_inner(),
     };
-    match store.source_status(source.kind().as_str(), source.name()) {
-        Ok(previous) => previous,
+    match store.source_status(source.kind.as_str(), &source.name) {
+        Ok(status) => status,
         Err(err) => {
-            tracing::error!(source = %source.source_ref(), error = %err, "reading source state");
+            tracing::error!(source = %source, error = %err, "reading source state");
             None
         }
     }

@@ -79,6 +79,18 @@ pub fn write_artifact(
     limits: Limits,
     context: &ReadContext<'_>,
 ) -> Result<String> {
+    let mut tar = start_archive(dest)?;
+    let mut total: u64 = 0;
+    for file in files {
+        total = total.saturating_add(append(repo, &mut tar, file, limits, total, context)?);
+    }
+    finish_archive(tar, dest)
+}
+
+type ArtifactWriter = tar::Builder<GzEncoder<HashingWriter<BufWriter<File>>>>;
+
+/// A deterministic `tar.gz` being written to `dest`, hashed as it goes.
+fn start_archive(dest: &Path) -> Result<ArtifactWriter> {
     let file = File::create(dest).map_err(io_error("creating artifact", dest))?;
     let hashing = HashingWriter {
         inner: BufWriter::new(file),
@@ -87,11 +99,11 @@ pub fn write_artifact(
     let gzip = flate2::GzBuilder::new()
         .mtime(0)
         .write(hashing, Compression::default());
-    let mut tar = tar::Builder::new(gzip);
-    let mut total: u64 = 0;
-    for file in files {
-        total = total.saturating_add(append(repo, &mut tar, file, limits, total, context)?);
-    }
+    Ok(tar::Builder::new(gzip))
+}
+
+/// Ends the archive, syncs it to disk and returns its sha256.
+fn finish_archive(tar: ArtifactWriter, dest: &Path) -> Result<String> {
     let gzip = tar
         .into_inner()
         .map_err(io_error("writing artifact", dest))?;
@@ -105,6 +117,30 @@ pub fn write_artifact(
         .sync_all()
         .map_err(io_error("syncing artifact", dest))?;
     Ok(hex(&hashing.hasher.finalize()))
+}
+
+/// One file of an archive built in memory: its path inside the archive,
+/// mode and content.
+pub struct MemoryFile {
+    pub path: String,
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+/// Writes `files`, in the order given, as a deterministic `tar.gz` at
+/// `dest` (the same headers as [`write_artifact`]) and returns its sha256.
+pub fn write_memory_files(files: &[MemoryFile], dest: &Path) -> Result<String> {
+    let mut tar = start_archive(dest)?;
+    for file in files {
+        let mut header = header(
+            file.content.len() as u64,
+            file.mode,
+            tar::EntryType::Regular,
+        );
+        tar.append_data(&mut header, &file.path, file.content.as_slice())
+            .map_err(io_error("writing artifact", dest))?;
+    }
+    finish_archive(tar, dest)
 }
 
 fn finish<W: Write>(gzip: GzEncoder<W>) -> std::io::Result<W> {

@@ -30,12 +30,17 @@
 //! - Git submodules are left out of artifacts.
 
 pub mod archive;
+pub mod chart;
 pub mod git;
+pub mod helm;
+pub mod helm_index;
+pub mod helm_oci;
 pub mod ignore;
 pub mod manifest;
 pub mod store;
 pub mod sync;
 pub mod tree;
+pub mod version_range;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -48,17 +53,24 @@ pub use store::ArtifactStore;
 pub use sync::{restore_artifact, sync_git_source, Restored, SyncOutcome};
 
 /// Fetches `source` and returns its current artifact, building a new one
-/// only when what it is built from differs from `previous`. Blocking; an
-/// `interrupt` set from another thread makes it stop early.
+/// only when what it is built from differs from `previous`. `upstream` is
+/// the current artifact of [`Source::upstream`], for a kind built from
+/// another source. Blocking; an `interrupt` set from another thread makes
+/// it stop early.
 pub fn sync(
     source: &Source,
     state_dir: &Path,
     previous: Option<&SourceStatus>,
+    upstream: Option<&Artifact>,
     limits: Limits,
     interrupt: &AtomicBool,
 ) -> Result<SyncOutcome> {
     match source {
         Source::Git(git) => sync_git_source(git, state_dir, previous, limits, interrupt),
+        Source::Helm(helm) => helm::sync_helm_repository(helm, state_dir, previous, interrupt),
+        Source::Chart(chart) => {
+            chart::sync_chart(chart, state_dir, previous, upstream, limits, interrupt)
+        }
     }
 }
 
@@ -73,6 +85,22 @@ pub fn restore(
 ) -> Result<Option<Restored>> {
     match source {
         Source::Git(git) => restore_artifact(git, state_dir, previous, limits),
+        Source::Helm(_) | Source::Chart(_) => report_damage(previous),
+    }
+}
+
+/// For a kind whose sync rebuilds a damaged artifact (it checks the
+/// recorded one before reusing it): the damage, to log, if any.
+fn report_damage(previous: &SourceStatus) -> Result<Option<Restored>> {
+    let Some(artifact) = sync::recorded_artifact(previous) else {
+        return Ok(None);
+    };
+    match store::verify(&artifact) {
+        Ok(()) => Ok(None),
+        Err(damage) => Err(Error::ArtifactDamaged {
+            path: artifact.path,
+            damage,
+        }),
     }
 }
 
@@ -160,6 +188,28 @@ pub enum Error {
         url: String,
         message: String,
     },
+    /// A Helm repository or chart download failed: connect, TLS, HTTP
+    /// status, a bad index, a digest mismatch.
+    #[error("source {source_name}: {url}: {message}")]
+    Helm {
+        kind: SourceKind,
+        source_name: String,
+        url: String,
+        message: String,
+    },
+    /// A chart is not usable: no version in range, not a chart, a
+    /// dependency not vendored.
+    #[error("chart {source_name}: {message}")]
+    Chart {
+        source_name: String,
+        message: String,
+    },
+    /// The source a chart is made from has no artifact yet.
+    #[error("chart {source_name}: {upstream} has no artifact yet")]
+    UpstreamNotReady {
+        source_name: String,
+        upstream: String,
+    },
     /// The commit's tree could not be read.
     #[error("reading the tree of {revision} for source {source_name}: {message}")]
     ReadTree {
@@ -219,8 +269,14 @@ impl Error {
     /// The Flux condition reason for this error.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Timeout { kind, .. } | Error::Stalled { kind, .. } => kind.fetch_failed_reason(),
-            Error::Fetch { .. } | Error::RefNotFound { .. } | Error::Credential { .. } => {
+            Error::Timeout { kind, .. }
+            | Error::Stalled { kind, .. }
+            | Error::Helm { kind, .. } => kind.fetch_failed_reason(),
+            Error::Chart { .. } => "ChartPackageFailed",
+            Error::UpstreamNotReady { .. } => "DependencyNotReady",
+            // Flux's reason when a source's secret cannot be used, of any kind.
+            Error::Credential { .. } => "AuthenticationFailed",
+            Error::Fetch { .. } | Error::RefNotFound { .. } => {
                 SourceKind::Git.fetch_failed_reason()
             }
             Error::LocalRepository { .. } | Error::Io { .. } => "StorageOperationFailed",
@@ -282,6 +338,16 @@ pub fn install_tls_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_secret_file_is_an_authentication_failure_of_any_kind() {
+        let err = Error::Credential {
+            source_name: "bitnami".into(),
+            path: PathBuf::from("/etc/kedge/secrets/charts"),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(err.reason(), "AuthenticationFailed");
+    }
 
     #[test]
     fn redact_url_hides_a_password_and_keeps_the_rest() {

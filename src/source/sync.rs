@@ -91,7 +91,8 @@ fn unchanged_artifact(previous: &SourceStatus, revision: &str, inputs: &str) -> 
     recorded_artifact(previous).filter(|artifact| store::verify(artifact).is_ok())
 }
 
-fn recorded_artifact(status: &SourceStatus) -> Option<Artifact> {
+/// The artifact recorded in `status`, if any.
+pub(crate) fn recorded_artifact(status: &SourceStatus) -> Option<Artifact> {
     Some(Artifact {
         revision: status.revision.clone()?,
         digest: status.artifact_digest.clone()?,

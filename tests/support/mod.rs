@@ -17,9 +17,12 @@
 #![allow(dead_code)]
 
 pub mod admission;
+pub mod charts;
 pub mod cluster;
 pub mod git;
+pub mod helm;
 pub mod proxy;
+pub mod registry;
 
 pub use cluster::{built_tool, cluster, repo_root, TestNamespace};
 

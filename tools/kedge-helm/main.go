@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"helm.sh/helm/v4/pkg/action"
+	chartapi "helm.sh/helm/v4/pkg/chart"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/cli"
@@ -272,6 +273,17 @@ func loadChart(req *Request) (*chart.Chart, error) {
 	loaded, err := loader.Load(req.Chart)
 	if err != nil {
 		return nil, fmt.Errorf("loading chart %s: %w", req.Chart, err)
+	}
+	// As helm install and helm template: a dependency missing from charts/
+	// stops the action rather than rendering without it.
+	accessor, err := chartapi.NewAccessor(loaded)
+	if err != nil {
+		return nil, fmt.Errorf("reading chart %s: %w", req.Chart, err)
+	}
+	if dependencies := accessor.MetaDependencies(); len(dependencies) > 0 {
+		if err := action.CheckDependencies(loaded, dependencies); err != nil {
+			return nil, fmt.Errorf("chart %s: a dependency is missing from its charts/ directory: %w", req.Chart, err)
+		}
 	}
 	if req.Values == nil {
 		req.Values = map[string]any{}

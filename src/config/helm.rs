@@ -1,0 +1,134 @@
+//! The Helm source kinds: `[helm_repository.NAME]` (kind `helm`) and
+//! `[helm_chart.NAME]` (kind `chart`).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{SourceKind, SourceRef, SourceSettings};
+use crate::source::version_range::VersionRange;
+
+/// How kedge reaches a Helm repository: everything a chart download
+/// needs besides the chart's own URL. Secrets stay in their files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmEndpoint {
+    /// `http(s)://…` (an `index.yaml` below it) or `oci://…`, as written;
+    /// never holds a credential.
+    pub url: String,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Plain HTTP to an OCI registry.
+    pub insecure: bool,
+    /// Send the credentials to chart URLs on other hosts too.
+    pub pass_credentials: bool,
+    pub timeout: Duration,
+}
+
+impl HelmEndpoint {
+    pub fn is_oci(&self) -> bool {
+        self.url.starts_with("oci://")
+    }
+}
+
+/// One `[helm_repository.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmRepository {
+    pub name: String,
+    pub endpoint: HelmEndpoint,
+    pub interval: Duration,
+    /// The charts some `[helm_chart]` takes from this repository: only
+    /// their entries of the index are kept.
+    pub charts: BTreeSet<String>,
+    pub suspend: bool,
+}
+
+/// One `[helm_chart.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmChart {
+    pub name: String,
+    pub origin: ChartOrigin,
+    /// What `kedge status` shows as its URL, e.g. `helm/bitnami redis@>=18 <19`.
+    pub location: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub suspend: bool,
+}
+
+/// Where a chart comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChartOrigin {
+    /// The highest version in `version` of chart `chart` of a repository,
+    /// or, in an OCI registry, the one manifest `digest` names.
+    Repository {
+        repository: String,
+        endpoint: Box<HelmEndpoint>,
+        chart: String,
+        version: VersionRange,
+        /// `sha256:<64 hex>`, OCI only.
+        digest: Option<String>,
+    },
+    /// The chart directory at `path` in another source's artifact.
+    Source { source: SourceRef, path: PathBuf },
+    /// A packaged chart on this node.
+    File { path: PathBuf },
+}
+
+impl HelmChart {
+    /// The source whose artifact this chart is made from, if any.
+    pub fn upstream(&self) -> Option<SourceRef> {
+        match &self.origin {
+            ChartOrigin::Repository { repository, .. } => {
+                Some(SourceRef::new(SourceKind::Helm, repository))
+            }
+            ChartOrigin::Source { source, .. } => Some(source.clone()),
+            ChartOrigin::File { .. } => None,
+        }
+    }
+}
+
+impl SourceSettings for HelmRepository {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn url(&self) -> &str {
+        &self.endpoint.url
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    fn timeout(&self) -> Duration {
+        self.endpoint.timeout
+    }
+    fn suspend(&self) -> bool {
+        self.suspend
+    }
+    fn set_suspend(&mut self, suspend: bool) {
+        self.suspend = suspend;
+    }
+}
+
+impl SourceSettings for HelmChart {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn url(&self) -> &str {
+        &self.location
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn suspend(&self) -> bool {
+        self.suspend
+    }
+    fn set_suspend(&mut self, suspend: bool) {
+        self.suspend = suspend;
+    }
+}
