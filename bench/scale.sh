@@ -44,7 +44,7 @@ measure() { # name binary
     printf '[agent]\nstate_dir = "%s"\nsocket = "%s/%s.sock"\nkubeconfig = "%s"\n' "$state" "$work" "$name" "$kubeconfig"
     printf '[git.fleet]\nurl = "%s/repo-%s"\ninterval = "1h"\n' "$work" "$name"
     for k in $(seq 1 "$count"); do
-      printf '[kustomization.k%s]\nsource = "git/fleet"\npath = "./k%s"\ninterval = "1h"\nprune = true\n' "$k" "$k"
+      printf '[kustomization.%s-k%s]\nsource = "git/fleet"\npath = "./k%s"\ninterval = "1h"\nprune = true\n' "$name" "$k" "$k"
     done
   } >"$work/$name.toml"
   KEDGE_LOG=info "$bin" run --config "$work/$name.toml" >"$work/$name.log" 2>&1 &

@@ -1,15 +1,17 @@
 //! Apply 1,000 ConfigMaps against the test control plane. Prints each
 //! figure and its ratio to references measured in the same run:
 //!
-//! - kedge `Manager::apply` of a new set, 16 and 1 requests in flight
-//!   (dry-run of the whole set, then apply), timed from a fresh `Manager`
-//!   (its API discovery included, as after a start);
+//! - kedge `Manager::apply` of a new set with its default window of
+//!   requests in flight (`ApplyOptions::default()`), with the floor's 16
+//!   and with 1 (dry-run of the whole set, then apply), timed from a fresh `Manager` (its API
+//!   discovery included, as after a start);
 //! - a re-apply of the unchanged set by the same `Manager` (its memo warm,
 //!   as every interval reconcile of a running daemon) and by a fresh one
 //!   (memo and discovery cold, as the first reconcile after a restart);
 //! - the floor: bare server-side apply requests from the same client, 16 in
-//!   flight, no dry-run (what the Go reference client measured), and the
-//!   same requests as dry-runs: the like-for-like reference of a re-apply;
+//!   flight, no dry-run (what the Go reference client measured), the same
+//!   with kedge's window, and the same requests as dry-runs (16 in flight):
+//!   the like-for-like reference of a re-apply;
 //! - `kubectl apply --server-side -f <dir>` of the same 1,000 files, once
 //!   per run (median).
 //!
@@ -78,11 +80,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 struct Run {
+    kedge_default: f64,
     kedge_16: f64,
     kedge_1: f64,
     kedge_unchanged: f64,
     kedge_unchanged_restarted: f64,
     floor_16: f64,
+    floor_window: f64,
     dry_run_16: f64,
     kubectl: Option<f64>,
 }
@@ -140,9 +144,14 @@ async fn kedge_apply(
     (times, ns)
 }
 
-/// The floor: one server-side apply request per object, 16 in flight
-/// (`dry_run`: the same requests as server-side dry-runs).
-async fn bare_ssa(client: &Client, prefix: &str, dry_run: bool) -> (f64, TestNamespace) {
+/// The floor: one server-side apply request per object, `in_flight` at
+/// once (`dry_run`: the same requests as server-side dry-runs).
+async fn bare_ssa(
+    client: &Client,
+    prefix: &str,
+    dry_run: bool,
+    in_flight: usize,
+) -> (f64, TestNamespace) {
     let ns = TestNamespace::new(client, prefix).await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     let mut params = PatchParams::apply("bench").force();
@@ -158,11 +167,12 @@ async fn bare_ssa(client: &Client, prefix: &str, dry_run: bool) -> (f64, TestNam
             let (api, params) = (&api, &params);
             async move { api.patch(&name, params, &Patch::Apply(o)).await }
         })
-        .buffer_unordered(16)
+        .buffer_unordered(in_flight)
         .collect()
         .await;
     let took = started.elapsed();
     let what = if dry_run { "dry-run" } else { "apply" };
+    let what = format!("{what} ({in_flight} in flight)");
     println!("  client CPU, bare {what}: {:.2} s", cpu_seconds() - cpu);
     assert!(results.iter().all(Result::is_ok), "bare apply failed");
     (seconds(took), ns)
@@ -189,10 +199,15 @@ async fn bench() {
     let mut keep = Vec::new();
     let mut results = Vec::new();
     let with_kubectl = std::env::var("KEDGE_BENCH_KUBECTL").as_deref() != Ok("0");
+    let window = ApplyOptions::default().concurrency;
     for run in 0..runs {
-        let (floor_16, ns) = bare_ssa(&client, "bench-floor", false).await;
+        let (floor_16, ns) = bare_ssa(&client, "bench-floor", false, 16).await;
         keep.push(ns);
-        let (dry_run_16, _) = bare_ssa(&client, "bench-dry", true).await;
+        let (floor_window, ns) = bare_ssa(&client, "bench-floorw", false, window).await;
+        keep.push(ns);
+        let (dry_run_16, _) = bare_ssa(&client, "bench-dry", true, 16).await;
+        let (kw, ns) = kedge_apply(&client, "bench-kw", window).await;
+        keep.push(ns);
         let (k16, ns) = kedge_apply(&client, "bench-k16", 16).await;
         keep.push(ns);
         let (k1, ns) = kedge_apply(&client, "bench-k1", 1).await;
@@ -205,23 +220,25 @@ async fn bench() {
             None
         };
         println!(
-            "run {run}: floor(16) {floor_16:.3} s | dry-run(16) {dry_run_16:.3} s | kedge(16) {:.3} s | kedge(1) {:.3} s | re-apply(16) {:.3} s | re-apply after restart(16) {:.3} s | kubectl {kubectl:.3?} s",
-            k16.first, k1.first, k16.unchanged, k16.unchanged_restarted
+            "run {run}: floor(16) {floor_16:.3} s | floor({window}) {floor_window:.3} s | dry-run(16) {dry_run_16:.3} s | kedge({window}) {:.3} s | kedge(16) {:.3} s | kedge(1) {:.3} s | re-apply({window}) {:.3} s | re-apply after restart({window}) {:.3} s | kubectl {kubectl:.3?} s",
+            kw.first, k16.first, k1.first, kw.unchanged, kw.unchanged_restarted
         );
         results.push(Run {
+            kedge_default: kw.first,
             kedge_16: k16.first,
             kedge_1: k1.first,
-            kedge_unchanged: k16.unchanged,
-            kedge_unchanged_restarted: k16.unchanged_restarted,
+            kedge_unchanged: kw.unchanged,
+            kedge_unchanged_restarted: kw.unchanged_restarted,
             floor_16,
+            floor_window,
             dry_run_16,
             kubectl,
         });
     }
     let pick = |f: fn(&Run) -> f64| median(results.iter().map(f).collect());
-    let (floor, k16, k1, unchanged) = (
+    let (floor, kw, k1, unchanged) = (
         pick(|r| r.floor_16),
-        pick(|r| r.kedge_16),
+        pick(|r| r.kedge_default),
         pick(|r| r.kedge_1),
         pick(|r| r.kedge_unchanged),
     );
@@ -232,6 +249,17 @@ async fn bench() {
         "  bare SSA dry-run, 16 in flight        {dry_run:7.3} s  = {:.2}x floor",
         dry_run / floor
     );
+    let floor_window = pick(|r| r.floor_window);
+    println!(
+        "  bare SSA, {window:2} in flight               {floor_window:7.3} s  = {:.2}x floor",
+        floor_window / floor
+    );
+    println!(
+        "  kedge apply, {window:2} in flight            {kw:7.3} s  = {:.2}x floor ({:.2}x bare SSA with the same window)",
+        kw / floor,
+        kw / floor_window
+    );
+    let k16 = pick(|r| r.kedge_16);
     println!(
         "  kedge apply, 16 in flight             {k16:7.3} s  = {:.2}x floor",
         k16 / floor
@@ -242,18 +270,18 @@ async fn bench() {
     );
     let restarted = pick(|r| r.kedge_unchanged_restarted);
     println!(
-        "  kedge re-apply, unchanged, 16         {unchanged:7.3} s  = {:.2}x bare dry-run (memo warm: same Manager)",
+        "  kedge re-apply, unchanged, {window:2}         {unchanged:7.3} s  = {:.2}x bare dry-run (memo warm: same Manager)",
         unchanged / dry_run
     );
     println!(
-        "  kedge re-apply after a restart, 16    {restarted:7.3} s  = {:.2}x bare dry-run (fresh Manager: memo and discovery cold)",
+        "  kedge re-apply after a restart, {window:2}    {restarted:7.3} s  = {:.2}x bare dry-run (fresh Manager: memo and discovery cold)",
         restarted / dry_run
     );
     if with_kubectl {
         let kubectl = median(results.iter().filter_map(|r| r.kubectl).collect());
         println!(
-            "  kubectl apply --server-side -f dir    {kubectl:7.3} s  = {:.1}x kedge(16)",
-            kubectl / k16
+            "  kubectl apply --server-side -f dir    {kubectl:7.3} s  = {:.1}x kedge({window})",
+            kubectl / kw
         );
     }
     drop(keep);

@@ -8,9 +8,10 @@ set -euo pipefail
 # tests; openssl: the test CA of the HTTPS Git tests; lintian, dpkg-dev,
 # binutils (objdump): the .deb checks; systemd: systemd-analyze verify;
 # debootstrap, systemd-container (systemd-nspawn), curl: the check under systemd;
+# make, gcc: jemalloc's build (tikv-jemalloc-sys);
 # time (GNU time): helm's peak RSS in benches/helm_index.rs; docker-registry
 # (the CNCF distribution registry) and apache2-utils (htpasswd): the OCI Helm tests.
-packages=(git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils)
+packages=(make gcc git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -151,6 +151,8 @@ pub struct Manager {
     drift: Arc<watch::DriftHub>,
     /// Requests in flight for the whole Manager (see [`MAX_IN_FLIGHT`]).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Sets being applied at once (see [`MAX_SETS_IN_FLIGHT`]).
+    sets: Arc<tokio::sync::Semaphore>,
 }
 
 /// Requests in flight at once for the whole agent, whatever the number of
@@ -159,6 +161,18 @@ pub struct Manager {
 /// Without it, 200 kustomizations starting together held some 2,700
 /// connections to the API server and 200 MiB.
 pub const MAX_IN_FLIGHT: usize = 32;
+
+/// Sets (kustomizations) built, planned and applied at once for the whole
+/// agent: each holds its manifests, plan and responses in memory until it
+/// is applied, so 200 kustomizations starting together would hold 200 sets
+/// (and leave the allocator fragmented at that peak) while they queue for
+/// [`MAX_IN_FLIGHT`]. A few sets keep the request pool busy.
+pub const MAX_SETS_IN_FLIGHT: usize = 4;
+
+/// A turn to build and apply one set: see [`Manager::set_turn`].
+pub struct SetTurn {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 impl Manager {
     /// A manager whose requests and watches go through `client` as it is.
@@ -191,6 +205,7 @@ impl Manager {
             memo: Arc::new(memo::Memo::default()),
             drift: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            sets: Arc::new(tokio::sync::Semaphore::new(MAX_SETS_IN_FLIGHT)),
             client,
             watch_client,
         }
@@ -202,6 +217,16 @@ impl Manager {
             tokio::time::timeout(CONNECT_TIMEOUT, self.client.apiserver_version()).await,
             Ok(Ok(_))
         )
+    }
+
+    /// Waits for a turn to build and apply a set, one of
+    /// [`MAX_SETS_IN_FLIGHT`] (first come, first served); the turn ends
+    /// when the returned value is dropped.
+    pub async fn set_turn(&self) -> SetTurn {
+        // Never closed, so a permit always comes.
+        SetTurn {
+            _permit: self.sets.clone().acquire_owned().await.ok(),
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -256,6 +281,20 @@ mod tests {
             })
             .collect();
         assert_eq!(bounded(futures, 2).await, delays);
+    }
+
+    #[tokio::test]
+    async fn a_set_waits_for_its_turn_while_all_turns_are_taken() {
+        use futures::FutureExt;
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        let manager = Manager::new(Client::try_from(config).expect("client"));
+        let mut turns = Vec::new();
+        for _ in 0..MAX_SETS_IN_FLIGHT {
+            turns.push(manager.set_turn().await);
+        }
+        assert!(manager.set_turn().now_or_never().is_none());
+        turns.pop();
+        assert!(manager.set_turn().now_or_never().is_some());
     }
 
     #[test]

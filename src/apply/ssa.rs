@@ -21,7 +21,8 @@ pub struct ApplyOptions {
     /// Delete and re-create objects whose change touches an immutable field
     /// (a Job's template, a Service's clusterIP…) instead of failing.
     pub force_recreate: bool,
-    /// Requests in flight at once, for dry-run and for apply.
+    /// Requests in flight at once, for dry-run and for apply (within the
+    /// Manager-wide [`super::MAX_IN_FLIGHT`], the default).
     pub concurrency: usize,
     /// How long to wait for CRDs of the set to be Established.
     pub crd_timeout: Duration,
@@ -31,7 +32,7 @@ impl Default for ApplyOptions {
     fn default() -> ApplyOptions {
         ApplyOptions {
             force_recreate: false,
-            concurrency: 16,
+            concurrency: super::MAX_IN_FLIGHT,
             crd_timeout: Duration::from_secs(30),
         }
     }

@@ -242,9 +242,12 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
         };
     }
     let mut attempted = None;
+    // Queued for a turn outside the timeout: with many kustomizations
+    // starting together, the wait says nothing of this one.
+    let turn = ctx.manager.set_turn().await;
     let bounded = tokio::time::timeout(
         kustomization.timeout,
-        pipeline(ctx, config, kustomization, started, &mut attempted),
+        pipeline(ctx, config, kustomization, turn, &mut attempted),
     );
     let timed_out = Error::TimedOut {
         timeout: kustomization.timeout,
@@ -304,14 +307,16 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
     }
 }
 
-/// The steps of one run. `attempted` is set as soon as the revision is known.
+/// The steps of one run, in `turn` until the apply and prune are done.
+/// `attempted` is set as soon as the revision is known.
 async fn pipeline(
     ctx: &Context,
     config: &Config,
     k: &Kustomization,
-    started: Instant,
+    turn: apply::SetTurn,
     attempted: &mut Option<String>,
 ) -> Result<Applied, Error> {
+    let started = Instant::now();
     let owner = Owner::new(&k.name, OWNER_KIND);
     // Fetch the source's last good artifact.
     let artifact = latest_artifact(ctx, k)?;
@@ -361,7 +366,8 @@ async fn pipeline(
         store_inventory(ctx, &k.name, &artifact.revision, &new)?;
         (new.clone(), 0)
     };
-    // Wait for health.
+    // Wait for health, letting other sets apply meanwhile.
+    drop(turn);
     let checked = health_targets(k, &new);
     if !checked.is_empty() {
         // Ends before the whole run's timeout, to report which objects are not healthy.
