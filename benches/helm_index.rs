@@ -123,23 +123,7 @@ fn sync(repository: &HelmRepository, state: &Path, previous: Option<&SourceStatu
 }
 
 fn status_of(outcome: &SyncOutcome) -> SourceStatus {
-    let artifact = outcome.artifact();
-    SourceStatus {
-        kind: "helm".into(),
-        name: "bench".into(),
-        url: String::new(),
-        revision: Some(artifact.revision.clone()),
-        artifact_digest: Some(artifact.digest.clone()),
-        artifact_path: Some(artifact.path.clone()),
-        artifact_inputs: Some(outcome.inputs().to_string()),
-        last_attempt_at: None,
-        last_success_at: None,
-        last_artifact_at: None,
-        ready: true,
-        reason: String::new(),
-        message: String::new(),
-        consecutive_failures: 0,
-    }
+    outcome.as_status("helm", "bench")
 }
 
 /// Peak resident set size of this process, in KiB.

@@ -91,44 +91,6 @@ impl HelmChart {
     }
 }
 
-impl SourceSettings for HelmRepository {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn url(&self) -> &str {
-        &self.endpoint.url
-    }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn timeout(&self) -> Duration {
-        self.endpoint.timeout
-    }
-    fn suspend(&self) -> bool {
-        self.suspend
-    }
-    fn set_suspend(&mut self, suspend: bool) {
-        self.suspend = suspend;
-    }
-}
+source_settings!(HelmRepository, url: endpoint.url, timeout: endpoint.timeout);
 
-impl SourceSettings for HelmChart {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn url(&self) -> &str {
-        &self.location
-    }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-    fn suspend(&self) -> bool {
-        self.suspend
-    }
-    fn set_suspend(&mut self, suspend: bool) {
-        self.suspend = suspend;
-    }
-}
+source_settings!(HelmChart, url: location, timeout: timeout);

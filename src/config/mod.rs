@@ -8,6 +8,33 @@
 //! kustomization sources and `depends_on` cycles checked. Every problem of a
 //! file is reported at once, each as `file:line:col: key: message`.
 
+/// [`SourceSettings`] for a kind's table: `name`, `interval` and `suspend`
+/// are fields of every one; its URL and timeout are where the kind keeps them.
+macro_rules! source_settings {
+    ($kind:ty, url: $($url:ident).+, timeout: $($timeout:ident).+) => {
+        impl SourceSettings for $kind {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn url(&self) -> &str {
+                &self.$($url).+
+            }
+            fn interval(&self) -> Duration {
+                self.interval
+            }
+            fn timeout(&self) -> Duration {
+                self.$($timeout).+
+            }
+            fn suspend(&self) -> bool {
+                self.suspend
+            }
+            fn set_suspend(&mut self, suspend: bool) {
+                self.suspend = suspend;
+            }
+        }
+    };
+}
+
 mod diff;
 mod error;
 mod helm;
@@ -332,47 +359,9 @@ impl Source {
     }
 }
 
-impl SourceSettings for GitSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn url(&self) -> &str {
-        &self.url
-    }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-    fn suspend(&self) -> bool {
-        self.suspend
-    }
-    fn set_suspend(&mut self, suspend: bool) {
-        self.suspend = suspend;
-    }
-}
+source_settings!(GitSource, url: url, timeout: timeout);
 
-impl SourceSettings for BucketSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn url(&self) -> &str {
-        &self.url
-    }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn timeout(&self) -> Duration {
-        self.timeout
-    }
-    fn suspend(&self) -> bool {
-        self.suspend
-    }
-    fn set_suspend(&mut self, suspend: bool) {
-        self.suspend = suspend;
-    }
-}
+source_settings!(BucketSource, url: url, timeout: timeout);
 
 impl GitSource {
     pub fn source_ref(&self) -> SourceRef {

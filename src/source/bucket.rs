@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ignore::{IgnoreRules, SOURCEIGNORE};
-use super::store::{self, hex, ArtifactStore};
-use super::sync::{ignore_and_limits_fingerprint, recorded_artifact, unchanged_artifact};
+use super::store::{hex, ArtifactStore};
+use super::sync::{ignore_and_limits_fingerprint, unchanged_artifact};
 use super::{io_error, read_secret_file, Artifact, Error, Limits, Restored, Result, SyncOutcome};
 use crate::config::{BucketProvider, BucketSource, SourceKind};
 use crate::state::SourceStatus;
@@ -155,20 +155,9 @@ pub fn restore_artifact(
     previous: &SourceStatus,
     limits: Limits,
 ) -> Result<Option<Restored>> {
-    let Some(artifact) = recorded_artifact(previous) else {
-        return Ok(None);
-    };
-    let Err(damage) = store::verify(&artifact) else {
-        return Ok(None);
-    };
-    match rebuild(source, state_dir, previous, &artifact, limits) {
-        Ok(()) => Ok(Some(Restored { artifact, damage })),
-        Err(err) => Err(Error::NotRestored {
-            path: artifact.path,
-            damage,
-            source: Box::new(err),
-        }),
-    }
+    super::sync::restore_with(previous, |artifact| {
+        rebuild(source, state_dir, previous, artifact, limits)
+    })
 }
 
 fn rebuild(

@@ -32,6 +32,28 @@ impl SyncOutcome {
         }
     }
 
+    /// The state row this outcome leaves for source `kind/name`, as the
+    /// next sync reads it (for callers that sync without the scheduler).
+    pub fn as_status(&self, kind: &str, name: &str) -> SourceStatus {
+        let artifact = self.artifact();
+        SourceStatus {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            url: String::new(),
+            revision: Some(artifact.revision.clone()),
+            artifact_digest: Some(artifact.digest.clone()),
+            artifact_path: Some(artifact.path.clone()),
+            artifact_inputs: Some(self.inputs().to_string()),
+            last_attempt_at: None,
+            last_success_at: None,
+            last_artifact_at: None,
+            ready: true,
+            reason: String::new(),
+            message: String::new(),
+            consecutive_failures: 0,
+        }
+    }
+
     pub fn inputs(&self) -> &str {
         match self {
             SyncOutcome::NewArtifact { inputs, .. } | SyncOutcome::Unchanged { inputs, .. } => {
@@ -127,13 +149,25 @@ pub fn restore_artifact(
     previous: &SourceStatus,
     limits: Limits,
 ) -> Result<Option<Restored>> {
+    restore_with(previous, |artifact| {
+        rebuild(source, state_dir, previous, artifact, limits)
+    })
+}
+
+/// Checks the artifact recorded in `previous` and, when it is damaged,
+/// rebuilds it with `rebuild`. `Ok(None)`: it is intact, or none is
+/// recorded.
+pub(super) fn restore_with(
+    previous: &SourceStatus,
+    rebuild: impl FnOnce(&Artifact) -> Result<()>,
+) -> Result<Option<Restored>> {
     let Some(artifact) = recorded_artifact(previous) else {
         return Ok(None);
     };
     let Err(damage) = store::verify(&artifact) else {
         return Ok(None);
     };
-    match rebuild(source, state_dir, previous, &artifact, limits) {
+    match rebuild(&artifact) {
         Ok(()) => Ok(Some(Restored { artifact, damage })),
         Err(err) => Err(Error::NotRestored {
             path: artifact.path,

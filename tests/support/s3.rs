@@ -227,21 +227,5 @@ pub async fn delete(client: &Arc<AmazonS3>, key: &str) {
 
 /// The state row a successful sync of `bucket/fleet` leaves, for the next one.
 pub fn status_after(outcome: &SyncOutcome) -> SourceStatus {
-    let artifact = outcome.artifact();
-    SourceStatus {
-        kind: "bucket".into(),
-        name: "fleet".into(),
-        url: String::new(),
-        revision: Some(artifact.revision.clone()),
-        artifact_digest: Some(artifact.digest.clone()),
-        artifact_path: Some(artifact.path.clone()),
-        artifact_inputs: Some(outcome.inputs().to_string()),
-        last_attempt_at: None,
-        last_success_at: None,
-        last_artifact_at: None,
-        ready: true,
-        reason: String::new(),
-        message: String::new(),
-        consecutive_failures: 0,
-    }
+    outcome.as_status("bucket", "fleet")
 }
