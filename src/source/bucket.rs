@@ -155,7 +155,7 @@ pub fn restore_artifact(
     previous: &SourceStatus,
     limits: Limits,
 ) -> Result<Option<Restored>> {
-    super::sync::restore_with(previous, |artifact| {
+    super::sync::restore_with(previous, &source.name, |artifact| {
         rebuild(source, state_dir, previous, artifact, limits)
     })
 }
@@ -166,7 +166,7 @@ fn rebuild(
     previous: &SourceStatus,
     artifact: &Artifact,
     limits: Limits,
-) -> Result<()> {
+) -> Result<Artifact> {
     let limits = source_limits(source, limits);
     let cannot = |message: String| Error::ReadTree {
         source_name: source.name.clone(),
@@ -187,21 +187,14 @@ fn rebuild(
         ));
     }
     let objects = built.map(|b| b.objects).unwrap_or_default();
-    let rebuilt = build_artifact(
+    build_artifact(
         source,
         state_dir,
         &cache,
         artifact.revision.clone(),
         objects,
         limits,
-    )?;
-    if rebuilt.digest != artifact.digest {
-        return Err(cannot(format!(
-            "rebuilt, it has sha256 {}, not the recorded {}",
-            rebuilt.digest, artifact.digest
-        )));
-    }
-    Ok(())
+    )
 }
 
 /// The agent's limits, with the source's `max_total_bytes` when lower.

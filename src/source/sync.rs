@@ -149,17 +149,19 @@ pub fn restore_artifact(
     previous: &SourceStatus,
     limits: Limits,
 ) -> Result<Option<Restored>> {
-    restore_with(previous, |artifact| {
+    restore_with(previous, &source.name, |artifact| {
         rebuild(source, state_dir, previous, artifact, limits)
     })
 }
 
 /// Checks the artifact recorded in `previous` and, when it is damaged,
-/// rebuilds it with `rebuild`. `Ok(None)`: it is intact, or none is
-/// recorded.
+/// rebuilds it with `rebuild`, which must give the same bytes (a valid
+/// artifact with another digest leaves the record to the next fetch).
+/// `Ok(None)`: it is intact, or none is recorded.
 pub(super) fn restore_with(
     previous: &SourceStatus,
-    rebuild: impl FnOnce(&Artifact) -> Result<()>,
+    source_name: &str,
+    rebuild: impl FnOnce(&Artifact) -> Result<Artifact>,
 ) -> Result<Option<Restored>> {
     let Some(artifact) = recorded_artifact(previous) else {
         return Ok(None);
@@ -167,7 +169,20 @@ pub(super) fn restore_with(
     let Err(damage) = store::verify(&artifact) else {
         return Ok(None);
     };
-    match rebuild(&artifact) {
+    let rebuilt = rebuild(&artifact).and_then(|rebuilt| {
+        if rebuilt.digest == artifact.digest {
+            return Ok(());
+        }
+        Err(Error::ReadTree {
+            source_name: source_name.to_string(),
+            revision: artifact.revision.clone(),
+            message: format!(
+                "rebuilt, it has sha256 {}, not the recorded {}",
+                rebuilt.digest, artifact.digest
+            ),
+        })
+    });
+    match rebuilt {
         Ok(()) => Ok(Some(Restored { artifact, damage })),
         Err(err) => Err(Error::NotRestored {
             path: artifact.path,
@@ -177,15 +192,15 @@ pub(super) fn restore_with(
     }
 }
 
-/// Builds `artifact` again from its commit in the local repository; it
-/// must come out with the same digest (same commit, same build inputs).
+/// Builds `artifact` again from its commit in the local repository (same
+/// commit, same build inputs: the same digest).
 fn rebuild(
     source: &GitSource,
     state_dir: &Path,
     previous: &SourceStatus,
     artifact: &Artifact,
     limits: Limits,
-) -> Result<()> {
+) -> Result<Artifact> {
     let cannot = |message: String| Error::ReadTree {
         source_name: source.name.clone(),
         revision: artifact.revision.clone(),
@@ -214,21 +229,13 @@ fn rebuild(
         commit,
         revision: artifact.revision.clone(),
     };
-    let rebuilt = build_artifact(
+    build_artifact(
         &repo,
         source,
         &fetched,
         &ArtifactStore::new(state_dir),
         limits,
-    )?;
-    if rebuilt.digest != artifact.digest {
-        // A valid artifact, but not the recorded one: the record stays, a fetch decides.
-        return Err(cannot(format!(
-            "rebuilt, it has sha256 {}, not the recorded {}",
-            rebuilt.digest, artifact.digest
-        )));
-    }
-    Ok(())
+    )
 }
 
 fn build_artifact(
