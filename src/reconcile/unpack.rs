@@ -107,6 +107,7 @@ impl Unpacker {
         ))?;
         std::fs::rename(&partial, &tree)
             .map_err(io_error("moving unpacked artifact into place", &tree))?;
+        touch(&manifest_path);
         if let Ok(snapshot) = Snapshot::take(&tree) {
             let digest = artifact.digest.clone();
             verified.insert(digest, Verified { manifest, snapshot });
@@ -205,10 +206,24 @@ fn check(
     Ok(())
 }
 
-/// Marks a tree as used now, for [`Unpacker::remove_old`].
+/// Marks a tree as used now, for [`Unpacker::remove_old`]. The kernel
+/// stamps files with a clock that ticks every few milliseconds, so trees
+/// used in a row could tie and the most recent be removed: every use gets
+/// a time strictly after the previous one's, set to the nanosecond.
 fn touch(manifest: &Path) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_USE: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let previous = LAST_USE
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last.saturating_add(1)))
+        })
+        .unwrap_or(now);
+    let stamp = now.max(previous.saturating_add(1));
     if let Ok(file) = std::fs::File::options().append(true).open(manifest) {
-        let _ = file.set_modified(std::time::SystemTime::now());
+        let _ = file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(stamp));
     }
 }
 
