@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::version_range::VersionRange;
 use super::{SourceKind, SourceRef, SourceSettings};
-use crate::source::version_range::VersionRange;
 
 /// How kedge reaches a Helm repository: everything a chart download
 /// needs besides the chart's own URL. Secrets stay in their files.

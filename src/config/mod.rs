@@ -43,6 +43,7 @@ mod validate;
 mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
+pub mod version_range;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

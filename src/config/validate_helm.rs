@@ -8,8 +8,8 @@ use toml::Spanned;
 
 use super::raw::{RawChartRef, RawHelmChart, RawHelmRepository};
 use super::validate::Checker;
+use super::version_range::VersionRange;
 use super::{ChartOrigin, HelmChart, HelmEndpoint, HelmRepository, Source, SourceKind, SourceRef};
-use crate::source::version_range::VersionRange;
 
 const DEFAULT_REPOSITORY_INTERVAL: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_CHART_INTERVAL: Duration = Duration::from_secs(60);

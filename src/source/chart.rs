@@ -31,8 +31,8 @@ use super::helm::{self, intact_previous, HelmClient};
 use super::helm_index::ChartVersion;
 use super::helm_oci::Registry;
 use super::store::{hex, ArtifactStore};
-use super::version_range::{parse_version, VersionRange};
 use super::{io_error, Artifact, Error, Limits, Result, SyncOutcome};
+use crate::config::version_range::{parse_version, VersionRange};
 use crate::config::{ChartOrigin, HelmChart, HelmEndpoint, SourceKind};
 use crate::state::SourceStatus;
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kustomize::libyaml::{Event, Parser};
 
-use super::version_range::parse_version;
+use crate::config::version_range::parse_version;
 
 /// The kept part of an index, written as the repository's artifact.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

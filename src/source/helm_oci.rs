@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use super::helm::read_secret;
 use super::helm_index::{ChartVersion, Index};
 use super::store::hex;
-use super::version_range::parse_version;
 use super::{Error, Result};
+use crate::config::version_range::parse_version;
 use crate::config::{HelmEndpoint, SourceKind};
 
 /// The config media type of a Helm chart in a registry.

@@ -41,7 +41,6 @@ pub mod manifest;
 pub mod store;
 pub mod sync;
 pub mod tree;
-pub mod version_range;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
