@@ -678,15 +678,10 @@ fn client_options(source: &BucketSource) -> Result<ClientOptions> {
         .with_timeout(source.timeout)
         .with_connect_timeout(source.timeout.min(Duration::from_secs(10)));
     if let Some(ca_file) = &source.ca_file {
-        let credential = |err: std::io::Error| Error::Credential {
-            kind: SourceKind::Bucket,
-            source_name: source.name.clone(),
-            path: ca_file.clone(),
-            source: err,
-        };
-        let pem = std::fs::read(ca_file).map_err(credential)?;
+        let pem = super::read_credential_file(SourceKind::Bucket, &source.name, ca_file)?;
         let certificate = object_store::Certificate::from_pem(&pem).map_err(|err| {
-            credential(std::io::Error::new(
+            let unusable = super::credential_error(SourceKind::Bucket, &source.name, ca_file);
+            unusable(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 err.to_string(),
             ))

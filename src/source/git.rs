@@ -399,19 +399,12 @@ fn private_ca(source: &GitSource) -> Result<Option<reqwest::Certificate>> {
     let Some(file) = &source.auth.ca_file else {
         return Ok(None);
     };
-    let pem = std::fs::read(file).map_err(|err| Error::Credential {
-        kind: SourceKind::Git,
-        source_name: source.name.clone(),
-        path: file.clone(),
-        source: err,
-    })?;
+    let pem = super::read_credential_file(SourceKind::Git, &source.name, file)?;
     reqwest::Certificate::from_pem(&pem)
         .map(Some)
-        .map_err(|err| Error::Credential {
-            kind: SourceKind::Git,
-            source_name: source.name.clone(),
-            path: file.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, err),
+        .map_err(|err| {
+            let unusable = super::credential_error(SourceKind::Git, &source.name, file);
+            unusable(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
         })
 }
 

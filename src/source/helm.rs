@@ -387,12 +387,7 @@ impl<'e> HelmClient<'e> {
 }
 
 fn read_file(path: &Path, source_name: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|err| Error::Credential {
-        kind: SourceKind::Helm,
-        source_name: source_name.to_string(),
-        path: path.to_path_buf(),
-        source: err,
-    })
+    super::read_credential_file(SourceKind::Helm, source_name, path)
 }
 
 /// The secret in `path`, less a trailing newline.

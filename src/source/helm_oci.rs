@@ -74,12 +74,7 @@ impl<'e> Registry<'e> {
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut extra_root_certificates = Vec::new();
         if let Some(ca) = &endpoint.ca_file {
-            let data = std::fs::read(ca).map_err(|err| Error::Credential {
-                kind: SourceKind::Helm,
-                source_name: source_name.to_string(),
-                path: ca.clone(),
-                source: err,
-            })?;
+            let data = super::read_credential_file(SourceKind::Helm, source_name, ca)?;
             extra_root_certificates.push(Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,

@@ -338,12 +338,32 @@ pub(crate) fn io_error(
 pub(crate) fn read_secret_file(kind: SourceKind, source_name: &str, path: &Path) -> Result<String> {
     std::fs::read_to_string(path)
         .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|err| Error::Credential {
-            kind,
-            source_name: source_name.to_string(),
-            path: path.to_path_buf(),
-            source: err,
-        })
+        .map_err(credential_error(kind, source_name, path))
+}
+
+/// The bytes of a credential file (a CA, a client certificate or key).
+pub(crate) fn read_credential_file(
+    kind: SourceKind,
+    source_name: &str,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(credential_error(kind, source_name, path))
+}
+
+/// The error of a credential file of source `kind/source_name` that could
+/// not be read or used.
+pub(crate) fn credential_error(
+    kind: SourceKind,
+    source_name: &str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let (source_name, path) = (source_name.to_string(), path.to_path_buf());
+    move |source| Error::Credential {
+        kind,
+        source_name,
+        path,
+        source,
+    }
 }
 
 /// The URL with any userinfo password or token replaced, safe to log and
