@@ -598,20 +598,32 @@ impl Checker<'_> {
         }
     }
 
+    /// Two keys of table `key` given together or not at all: one given
+    /// alone is named, with the key it needs.
+    pub(super) fn together(
+        &mut self,
+        key: &str,
+        (a_name, a): (&str, &Option<Spanned<String>>),
+        (b_name, b): (&str, &Option<Spanned<String>>),
+    ) {
+        let (given, given_name, missing_name) = match (a, b) {
+            (Some(given), None) => (given, a_name, b_name),
+            (None, Some(given)) => (given, b_name, a_name),
+            _ => return,
+        };
+        self.problem(
+            given.span(),
+            &format!("{key}.{given_name}"),
+            format!("{given_name} needs {missing_name}"),
+        );
+    }
+
     fn http_auth(&mut self, key: &str, raw: &RawGitSource, https: bool) {
-        match (&raw.username, &raw.password_file) {
-            (Some(user), None) => self.problem(
-                user.span(),
-                &format!("{key}.username"),
-                "username needs password_file",
-            ),
-            (None, Some(pass)) => self.problem(
-                pass.span(),
-                &format!("{key}.password_file"),
-                "password_file needs username",
-            ),
-            _ => {}
-        }
+        self.together(
+            key,
+            ("username", &raw.username),
+            ("password_file", &raw.password_file),
+        );
         if let (Some(token), Some(_)) = (&raw.bearer_token_file, &raw.username) {
             self.problem(
                 token.span(),

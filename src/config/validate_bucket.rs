@@ -215,19 +215,11 @@ impl Checker<'_> {
     fn bucket_credentials(&mut self, key: &str, raw: &RawBucketSource, provider: BucketProvider) {
         match provider {
             BucketProvider::Generic | BucketProvider::Aws => {
-                match (&raw.access_key_id_file, &raw.secret_access_key_file) {
-                    (Some(id), None) => self.problem(
-                        id.span(),
-                        &format!("{key}.access_key_id_file"),
-                        "access_key_id_file needs secret_access_key_file",
-                    ),
-                    (None, Some(secret)) => self.problem(
-                        secret.span(),
-                        &format!("{key}.secret_access_key_file"),
-                        "secret_access_key_file needs access_key_id_file",
-                    ),
-                    _ => {}
-                }
+                self.together(
+                    key,
+                    ("access_key_id_file", &raw.access_key_id_file),
+                    ("secret_access_key_file", &raw.secret_access_key_file),
+                );
             }
             BucketProvider::Gcp | BucketProvider::Azure => {
                 if let Some(id) = &raw.access_key_id_file {

@@ -148,30 +148,16 @@ impl Checker<'_> {
     }
 
     fn helm_credentials(&mut self, key: &str, raw: &RawHelmRepository) {
-        let mut pairs = vec![
-            (
-                &raw.username,
-                &raw.password_file,
-                "username",
-                "password_file",
-            ),
-            (&raw.cert_file, &raw.key_file, "cert_file", "key_file"),
-        ];
-        pairs.extend(
-            pairs
-                .clone()
-                .into_iter()
-                .map(|(a, b, na, nb)| (b, a, nb, na)),
+        self.together(
+            key,
+            ("username", &raw.username),
+            ("password_file", &raw.password_file),
         );
-        for (given, missing, given_name, missing_name) in pairs {
-            if let (Some(value), None) = (given, missing) {
-                self.problem(
-                    value.span(),
-                    &format!("{key}.{given_name}"),
-                    format!("{given_name} needs {missing_name}"),
-                );
-            }
-        }
+        self.together(
+            key,
+            ("cert_file", &raw.cert_file),
+            ("key_file", &raw.key_file),
+        );
         if let (Some(token), Some(_)) = (&raw.bearer_token_file, &raw.username) {
             self.problem(
                 token.span(),
