@@ -47,7 +47,11 @@ go_install_cached() { # NAME PACKAGE VERSION OUT_DIR
   echo "$name: building $package@$version" >&2
   rm -rf "$gobin"
   CGO_ENABLED=0 GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "$package@$version" >&2
-  mv "$gobin/$(basename "$package")" "$bin"
+  # go install names the binary after the package path without a
+  # major-version suffix (…/kustomize/v5 gives "kustomize"): take the one file.
+  local built; built=$(find "$gobin" -type f | head -n 1)
+  [ -n "$built" ] || { echo "$name: go install left no binary in $gobin" >&2; return 1; }
+  mv "$built" "$bin"
   rm -rf "$gobin"
   echo "$name: built in $((SECONDS - started))s" >&2
   echo "$bin"
