@@ -245,3 +245,66 @@ async fn a_failing_upgrade_is_rolled_back_until_retries_run_out_then_stalls() {
     assert!(events.contains("RollbackSucceeded"), "{events}");
     daemon.stop();
 }
+
+#[tokio::test]
+async fn values_come_from_a_secret_and_a_file_and_a_release_waits_for_its_kustomization() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "hr-values").await;
+    let release = Release::new(&ns.name);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-values"},
+        "stringData": {"values.yaml": "message: from-secret\nreplicaCount: 2\n"}
+    }))
+    .expect("a Secret");
+    kube::Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the values Secret");
+    let file = release.setup.root.path().join("web-values.yaml");
+    std::fs::write(&file, "message: from-file\nextra: kept\n").expect("write values file");
+    // The kustomization's path does not exist yet: it cannot be ready.
+    let infra = format!(
+        "[kustomization.infra]\nsource = \"git/fleet\"\npath = \"infra\"\ninterval = \"1h\"\nprune = true\ntarget_namespace = \"{}\"\n",
+        ns.name
+    );
+    let values = format!(
+        "depends_on = [\"infra\"]\nvalues_from = [{{ file = {:?} }}, {{ kind = \"Secret\", name = \"web-values\" }}]\nvalues = {{ replicaCount = 3 }}\n",
+        file.display().to_string()
+    );
+    release.configure(&format!("{values}{infra}"));
+    let mut daemon = release.setup.start(&[]);
+    release.setup.wait_ready();
+    release
+        .setup
+        .wait_until("the release waiting for infra", BOUND, || {
+            release
+                .status_line()
+                .contains("dependency 'kustomization/infra' is not ready")
+        });
+    assert!(
+        release.history().is_empty(),
+        "nothing installed before infra is ready"
+    );
+
+    release.setup.repo.commit(
+        &[(
+            "infra/config.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: infra\ndata:\n  a: b\n",
+        )],
+        "infra",
+    );
+    let fetched = release.setup.cli(&["reconcile", "source", "git/fleet"]);
+    assert!(fetched.status.success(), "{}", stdout(&fetched));
+    release.wait_history("the release installed once infra is ready", |h| {
+        deployed(h) == Some(1)
+    });
+    // Later entries win: file < Secret < values.
+    let values = release.values();
+    assert_eq!(values["message"], "from-secret", "{values}");
+    assert_eq!(values["extra"], "kept", "{values}");
+    assert_eq!(values["replicaCount"], 3, "{values}");
+    daemon.stop();
+}
