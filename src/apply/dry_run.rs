@@ -4,6 +4,7 @@
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
+use super::ignore::DriftIgnore;
 use super::manifest::{self, Placed};
 use super::memo::server_fields_removed;
 use super::objref::ObjRef;
@@ -57,8 +58,9 @@ impl Manager {
     }
 
     /// What applying `objects` as `owner` would change, object by object,
-    /// without changing anything. Kinds must be served (CRs whose CRD is not
-    /// installed yet are reported as [`ApplyError::UnknownKind`]).
+    /// without changing anything; fields `ignore` names keep their live
+    /// values, as an apply would keep them. Kinds must be served (CRs whose
+    /// CRD is not installed yet are reported as [`ApplyError::UnknownKind`]).
     ///
     /// # Errors
     /// [`ApplyError::DryRunFailed`] lists every object the server refused.
@@ -66,6 +68,7 @@ impl Manager {
         &self,
         objects: Vec<Value>,
         owner: &Owner,
+        ignore: &DriftIgnore,
     ) -> Result<Vec<ObjectDiff>, ApplyError> {
         let mut placed = Vec::new();
         for m in manifest::prepare(objects, owner)? {
@@ -79,15 +82,26 @@ impl Manager {
             };
             placed.push(manifest::place(m, kind)?);
         }
+        let mut lives = Vec::with_capacity(placed.len());
+        let mut failures = Vec::new();
+        for p in placed.iter_mut() {
+            match self.live(p).await {
+                Ok(live) => {
+                    let value = live.as_ref().and_then(|l| serde_json::to_value(l).ok());
+                    ignore.keep_live(&p.objref, &mut p.body, value.as_ref());
+                    lives.push(live);
+                }
+                Err(err) => {
+                    failures.push(ObjectFailure::new(&p.objref, &err));
+                    lives.push(None);
+                }
+            }
+        }
         let merged = self.dry_run_all(&placed, owner, 16).await;
         let mut diffs = Vec::with_capacity(placed.len());
-        let mut failures = Vec::new();
-        for (p, result) in placed.iter().zip(merged) {
+        for ((p, result), live) in placed.iter().zip(merged).zip(lives) {
             match result {
-                Ok(merged) => match self.live(p).await {
-                    Ok(live) => diffs.push(compare(&p.objref, live, merged)),
-                    Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
-                },
+                Ok(merged) => diffs.push(compare(&p.objref, live, merged)),
                 Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
             }
         }
@@ -101,7 +115,7 @@ impl Manager {
         }
     }
 
-    async fn live(&self, placed: &Placed) -> Result<Option<DynamicObject>, kube::Error> {
+    pub(crate) async fn live(&self, placed: &Placed) -> Result<Option<DynamicObject>, kube::Error> {
         self.api(&placed.kind, &placed.objref)
             .get_opt(&placed.objref.name)
             .await

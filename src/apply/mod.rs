@@ -54,6 +54,7 @@ pub mod discovery;
 mod drift;
 pub mod dry_run;
 pub mod health;
+pub mod ignore;
 pub mod inventory;
 mod manifest;
 mod memo;
@@ -76,6 +77,7 @@ pub use changeset::{Action, Change, ChangeSet};
 pub use discovery::{DiscoveryError, Kind, KindCache};
 pub use dry_run::{DiffKind, ObjectDiff};
 pub use health::HealthError;
+pub use ignore::{DriftIgnore, IgnoreError, IgnoreRule, ObjectSelector};
 pub use objref::{ObjRef, ObjRefError};
 pub use order::{order, APPLY_ORDER};
 pub use owned::Owned;
@@ -358,7 +360,7 @@ mod send_check {
 
     async fn verbs_are_send(manager: &Manager, owner: &Owner, refs: &[ObjRef]) {
         is_send(manager.apply(Vec::new(), owner, &ApplyOptions::default()));
-        is_send(manager.dry_run_diff(Vec::new(), owner));
+        is_send(manager.dry_run_diff(Vec::new(), owner, &DriftIgnore::default()));
         is_send(manager.prune(refs, owner, &PruneOptions::default()));
         is_send(manager.wait(refs, std::time::Duration::ZERO));
         is_send(manager.drift_watch(refs, owner));

@@ -2,6 +2,7 @@
 //! server-side apply it stage by stage with a bounded pool.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -10,6 +11,7 @@ use serde_json::Value;
 use super::changeset::{Action, ChangeSet};
 use super::discovery::{DiscoveryError, Kind};
 use super::health::HealthError;
+use super::ignore::DriftIgnore;
 use super::manifest::{self, Manifest, Placed};
 use super::objref::{ObjRef, ObjRefError};
 use super::order::{self, Stage};
@@ -26,6 +28,8 @@ pub struct ApplyOptions {
     pub concurrency: usize,
     /// How long to wait for CRDs of the set to be Established.
     pub crd_timeout: Duration,
+    /// Fields left as they are on existing objects (drift ignore rules).
+    pub drift_ignore: Arc<DriftIgnore>,
 }
 
 impl Default for ApplyOptions {
@@ -34,6 +38,7 @@ impl Default for ApplyOptions {
             force_recreate: false,
             concurrency: super::MAX_IN_FLIGHT,
             crd_timeout: Duration::from_secs(30),
+            drift_ignore: Arc::default(),
         }
     }
 }
@@ -287,6 +292,8 @@ impl Manager {
         for group in stages {
             placed.extend(self.place_all(group, changes).await?);
         }
+        self.keep_ignored_live(&mut placed, &options.drift_ignore, changes)
+            .await?;
         let mut validated = self
             .validate(&placed, owner, options, changes)
             .await?
@@ -366,6 +373,39 @@ impl Manager {
         Err(unknown_kind(object, applied.clone()))
     }
 
+    /// Sets the fields `ignore` names, on objects that exist, to their
+    /// live values (one read per object a rule applies to).
+    pub(crate) async fn keep_ignored_live(
+        &self,
+        placed: &mut [Placed],
+        ignore: &DriftIgnore,
+        applied: &ChangeSet,
+    ) -> Result<(), ApplyError> {
+        if ignore.is_empty() {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        for p in placed
+            .iter_mut()
+            .filter(|p| !ignore.pointers(&p.objref).is_empty())
+        {
+            match self.live(p).await {
+                Ok(live) => {
+                    let live = live.and_then(|l| serde_json::to_value(l).ok());
+                    ignore.keep_live(&p.objref, &mut p.body, live.as_ref());
+                }
+                Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        Err(ApplyError::DryRunFailed {
+            failures,
+            applied: applied.clone(),
+        })
+    }
+
     /// Dry-runs the whole stage; any refusal stops the apply.
     async fn validate(
         &self,
@@ -409,7 +449,7 @@ impl Manager {
         let requests = placed
             .iter()
             .zip(validated)
-            .map(|(p, v)| self.apply_one(p, v, owner))
+            .map(|(p, v)| self.apply_one(p, v, owner, &options.drift_ignore))
             .collect();
         self.bounded(requests, options.concurrency).await
     }
@@ -419,6 +459,7 @@ impl Manager {
         placed: &Placed,
         validated: Validated,
         owner: &Owner,
+        ignore: &DriftIgnore,
     ) -> Result<Action, kube::Error> {
         let api = self.api(&placed.kind, &placed.objref);
         let params = PatchParams::apply(&owner.field_manager).force();
@@ -432,14 +473,18 @@ impl Manager {
             Validated::Recreate => {
                 self.memo.forget(&placed.objref);
                 self.delete_and_wait(placed).await?;
-                self.memo
-                    .remember(&placed.objref, &apply().await?, &owner.field_manager);
+                self.memo.remember(
+                    &placed.objref,
+                    &apply().await?,
+                    &owner.field_manager,
+                    ignore,
+                );
                 return Ok(Action::Configured);
             }
         };
         let after = apply().await?;
         self.memo
-            .remember(&placed.objref, &after, &owner.field_manager);
+            .remember(&placed.objref, &after, &owner.field_manager, ignore);
         Ok(action(
             before.as_deref(),
             after.metadata.resource_version.as_deref(),

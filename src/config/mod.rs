@@ -36,8 +36,10 @@ macro_rules! source_settings {
 }
 
 mod diff;
+mod drift;
 mod error;
 mod helm;
+mod overlay;
 pub mod raw;
 mod validate;
 mod validate_bucket;
@@ -50,8 +52,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diff::{diff, Changes, ConfigDiff};
+pub use drift::{DriftIgnoreRule, DriftMode, DriftPolicy, ObjectSelector};
 pub use error::{Error, Problem, Problems};
 pub use helm::{ChartOrigin, HelmChart, HelmEndpoint, HelmRepository};
+pub use overlay::{Image, Overlay, Patch};
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kedge/kedge.toml";
@@ -395,6 +399,10 @@ pub struct Kustomization {
     pub suspend: bool,
     pub force: bool,
     pub deletion_policy: DeletionPolicy,
+    /// What is done about drift, and which fields are left to others.
+    pub drift: DriftPolicy,
+    /// Flux's fields that change the build.
+    pub overlay: Overlay,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,6 +58,8 @@ impl Checker<'_> {
         };
         let health_checks = self.health_checks(&raw, key);
         let target_namespace = self.target_namespace(&raw.target_namespace, key);
+        let drift = self.drift(&raw.drift, key);
+        let overlay = self.overlay(&raw, key);
         Some(Kustomization {
             name: name.to_string(),
             source: source?,
@@ -78,6 +80,8 @@ impl Checker<'_> {
             suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
             force: raw.force.map(Spanned::into_inner).unwrap_or(false),
             deletion_policy: deletion_policy?,
+            drift: drift?,
+            overlay: overlay?,
         })
     }
 

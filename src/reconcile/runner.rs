@@ -27,9 +27,10 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::kustomization::{self, Context, OWNER_KIND};
+use super::overlay::drift_ignore;
 use super::scheduler::{next_delay, SourceUpdate};
 use crate::apply::{debounce, Manager, ObjRef, Owner};
-use crate::config::Config;
+use crate::config::{Config, DriftMode, Kustomization};
 
 /// How long a watch must be quiet before the drift it saw is reverted.
 pub const DRIFT_QUIET: Duration = Duration::from_millis(100);
@@ -192,7 +193,7 @@ async fn run_kustomization(
         }
         if !k.suspend {
             tokio::select! {
-                () = drift.follow(&ctx, &name, &action.inventory, own_wake.clone()) => {}
+                () = drift.follow(&ctx, k, &action.inventory, own_wake.clone()) => {}
                 _ = stopped(&mut shutdown) => break,
             }
         }
@@ -237,7 +238,8 @@ async fn server_back(manager: &Manager, failed: bool, down: &mut bool) {
 }
 
 /// The drift watch of one kustomization, restarted when its inventory
-/// changes.
+/// changes; none in drift mode `off`. Drift wakes the kustomization,
+/// whose run reverts it (mode `correct`) or reports it (mode `detect`).
 #[derive(Default)]
 struct DriftWatch {
     watching: Vec<ObjRef>,
@@ -245,19 +247,37 @@ struct DriftWatch {
 }
 
 impl DriftWatch {
-    async fn follow(&mut self, ctx: &Context, name: &str, inventory: &[ObjRef], wake: Arc<Notify>) {
+    async fn follow(
+        &mut self,
+        ctx: &Context,
+        k: &Kustomization,
+        inventory: &[ObjRef],
+        wake: Arc<Notify>,
+    ) {
+        let name = &k.name;
         if self.task.is_some() && self.watching == inventory {
             return;
         }
         self.watching = inventory.to_vec();
-        if inventory.is_empty() {
+        if inventory.is_empty() || k.drift.mode == DriftMode::Off {
             self.stop();
             return;
         }
+        let ignore = match drift_ignore(&k.drift.ignore) {
+            Ok(ignore) => Arc::new(ignore),
+            Err(err) => {
+                tracing::warn!(kustomization = %name, "drift watch not started: drift.ignore: {err}");
+                return;
+            }
+        };
         let owner = Owner::new(name, OWNER_KIND);
+        let mode = k.drift.mode;
         // The new follower registers before the old one leaves, so a kind
         // both follow keeps its watch (and its fingerprints) running.
-        let followed = ctx.manager.drift_watch(inventory, &owner).await;
+        let followed = ctx
+            .manager
+            .drift_watch_ignoring(inventory, &owner, ignore)
+            .await;
         self.stop();
         match followed {
             Ok(events) => {
@@ -267,7 +287,7 @@ impl DriftWatch {
                     while let Some(batch) = batches.next().await {
                         let objects: Vec<String> =
                             batch.iter().map(|e| e.object.to_string()).collect();
-                        tracing::info!(kustomization = %name, reason = "DriftDetected", "drift on {}", objects.join(", "));
+                        tracing::info!(kustomization = %name, reason = "DriftDetected", mode = mode.as_str(), "drift on {}", objects.join(", "));
                         wake.notify_one();
                     }
                 });

@@ -89,6 +89,9 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (kind, name)
     );",
+    // 4: the digest of the objects a kustomization last applied, so that
+    // drift mode `detect` applies only what the declared state changes.
+    "ALTER TABLE kustomizations ADD COLUMN applied_digest TEXT;",
 ];
 
 /// How many events the history keeps; older ones are dropped on insert.
