@@ -839,6 +839,8 @@ mod tests {
             suspend: false,
             force: false,
             deletion_policy: DeletionPolicy::Delete,
+            drift: Default::default(),
+            overlay: Default::default(),
         }
     }
 
