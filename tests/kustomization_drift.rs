@@ -29,7 +29,8 @@ fn drift_lines(log: &str) -> Vec<String> {
         .collect()
 }
 
-async fn edit_key(configmaps: &Api<ConfigMap>, name: &str, manager: &str, value: &str) {
+/// Sets `data.key` of ConfigMap `name` as field manager `manager`.
+pub(crate) async fn edit_key(configmaps: &Api<ConfigMap>, name: &str, manager: &str, value: &str) {
     let params = PatchParams {
         field_manager: Some(manager.into()),
         ..PatchParams::default()
@@ -44,7 +45,14 @@ async fn edit_key(configmaps: &Api<ConfigMap>, name: &str, manager: &str, value:
         .unwrap_or_else(|err| panic!("edit {name}: {err}"));
 }
 
-async fn until_value(client: &kube::Client, namespace: &str, name: &str, want: &str, what: &str) {
+/// Waits until ConfigMap `name`'s `data.key` is `want`.
+pub(crate) async fn until_value(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    want: &str,
+    what: &str,
+) {
     eventually(BOUND, what, || async move {
         value_of(client, namespace, name).await.as_deref() == Some(want)
     })

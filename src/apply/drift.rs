@@ -25,6 +25,7 @@ use kube::runtime::watcher;
 
 use super::ignore::{names_field, DriftIgnore};
 use super::objref::ObjRef;
+use super::policy::{ApplyPolicy, Policy};
 use super::{KIND_LABEL, NAME_LABEL};
 
 /// Why an object drifted.
@@ -63,6 +64,8 @@ pub(crate) struct Fingerprint {
 struct Tracked {
     owner: OwnerKey,
     fingerprint: Fingerprint,
+    /// Its policy says kedge leaves it (`policy.rs`): held, never judged.
+    left_alone: bool,
 }
 
 /// The objects of one kind that carry kedge's labels, turning watch events
@@ -116,9 +119,11 @@ impl DriftTracker {
     /// baseline of an object not seen yet, so that its first sight is
     /// compared with what kedge applied.
     pub fn seed(&mut self, object: ObjectKey, owner: OwnerKey, fingerprint: Fingerprint) {
-        self.objects
-            .entry(object)
-            .or_insert(Tracked { owner, fingerprint });
+        self.objects.entry(object).or_insert(Tracked {
+            owner,
+            fingerprint,
+            left_alone: false,
+        });
     }
 
     /// Of `expected`, the objects this kind's watch does not hold.
@@ -157,6 +162,11 @@ impl DriftTracker {
                 let Some(key) = key(&meta) else {
                     return Vec::new();
                 };
+                if policy(&meta).apply == ApplyPolicy::Skip {
+                    // Never applied: its deletion changes nothing kedge does.
+                    self.objects.remove(&key);
+                    return Vec::new();
+                }
                 let owner = self
                     .objects
                     .remove(&key)
@@ -200,6 +210,18 @@ impl DriftTracker {
 
     fn changed(&mut self, meta: &ObjectMeta) -> Option<Drifted> {
         let (key, owner) = (key(meta)?, owner(meta)?);
+        if policy(meta).left_alone() {
+            // kedge does not apply it (again): no change of it is drift.
+            self.objects.insert(
+                key,
+                Tracked {
+                    owner,
+                    fingerprint: Fingerprint::default(),
+                    left_alone: true,
+                },
+            );
+            return None;
+        }
         let object = ObjRef {
             namespace: key.0.clone(),
             name: key.1.clone(),
@@ -216,8 +238,13 @@ impl DriftTracker {
             Tracked {
                 owner: owner.clone(),
                 fingerprint: now.clone(),
+                left_alone: false,
             },
         )?;
+        if before.left_alone {
+            // No longer left alone: this sight is the baseline.
+            return None;
+        }
         let before = before.fingerprint;
         // Our own apply changes our entry's time: what it dropped is ours to drop.
         let taken = now.applied_at == before.applied_at
@@ -241,6 +268,10 @@ impl DriftTracker {
             cause: DriftCause::ChangedBy(by),
         })
     }
+}
+
+fn policy(meta: &ObjectMeta) -> Policy {
+    Policy::of(meta.annotations.as_ref(), meta.labels.as_ref())
 }
 
 fn key(meta: &ObjectMeta) -> Option<ObjectKey> {
@@ -463,6 +494,32 @@ mod tests {
             edit(&["a", "b"]),
         ])));
         assert_eq!(events.len(), 1, "b is not");
+    }
+
+    #[test]
+    fn an_object_kedge_leaves_alone_is_held_but_never_drift() {
+        let mut t = tracker();
+        let left = |managers: &[(&str, &str, &str, serde_json::Value)]| {
+            let mut meta = cm(managers);
+            meta.annotations = Some(
+                [(
+                    "kustomize.toolkit.fluxcd.io/ssa".to_string(),
+                    "IfNotPresent".to_string(),
+                )]
+                .into(),
+            );
+            meta
+        };
+        t.observe(watcher::Event::Apply(left(&[ours(&["a"], T1)])));
+        assert!(t.missing(&[object()]).is_empty(), "held: not missing");
+        assert!(t
+            .observe(watcher::Event::Apply(left(&[ours(&[], T1), edit(&["a"])])))
+            .is_empty());
+        assert_eq!(
+            t.observe(watcher::Event::Delete(left(&[]))).len(),
+            1,
+            "an IfNotPresent object deleted is re-created"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::ignore::DriftIgnore;
 use super::manifest::{self, Placed};
 use super::memo::server_fields_removed;
 use super::objref::ObjRef;
+use super::policy::{ApplyPolicy, Policy};
 use super::ssa::{ApplyError, ObjectFailure};
 use super::{Manager, Owner};
 
@@ -38,7 +39,7 @@ impl Manager {
     /// results in the objects' order.
     pub(crate) async fn dry_run_all(
         &self,
-        placed: &[Placed],
+        placed: &[&Placed],
         owner: &Owner,
         concurrency: usize,
     ) -> Vec<Result<DynamicObject, kube::Error>> {
@@ -59,7 +60,8 @@ impl Manager {
 
     /// What applying `objects` as `owner` would change, object by object,
     /// without changing anything; fields `ignore` names keep their live
-    /// values, as an apply would keep them. Kinds must be served (CRs whose
+    /// values, as an apply would keep them, and objects an apply would
+    /// skip (`policy.rs`) are left out. Kinds must be served (CRs whose
     /// CRD is not installed yet are reported as [`ApplyError::UnknownKind`]).
     ///
     /// # Errors
@@ -82,24 +84,27 @@ impl Manager {
             };
             placed.push(manifest::place(m, kind)?);
         }
+        let mut checked = Vec::with_capacity(placed.len());
         let mut lives = Vec::with_capacity(placed.len());
         let mut failures = Vec::new();
-        for p in placed.iter_mut() {
-            match self.live(p).await {
+        for mut p in placed {
+            match self.live(&p).await {
                 Ok(live) => {
                     let value = live.as_ref().and_then(|l| serde_json::to_value(l).ok());
+                    if skipped(&p.body, value.as_ref()) {
+                        continue;
+                    }
                     ignore.keep_live(&p.objref, &mut p.body, value.as_ref());
                     lives.push(live);
+                    checked.push(p);
                 }
-                Err(err) => {
-                    failures.push(ObjectFailure::new(&p.objref, &err));
-                    lives.push(None);
-                }
+                Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
             }
         }
-        let merged = self.dry_run_all(&placed, owner, 16).await;
-        let mut diffs = Vec::with_capacity(placed.len());
-        for ((p, result), live) in placed.iter().zip(merged).zip(lives) {
+        let refs: Vec<&Placed> = checked.iter().collect();
+        let merged = self.dry_run_all(&refs, owner, 16).await;
+        let mut diffs = Vec::with_capacity(checked.len());
+        for ((p, result), live) in checked.iter().zip(merged).zip(lives) {
             match result {
                 Ok(merged) => diffs.push(compare(&p.objref, live, merged)),
                 Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
@@ -120,6 +125,15 @@ impl Manager {
             .get_opt(&placed.objref.name)
             .await
     }
+}
+
+/// Whether an apply skips the manifest `body` given the `live` object.
+fn skipped(body: &Value, live: Option<&Value>) -> bool {
+    let desired = Policy::of_manifest(body);
+    let live_policy = live.map(Policy::of_manifest).unwrap_or_default();
+    desired.apply == ApplyPolicy::Skip
+        || live_policy.apply == ApplyPolicy::Skip
+        || (desired.apply == ApplyPolicy::IfNotPresent && live.is_some())
 }
 
 fn compare(object: &ObjRef, live: Option<DynamicObject>, merged: DynamicObject) -> ObjectDiff {

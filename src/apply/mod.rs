@@ -61,6 +61,7 @@ mod memo;
 pub mod objref;
 pub mod order;
 pub mod owned;
+pub mod policy;
 pub mod prune;
 pub mod ssa;
 pub mod status;
@@ -81,6 +82,7 @@ pub use ignore::{DriftIgnore, IgnoreError, IgnoreRule, ObjectSelector};
 pub use objref::{ObjRef, ObjRefError};
 pub use order::{order, APPLY_ORDER};
 pub use owned::Owned;
+pub use policy::{ApplyPolicy, Policy};
 pub use prune::{PruneOptions, PruneResult, SkipReason};
 pub use ssa::{ApplyError, ApplyOptions, ObjectFailure, Plan};
 pub use status::{evaluate, Status};
@@ -90,10 +92,6 @@ pub use watch::{debounce, DriftCause, DriftEvent, DriftStream, WatchError};
 pub const NAME_LABEL: &str = "kedge.dev/name";
 /// Label naming the owner's kind (`Kustomization`) on every applied object.
 pub const KIND_LABEL: &str = "kedge.dev/kind";
-/// Annotation that, set to [`PRUNE_DISABLED`], keeps an object from prune.
-pub const PRUNE_ANNOTATION: &str = "kedge.dev/prune";
-/// See [`PRUNE_ANNOTATION`].
-pub const PRUNE_DISABLED: &str = "disabled";
 
 /// Who applies: the field manager for server-side apply, and the name and
 /// kind written as labels ([`NAME_LABEL`], [`KIND_LABEL`]) on every object.

@@ -15,6 +15,7 @@ use super::ignore::DriftIgnore;
 use super::manifest::{self, Manifest, Placed};
 use super::objref::{ObjRef, ObjRefError};
 use super::order::{self, Stage};
+use super::policy::{ApplyPolicy, Policy};
 use super::{Manager, Owner};
 
 /// How to apply.
@@ -206,8 +207,11 @@ enum Validated {
         live_version: Option<String>,
         unchanged: bool,
     },
-    /// An immutable field changes and `force_recreate` is set.
+    /// An immutable field changes and `force_recreate` is set, or the
+    /// object says `force: enabled`.
     Recreate,
+    /// Its policy says to leave it (`policy.rs`).
+    Skip,
 }
 
 impl Manager {
@@ -414,16 +418,36 @@ impl Manager {
         options: &ApplyOptions,
         applied: &ChangeSet,
     ) -> Result<Vec<Validated>, ApplyError> {
-        let results = self.dry_run_all(placed, owner, options.concurrency).await;
+        let policies: Vec<Policy> = placed
+            .iter()
+            .map(|p| Policy::of_manifest(&p.body))
+            .collect();
+        let checked: Vec<&Placed> = placed
+            .iter()
+            .zip(&policies)
+            .filter(|(_, policy)| policy.apply != ApplyPolicy::Skip)
+            .map(|(p, _)| p)
+            .collect();
+        let mut results = self
+            .dry_run_all(&checked, owner, options.concurrency)
+            .await
+            .into_iter();
         let mut validated = Vec::with_capacity(placed.len());
         let mut failures = Vec::new();
-        for (p, result) in placed.iter().zip(results) {
+        for (p, policy) in placed.iter().zip(policies) {
+            if policy.apply == ApplyPolicy::Skip {
+                validated.push(Validated::Skip);
+                continue;
+            }
+            let Some(result) = results.next() else {
+                break;
+            };
             match result {
-                Ok(object) => validated.push(Validated::Ok {
-                    unchanged: self.memo.unchanged(&p.objref, &object),
-                    live_version: object.metadata.resource_version,
-                }),
-                Err(err) if options.force_recreate && is_immutable_field_error(&err) => {
+                Ok(object) => validated.push(validated_by_dry_run(p, policy, object, &self.memo)),
+                Err(err)
+                    if (options.force_recreate || policy.force)
+                        && is_immutable_field_error(&err) =>
+                {
                     validated.push(Validated::Recreate)
                 }
                 Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
@@ -470,6 +494,7 @@ impl Manager {
                 unchanged: true, ..
             } => return Ok(Action::Unchanged),
             Validated::Ok { live_version, .. } => live_version,
+            Validated::Skip => return Ok(Action::Skipped),
             Validated::Recreate => {
                 self.memo.forget(&placed.objref);
                 self.delete_and_wait(placed).await?;
@@ -530,6 +555,34 @@ impl Manager {
                 source,
                 applied: applied.clone(),
             })
+    }
+}
+
+/// What a successful dry-run says of `p`: skipped when the object exists
+/// and its policy (`IfNotPresent`, or `Ignore` / `reconcile: disabled` set
+/// on the live object) says to leave it.
+fn validated_by_dry_run(
+    p: &Placed,
+    desired: Policy,
+    merged: kube::api::DynamicObject,
+    memo: &super::memo::Memo,
+) -> Validated {
+    let live_version = merged
+        .metadata
+        .resource_version
+        .clone()
+        .filter(|rv| !rv.is_empty());
+    let live = Policy::of(
+        merged.metadata.annotations.as_ref(),
+        merged.metadata.labels.as_ref(),
+    );
+    let exists = live_version.is_some();
+    if exists && (desired.apply == ApplyPolicy::IfNotPresent || live.apply == ApplyPolicy::Skip) {
+        return Validated::Skip;
+    }
+    Validated::Ok {
+        unchanged: memo.unchanged(&p.objref, &merged),
+        live_version,
     }
 }
 

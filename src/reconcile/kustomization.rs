@@ -86,7 +86,9 @@ pub struct Context {
 pub struct Action {
     pub requeue_after: Duration,
     pub ready: bool,
-    /// The inventory after this run (empty when nothing was ever applied).
+    /// The objects to watch for drift: the inventory after this run (empty
+    /// when nothing was ever applied), less what its apply skipped by the
+    /// objects' policies.
     pub inventory: Vec<ObjRef>,
 }
 
@@ -165,6 +167,7 @@ struct Applied {
     revision: String,
     changes: ChangeSet,
     pruned: usize,
+    /// To watch for drift (see [`Action::inventory`]).
     inventory: Vec<ObjRef>,
     /// Objects that drifted and were left so (drift mode `detect`).
     drifted: Vec<ObjRef>,
@@ -406,9 +409,17 @@ async fn pipeline(
         store_inventory(ctx, &k.name, &artifact.revision, &new)?;
         (new.clone(), 0)
     };
+    let skipped: Vec<ObjRef> = changes
+        .entries
+        .iter()
+        .filter(|c| c.action == apply::Action::Skipped)
+        .map(|c| c.object.clone())
+        .collect();
+    let watched = inventory::diff(&kept, &skipped);
     // Wait for health, letting other sets apply meanwhile.
     drop(turn);
-    let checked = health_targets(k, &new);
+    // Objects skipped by their policy may not exist: not waited for.
+    let checked = health_targets(k, &inventory::diff(&new, &skipped));
     if !checked.is_empty() {
         // Ends before the whole run's timeout, to report which objects are not healthy.
         let left = k.timeout.saturating_sub(started.elapsed() + HEALTH_MARGIN);
@@ -419,7 +430,7 @@ async fn pipeline(
         revision: artifact.revision,
         changes,
         pruned,
-        inventory: kept,
+        inventory: watched,
         drifted: Vec::new(),
     })
 }
