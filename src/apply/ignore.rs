@@ -6,8 +6,8 @@
 //! # Design
 //! A rule is a list of JSON pointers (RFC 6901) and the objects they apply
 //! to. An ignored field is left out of drift in two places:
-//! - applying: when the object exists, the manifest takes the live value
-//!   at each ignored pointer (or drops the field when the live object has
+//! - applying: when the object exists, a declared field at an ignored
+//!   pointer takes the live value (or is dropped when the live object has
 //!   none), so an apply never changes it; a new object is created with
 //!   the declared value;
 //! - judging drift: kedge's `managedFields` paths under an ignored pointer
@@ -18,9 +18,11 @@
 //! `managedFields` names list items by key (`k:{"name":"web"}`), not by
 //! index: a pointer through a list index (`/spec/containers/0/image`)
 //! ignores that path in every item of the list when judging drift.
+//! Targets select by group, version, kind, name and namespace; Flux's
+//! label and annotation selectors are refused by the config.
 
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::objref::ObjRef;
 
@@ -153,16 +155,20 @@ impl DriftIgnore {
     }
 
     /// Makes `body` (the manifest of `object`) leave its ignored fields as
-    /// they are in `live`: the live value where there is one, no value
-    /// where there is none. A new object (`live` is `None`) keeps the
+    /// they are in `live`: a declared field takes the live value, or is
+    /// dropped when the live object has none; a field the manifest does not
+    /// declare stays undeclared. A new object (`live` is `None`) keeps the
     /// declared values.
     pub(crate) fn keep_live(&self, object: &ObjRef, body: &mut Value, live: Option<&Value>) {
         let Some(live) = live else {
             return;
         };
         for pointer in self.pointers(object) {
+            let Some(declared) = value_at_mut(body, pointer) else {
+                continue;
+            };
             match value_at(live, pointer) {
-                Some(value) => set_at(body, pointer, value.clone()),
+                Some(value) => *declared = value.clone(),
                 None => remove_at(body, pointer),
             }
         }
@@ -192,62 +198,23 @@ fn value_at<'a>(value: &'a Value, pointer: &[String]) -> Option<&'a Value> {
     })
 }
 
-/// Sets the value at `pointer`, creating maps on the way; leaves `value`
-/// alone when the way runs through a list item that does not exist or a
-/// scalar.
-fn set_at(value: &mut Value, pointer: &[String], new: Value) {
-    let Some((last, parents)) = pointer.split_last() else {
-        return;
-    };
-    let mut node = value;
-    for segment in parents {
-        node = match node {
-            Value::Object(map) => map
-                .entry(segment.clone())
-                .or_insert_with(|| Value::Object(Map::new())),
-            Value::Array(items) => {
-                match segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                    Some(item) => item,
-                    None => return,
-                }
-            }
-            _ => return,
-        };
-    }
-    match node {
-        Value::Object(map) => {
-            map.insert(last.clone(), new);
-        }
-        Value::Array(items) => {
-            if let Some(item) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                *item = new;
-            }
-        }
-        _ => {}
-    }
+fn value_at_mut<'a>(value: &'a mut Value, pointer: &[String]) -> Option<&'a mut Value> {
+    pointer.iter().try_fold(value, |node, segment| match node {
+        Value::Object(map) => map.get_mut(segment),
+        Value::Array(items) => items.get_mut(segment.parse::<usize>().ok()?),
+        _ => None,
+    })
 }
 
 fn remove_at(value: &mut Value, pointer: &[String]) {
     let Some((last, parents)) = pointer.split_last() else {
         return;
     };
-    let mut node = value;
-    for segment in parents {
-        let next = match node {
-            Value::Object(map) => map.get_mut(segment),
-            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
-            _ => None,
-        };
-        let Some(next) = next else {
-            return;
-        };
-        node = next;
-    }
-    match node {
-        Value::Object(map) => {
+    match value_at_mut(value, parents) {
+        Some(Value::Object(map)) => {
             map.remove(last);
         }
-        Value::Array(items) => {
+        Some(Value::Array(items)) => {
             if let Some(i) = last.parse::<usize>().ok().filter(|i| *i < items.len()) {
                 items.remove(i);
             }
@@ -347,6 +314,14 @@ mod tests {
         let mut body = declared.clone();
         ignore.keep_live(&web(), &mut body, None);
         assert_eq!(body, declared);
+
+        let mut body = json!({"spec": {"paused": false}});
+        ignore.keep_live(&web(), &mut body, Some(&json!({"spec": {"replicas": 7}})));
+        assert_eq!(
+            body,
+            json!({"spec": {"paused": false}}),
+            "an undeclared field is not claimed"
+        );
     }
 
     #[test]
