@@ -288,3 +288,63 @@ async fn an_ignored_field_is_left_to_its_other_manager() {
     })
     .await;
 }
+
+/// The case ignore rules exist for: an autoscaler scales a Deployment
+/// through its `scale` subresource, which takes `/spec/replicas` from
+/// kedge; with the rule, that is not drift and applies keep its count.
+#[tokio::test]
+async fn an_autoscaler_owns_replicas_without_a_fight() {
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "kd-scale").await;
+    let name = "kd-scale";
+    let ignore = r#"drift = { ignore = [{ paths = ["/spec/replicas"], target = { kind = "Deployment", name = "web" } }] }"#;
+    let setup = Setup::new(&watched(name, "./apps", &ns.name, ignore));
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.27\n";
+    let commit = setup.repo.commit(
+        &[
+            ("apps/web.yaml", deployment),
+            ("apps/barrier.yaml", &configmap("barrier", "declared")),
+        ],
+        "a deployment",
+    );
+    let _daemon = setup.start();
+    setup.wait_applied(name, &commit);
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let autoscaler = PatchParams {
+        field_manager: Some("horizontal-pod-autoscaler".into()),
+        ..PatchParams::default()
+    };
+    deployments
+        .patch_scale(
+            "web",
+            &autoscaler,
+            &Patch::Merge(json!({ "spec": { "replicas": 3 } })),
+        )
+        .await
+        .expect("scale web");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    edit_key(&configmaps, "barrier", "kubectl-edit", "edited").await;
+    until_value(
+        &client,
+        &ns.name,
+        "barrier",
+        "declared",
+        "the barrier's drift reverted",
+    )
+    .await;
+
+    let lines = drift_lines(&setup.log_text());
+    assert!(
+        !lines.iter().any(|l| l.contains("Deployment/")),
+        "scaling was drift: {lines:?}"
+    );
+    let web = deployments.get("web").await.expect("get web");
+    assert_eq!(
+        web.spec.and_then(|s| s.replicas),
+        Some(3),
+        "the apply that reverted the barrier kept the autoscaler's count"
+    );
+}
