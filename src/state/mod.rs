@@ -113,6 +113,9 @@ const MIGRATIONS: &[&str] = &[
         chart_name TEXT NOT NULL DEFAULT '',
         snapshot TEXT NOT NULL DEFAULT ''
     );",
+    // 5: the digest of the objects a kustomization last applied, so that
+    // drift mode `detect` applies only what the declared state changes.
+    "ALTER TABLE kustomizations ADD COLUMN applied_digest TEXT;",
 ];
 
 /// How many events the history keeps; older ones are dropped on insert.
