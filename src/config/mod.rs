@@ -38,11 +38,13 @@ macro_rules! source_settings {
 mod diff;
 mod error;
 mod helm;
+mod postbuild;
 pub mod raw;
 mod validate;
 mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
+mod validate_postbuild;
 pub mod version_range;
 
 use std::collections::BTreeMap;
@@ -52,6 +54,8 @@ use std::time::Duration;
 pub use diff::{diff, Changes, ConfigDiff};
 pub use error::{Error, Problem, Problems};
 pub use helm::{ChartOrigin, HelmChart, HelmEndpoint, HelmRepository};
+pub use postbuild::{Decryption, PostBuild, SubstituteFrom, VarsKind};
+pub use validate_postbuild::is_variable_name;
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kedge/kedge.toml";
@@ -395,6 +399,8 @@ pub struct Kustomization {
     pub suspend: bool,
     pub force: bool,
     pub deletion_policy: DeletionPolicy,
+    /// Substitution and decryption between the build and the apply.
+    pub post_build: PostBuild,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -95,6 +95,30 @@ pub struct RawKustomization {
     pub suspend: Option<Spanned<bool>>,
     pub force: Option<Spanned<bool>>,
     pub deletion_policy: Option<Spanned<String>>,
+    pub substitute: Option<Spanned<BTreeMap<String, String>>>,
+    pub substitute_from: Option<Vec<Spanned<RawSubstituteFrom>>>,
+    pub strict: Option<Spanned<bool>>,
+    pub decryption: Option<Spanned<RawDecryption>>,
+}
+
+/// One `substitute_from` entry: `{ kind, name, namespace, optional }` or
+/// `{ file, optional }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubstituteFrom {
+    pub kind: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub namespace: Option<Spanned<String>>,
+    pub file: Option<Spanned<String>>,
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecryption {
+    pub provider: Spanned<String>,
+    pub age_key_file: Option<Spanned<String>>,
+    pub pgp_keyring_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -58,6 +58,7 @@ impl Checker<'_> {
         };
         let health_checks = self.health_checks(&raw, key);
         let target_namespace = self.target_namespace(&raw.target_namespace, key);
+        let post_build = self.post_build(&raw, key);
         Some(Kustomization {
             name: name.to_string(),
             source: source?,
@@ -78,6 +79,7 @@ impl Checker<'_> {
             suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
             force: raw.force.map(Spanned::into_inner).unwrap_or(false),
             deletion_policy: deletion_policy?,
+            post_build: post_build?,
         })
     }
 

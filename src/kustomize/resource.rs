@@ -150,6 +150,14 @@ impl Resource {
         self.value.clone()
     }
 
+    /// The manifest file the object was read from; `None` for generated ones.
+    pub fn origin_file(&self) -> Option<&std::path::Path> {
+        match &self.origin {
+            Some(Origin::File(path)) => Some(path),
+            _ => None,
+        }
+    }
+
     pub fn api_version(&self) -> &str {
         str_at(&self.value, &["apiVersion"]).unwrap_or_default()
     }

@@ -47,6 +47,7 @@ use crate::apply::{
 };
 use crate::config::{Config, DeletionPolicy, Kustomization, SourceRef};
 use crate::kustomize;
+use crate::postbuild;
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
 
@@ -109,6 +110,14 @@ pub enum Error {
         revision: String,
         message: String,
     },
+    /// Decryption or variable substitution failed (Flux reports both as a
+    /// failed build). Never holds a decrypted value.
+    #[error("post-build of {path} at {revision}: {message}")]
+    PostBuild {
+        path: String,
+        revision: String,
+        message: String,
+    },
     /// Server-side apply (or its dry-run) failed.
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
@@ -143,7 +152,7 @@ impl Error {
         match self {
             Error::Artifact { .. } | Error::NoArtifactYet { .. } => "ArtifactFailed",
             Error::InvalidPath { .. } => "InvalidPath",
-            Error::Build { .. } | Error::Task(_) => "BuildFailed",
+            Error::Build { .. } | Error::PostBuild { .. } | Error::Task(_) => "BuildFailed",
             Error::Apply(_) | Error::State(_) | Error::Inventory(_) | Error::Discovery(_) => {
                 "ReconciliationFailed"
             }
@@ -322,7 +331,7 @@ async fn pipeline(
     let artifact = latest_artifact(ctx, k)?;
     *attempted = Some(artifact.revision.clone());
     // Unpack it and build the manifests at the path.
-    let objects = objects_at(ctx, k, &artifact).await?;
+    let objects = objects_at(ctx, k, &artifact).await?.objects;
     // Write-ahead: everything this apply may create is recorded before the
     // first write, so an apply cut short (kill -9, a runner restarted by a
     // reload) leaves no object of ours outside the inventory.
@@ -419,28 +428,54 @@ pub async fn remove(ctx: &Context, name: &str) -> Result<String, Error> {
 }
 
 /// What `k` declares at its source's last good artifact, as it would be
-/// applied (target namespace set), with that revision: for `kedge build
-/// NAME` and `kedge diff NAME`.
-pub async fn desired_objects(
-    ctx: &Context,
-    k: &Kustomization,
-) -> Result<(String, Vec<Value>), Error> {
+/// applied (target namespace set, decrypted, substituted), with that
+/// revision: for `kedge build NAME` and `kedge diff NAME`, which must mask
+/// the `decrypted` ones.
+pub async fn desired_objects(ctx: &Context, k: &Kustomization) -> Result<Desired, Error> {
     let artifact = latest_artifact(ctx, k)?;
-    let objects = objects_at(ctx, k, &artifact).await?;
-    Ok((artifact.revision, objects))
+    objects_at(ctx, k, &artifact).await
 }
 
-/// The objects `k` declares in `artifact`, built and with its target
-/// namespace set.
+/// The objects of one revision, ready to apply.
+pub struct Desired {
+    pub revision: String,
+    pub objects: Vec<Value>,
+    /// Which of `objects` hold values decrypted from SOPS.
+    pub decrypted: Vec<ObjRef>,
+}
+
+/// The objects `k` declares in `artifact`: built, decrypted, with its
+/// target namespace set, then substituted (Flux's order).
 async fn objects_at(
     ctx: &Context,
     k: &Kustomization,
     artifact: &source::Artifact,
-) -> Result<Vec<Value>, Error> {
-    let objects = build(ctx, k, artifact).await?;
-    Ok(match &k.target_namespace {
+) -> Result<Desired, Error> {
+    let (objects, decrypted) = build(ctx, k, artifact).await?;
+    let mut objects = match &k.target_namespace {
         Some(namespace) => with_namespace(&ctx.manager, objects, namespace).await,
         None => objects,
+    };
+    if k.post_build.substitutes() {
+        let failed = |message: String| Error::PostBuild {
+            path: format!("./{}", k.path.display()),
+            revision: format!("{}@{}", k.source, artifact.revision),
+            message,
+        };
+        let vars = postbuild::load_variables(ctx.manager.client(), &k.post_build)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        postbuild::substitute(&mut objects, &vars, k.post_build.strict)
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let decrypted = decrypted
+        .iter()
+        .filter_map(|&index| ObjRef::from_manifest(index, objects.get(index)?).ok())
+        .collect();
+    Ok(Desired {
+        revision: artifact.revision.clone(),
+        objects,
+        decrypted,
     })
 }
 
@@ -451,19 +486,33 @@ fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact,
         .ok_or(Error::NoArtifactYet { source_ref })
 }
 
-/// Builds `k.path` of `artifact` (unpacked once for all kustomizations), on
-/// the blocking pool (both are file-system bound).
+/// Builds `k.path` of `artifact` (unpacked once for all kustomizations)
+/// and decrypts it, on the blocking pool (both are file-system bound);
+/// also says which objects were decrypted, by index.
 async fn build(
     ctx: &Context,
     k: &Kustomization,
     artifact: &source::Artifact,
-) -> Result<Vec<Value>, Error> {
+) -> Result<(Vec<Value>, Vec<usize>), Error> {
     let unpacker = ctx.unpacker.clone();
     let artifact = artifact.clone();
     let path = k.path.clone();
     let source_ref = k.source.to_string();
+    let key_file = k
+        .post_build
+        .decryption
+        .as_ref()
+        .and_then(|d| d.age_key_file.clone());
     let built = tokio::task::spawn_blocking(move || {
-        unpack_and_build(&unpacker, &artifact, &path, &source_ref)
+        let keys = key_file
+            .map(|file| postbuild::sops::Keys::read(&file).map(Arc::new))
+            .transpose()
+            .map_err(|e| Error::PostBuild {
+                path: format!("./{}", path.display()),
+                revision: format!("{source_ref}@{}", artifact.revision),
+                message: e.to_string(),
+            })?;
+        unpack_and_build(&unpacker, &artifact, &path, &source_ref, keys)
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))?;
@@ -478,7 +527,8 @@ fn unpack_and_build(
     artifact: &source::Artifact,
     path: &Path,
     source_ref: &str,
-) -> Result<Vec<Value>, Error> {
+    keys: Option<Arc<postbuild::sops::Keys>>,
+) -> Result<(Vec<Value>, Vec<usize>), Error> {
     let tree = unpacker.unpacked(artifact).map_err(|e| Error::Artifact {
         source_ref: source_ref.to_string(),
         message: e.to_string(),
@@ -491,11 +541,39 @@ fn unpack_and_build(
             revision: artifact.revision.clone(),
         });
     }
-    let resources = kustomize::build_plain_dir(&dir).map_err(|err| Error::Build {
-        path: shown,
-        revision: format!("{source_ref}@{}", artifact.revision),
+    let revision = format!("{source_ref}@{}", artifact.revision);
+    let built = match &keys {
+        Some(keys) => {
+            kustomize::with_secret_sources(Arc::new(postbuild::SecretFiles(keys.clone())), || {
+                kustomize::build_plain_dir(&dir)
+            })
+        }
+        None => kustomize::build_plain_dir(&dir),
+    };
+    let resources = built.map_err(|err| Error::Build {
+        path: shown.clone(),
+        revision: revision.clone(),
         message: in_repository(&crate::error_chain::describe(&err), &tree),
     })?;
+    let mut objects = Vec::with_capacity(resources.len());
+    let mut decrypted = Vec::new();
+    for resource in &resources {
+        let mut object = resource.to_json();
+        if let Some(keys) = &keys {
+            let origin = resource.origin_file();
+            let shown_origin = origin.map(|o| in_repository(&o.display().to_string(), &tree));
+            let was_encrypted = postbuild::decrypt(&mut object, origin, shown_origin, keys)
+                .map_err(|err| Error::PostBuild {
+                    path: shown.clone(),
+                    revision: revision.clone(),
+                    message: err.to_string(),
+                })?;
+            if was_encrypted {
+                decrypted.push(objects.len());
+            }
+        }
+        objects.push(object);
+    }
     // A tree damaged while the build read it must not become a prune.
     unpacker
         .confirm(artifact)
@@ -506,7 +584,7 @@ fn unpack_and_build(
                 tree.display()
             ),
         })?;
-    Ok(resources.iter().map(kustomize::Resource::to_json).collect())
+    Ok((objects, decrypted))
 }
 
 /// `message` with the paths of the unpacked artifact in `tree` written as
@@ -784,6 +862,7 @@ mod tests {
             suspend: false,
             force: false,
             deletion_policy: DeletionPolicy::Delete,
+            post_build: Default::default(),
         }
     }
 

@@ -1,0 +1,104 @@
+//! `${var}` substitution over built objects, as Flux does it: on each
+//! object's YAML text, read back afterwards, so `replicas: ${count}`
+//! becomes a number and a value may hold YAML.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{describe, disabled, envsubst, Error};
+use crate::kustomize;
+
+/// Substitutes `vars` in every object not marked `substitute: disabled`.
+/// Undefined variables expand to "" unless `strict`, where they are an
+/// error naming the object and the variable.
+pub fn substitute(
+    objects: &mut [Value],
+    vars: &BTreeMap<String, String>,
+    strict: bool,
+) -> Result<(), Error> {
+    let lookup = |name: &str| vars.get(name).cloned();
+    for object in objects.iter_mut() {
+        if disabled(object, "substitute", true) {
+            continue;
+        }
+        let text = kustomize::value_to_yaml(object);
+        if !text.contains("${") && !text.contains("$$") {
+            continue;
+        }
+        let expanded =
+            envsubst::expand(&text, &lookup, strict).map_err(|source| Error::Substitute {
+                object: describe(object),
+                source,
+            })?;
+        if expanded == text {
+            continue;
+        }
+        *object = kustomize::parse_object(&expanded).map_err(|message| Error::SubstitutedYaml {
+            object: describe(object),
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn values_are_read_back_as_yaml() {
+        let mut objects = vec![json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web-${cluster}", "namespace": "apps"},
+            "spec": {"replicas": "${replicas:=1}", "paused": "${paused}"}
+        })];
+        substitute(
+            &mut objects,
+            &vars(&[("cluster", "edge-1"), ("paused", "false")]),
+            false,
+        )
+        .expect("substitute");
+        assert_eq!(objects[0]["metadata"]["name"], "web-edge-1");
+        assert_eq!(objects[0]["spec"]["replicas"], 1);
+        assert_eq!(objects[0]["spec"]["paused"], false);
+    }
+
+    #[test]
+    fn disabled_objects_and_escapes_are_left_alone() {
+        let script = "echo $${HOME} $$ ${region}";
+        let mut objects = vec![
+            json!({"kind": "ConfigMap", "metadata": {"name": "a", "annotations": {"kustomize.toolkit.fluxcd.io/substitute": "disabled"}}, "data": {"x": "${region}"}}),
+            json!({"kind": "ConfigMap", "metadata": {"name": "b", "labels": {"kedge.dev/substitute": "disabled"}}, "data": {"x": "${region}"}}),
+            json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"run.sh": script}}),
+        ];
+        substitute(&mut objects, &vars(&[("region", "eu")]), false).expect("substitute");
+        assert_eq!(objects[0]["data"]["x"], "${region}");
+        assert_eq!(objects[1]["data"]["x"], "${region}");
+        assert_eq!(objects[2]["data"]["run.sh"], "echo ${HOME} $ eu");
+    }
+
+    #[test]
+    fn strict_names_the_object_and_the_variable() {
+        let mut objects = vec![
+            json!({"kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apps"}, "data": {"x": "${missing}"}}),
+        ];
+        let err = substitute(&mut objects, &vars(&[]), true).expect_err("strict");
+        let message = err.to_string();
+        assert!(
+            message.contains("ConfigMap/apps/c") && message.contains("\"missing\""),
+            "{message}"
+        );
+        substitute(&mut objects, &vars(&[]), false).expect("not strict");
+        // The YAML line `x: ` reads back as null, as under Flux.
+        assert_eq!(objects[0]["data"]["x"], Value::Null);
+    }
+}
