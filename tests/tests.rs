@@ -31,6 +31,8 @@ mod git_run;
 mod config;
 // `kedge run` with kustomizations against the test control plane: apply, prune, drift, dependsOn, restart.
 mod kustomization_run;
+// SOPS decryption against files encrypted by the real sops CLI, and under `kedge run`.
+mod postbuild_sops;
 // The reconciler's guarantees under `kedge run`, several with a fault injected by the API server.
 mod kustomization_guarantees;
 // `kedge run` with a damaged state directory: unpacked trees and artifacts verified, repaired, never a prune.

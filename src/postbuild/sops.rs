@@ -164,6 +164,9 @@ pub fn decrypt_file(bytes: Vec<u8>, format: Format, keys: &Keys) -> Result<Vec<u
                 .map_err(|_| Error::Format("an encrypted file is not UTF-8".into()))?;
             let mut tree: Yaml = serde_yaml::from_str(text)
                 .map_err(|e| Error::Format(format!("not a SOPS document: {e}")))?;
+            if format == Format::Binary {
+                return decrypt_binary(&tree, keys);
+            }
             decrypt_document(&mut tree, keys, true)?;
             emit(&tree, format)
         }
@@ -172,17 +175,32 @@ pub fn decrypt_file(bytes: Vec<u8>, format: Format, keys: &Keys) -> Result<Vec<u
 
 fn emit(tree: &Yaml, format: Format) -> Result<Vec<u8>, Error> {
     let emitted = match format {
-        Format::Yaml => serde_yaml::to_string(tree)
+        Format::Json => serde_json::to_vec_pretty(tree).map_err(|e| e.to_string()),
+        _ => serde_yaml::to_string(tree)
             .map(String::into_bytes)
             .map_err(|e| e.to_string()),
-        Format::Json => serde_json::to_vec_pretty(tree).map_err(|e| e.to_string()),
-        Format::Binary => match tree.get("data") {
-            Some(Yaml::String(data)) => Ok(data.clone().into_bytes()),
-            _ => Err("a binary SOPS file has no data string".to_string()),
-        },
-        Format::Dotenv => Err("dotenv is not a tree".to_string()),
     };
     emitted.map_err(Error::Format)
+}
+
+/// A binary file: `{"data": ENC[…], "sops": …}`, its data any bytes.
+fn decrypt_binary(tree: &Yaml, keys: &Keys) -> Result<Vec<u8>, Error> {
+    let metadata = Metadata::parse(
+        tree.get("sops")
+            .ok_or_else(|| Error::Metadata("no sops metadata".into()))?,
+    )?;
+    let key = metadata.data_key(keys)?;
+    let Some(Yaml::String(data)) = tree.get("data") else {
+        return Err(Error::Format("a binary SOPS file has no data".into()));
+    };
+    let (bytes, _) = open_value(data, &key, "data:")?;
+    let mut hash = Sha512::new();
+    if metadata.mac_only_encrypted {
+        hash.update(MAC_ONLY_ENCRYPTED_SEED);
+    }
+    hash.update(&bytes);
+    metadata.check_mac(&key, upper_hex(&hash.finalize()))?;
+    Ok(bytes)
 }
 
 /// Decrypts `document` (a mapping with a top-level `sops` key) in place and
@@ -248,7 +266,7 @@ fn decrypt_dotenv(bytes: &[u8], keys: &Keys) -> Result<Vec<u8>, Error> {
     for line in &entries {
         match line {
             DotenvLine::Comment(comment) => {
-                let _ = writeln!(out, "#{comment}");
+                let _ = writeln!(out, "#{}", metadata.comment(comment, &key));
             }
             DotenvLine::Entry(name, value) => {
                 walk.path.push(name.clone());
@@ -489,6 +507,18 @@ impl Metadata {
         })
     }
 
+    /// A top-level comment: SOPS encrypts it (path "") unless the rules
+    /// say otherwise, and keeps one it cannot decrypt as it is.
+    fn comment(&self, comment: &str, key: &[u8; 32]) -> String {
+        if !self.is_encrypted(&[]) {
+            return comment.to_string();
+        }
+        match decrypt_value(comment, key, ":") {
+            Ok(Plain::Text(text) | Plain::Str(text)) => text,
+            _ => comment.to_string(),
+        }
+    }
+
     fn check_mac(&self, key: &[u8; 32], computed: String) -> Result<(), Error> {
         let stored = match decrypt_value(&self.mac, key, &self.last_modified)? {
             Plain::Str(mac) => mac,
@@ -524,12 +554,37 @@ enum Plain {
 }
 
 fn decrypt_value(encrypted: &str, key: &[u8; 32], additional_data: &str) -> Result<Plain, Error> {
-    let failed = |message: &str| Error::Value {
+    let failed = |message: &str| value_error(additional_data, message);
+    let (opened, kind) = open_value(encrypted, key, additional_data)?;
+    let text = || String::from_utf8(opened.clone()).map_err(|_| failed("not UTF-8"));
+    let bad_type = || failed("the value does not parse as its type");
+    Ok(match kind.as_str() {
+        "str" => Plain::Str(text()?),
+        "int" => Plain::Int(text()?.parse().map_err(|_| bad_type())?),
+        "float" => Plain::Float(text()?.parse().map_err(|_| bad_type())?),
+        "bool" => Plain::Bool(parse_go_bool(&text()?).ok_or_else(bad_type)?),
+        "bytes" => Plain::Bytes(opened),
+        "comment" | "time" => Plain::Text(text()?),
+        _ => return Err(failed("unknown value type")),
+    })
+}
+
+fn value_error(additional_data: &str, message: &str) -> Error {
+    Error::Value {
         path: additional_data.trim_end_matches(':').replace(':', "."),
         message: message.to_string(),
-    };
+    }
+}
+
+/// The plaintext bytes of an `ENC[AES256_GCM,…]` value and its type.
+fn open_value(
+    encrypted: &str,
+    key: &[u8; 32],
+    additional_data: &str,
+) -> Result<(Vec<u8>, String), Error> {
+    let failed = |message: &str| value_error(additional_data, message);
     if encrypted.is_empty() {
-        return Ok(Plain::Str(String::new()));
+        return Ok((Vec::new(), "str".into()));
     }
     let fields = encrypted
         .strip_prefix("ENC[AES256_GCM,")
@@ -571,17 +626,7 @@ fn decrypt_value(encrypted: &str, key: &[u8; 32], additional_data: &str) -> Resu
     .map_err(|_| {
         failed("authentication failed (wrong data key, or the value or its path changed)")
     })?;
-    let text = || String::from_utf8(opened.clone()).map_err(|_| failed("not UTF-8"));
-    let bad_type = || failed("the value does not parse as its type");
-    Ok(match kind.unwrap_or("str") {
-        "str" => Plain::Str(text()?),
-        "int" => Plain::Int(text()?.parse().map_err(|_| bad_type())?),
-        "float" => Plain::Float(text()?.parse().map_err(|_| bad_type())?),
-        "bool" => Plain::Bool(parse_go_bool(&text()?).ok_or_else(bad_type)?),
-        "bytes" => Plain::Bytes(opened),
-        "comment" | "time" => Plain::Text(text()?),
-        _ => return Err(failed("unknown value type")),
-    })
+    Ok((opened, kind.unwrap_or("str").to_string()))
 }
 
 /// Go's `strconv.ParseBool`.
@@ -668,16 +713,17 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// The MAC as SOPS writes it: upper-case hex.
+    /// The MAC as SOPS writes it.
     fn mac(self) -> String {
-        self.hash
-            .finalize()
-            .iter()
-            .fold(String::with_capacity(128), |mut hex, b| {
-                let _ = write!(hex, "{b:02X}");
-                hex
-            })
+        upper_hex(&self.hash.finalize())
     }
+}
+
+fn upper_hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(128), |mut hex, b| {
+        let _ = write!(hex, "{b:02X}");
+        hex
+    })
 }
 
 /// What SOPS hashes for an unencrypted value (`sops.ToBytes`).
