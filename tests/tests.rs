@@ -33,6 +33,8 @@ mod config;
 mod kustomization_run;
 // SOPS decryption against files encrypted by the real sops CLI, and under `kedge run`.
 mod postbuild_sops;
+// Post-build variable substitution under `kedge run`: config, ConfigMap, Secret and file variables, strict.
+mod postbuild_substitute;
 // The reconciler's guarantees under `kedge run`, several with a fault injected by the API server.
 mod kustomization_guarantees;
 // `kedge run` with a damaged state directory: unpacked trees and artifacts verified, repaired, never a prune.
