@@ -4,7 +4,8 @@
 //! [`reconcile`] is the policy shell: it decides suspend and `depends_on`,
 //! runs the pipeline, and writes the outcome to `state` exactly once on
 //! every path, with a Flux reason. [`pipeline`] is a straight list of steps:
-//! artifact → unpack → build → apply → inventory → prune → health.
+//! artifact → unpack → build → post-build (decrypt, substitute) → apply →
+//! inventory → prune → health.
 //!
 //! The reconciler never learns why it runs (interval, new revision, drift,
 //! a request): it always recomputes from the artifact and the cluster.
