@@ -77,6 +77,36 @@ fn files_encrypted_by_sops_decrypt_as_sops_decrypts_them() {
 }
 
 #[test]
+fn a_secret_holding_whole_encrypted_files_gets_them_decrypted_in_its_keys_format() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = AgeKey::generate(dir.path(), "fleet");
+    let keys = keys(&key);
+    let yaml = encrypt(&key, "values.yaml", VALUES_YAML.as_bytes(), &[]);
+    let env = encrypt(&key, "creds.env", CREDS_ENV.as_bytes(), &[]);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "files"},
+        "data": {"values.yaml": b64(&yaml), "values.json": b64(&yaml), "creds.env": b64(&env), "plain": b64(b"x")}
+    });
+    assert!(kedge::postbuild::decrypt(&mut secret, None, None, &keys).expect("decrypt"));
+    let data = |k: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][k].as_str().expect("string"))
+            .expect("base64")
+    };
+    assert_eq!(
+        parsed(&data("values.yaml")),
+        parsed(&decrypt(&key, "values.yaml", &yaml))
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&data("values.json")).expect("written as JSON");
+    assert_eq!(json["password"], "hunter2-yaml");
+    assert_eq!(data("creds.env"), decrypt(&key, "creds.env", &env));
+    assert_eq!(data("plain"), b"x");
+}
+
+#[test]
 fn a_file_without_sops_metadata_is_left_as_it_is() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = keys(&AgeKey::generate(dir.path(), "fleet"));

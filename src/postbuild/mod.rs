@@ -93,8 +93,11 @@ pub fn decrypt(
     shown_origin: Option<String>,
     keys: &sops::Keys,
 ) -> Result<bool, Error> {
-    if object.get("sops").is_none() || disabled(object, "decrypt", false) {
+    if disabled(object, "decrypt", false) {
         return Ok(false);
+    }
+    if object.get("sops").is_none() {
+        return decrypt_secret_data(object, keys);
     }
     let failed = |source| Error::Decrypt {
         object: describe(object),
@@ -121,6 +124,37 @@ pub fn decrypt(
     *object =
         serde_json::to_value(&tree).map_err(|e| failed(sops::Error::Format(e.to_string())))?;
     Ok(true)
+}
+
+/// A Secret whose `data` values are whole SOPS files (a generator read
+/// them as they are): each decrypted, in the format its key names.
+fn decrypt_secret_data(object: &mut Value, keys: &sops::Keys) -> Result<bool, Error> {
+    use base64::Engine as _;
+    if object.get("kind").and_then(Value::as_str) != Some("Secret") {
+        return Ok(false);
+    }
+    let described = describe(object);
+    let Some(Value::Object(data)) = object.get_mut("data") else {
+        return Ok(false);
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut decrypted = false;
+    for (key, value) in data.iter_mut() {
+        let Some(bytes) = value.as_str().and_then(|v| engine.decode(v).ok()) else {
+            continue;
+        };
+        let Some(plain) = sops::decrypt_embedded(&bytes, key, keys) else {
+            continue;
+        };
+        let plain = plain.map_err(|source| Error::Decrypt {
+            object: format!("{described} data.{key}"),
+            file: None,
+            source,
+        })?;
+        *value = Value::String(engine.encode(plain));
+        decrypted = true;
+    }
+    Ok(decrypted)
 }
 
 /// What `kedge build` shows of a decrypted object: every value outside

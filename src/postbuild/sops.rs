@@ -151,6 +151,39 @@ impl Format {
     }
 }
 
+/// A whole SOPS file held as a Secret's data value (Flux's fallback for
+/// generator files its source decryption missed): its format told by its
+/// marker, written out in the format of the data key's extension.
+/// `None` when it is not an encrypted file.
+pub fn decrypt_embedded(
+    bytes: &[u8],
+    key_name: &str,
+    keys: &Keys,
+) -> Option<Result<Vec<u8>, Error>> {
+    let output = Format::for_path(key_name);
+    let input = [Format::Yaml, Format::Dotenv, Format::Json]
+        .into_iter()
+        .find(|f| f.is_encrypted(bytes))?;
+    let input = match (input, output) {
+        (Format::Json, Format::Binary) => Format::Binary,
+        (input, _) => input,
+    };
+    if input == output || matches!(input, Format::Dotenv | Format::Binary) {
+        return Some(decrypt_file(bytes.to_vec(), input, keys));
+    }
+    let converted = std::str::from_utf8(bytes)
+        .map_err(|_| Error::Format("an encrypted file is not UTF-8".into()))
+        .and_then(|text| {
+            serde_yaml::from_str::<Yaml>(text)
+                .map_err(|e| Error::Format(format!("not a SOPS document: {e}")))
+        })
+        .and_then(|mut tree| {
+            decrypt_document(&mut tree, keys, true)?;
+            emit(&tree, output)
+        });
+    Some(converted)
+}
+
 /// Decrypts a whole file of `format` and writes it back in that format;
 /// a file without the format's SOPS marker is returned as it is.
 pub fn decrypt_file(bytes: Vec<u8>, format: Format, keys: &Keys) -> Result<Vec<u8>, Error> {
