@@ -45,6 +45,7 @@ mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
 mod validate_postbuild;
+mod validate_release;
 pub mod version_range;
 
 use std::collections::BTreeMap;
@@ -53,9 +54,13 @@ use std::time::Duration;
 
 pub use diff::{diff, Changes, ConfigDiff};
 pub use error::{Error, Problem, Problems};
-pub use helm::{ChartOrigin, HelmChart, HelmEndpoint, HelmRepository};
+pub use helm::{
+    ChartOrigin, CrdPolicy, Dependency, HelmChart, HelmEndpoint, HelmRelease, HelmRepository,
+    InstallPolicy, RemediationStrategy, UpgradePolicy, ValuesFrom, ValuesObjectKind,
+};
 pub use postbuild::{Decryption, PostBuild, SubstituteFrom, VarsKind};
 pub use validate_postbuild::is_variable_name;
+pub use validate_release::merge_values;
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kedge/kedge.toml";
@@ -64,6 +69,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/kedge";
 /// Where the daemon listens for the CLI unless `[agent] socket` says otherwise
 /// (`RuntimeDirectory=kedge` in the unit).
 pub const DEFAULT_SOCKET_PATH: &str = "/run/kedge/kedge.sock";
+/// Where the `kedge-helm` Debian package installs the Helm helper.
+pub const DEFAULT_HELM_HELPER: &str = "/usr/lib/kedge/kedge-helm";
 
 /// A validated config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +79,7 @@ pub struct Config {
     /// Every source, of every kind, by `kind/name`.
     pub sources: BTreeMap<SourceRef, Source>,
     pub kustomizations: BTreeMap<String, Kustomization>,
+    pub helm_releases: BTreeMap<String, HelmRelease>,
 }
 
 /// The `[agent]` table.
@@ -86,6 +94,8 @@ pub struct Agent {
     /// a kustomization removed from it are deleted (a file caught
     /// half-written must not delete anything).
     pub removal_grace_period: Duration,
+    /// `kedge-helm`, which runs Helm actions for `[helm_release]`s.
+    pub helm_helper: PathBuf,
 }
 
 /// The largest config file kedge reads.
@@ -94,6 +104,8 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 pub const MAX_SOURCES: usize = 1_000;
 /// The most kustomizations one config may declare.
 pub const MAX_KUSTOMIZATIONS: usize = 5_000;
+/// The most Helm releases one config may declare.
+pub const MAX_HELM_RELEASES: usize = 1_000;
 /// The default of `[agent] removal_grace_period`.
 pub const DEFAULT_REMOVAL_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
