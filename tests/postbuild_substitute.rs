@@ -16,7 +16,7 @@ async fn data(client: &kube::Client, namespace: &str, name: &str) -> serde_json:
     serde_json::to_value(cm.data.unwrap_or_default()).expect("json")
 }
 
-const MANIFESTS: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cluster-${cluster_name}\ndata:\n  region: ${region}\n  tier: ${tier:=standard}\n  zone: ${zone}\n  from_file: ${from_file}\n  token: ${token}\n  script: echo $${HOME} ${region,,}\n  missing: x${missing}x\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: verbatim\n  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  region: ${region}\n";
+const MANIFESTS: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cluster-${cluster_name}\ndata:\n  region: ${region}\n  tier: ${tier:=standard}\n  zone: ${zone}\n  from_file: ${from_file}\n  token: ${token}\n  script: echo $${HOME} ${region,,}\n  missing: x${missing}x\n  port: \"${port:=8080}\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: verbatim\n  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\ndata:\n  region: ${region}\n";
 
 #[tokio::test]
 async fn variables_come_from_the_config_objects_and_files_in_flux_order() {
@@ -75,6 +75,7 @@ async fn variables_come_from_the_config_objects_and_files_in_flux_order() {
     assert_eq!(got["token"], "t0ken");
     assert_eq!(got["script"], "echo ${HOME} from-file");
     assert_eq!(got["missing"], "xx", "undefined is empty unless strict");
+    assert_eq!(got["port"], "8080", "quoted in the manifest: a string");
     assert_eq!(
         data(&client, &ns.name, "verbatim").await["region"],
         "${region}"

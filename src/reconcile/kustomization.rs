@@ -34,7 +34,7 @@
 // are about; built once per failed run, never in a hot loop.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -452,7 +452,11 @@ async fn objects_at(
     k: &Kustomization,
     artifact: &source::Artifact,
 ) -> Result<Desired, Error> {
-    let (objects, decrypted) = build(ctx, k, artifact).await?;
+    let Built {
+        objects,
+        decrypted,
+        quoted,
+    } = build(ctx, k, artifact).await?;
     let mut objects = match &k.target_namespace {
         Some(namespace) => with_namespace(&ctx.manager, objects, namespace).await,
         None => objects,
@@ -466,7 +470,7 @@ async fn objects_at(
         let vars = postbuild::load_variables(ctx.manager.client(), &k.post_build)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        postbuild::substitute(&mut objects, &vars, k.post_build.strict)
+        postbuild::substitute(&mut objects, &quoted, &vars, k.post_build.strict)
             .map_err(|e| failed(e.to_string()))?;
     }
     let decrypted = decrypted
@@ -487,14 +491,22 @@ fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact,
         .ok_or(Error::NoArtifactYet { source_ref })
 }
 
+/// The built and decrypted objects of a revision.
+struct Built {
+    objects: Vec<Value>,
+    /// Which objects were decrypted, by index.
+    decrypted: Vec<usize>,
+    /// Per object, the strings its manifest quoted that hold `${`.
+    quoted: Vec<BTreeSet<String>>,
+}
+
 /// Builds `k.path` of `artifact` (unpacked once for all kustomizations)
-/// and decrypts it, on the blocking pool (both are file-system bound);
-/// also says which objects were decrypted, by index.
+/// and decrypts it, on the blocking pool (both are file-system bound).
 async fn build(
     ctx: &Context,
     k: &Kustomization,
     artifact: &source::Artifact,
-) -> Result<(Vec<Value>, Vec<usize>), Error> {
+) -> Result<Built, Error> {
     let unpacker = ctx.unpacker.clone();
     let artifact = artifact.clone();
     let path = k.path.clone();
@@ -529,7 +541,7 @@ fn unpack_and_build(
     path: &Path,
     source_ref: &str,
     keys: Option<Arc<postbuild::sops::Keys>>,
-) -> Result<(Vec<Value>, Vec<usize>), Error> {
+) -> Result<Built, Error> {
     let tree = unpacker.unpacked(artifact).map_err(|e| Error::Artifact {
         source_ref: source_ref.to_string(),
         message: e.to_string(),
@@ -558,6 +570,10 @@ fn unpack_and_build(
     })?;
     let mut objects = Vec::with_capacity(resources.len());
     let mut decrypted = Vec::new();
+    let quoted = resources
+        .iter()
+        .map(|r| r.quoted_templates().clone())
+        .collect();
     for resource in &resources {
         let mut object = resource.to_json();
         if let Some(keys) = &keys {
@@ -585,7 +601,11 @@ fn unpack_and_build(
                 tree.display()
             ),
         })?;
-    Ok((objects, decrypted))
+    Ok(Built {
+        objects,
+        decrypted,
+        quoted,
+    })
 }
 
 /// `message` with the paths of the unpacked artifact in `tree` written as
