@@ -581,3 +581,82 @@ fn a_bucket_with_an_unknown_provider_or_a_climbing_prefix_is_refused() {
     let problem = one_problem(&format!("{BUCKET}max_objects = 0\n"));
     assert_eq!(problem.key, "bucket.manifests.max_objects");
 }
+
+#[test]
+fn post_build_keys_are_parsed_in_flux_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("age.txt");
+    std::fs::write(&key, "AGE-SECRET-KEY-1\n").expect("key file");
+    let config = valid(&format!(
+        "{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\n\
+         substitute = {{ cluster_name = \"edge-1\", region = \"eu\\n\" }}\n\
+         substitute_from = [{{ kind = \"ConfigMap\", name = \"vars\", namespace = \"kedge-system\", optional = true }}, {{ file = \"/etc/kedge/missing.env\", optional = true }}]\n\
+         strict = true\n\
+         decryption = {{ provider = \"sops\", age_key_file = {:?} }}\n",
+        key.display().to_string()
+    ));
+    let post_build = &config.kustomizations["apps"].post_build;
+    assert_eq!(
+        post_build.substitute["region"], "eu",
+        "newlines dropped, as Flux does"
+    );
+    assert_eq!(post_build.substitute_from.len(), 2);
+    assert!(post_build.strict);
+    assert_eq!(
+        post_build
+            .decryption
+            .as_ref()
+            .and_then(|d| d.age_key_file.clone()),
+        Some(key)
+    );
+}
+
+#[test]
+fn bad_post_build_keys_are_located_and_named() {
+    let kustomization = |extra: &str| {
+        format!("{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\n{extra}\n")
+    };
+    let cases = [
+        (
+            "substitute = { \"cluster-name\" = \"x\" }",
+            "kustomization.apps.substitute",
+            "\"cluster-name\" is invalid",
+        ),
+        (
+            "substitute_from = [{ kind = \"Deployment\", name = \"x\", namespace = \"y\" }]",
+            "kustomization.apps.substitute_from[0].kind",
+            "unknown kind",
+        ),
+        (
+            "substitute_from = [{ kind = \"Secret\", name = \"x\" }]",
+            "kustomization.apps.substitute_from[0]",
+            "needs name and namespace",
+        ),
+        (
+            "substitute_from = [{ file = \"/nonexistent/vars.env\" }]",
+            "kustomization.apps.substitute_from[0].file",
+            "does not exist",
+        ),
+        (
+            "decryption = { provider = \"vault\" }",
+            "kustomization.apps.decryption.provider",
+            "kedge supports \"sops\"",
+        ),
+        (
+            "decryption = { provider = \"sops\", pgp_keyring_file = \"/etc/kedge/pgp.asc\" }",
+            "kustomization.apps.decryption.pgp_keyring_file",
+            "OpenPGP decryption is not yet supported",
+        ),
+        (
+            "decryption = { provider = \"sops\" }",
+            "kustomization.apps.decryption",
+            "needs age_key_file",
+        ),
+    ];
+    for (extra, key, message) in cases {
+        let problem = one_problem(&kustomization(extra));
+        assert_eq!(problem.key, key, "{extra}");
+        assert_eq!(problem.line, 7, "{extra}");
+        assert!(problem.message.contains(message), "{extra}: {problem:?}");
+    }
+}

@@ -37,6 +37,10 @@ mod kustomization_run;
 mod kustomization_drift;
 // Flux's Kustomization fields under `kedge run`: target namespace, prefix, suffix, patches, images, components, common metadata.
 mod kustomization_flux_fields;
+// SOPS decryption against files encrypted by the real sops CLI, and under `kedge run`.
+mod postbuild_sops;
+// Post-build variable substitution under `kedge run`: config, ConfigMap, Secret and file variables, strict.
+mod postbuild_substitute;
 // The reconciler's guarantees under `kedge run`, several with a fault injected by the API server.
 mod kustomization_guarantees;
 // `kedge run` with a damaged state directory: unpacked trees and artifacts verified, repaired, never a prune.

@@ -40,11 +40,13 @@ mod drift;
 mod error;
 mod helm;
 mod overlay;
+mod postbuild;
 pub mod raw;
 mod validate;
 mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
+mod validate_postbuild;
 mod validate_release;
 pub mod version_range;
 
@@ -61,6 +63,8 @@ pub use helm::{
     ValuesObjectKind,
 };
 pub use overlay::{Image, Overlay, Patch};
+pub use postbuild::{Decryption, PostBuild, SubstituteFrom, VarsKind};
+pub use validate_postbuild::is_variable_name;
 pub use validate_release::merge_values;
 
 /// Where the daemon reads its config unless told otherwise.
@@ -416,6 +420,8 @@ pub struct Kustomization {
     pub drift: DriftPolicy,
     /// Flux's fields that change the build.
     pub overlay: Overlay,
+    /// Substitution and decryption between the build and the apply.
+    pub post_build: PostBuild,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

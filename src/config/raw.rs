@@ -107,6 +107,10 @@ pub struct RawKustomization {
     pub images: Option<Vec<Spanned<RawImage>>>,
     pub components: Option<Vec<Spanned<String>>>,
     pub common_metadata: Option<Spanned<RawCommonMetadata>>,
+    pub substitute: Option<Spanned<BTreeMap<String, String>>>,
+    pub substitute_from: Option<Vec<Spanned<RawSubstituteFrom>>>,
+    pub strict: Option<Spanned<bool>>,
+    pub decryption: Option<Spanned<RawDecryption>>,
 }
 
 /// `drift = { mode, ignore = [...] }`.
@@ -160,6 +164,26 @@ pub struct RawCommonMetadata {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// One `substitute_from` entry: `{ kind, name, namespace, optional }` or
+/// `{ file, optional }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubstituteFrom {
+    pub kind: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub namespace: Option<Spanned<String>>,
+    pub file: Option<Spanned<String>>,
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecryption {
+    pub provider: Spanned<String>,
+    pub age_key_file: Option<Spanned<String>>,
+    pub pgp_keyring_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

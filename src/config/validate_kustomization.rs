@@ -47,6 +47,7 @@ impl Checker<'_> {
             self.namespace_name(&raw.target_namespace, &format!("{key}.target_namespace"));
         let drift = self.drift(&raw.drift, key);
         let overlay = self.overlay(&raw, key);
+        let post_build = self.post_build(&raw, key);
         Some(Kustomization {
             name: name.to_string(),
             source: source?,
@@ -69,6 +70,7 @@ impl Checker<'_> {
             deletion_policy: deletion_policy?,
             drift: drift?,
             overlay: overlay?,
+            post_build: post_build?,
         })
     }
 

@@ -482,8 +482,8 @@ fn build_inputs(units: &Units, name: &str) -> Result<(Kustomization, Context), S
 async fn build(ctx: &Context, k: &Kustomization) -> Reply {
     let built = kustomization::desired_objects(ctx, k).await;
     match built {
-        Ok((_, objects)) => Reply::Text {
-            text: to_yaml(&objects),
+        Ok(mut desired) => Reply::Text {
+            text: to_yaml(&masked(&mut desired)),
             changed: false,
         },
         Err(err) => failed(err),
@@ -492,7 +492,7 @@ async fn build(ctx: &Context, k: &Kustomization) -> Reply {
 
 async fn dry_run_diff(ctx: &Context, k: &Kustomization) -> Reply {
     let built = kustomization::desired_objects(ctx, k).await;
-    let (revision, objects) = match built {
+    let desired = match built {
         Ok(built) => built,
         Err(err) => return failed(err),
     };
@@ -501,9 +501,14 @@ async fn dry_run_diff(ctx: &Context, k: &Kustomization) -> Reply {
         Ok(ignore) => ignore,
         Err(err) => return failed(err),
     };
-    match ctx.manager.dry_run_diff(objects, &owner, &ignore).await {
+    let revision = desired.revision;
+    match ctx
+        .manager
+        .dry_run_diff(desired.objects, &owner, &ignore)
+        .await
+    {
         Ok(diffs) => {
-            let (text, changed) = format_diff(&diffs);
+            let (text, changed) = format_diff(&diffs, &desired.decrypted);
             Reply::Text {
                 text: format!("kustomization/{} at {revision}:\n{text}", k.name),
                 changed,
@@ -511,6 +516,19 @@ async fn dry_run_diff(ctx: &Context, k: &Kustomization) -> Reply {
         }
         Err(err) => failed(err),
     }
+}
+
+/// The objects, with the values of those decrypted from SOPS masked.
+fn masked(desired: &mut kustomization::Desired) -> Vec<Value> {
+    let mut objects = std::mem::take(&mut desired.objects);
+    for (index, object) in objects.iter_mut().enumerate() {
+        let decrypted = crate::apply::ObjRef::from_manifest(index, object)
+            .is_ok_and(|id| desired.decrypted.contains(&id));
+        if decrypted {
+            crate::postbuild::mask(object);
+        }
+    }
+    objects
 }
 
 fn to_yaml(objects: &[Value]) -> String {
@@ -522,8 +540,9 @@ fn to_yaml(objects: &[Value]) -> String {
 }
 
 /// One line per object that would change, then one per field:
-/// `+` added, `-` removed, `~` changed. Values of Secrets are not shown.
-pub fn format_diff(diffs: &[ObjectDiff]) -> (String, bool) {
+/// `+` added, `-` removed, `~` changed. Values of Secrets, and of objects
+/// decrypted from SOPS, are not shown.
+pub fn format_diff(diffs: &[ObjectDiff], decrypted: &[crate::apply::ObjRef]) -> (String, bool) {
     let mut text = String::new();
     for d in diffs {
         match d.kind {
@@ -532,6 +551,10 @@ pub fn format_diff(diffs: &[ObjectDiff]) -> (String, bool) {
             DiffKind::Update => {
                 text.push_str(&format!("~ {} would change\n", d.object));
                 let mut fields = Vec::new();
+                if decrypted.contains(&d.object) {
+                    text.push_str("    (values decrypted from SOPS are not shown)\n");
+                    continue;
+                }
                 let secret = d.object.kind == "Secret";
                 changed_fields("", d.live.as_ref(), Some(&d.merged), secret, &mut fields);
                 for field in fields {
@@ -625,7 +648,7 @@ mod tests {
                 merged: json!({}),
             },
         ];
-        let (text, changed) = format_diff(&diffs);
+        let (text, changed) = format_diff(&diffs, &[]);
         assert!(changed);
         assert!(text.contains("~ data.key: \"old\" -> \"new\""), "{text}");
         assert!(text.contains("+ data.added: \"y\""), "{text}");
@@ -642,7 +665,7 @@ mod tests {
 
     #[test]
     fn no_change_says_so() {
-        let (text, changed) = format_diff(&[]);
+        let (text, changed) = format_diff(&[], &[]);
         assert!(!changed);
         assert_eq!(text, "no changes\n");
     }

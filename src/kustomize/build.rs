@@ -391,7 +391,11 @@ pub fn load_file(path: &Path, file: &Path) -> Result<Vec<Resource>, Error> {
     })?;
     let mut resources = Vec::new();
     for doc in yaml::parse_manifests(path, &text)? {
+        let first = resources.len();
         expand(doc.value, doc.empty_nulls, path, &mut resources)?;
+        for resource in &mut resources[first..] {
+            resource.quoted_templates = doc.quoted_templates.clone();
+        }
     }
     let origin = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     for r in &mut resources {

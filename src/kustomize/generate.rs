@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::kustomization::{GeneratorArgs, GeneratorOptions};
 use super::resource::{Behavior, Resource};
+use super::secret_sources::{self, SecretSource};
 use super::Error;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -148,6 +149,8 @@ fn collect_pairs(
     let env_files = args.envs.iter().chain(args.env.iter());
     for env in env_files {
         let text = read(dir, env, file, field)?;
+        let full = dir.join(env);
+        let text = secret_source(field, env, file, text, SecretSource::Env { path: &full })?;
         let text = String::from_utf8_lossy(&text);
         for (key, value) in
             parse_env(&text).map_err(|m| Error::field(file, field, format!("{env}: {m}")))?
@@ -172,7 +175,14 @@ fn collect_pairs(
                 (key, source.as_str())
             }
         };
-        pairs.push((key, read(dir, path, file, field)?));
+        let bytes = read(dir, path, file, field)?;
+        let full = dir.join(path);
+        let source = SecretSource::File {
+            key: &key,
+            path: &full,
+        };
+        let bytes = secret_source(field, path, file, bytes, source)?;
+        pairs.push((key, bytes));
     }
     Ok(pairs)
 }
@@ -186,6 +196,21 @@ fn read(dir: &Path, path: &str, file: &Path, field: &str) -> Result<Vec<u8>, Err
         path: full,
         source,
     })
+}
+
+/// A secret generator's file through the build's reader (SOPS decryption).
+fn secret_source(
+    field: &str,
+    path: &str,
+    file: &Path,
+    bytes: Vec<u8>,
+    source: SecretSource<'_>,
+) -> Result<Vec<u8>, Error> {
+    if field != Kind::Secret.field() {
+        return Ok(bytes);
+    }
+    secret_sources::read(source, bytes)
+        .map_err(|m| Error::field(file, field, format!("{path}: {m}")))
 }
 
 fn strip_quotes(value: &str) -> &str {

@@ -94,6 +94,7 @@ mod replace;
 mod resource;
 mod scalar;
 mod schema;
+mod secret_sources;
 mod select;
 mod smp;
 mod smp_multikey;
@@ -107,6 +108,7 @@ pub use error::Error;
 pub use kustomization::{Image, Selector};
 pub use overrides::FluxOverrides;
 pub use resource::Resource;
+pub use secret_sources::{with_secret_sources, SecretSource, SecretSources};
 
 /// Builds the kustomization in `dir`, like `kustomize build dir`.
 ///
@@ -186,4 +188,15 @@ pub fn to_yaml(resources: &[Resource]) -> String {
         .map(|r| emit::to_yaml_document(&r.value))
         .collect::<Vec<_>>()
         .join("---\n")
+}
+
+/// One object as a YAML document, as [`to_yaml`] prints it.
+pub fn value_to_yaml(value: &serde_json::Value) -> String {
+    emit::to_yaml_document(value)
+}
+
+/// One object read back from YAML text, as manifests are read; the error
+/// names the line.
+pub fn parse_object(text: &str) -> Result<serde_json::Value, String> {
+    yaml::parse_one(Path::new("(substituted)"), text).map_err(|e| e.to_string())
 }

@@ -127,6 +127,9 @@ pub struct Resource {
     /// Where the manifest had keys without a value (`key:`); a strategic
     /// merge patch drops them (`smp::drop_empty_nulls`).
     pub(crate) empty_nulls: Vec<Vec<Step>>,
+    /// Strings of the manifest written quoted that hold `${`
+    /// (`yaml::Document::quoted_templates`).
+    pub(crate) quoted_templates: std::collections::BTreeSet<String>,
 }
 
 impl Resource {
@@ -142,12 +145,27 @@ impl Resource {
             origin: None,
             transformations: Vec::new(),
             empty_nulls: Vec::new(),
+            quoted_templates: Default::default(),
         }
     }
 
     /// The object as JSON.
     pub fn to_json(&self) -> Value {
         self.value.clone()
+    }
+
+    /// Strings holding `${` that the manifest quoted: a substitution keeps
+    /// them strings, as Flux does.
+    pub fn quoted_templates(&self) -> &std::collections::BTreeSet<String> {
+        &self.quoted_templates
+    }
+
+    /// The manifest file the object was read from; `None` for generated ones.
+    pub fn origin_file(&self) -> Option<&std::path::Path> {
+        match &self.origin {
+            Some(Origin::File(path)) => Some(path),
+            _ => None,
+        }
     }
 
     pub fn api_version(&self) -> &str {

@@ -53,6 +53,9 @@ pub enum Step {
 pub struct Document {
     pub value: Value,
     pub empty_nulls: Vec<Vec<Step>>,
+    /// Strings written quoted (or as blocks) that hold `${`: a
+    /// substitution keeps them strings, as Flux's kyaml keeps their style.
+    pub quoted_templates: std::collections::BTreeSet<String>,
 }
 
 /// Parses every document of a (multi-document) YAML text. Empty documents
@@ -124,6 +127,7 @@ fn parse(file: &Path, text: &str, dialect: Dialect) -> Result<Vec<Document>, Err
         budget: text.len() + 1_000_000,
         path: Vec::new(),
         empty_nulls: Vec::new(),
+        quoted_templates: Default::default(),
         line: 1,
     };
     builder.documents().map_err(|(line, message)| Error::Yaml {
@@ -144,6 +148,7 @@ struct Builder<'a> {
     budget: usize,
     path: Vec<Step>,
     empty_nulls: Vec<Vec<Step>>,
+    quoted_templates: std::collections::BTreeSet<String>,
     line: usize,
 }
 
@@ -166,12 +171,14 @@ impl Builder<'_> {
                 Event::DocumentStart => {
                     self.anchors.clear();
                     self.empty_nulls.clear();
+                    self.quoted_templates.clear();
                     let event = self.next()?;
                     let value = self.node(event, 0)?;
                     if !value.is_null() {
                         docs.push(Document {
                             value,
                             empty_nulls: std::mem::take(&mut self.empty_nulls),
+                            quoted_templates: std::mem::take(&mut self.quoted_templates),
                         });
                     }
                 }
@@ -312,7 +319,10 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn scalar(&self, scalar: Scalar) -> Result<Value, BuildError> {
+    fn scalar(&mut self, scalar: Scalar) -> Result<Value, BuildError> {
+        if scalar.style != Style::Plain && scalar.value.contains("${") {
+            self.quoted_templates.insert(scalar.value.clone());
+        }
         const CORE: &str = "tag:yaml.org,2002:";
         let resolve = match scalar.tag.as_deref() {
             None => scalar.style == Style::Plain,

@@ -4,7 +4,8 @@
 //! [`reconcile`] is the policy shell: it decides suspend and `depends_on`,
 //! runs the pipeline, and writes the outcome to `state` exactly once on
 //! every path, with a Flux reason. [`pipeline`] is a straight list of steps:
-//! artifact → unpack → build → apply → inventory → prune → health.
+//! artifact → unpack → build → post-build (decrypt, substitute) → apply →
+//! inventory → prune → health.
 //!
 //! The reconciler never learns why it runs (interval, new revision, drift,
 //! a request): it always recomputes from the artifact and the cluster.
@@ -33,7 +34,7 @@
 // are about; built once per failed run, never in a hot loop.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +49,7 @@ use crate::apply::{
 };
 use crate::config::{Config, DeletionPolicy, DriftMode, Kustomization, SourceRef};
 use crate::kustomize::{self, FluxOverrides};
+use crate::postbuild;
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
 
@@ -112,6 +114,14 @@ pub enum Error {
         revision: String,
         message: String,
     },
+    /// Decryption or variable substitution failed (Flux reports both as a
+    /// failed build). Never holds a decrypted value.
+    #[error("post-build of {path} at {revision}: {message}")]
+    PostBuild {
+        path: String,
+        revision: String,
+        message: String,
+    },
     /// Server-side apply (or its dry-run) failed.
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
@@ -149,7 +159,7 @@ impl Error {
         match self {
             Error::Artifact { .. } | Error::NoArtifactYet { .. } => "ArtifactFailed",
             Error::InvalidPath { .. } => "InvalidPath",
-            Error::Build { .. } | Error::Task(_) => "BuildFailed",
+            Error::Build { .. } | Error::PostBuild { .. } | Error::Task(_) => "BuildFailed",
             Error::Apply(_)
             | Error::State(_)
             | Error::Inventory(_)
@@ -344,7 +354,7 @@ async fn pipeline(
     let artifact = latest_artifact(ctx, k)?;
     *attempted = Some(artifact.revision.clone());
     // Unpack it and build the manifests at the path.
-    let objects = objects_at(ctx, k, &artifact).await?;
+    let objects = objects_at(ctx, k, &artifact).await?.objects;
     let ignore = Arc::new(drift_ignore(&k.drift.ignore)?);
     let digest = digest_of(&objects);
     let applied_before = lock(&ctx.store).applied_digest(&k.name)?;
@@ -471,27 +481,57 @@ pub async fn remove(ctx: &Context, name: &str) -> Result<String, Error> {
 }
 
 /// What `k` declares at its source's last good artifact, as it would be
-/// applied (target namespace set), with that revision: for `kedge build
-/// NAME` and `kedge diff NAME`.
-pub async fn desired_objects(
-    ctx: &Context,
-    k: &Kustomization,
-) -> Result<(String, Vec<Value>), Error> {
+/// applied (target namespace set, decrypted, substituted), with that
+/// revision: for `kedge build NAME` and `kedge diff NAME`, which must mask
+/// the `decrypted` ones.
+pub async fn desired_objects(ctx: &Context, k: &Kustomization) -> Result<Desired, Error> {
     let artifact = latest_artifact(ctx, k)?;
-    let objects = objects_at(ctx, k, &artifact).await?;
-    Ok((artifact.revision, objects))
+    objects_at(ctx, k, &artifact).await
+}
+
+/// The objects of one revision, ready to apply.
+pub struct Desired {
+    pub revision: String,
+    pub objects: Vec<Value>,
+    /// Which of `objects` hold values decrypted from SOPS.
+    pub decrypted: Vec<ObjRef>,
 }
 
 /// The objects `k` declares in `artifact`: built with its Flux fields
-/// (target namespace, patches, images…), common metadata set.
+/// (target namespace, patches, images…) and decrypted, then substituted
+/// (Flux's order), common metadata set.
 async fn objects_at(
     ctx: &Context,
     k: &Kustomization,
     artifact: &source::Artifact,
-) -> Result<Vec<Value>, Error> {
-    let mut objects = build(ctx, k, artifact).await?;
+) -> Result<Desired, Error> {
+    let Built {
+        mut objects,
+        decrypted,
+        quoted,
+    } = build(ctx, k, artifact).await?;
+    if k.post_build.substitutes() {
+        let failed = |message: String| Error::PostBuild {
+            path: format!("./{}", k.path.display()),
+            revision: format!("{}@{}", k.source, artifact.revision),
+            message,
+        };
+        let vars = postbuild::load_variables(ctx.manager.client(), &k.post_build)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        postbuild::substitute(&mut objects, &quoted, &vars, k.post_build.strict)
+            .map_err(|e| failed(e.to_string()))?;
+    }
     set_common_metadata(&mut objects, &k.overlay);
-    Ok(objects)
+    let decrypted = decrypted
+        .iter()
+        .filter_map(|&index| ObjRef::from_manifest(index, objects.get(index)?).ok())
+        .collect();
+    Ok(Desired {
+        revision: artifact.revision.clone(),
+        objects,
+        decrypted,
+    })
 }
 
 /// A digest of `objects` as they would be applied, to tell whether the
@@ -517,20 +557,42 @@ fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact,
         .ok_or(Error::NoArtifactYet { source_ref })
 }
 
-/// Builds `k.path` of `artifact` (unpacked once for all kustomizations), on
-/// the blocking pool (both are file-system bound).
+/// The built and decrypted objects of a revision.
+struct Built {
+    objects: Vec<Value>,
+    /// Which objects were decrypted, by index.
+    decrypted: Vec<usize>,
+    /// Per object, the strings its manifest quoted that hold `${`.
+    quoted: Vec<BTreeSet<String>>,
+}
+
+/// Builds `k.path` of `artifact` (unpacked once for all kustomizations)
+/// and decrypts it, on the blocking pool (both are file-system bound).
 async fn build(
     ctx: &Context,
     k: &Kustomization,
     artifact: &source::Artifact,
-) -> Result<Vec<Value>, Error> {
+) -> Result<Built, Error> {
     let unpacker = ctx.unpacker.clone();
     let artifact = artifact.clone();
     let path = k.path.clone();
     let source_ref = k.source.to_string();
     let overrides = flux_overrides(k);
+    let key_file = k
+        .post_build
+        .decryption
+        .as_ref()
+        .and_then(|d| d.age_key_file.clone());
     let built = tokio::task::spawn_blocking(move || {
-        unpack_and_build(&unpacker, &artifact, &path, &source_ref, &overrides)
+        let keys = key_file
+            .map(|file| postbuild::sops::Keys::read(&file).map(Arc::new))
+            .transpose()
+            .map_err(|e| Error::PostBuild {
+                path: format!("./{}", path.display()),
+                revision: format!("{source_ref}@{}", artifact.revision),
+                message: e.to_string(),
+            })?;
+        unpack_and_build(&unpacker, &artifact, &path, &source_ref, &overrides, keys)
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))?;
@@ -546,7 +608,8 @@ fn unpack_and_build(
     path: &Path,
     source_ref: &str,
     overrides: &FluxOverrides,
-) -> Result<Vec<Value>, Error> {
+    keys: Option<Arc<postbuild::sops::Keys>>,
+) -> Result<Built, Error> {
     let tree = unpacker.unpacked(artifact).map_err(|e| Error::Artifact {
         source_ref: source_ref.to_string(),
         message: e.to_string(),
@@ -574,11 +637,43 @@ fn unpack_and_build(
             });
         }
     }
-    let resources = kustomize::build_flux(&dir, overrides).map_err(|err| Error::Build {
-        path: shown,
-        revision: format!("{source_ref}@{}", artifact.revision),
+    let revision = format!("{source_ref}@{}", artifact.revision);
+    let built = match &keys {
+        Some(keys) => {
+            kustomize::with_secret_sources(Arc::new(postbuild::SecretFiles(keys.clone())), || {
+                kustomize::build_flux(&dir, overrides)
+            })
+        }
+        None => kustomize::build_flux(&dir, overrides),
+    };
+    let resources = built.map_err(|err| Error::Build {
+        path: shown.clone(),
+        revision: revision.clone(),
         message: in_repository(&crate::error_chain::describe(&err), &tree),
     })?;
+    let mut objects = Vec::with_capacity(resources.len());
+    let mut decrypted = Vec::new();
+    let quoted = resources
+        .iter()
+        .map(|r| r.quoted_templates().clone())
+        .collect();
+    for resource in &resources {
+        let mut object = resource.to_json();
+        if let Some(keys) = &keys {
+            let origin = resource.origin_file();
+            let shown_origin = origin.map(|o| in_repository(&o.display().to_string(), &tree));
+            let was_encrypted = postbuild::decrypt(&mut object, origin, shown_origin, keys)
+                .map_err(|err| Error::PostBuild {
+                    path: shown.clone(),
+                    revision: revision.clone(),
+                    message: err.to_string(),
+                })?;
+            if was_encrypted {
+                decrypted.push(objects.len());
+            }
+        }
+        objects.push(object);
+    }
     // A tree damaged while the build read it must not become a prune.
     unpacker
         .confirm(artifact)
@@ -589,7 +684,11 @@ fn unpack_and_build(
                 tree.display()
             ),
         })?;
-    Ok(resources.iter().map(kustomize::Resource::to_json).collect())
+    Ok(Built {
+        objects,
+        decrypted,
+        quoted,
+    })
 }
 
 /// `message` with the paths of the unpacked artifact in `tree` written as
@@ -858,6 +957,7 @@ mod tests {
             deletion_policy: DeletionPolicy::Delete,
             drift: Default::default(),
             overlay: Default::default(),
+            post_build: Default::default(),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod hostile_s3;
 pub mod proxy;
 pub mod registry;
 pub mod s3;
+pub mod sops;
 
 pub use cluster::{built_tool, cluster, repo_root, TestNamespace};
 
