@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod error_chain;
 pub mod helm;
 pub mod kustomize;
+pub mod observe;
 pub mod reconcile;
 pub mod source;
 pub mod state;

@@ -61,3 +61,5 @@ mod fault_secrets;
 mod data_safety;
 // kedge-helm, the Helm SDK helper: install, upgrade, rollback, test, uninstall, unlock on the test control plane.
 mod helm_helper;
+// [agent] metrics: /metrics over HTTP parsed as Prometheus text, kedge metrics, the loopback rule.
+mod observe_metrics;

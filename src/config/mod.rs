@@ -43,9 +43,11 @@ mod validate;
 mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
+mod validate_observe;
 pub mod version_range;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,6 +70,8 @@ pub struct Config {
     /// Every source, of every kind, by `kind/name`.
     pub sources: BTreeMap<SourceRef, Source>,
     pub kustomizations: BTreeMap<String, Kustomization>,
+    /// Webhook receivers by name (`[receiver.NAME]`).
+    pub receivers: BTreeMap<String, Receiver>,
 }
 
 /// The `[agent]` table.
@@ -82,6 +86,53 @@ pub struct Agent {
     /// a kustomization removed from it are deleted (a file caught
     /// half-written must not delete anything).
     pub removal_grace_period: Duration,
+    /// Where `/metrics` is served (`None`: not at all).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// One `[receiver.NAME]` table: an HTTP endpoint where a forge's push
+/// event makes the named sources fetch at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receiver {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub kind: ReceiverKind,
+    /// Holds the shared secret: a token for `gitlab` and `generic`, the
+    /// HMAC key for `github` and `generic-hmac`. Read at each request.
+    pub secret_file: PathBuf,
+    pub resources: Vec<SourceRef>,
+}
+
+/// How a receiver authenticates a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverKind {
+    /// `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>`; push and ping events.
+    Github,
+    /// `X-Gitlab-Token: <secret>`; push and tag push events.
+    Gitlab,
+    /// `X-Signature: sha256=<HMAC-SHA256 of the body>`.
+    GenericHmac,
+    /// `Authorization: Bearer <secret>`.
+    Generic,
+}
+
+impl ReceiverKind {
+    pub const ALL: &'static [ReceiverKind] = &[
+        ReceiverKind::Github,
+        ReceiverKind::Gitlab,
+        ReceiverKind::GenericHmac,
+        ReceiverKind::Generic,
+    ];
+
+    /// The kind as written in `type = "…"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiverKind::Github => "github",
+            ReceiverKind::Gitlab => "gitlab",
+            ReceiverKind::GenericHmac => "generic-hmac",
+            ReceiverKind::Generic => "generic",
+        }
+    }
 }
 
 /// The largest config file kedge reads.

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub helm_repository: BTreeMap<Spanned<String>, Spanned<RawHelmRepository>>,
     #[serde(default)]
     pub helm_chart: BTreeMap<Spanned<String>, Spanned<RawHelmChart>>,
+    #[serde(default)]
+    pub receiver: BTreeMap<Spanned<String>, Spanned<RawReceiver>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +32,8 @@ pub struct RawAgent {
     pub kubeconfig: Option<Spanned<String>>,
     pub socket: Option<Spanned<String>>,
     pub removal_grace_period: Option<Spanned<String>>,
+    pub metrics: Option<Spanned<String>>,
+    pub metrics_allow_remote: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,4 +148,14 @@ pub struct RawChartRef {
     pub source: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReceiver {
+    pub listen: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub secret_file: Option<Spanned<String>>,
+    pub resources: Vec<Spanned<String>>,
 }

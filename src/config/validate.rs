@@ -134,6 +134,7 @@ impl Checker<'_> {
                 kubeconfig: None,
                 socket: PathBuf::from(DEFAULT_SOCKET_PATH),
                 removal_grace_period: DEFAULT_REMOVAL_GRACE_PERIOD,
+                metrics: None,
             },
         };
         let git = raw.git.keys().map(|name| (SourceKind::Git.table(), name));
@@ -204,10 +205,19 @@ impl Checker<'_> {
             }
         }
         self.dependencies(&kustomizations, &depends_spans);
+        let mut receivers = BTreeMap::new();
+        for (name, receiver) in raw.receiver {
+            let key = format!("receiver.{}", name.get_ref());
+            self.name(&name, &key);
+            if let Some(receiver) = self.receiver(name.get_ref(), &key, receiver, &sources) {
+                receivers.insert(name.into_inner(), receiver);
+            }
+        }
         Config {
             agent,
             sources,
             kustomizations,
+            receivers,
         }
     }
 
@@ -244,11 +254,18 @@ impl Checker<'_> {
             .removal_grace_period
             .and_then(|value| self.duration(&value, "agent.removal_grace_period"))
             .unwrap_or(DEFAULT_REMOVAL_GRACE_PERIOD);
+        let allow_remote = raw
+            .metrics_allow_remote
+            .is_some_and(|allow| *allow.get_ref());
+        let metrics = raw
+            .metrics
+            .and_then(|address| self.metrics_address(&address, allow_remote));
         Agent {
             state_dir,
             kubeconfig,
             socket,
             removal_grace_period,
+            metrics,
         }
     }
 

@@ -38,6 +38,7 @@ pub use signals::{Received, Signals};
 
 use crate::apply::Manager;
 use crate::config::Config;
+use crate::observe::{self, Metrics};
 use crate::reconcile::kustomization;
 use crate::reconcile::scheduler::Heartbeat;
 use crate::state::{self, Store, CONFIG_REFUSED};
@@ -78,6 +79,9 @@ pub enum Error {
     /// The control socket could not be set up.
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
+    /// `[agent] metrics` or a receiver could not listen.
+    #[error(transparent)]
+    Endpoint(#[from] observe::Error),
 }
 
 /// Runs the sources and kustomizations of `config` (read from
@@ -91,6 +95,8 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     let listener = socket::bind(&socket_path)?;
     let (stop_socket, socket_shutdown) = watch::channel(false);
     let (calls, mut incoming) = mpsc::channel(64);
+    let endpoints =
+        observe::Endpoints::start(&config, calls.clone(), socket_shutdown.clone()).await?;
     let server = tokio::spawn(socket::serve(
         listener,
         socket_path.clone(),
@@ -111,6 +117,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         config,
         store.clone(),
         heartbeat_factory(&store),
+        Metrics::enabled(true),
     )
     .await?;
     if let Ok(true) = kustomization::lock(&store).clear_agent_problem(CONFIG_REFUSED) {
@@ -162,6 +169,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     units.stop().await;
     let _ = stop_socket.send(true);
     let _ = server.await;
+    endpoints.join().await;
     drop(store);
     tracing::info!("stopped");
     stopped.map(drop).map_err(Error::State)

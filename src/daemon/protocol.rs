@@ -59,6 +59,8 @@ pub enum Request {
     Diff {
         name: String,
     },
+    /// The Prometheus text of `/metrics`.
+    Metrics,
 }
 
 /// The daemon's answer.

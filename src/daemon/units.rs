@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{diff, Config, ConfigDiff, Kustomization, Source, SourceRef};
+use crate::observe::Metrics;
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
 use crate::reconcile::unpack::Unpacker;
@@ -76,6 +77,7 @@ pub struct Units {
     started_at: i64,
     /// Whether the state database held nothing when they started.
     state_was_empty: bool,
+    metrics: Metrics,
 }
 
 /// Kustomizations removed from the config, waiting for the file to stay
@@ -106,6 +108,7 @@ impl Units {
         file_config: Config,
         store: Arc<Mutex<Store>>,
         heartbeat: HeartbeatFactory,
+        metrics: Metrics,
     ) -> Result<Units, Error> {
         let config = Arc::new(effective(&file_config, &store)?);
         let state_was_empty = lock(&store).is_empty()?;
@@ -128,6 +131,7 @@ impl Units {
             removals: JoinSet::new(),
             started_at: state::now_millis(),
             state_was_empty,
+            metrics,
         };
         units.forget_removed_sources()?;
         // Subscribed before the scheduler starts: the runner starts later
@@ -142,6 +146,11 @@ impl Units {
         }
         units.note_removals()?;
         Ok(units)
+    }
+
+    /// What the units count for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The config as read from the file (without CLI suspensions).
@@ -369,6 +378,7 @@ impl Units {
             Limits::default(),
             shutdown,
             Some((self.heartbeat)()),
+            self.metrics.clone(),
         );
         tokio::spawn(relay(unit.subscribe(), self.updates.clone()));
         self.source_triggers.connect(&unit);
@@ -417,6 +427,7 @@ impl Units {
             first_fetches: Arc::default(),
             started_at: self.started_at,
             state_was_empty: self.state_was_empty,
+            metrics: self.metrics.clone(),
         };
         self.ctx = Some(ctx.clone());
         Ok(ctx)

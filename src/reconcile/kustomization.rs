@@ -47,6 +47,7 @@ use crate::apply::{
 };
 use crate::config::{Config, DeletionPolicy, Kustomization, SourceRef};
 use crate::kustomize;
+use crate::observe::Metrics;
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
 
@@ -77,6 +78,8 @@ pub struct Context {
     /// new node, or a lost database): only then can objects labelled by a
     /// kustomization exist without its inventory.
     pub state_was_empty: bool,
+    /// Counts runs, applied objects and drift (off unless `[agent] metrics`).
+    pub metrics: Metrics,
 }
 
 /// What the caller does next: run again after `requeue_after`, and watch
@@ -263,6 +266,7 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
                 applied.pruned,
             );
             tracing::info!(kustomization = %name, revision = %applied.revision, reason = "ReconciliationSucceeded", "{message}");
+            count_applied(&ctx.metrics, name, &applied);
             let revision = Some(applied.revision.as_str());
             record(
                 ctx,
@@ -722,6 +726,8 @@ fn record(
         duration_ms: started.elapsed().as_millis() as i64,
         deletion_policy: deletion_policy(k),
     };
+    ctx.metrics
+        .reconciled("kustomization", &k.name, started.elapsed());
     let store = lock(&ctx.store);
     let severity = if ready {
         Severity::Info
@@ -742,6 +748,17 @@ fn record(
     if let Err(err) = recorded {
         tracing::error!(kustomization = %k.name, "recording outcome: {err}");
     }
+}
+
+fn count_applied(metrics: &Metrics, name: &str, applied: &Applied) {
+    for (action, label) in [
+        (apply::Action::Created, "created"),
+        (apply::Action::Configured, "configured"),
+        (apply::Action::Unchanged, "unchanged"),
+    ] {
+        metrics.applied(name, label, applied.changes.count(action));
+    }
+    metrics.applied(name, "pruned", applied.pruned);
 }
 
 fn deletion_policy(k: &Kustomization) -> &'static str {
@@ -848,6 +865,7 @@ mod tests {
             first_fetches: Arc::default(),
             state_was_empty: false,
             source_triggers: SourceTriggers::default(),
+            metrics: Metrics::default(),
         }
     }
 

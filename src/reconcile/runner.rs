@@ -262,12 +262,14 @@ impl DriftWatch {
         match followed {
             Ok(events) => {
                 let name = name.to_string();
+                let metrics = ctx.metrics.clone();
                 let handle = tokio::spawn(async move {
                     let mut batches = Box::pin(debounce(events, DRIFT_QUIET));
                     while let Some(batch) = batches.next().await {
                         let objects: Vec<String> =
                             batch.iter().map(|e| e.object.to_string()).collect();
                         tracing::info!(kustomization = %name, reason = "DriftDetected", "drift on {}", objects.join(", "));
+                        metrics.drifted(&name, objects.len());
                         wake.notify_one();
                     }
                 });

@@ -36,6 +36,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, Source, SourceRef};
+use crate::observe::Metrics;
 use crate::source::{self, Artifact, ArtifactStore, Limits, Restored, SyncOutcome};
 use crate::state::{self, Event, Severity, SourceOutcome, Store};
 
@@ -96,6 +97,7 @@ struct Shared {
     store: Arc<Mutex<Store>>,
     limits: Limits,
     updates: broadcast::Sender<SourceUpdate>,
+    metrics: Metrics,
 }
 
 /// The running scheduler: send triggers, subscribe to updates, wait for it
@@ -140,16 +142,18 @@ pub fn scheduler(
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Scheduler {
-    scheduler_with_heartbeat(config, store, limits, shutdown, None)
+    scheduler_with_heartbeat(config, store, limits, shutdown, None, Metrics::default())
 }
 
-/// [`scheduler`], whose trigger loop also awaits `heartbeat`.
+/// [`scheduler`], whose trigger loop also awaits `heartbeat`, and whose
+/// syncs are counted in `metrics`.
 pub fn scheduler_with_heartbeat(
     config: &Config,
     store: Arc<Mutex<Store>>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
     heartbeat: Option<Heartbeat>,
+    metrics: Metrics,
 ) -> Scheduler {
     let (updates, _) = broadcast::channel(64);
     let shared = Arc::new(Shared {
@@ -157,6 +161,7 @@ pub fn scheduler_with_heartbeat(
         store,
         limits,
         updates: updates.clone(),
+        metrics,
     });
     let mut tasks = JoinSet::new();
     let mut wakers = BTreeMap::new();
@@ -343,6 +348,7 @@ async fn sync_once(
         }
     });
     let timeout = tokio::time::sleep(source.timeout());
+    let started = tokio::time::Instant::now();
     let result = tokio::select! {
         joined = &mut task => match joined {
             Ok(result) => result,
@@ -364,6 +370,9 @@ async fn sync_once(
         }
     };
     let success = result.synced.is_ok();
+    let (kind, name, took) = (source.kind().as_str(), source.name(), started.elapsed());
+    shared.metrics.fetched(kind, name, took);
+    shared.metrics.reconciled(kind, name, took);
     if let Err(err) = record(source, shared, result) {
         tracing::error!(source = %source.source_ref(), error = %err, "recording source outcome");
     }
