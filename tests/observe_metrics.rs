@@ -205,6 +205,8 @@ async fn metrics_are_served_on_loopback_and_follow_reconciles_and_drift() {
     })
     .await;
 
+    dashboard_reads_only_served_metrics(&scrape(port).await);
+
     // `kedge metrics` prints the same metrics once.
     let out = setup.cli(&["metrics"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -231,6 +233,26 @@ async fn metrics_are_served_on_loopback_and_follow_reconciles_and_drift() {
         .await
         .expect("POST /metrics");
     assert_eq!(post.status(), 405);
+}
+
+/// Every metric a query of the Grafana dashboard names is served.
+fn dashboard_reads_only_served_metrics(scraped: &Scrape) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/grafana/kedge-dashboard.json");
+    let dashboard = std::fs::read_to_string(&path).expect("the Grafana dashboard");
+    let names = regex::Regex::new(r"\b(?:gotk|kedge|process)_[a-z_]+").expect("regex");
+    let served = |name: &str| {
+        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        scraped.samples.iter().any(|s| s.metric == family)
+    };
+    let mut queried: Vec<&str> = names.find_iter(&dashboard).map(|m| m.as_str()).collect();
+    queried.sort_unstable();
+    queried.dedup();
+    assert!(queried.len() >= 8, "{queried:?}");
+    let missing: Vec<&&str> = queried.iter().filter(|name| !served(name)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics kedge does not serve: {missing:?}"
+    );
 }
 
 #[test]
