@@ -29,6 +29,7 @@ fn parse(text: &str) -> Scrape {
 }
 
 async fn scrape(port: u16) -> Scrape {
+    kedge::source::install_tls_provider();
     let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("GET /metrics");

@@ -63,3 +63,5 @@ mod data_safety;
 mod helm_helper;
 // [agent] metrics: /metrics over HTTP parsed as Prometheus text, kedge metrics, the loopback rule.
 mod observe_metrics;
+// [receiver.NAME]: signed GitHub, GitLab and generic webhooks fetch at once; bad, oversized and flooding ones do nothing.
+mod observe_receiver;

@@ -95,8 +95,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     let listener = socket::bind(&socket_path)?;
     let (stop_socket, socket_shutdown) = watch::channel(false);
     let (calls, mut incoming) = mpsc::channel(64);
-    let endpoints =
-        observe::Endpoints::start(&config, calls.clone(), socket_shutdown.clone()).await?;
+    let mut endpoints = observe::Endpoints::start(&config, calls.clone()).await?;
     let server = tokio::spawn(socket::serve(
         listener,
         socket_path.clone(),
@@ -134,6 +133,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     // A save between the first read and the watch's start is not missed.
     if Config::load(config_path).map_or(true, |now| &now != units.file_config()) {
         reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+        endpoints.follow(units.config()).await;
     }
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
     let mut status = StatusFollower::new(&store);
@@ -144,10 +144,12 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
                 Received::Stop(name) => break Ok(name),
                 Received::Reload => {
                     reload::reload(config_path, reload::Cause::Sighup, &mut units, &store).await;
+                    endpoints.follow(units.config()).await;
                 }
             },
             _ = changed(&mut file_watch) => {
                 reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+                endpoints.follow(units.config()).await;
             }
             Some(call) = incoming.recv() => control::handle(call, &mut units, &store).await,
             _ = at(removal_due) => units.confirm_removals(units::Confirm::AfterGrace).await,
@@ -169,7 +171,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     units.stop().await;
     let _ = stop_socket.send(true);
     let _ = server.await;
-    endpoints.join().await;
+    endpoints.stop().await;
     drop(store);
     tracing::info!("stopped");
     stopped.map(drop).map_err(Error::State)

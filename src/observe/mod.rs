@@ -12,10 +12,19 @@ pub mod endpoint;
 pub mod http;
 pub mod metrics;
 mod process;
+pub mod receiver;
 
 pub use metrics::Metrics;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Receiver};
+use crate::daemon::socket::Call;
 
 /// Failures of starting an endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -29,35 +38,97 @@ pub enum Error {
     },
 }
 
-/// The HTTP endpoints of a running daemon.
+/// The HTTP endpoints of a running daemon: `/metrics` and the receivers.
 pub struct Endpoints {
-    tasks: tokio::task::JoinSet<()>,
+    calls: mpsc::Sender<Call>,
+    metrics: Option<Running>,
+    receivers: BTreeMap<String, (Receiver, Running)>,
+}
+
+/// One listener's server task and its stop switch.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn(listener: TcpListener, max_body: usize, handler: http::Handler) -> Running {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(http::serve(listener, max_body, handler, stopped));
+        Running { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }
 
 impl Endpoints {
-    /// Listens on `[agent] metrics`, if set, and serves it until `shutdown`.
-    /// Requests reach the daemon's main loop through `calls`.
-    pub async fn start(
-        config: &crate::config::Config,
-        calls: tokio::sync::mpsc::Sender<crate::daemon::socket::Call>,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<Endpoints, Error> {
-        let mut tasks = tokio::task::JoinSet::new();
+    /// Listens on `[agent] metrics`, if set, and on every receiver's
+    /// address. Requests reach the daemon's main loop through `calls`.
+    pub async fn start(config: &Config, calls: mpsc::Sender<Call>) -> Result<Endpoints, Error> {
+        let mut endpoints = Endpoints {
+            calls,
+            metrics: None,
+            receivers: BTreeMap::new(),
+        };
         if let Some(address) = config.agent.metrics {
             let listener = http::bind(address, "agent.metrics").await?;
             tracing::info!(address = %address, "serving metrics at /metrics");
-            tasks.spawn(http::serve(
-                listener,
-                endpoint::MAX_BODY,
-                endpoint::metrics_handler(calls),
-                shutdown,
-            ));
+            let handler = endpoint::metrics_handler(endpoints.calls.clone());
+            endpoints.metrics = Some(Running::spawn(listener, endpoint::MAX_BODY, handler));
         }
-        Ok(Endpoints { tasks })
+        for receiver in config.receivers.values() {
+            endpoints.start_receiver(receiver.clone()).await?;
+        }
+        Ok(endpoints)
     }
 
-    /// Waits until every endpoint has stopped (after shutdown).
-    pub async fn join(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    /// After a reload: receivers removed or changed in `config` stop,
+    /// new or changed ones start. One that cannot listen is logged and
+    /// left out; the others keep serving.
+    pub async fn follow(&mut self, config: &Config) {
+        let stale: Vec<String> = self
+            .receivers
+            .iter()
+            .filter(|(name, (running, _))| config.receivers.get(*name) != Some(running))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some((_, running)) = self.receivers.remove(&name) {
+                running.stop().await;
+                tracing::info!(receiver = %name, "receiver stopped");
+            }
+        }
+        for (name, receiver) in &config.receivers {
+            if self.receivers.contains_key(name) {
+                continue;
+            }
+            if let Err(err) = self.start_receiver(receiver.clone()).await {
+                tracing::error!(receiver = %name, "{err}");
+            }
+        }
+    }
+
+    async fn start_receiver(&mut self, receiver: Receiver) -> Result<(), Error> {
+        let key = format!("receiver.{}", receiver.name);
+        let listener = http::bind(receiver.listen, &key).await?;
+        tracing::info!(receiver = %receiver.name, address = %receiver.listen, kind = receiver.kind.as_str(), "receiving webhooks");
+        let handler = receiver::handler(receiver.clone(), self.calls.clone());
+        let running = Running::spawn(listener, receiver::MAX_BODY, handler);
+        self.receivers
+            .insert(receiver.name.clone(), (receiver, running));
+        Ok(())
+    }
+
+    /// Stops every endpoint and waits for it.
+    pub async fn stop(self) {
+        if let Some(metrics) = self.metrics {
+            metrics.stop().await;
+        }
+        for (_, (_, running)) in self.receivers {
+            running.stop().await;
+        }
     }
 }
