@@ -65,3 +65,5 @@ mod helm_helper;
 mod observe_metrics;
 // [receiver.NAME]: signed GitHub, GitLab and generic webhooks fetch at once; bad, oversized and flooding ones do nothing.
 mod observe_receiver;
+// [alert.NAME]: each provider's payload captured on 127.0.0.1, changes only, retries, a restart while down.
+mod observe_alerts;

@@ -72,6 +72,8 @@ pub struct Config {
     pub kustomizations: BTreeMap<String, Kustomization>,
     /// Webhook receivers by name (`[receiver.NAME]`).
     pub receivers: BTreeMap<String, Receiver>,
+    /// Where outcomes are sent, by name (`[alert.NAME]`).
+    pub alerts: BTreeMap<String, Alert>,
 }
 
 /// The `[agent]` table.
@@ -131,6 +133,81 @@ impl ReceiverKind {
             ReceiverKind::Gitlab => "gitlab",
             ReceiverKind::GenericHmac => "generic-hmac",
             ReceiverKind::Generic => "generic",
+        }
+    }
+}
+
+/// One `[alert.NAME]` table: which outcomes go where (Flux's Alert and
+/// Provider in one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub name: String,
+    pub provider: AlertProvider,
+    /// The webhook URL (Slack, Teams, …), the Matrix homeserver, the
+    /// Alertmanager alerts endpoint; `None` only for Telegram's own API.
+    pub address: Option<AlertAddress>,
+    /// The HMAC key (generic-hmac), access token (matrix) or bot token
+    /// (telegram); a bearer token otherwise, if given.
+    pub token_file: Option<PathBuf>,
+    /// A Slack or Discord channel, a Matrix room id, a Telegram chat id.
+    pub channel: Option<String>,
+    pub username: Option<String>,
+    /// `Error`: only failures; `Info`: every change.
+    pub severity: crate::state::Severity,
+    /// `kind/name` patterns; `*` as the name matches every object of a kind.
+    pub events: Vec<String>,
+    /// Regular expressions: a message matching one is not sent.
+    pub exclude: Vec<String>,
+    pub summary: Option<String>,
+}
+
+/// Where an alert's address comes from: URLs with a token in them belong
+/// in a file, plain ones may be written inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertAddress {
+    Inline(String),
+    File(PathBuf),
+}
+
+/// The services an alert can post to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertProvider {
+    Generic,
+    GenericHmac,
+    Slack,
+    Msteams,
+    Discord,
+    Googlechat,
+    Matrix,
+    Telegram,
+    Alertmanager,
+}
+
+impl AlertProvider {
+    pub const ALL: &'static [AlertProvider] = &[
+        AlertProvider::Generic,
+        AlertProvider::GenericHmac,
+        AlertProvider::Slack,
+        AlertProvider::Msteams,
+        AlertProvider::Discord,
+        AlertProvider::Googlechat,
+        AlertProvider::Matrix,
+        AlertProvider::Telegram,
+        AlertProvider::Alertmanager,
+    ];
+
+    /// The provider as written in `provider = "…"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertProvider::Generic => "generic",
+            AlertProvider::GenericHmac => "generic-hmac",
+            AlertProvider::Slack => "slack",
+            AlertProvider::Msteams => "msteams",
+            AlertProvider::Discord => "discord",
+            AlertProvider::Googlechat => "googlechat",
+            AlertProvider::Matrix => "matrix",
+            AlertProvider::Telegram => "telegram",
+            AlertProvider::Alertmanager => "alertmanager",
         }
     }
 }

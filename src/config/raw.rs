@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub helm_chart: BTreeMap<Spanned<String>, Spanned<RawHelmChart>>,
     #[serde(default)]
     pub receiver: BTreeMap<Spanned<String>, Spanned<RawReceiver>>,
+    #[serde(default)]
+    pub alert: BTreeMap<Spanned<String>, Spanned<RawAlert>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,4 +160,19 @@ pub struct RawReceiver {
     pub kind: Spanned<String>,
     pub secret_file: Option<Spanned<String>>,
     pub resources: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub provider: Spanned<String>,
+    pub address: Option<Spanned<String>>,
+    pub address_file: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub severity: Option<Spanned<String>>,
+    pub events: Vec<Spanned<String>>,
+    pub exclude: Option<Vec<Spanned<String>>>,
+    pub summary: Option<Spanned<String>>,
 }

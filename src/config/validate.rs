@@ -213,11 +213,20 @@ impl Checker<'_> {
                 receivers.insert(name.into_inner(), receiver);
             }
         }
+        let mut alerts = BTreeMap::new();
+        for (name, alert) in raw.alert {
+            let key = format!("alert.{}", name.get_ref());
+            self.name(&name, &key);
+            if let Some(alert) = self.alert(name.get_ref(), &key, alert) {
+                alerts.insert(name.into_inner(), alert);
+            }
+        }
         Config {
             agent,
             sources,
             kustomizations,
             receivers,
+            alerts,
         }
     }
 

@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{diff, Config, ConfigDiff, Kustomization, Source, SourceRef};
-use crate::observe::Metrics;
+use crate::observe::{Metrics, Observer};
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
 use crate::reconcile::unpack::Unpacker;
@@ -77,7 +77,7 @@ pub struct Units {
     started_at: i64,
     /// Whether the state database held nothing when they started.
     state_was_empty: bool,
-    metrics: Metrics,
+    observer: Observer,
 }
 
 /// Kustomizations removed from the config, waiting for the file to stay
@@ -108,7 +108,7 @@ impl Units {
         file_config: Config,
         store: Arc<Mutex<Store>>,
         heartbeat: HeartbeatFactory,
-        metrics: Metrics,
+        observer: Observer,
     ) -> Result<Units, Error> {
         let config = Arc::new(effective(&file_config, &store)?);
         let state_was_empty = lock(&store).is_empty()?;
@@ -131,7 +131,7 @@ impl Units {
             removals: JoinSet::new(),
             started_at: state::now_millis(),
             state_was_empty,
-            metrics,
+            observer,
         };
         units.forget_removed_sources()?;
         // Subscribed before the scheduler starts: the runner starts later
@@ -150,7 +150,7 @@ impl Units {
 
     /// What the units count for `/metrics`.
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.observer.metrics
     }
 
     /// The config as read from the file (without CLI suspensions).
@@ -378,7 +378,7 @@ impl Units {
             Limits::default(),
             shutdown,
             Some((self.heartbeat)()),
-            self.metrics.clone(),
+            self.observer.clone(),
         );
         tokio::spawn(relay(unit.subscribe(), self.updates.clone()));
         self.source_triggers.connect(&unit);
@@ -427,7 +427,7 @@ impl Units {
             first_fetches: Arc::default(),
             started_at: self.started_at,
             state_was_empty: self.state_was_empty,
-            metrics: self.metrics.clone(),
+            observer: self.observer.clone(),
         };
         self.ctx = Some(ctx.clone());
         Ok(ctx)

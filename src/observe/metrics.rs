@@ -57,6 +57,17 @@ struct Named {
     kustomization: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabel {
+    alert: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Dropped {
+    alert: String,
+    reason: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The metrics of one process; clones share them.
@@ -73,6 +84,10 @@ struct Inner {
     suspended: Family<Object, Gauge>,
     last_success: Family<Object, FloatGauge>,
     artifact_size: Family<Object, Gauge>,
+    alerts_sent: Family<AlertLabel, Counter>,
+    alert_failures: Family<AlertLabel, Counter>,
+    alerts_dropped: Family<Dropped, Counter>,
+    alert_queue: Gauge,
     /// One scrape at a time: each refreshes the state gauges, then encodes.
     scrape: Mutex<()>,
 }
@@ -146,6 +161,30 @@ impl Metrics {
             "When a source last synced or a kustomization last applied successfully.",
             last_success.clone(),
         );
+        let alerts_sent = Family::<AlertLabel, Counter>::default();
+        registry.register(
+            "kedge_alerts_sent",
+            "Alerts delivered, by [alert.NAME].",
+            alerts_sent.clone(),
+        );
+        let alert_failures = Family::<AlertLabel, Counter>::default();
+        registry.register(
+            "kedge_alert_delivery_failures",
+            "Failed deliveries of alerts (each is retried).",
+            alert_failures.clone(),
+        );
+        let alerts_dropped = Family::<Dropped, Counter>::default();
+        registry.register(
+            "kedge_alerts_dropped",
+            "Alerts never delivered: rate_limited (a flapping object) or queue_full (oldest dropped).",
+            alerts_dropped.clone(),
+        );
+        let alert_queue = Gauge::default();
+        registry.register(
+            "kedge_alert_queue_length",
+            "Alerts waiting for delivery or a retry.",
+            alert_queue.clone(),
+        );
         if with_process {
             registry.register_collector(Box::new(ProcessCollector));
         }
@@ -159,6 +198,10 @@ impl Metrics {
             suspended,
             last_success,
             artifact_size,
+            alerts_sent,
+            alert_failures,
+            alerts_dropped,
+            alert_queue,
             scrape: Mutex::new(()),
         })))
     }
@@ -211,6 +254,32 @@ impl Metrics {
                     kustomization: kustomization.to_string(),
                 })
                 .inc_by(count as u64);
+        }
+    }
+
+    /// An alert was delivered (`delivered`) or a delivery failed.
+    pub fn alert_delivery(&self, alert: &str, delivered: bool) {
+        if let Some(inner) = &self.0 {
+            let label = AlertLabel {
+                alert: alert.to_string(),
+            };
+            match delivered {
+                true => inner.alerts_sent.get_or_create(&label).inc(),
+                false => inner.alert_failures.get_or_create(&label).inc(),
+            };
+        }
+    }
+
+    /// An alert was dropped undelivered, for `reason`.
+    pub fn alert_dropped(&self, alert: &str, reason: &str) {
+        if let Some(inner) = &self.0 {
+            inner
+                .alerts_dropped
+                .get_or_create(&Dropped {
+                    alert: alert.to_string(),
+                    reason: reason.to_string(),
+                })
+                .inc();
         }
     }
 
@@ -283,6 +352,8 @@ impl Inner {
                     .set(i64::try_from(size.len()).unwrap_or(i64::MAX));
             }
         }
+        // A database of an older kedge opened read-only has no queue.
+        self.alert_queue.set(store.queued_alerts().unwrap_or(0));
         for k in store.kustomization_statuses()? {
             if let (Some(at), true) = (k.last_success_at, listed("kustomization", &k.name)) {
                 self.last_success

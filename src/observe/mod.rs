@@ -6,18 +6,33 @@
 //! reconcilers record outcomes and reads the state database at each
 //! scrape; [`receiver`] turns a verified push event into the same request
 //! `kedge reconcile source` sends over the control socket. Both are off
-//! unless configured and cost nothing then.
+//! unless configured and cost nothing then. [`alert`] queues the outcomes
+//! that change an object in the state database and delivers them to chat
+//! and webhook providers ([`providers`]).
 
+pub mod alert;
 pub mod endpoint;
 pub mod http;
 pub mod metrics;
 mod process;
+pub mod providers;
+mod rate;
 pub mod receiver;
 
+pub use alert::Alerts;
 pub use metrics::Metrics;
+
+/// What the reconcilers report to: metrics and alerts. The default one
+/// reports nowhere.
+#[derive(Clone, Default)]
+pub struct Observer {
+    pub metrics: Metrics,
+    pub alerts: Alerts,
+}
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +40,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Receiver};
 use crate::daemon::socket::Call;
+use crate::state::Store;
 
 /// Failures of starting an endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +54,12 @@ pub enum Error {
     },
 }
 
-/// The HTTP endpoints of a running daemon: `/metrics` and the receivers.
-pub struct Endpoints {
+/// The daemon's outward edges: `/metrics`, the receivers and the
+/// delivery of alerts.
+pub struct Edges {
     calls: mpsc::Sender<Call>,
+    alerts: Alerts,
+    delivery: Running,
     metrics: Option<Running>,
     receivers: BTreeMap<String, (Receiver, Running)>,
 }
@@ -64,12 +83,22 @@ impl Running {
     }
 }
 
-impl Endpoints {
+impl Edges {
     /// Listens on `[agent] metrics`, if set, and on every receiver's
-    /// address. Requests reach the daemon's main loop through `calls`.
-    pub async fn start(config: &Config, calls: mpsc::Sender<Call>) -> Result<Endpoints, Error> {
-        let mut endpoints = Endpoints {
+    /// address, and delivers `alerts` queued in `store`. Requests reach the
+    /// daemon's main loop through `calls`.
+    pub async fn start(
+        config: &Config,
+        calls: mpsc::Sender<Call>,
+        alerts: Alerts,
+        store: Arc<Mutex<Store>>,
+    ) -> Result<Edges, Error> {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(alerts.clone().deliver(store, stopped));
+        let mut endpoints = Edges {
             calls,
+            alerts,
+            delivery: Running { stop, task },
             metrics: None,
             receivers: BTreeMap::new(),
         };
@@ -85,10 +114,12 @@ impl Endpoints {
         Ok(endpoints)
     }
 
-    /// After a reload: receivers removed or changed in `config` stop,
+    /// After a reload: alerts go to those of `config`; receivers removed
+    /// or changed in `config` stop,
     /// new or changed ones start. One that cannot listen is logged and
     /// left out; the others keep serving.
     pub async fn follow(&mut self, config: &Config) {
+        self.alerts.follow(config);
         let stale: Vec<String> = self
             .receivers
             .iter()
@@ -124,6 +155,7 @@ impl Endpoints {
 
     /// Stops every endpoint and waits for it.
     pub async fn stop(self) {
+        self.delivery.stop().await;
         if let Some(metrics) = self.metrics {
             metrics.stop().await;
         }

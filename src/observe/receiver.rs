@@ -15,7 +15,7 @@
 //!   secret needs no reload) and never logged.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::header::HeaderMap;
 use hyper::{Method, StatusCode};
@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::endpoint::ask;
 use super::http::{self, Handler, Received, Reply};
+use super::rate::RateLimit;
 use crate::config::{Receiver, ReceiverKind};
 use crate::daemon::protocol::{self, Request};
 use crate::daemon::socket::Call;
@@ -132,39 +133,11 @@ fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
     hmac::verify(&key, a, hmac::sign(&key, b).as_ref()).is_ok()
 }
 
-/// A token bucket: [`BURST`] requests, one more per [`REFILL_EVERY`].
-struct RateLimit {
-    tokens: f64,
-    updated: Instant,
-}
-
-impl RateLimit {
-    fn new() -> RateLimit {
-        RateLimit {
-            tokens: f64::from(BURST),
-            updated: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refilled = now.duration_since(self.updated).as_secs_f64() / REFILL_EVERY.as_secs_f64();
-        self.tokens = (self.tokens + refilled).min(f64::from(BURST));
-        self.updated = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Serves `receiver`: authenticated pushes become `reconcile-source`
 /// requests to the daemon's main loop through `calls`.
 pub fn handler(receiver: Receiver, calls: mpsc::Sender<Call>) -> Handler {
     let receiver = Arc::new(receiver);
-    let limit = Arc::new(Mutex::new(RateLimit::new()));
+    let limit = Arc::new(Mutex::new(RateLimit::new(BURST, REFILL_EVERY)));
     Arc::new(move |request: Received| {
         let (receiver, calls, limit) = (receiver.clone(), calls.clone(), limit.clone());
         Box::pin(async move { answer(&receiver, &calls, &limit, request).await })
@@ -327,12 +300,5 @@ mod tests {
         );
         let basic = headers(&[("authorization", "Basic tok")]);
         assert!(verify(ReceiverKind::Generic, b"tok", &basic, b"").is_err());
-    }
-
-    #[test]
-    fn the_rate_limit_takes_a_burst_then_refuses() {
-        let mut limit = RateLimit::new();
-        let taken = (0..BURST * 3).filter(|_| limit.take()).count();
-        assert_eq!(taken, BURST as usize);
     }
 }

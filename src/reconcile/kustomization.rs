@@ -47,7 +47,7 @@ use crate::apply::{
 };
 use crate::config::{Config, DeletionPolicy, Kustomization, SourceRef};
 use crate::kustomize;
-use crate::observe::Metrics;
+use crate::observe::{Metrics, Observer};
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
 
@@ -78,8 +78,8 @@ pub struct Context {
     /// new node, or a lost database): only then can objects labelled by a
     /// kustomization exist without its inventory.
     pub state_was_empty: bool,
-    /// Counts runs, applied objects and drift (off unless `[agent] metrics`).
-    pub metrics: Metrics,
+    /// Counts runs, applied objects and drift; alerts on changed outcomes.
+    pub observer: Observer,
 }
 
 /// What the caller does next: run again after `requeue_after`, and watch
@@ -266,7 +266,7 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
                 applied.pruned,
             );
             tracing::info!(kustomization = %name, revision = %applied.revision, reason = "ReconciliationSucceeded", "{message}");
-            count_applied(&ctx.metrics, name, &applied);
+            count_applied(&ctx.observer.metrics, name, &applied);
             let revision = Some(applied.revision.as_str());
             record(
                 ctx,
@@ -726,9 +726,12 @@ fn record(
         duration_ms: started.elapsed().as_millis() as i64,
         deletion_policy: deletion_policy(k),
     };
-    ctx.metrics
+    ctx.observer
+        .metrics
         .reconciled("kustomization", &k.name, started.elapsed());
     let store = lock(&ctx.store);
+    let alerts = &ctx.observer.alerts;
+    let before = alerts.before(&store, "kustomization", &k.name);
     let severity = if ready {
         Severity::Info
     } else {
@@ -748,6 +751,7 @@ fn record(
     if let Err(err) = recorded {
         tracing::error!(kustomization = %k.name, "recording outcome: {err}");
     }
+    alerts.recorded(&store, before, "kustomization", &k.name, message);
 }
 
 fn count_applied(metrics: &Metrics, name: &str, applied: &Applied) {
@@ -865,7 +869,7 @@ mod tests {
             first_fetches: Arc::default(),
             state_was_empty: false,
             source_triggers: SourceTriggers::default(),
-            metrics: Metrics::default(),
+            observer: Observer::default(),
         }
     }
 

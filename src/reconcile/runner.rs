@@ -262,7 +262,7 @@ impl DriftWatch {
         match followed {
             Ok(events) => {
                 let name = name.to_string();
-                let metrics = ctx.metrics.clone();
+                let metrics = ctx.observer.metrics.clone();
                 let handle = tokio::spawn(async move {
                     let mut batches = Box::pin(debounce(events, DRIFT_QUIET));
                     while let Some(batch) = batches.next().await {

@@ -36,7 +36,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, Source, SourceRef};
-use crate::observe::Metrics;
+use crate::observe::Observer;
 use crate::source::{self, Artifact, ArtifactStore, Limits, Restored, SyncOutcome};
 use crate::state::{self, Event, Severity, SourceOutcome, Store};
 
@@ -97,7 +97,7 @@ struct Shared {
     store: Arc<Mutex<Store>>,
     limits: Limits,
     updates: broadcast::Sender<SourceUpdate>,
-    metrics: Metrics,
+    observer: Observer,
 }
 
 /// The running scheduler: send triggers, subscribe to updates, wait for it
@@ -142,18 +142,18 @@ pub fn scheduler(
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Scheduler {
-    scheduler_with_heartbeat(config, store, limits, shutdown, None, Metrics::default())
+    scheduler_with_heartbeat(config, store, limits, shutdown, None, Observer::default())
 }
 
 /// [`scheduler`], whose trigger loop also awaits `heartbeat`, and whose
-/// syncs are counted in `metrics`.
+/// syncs are reported to `observer`.
 pub fn scheduler_with_heartbeat(
     config: &Config,
     store: Arc<Mutex<Store>>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
     heartbeat: Option<Heartbeat>,
-    metrics: Metrics,
+    observer: Observer,
 ) -> Scheduler {
     let (updates, _) = broadcast::channel(64);
     let shared = Arc::new(Shared {
@@ -161,7 +161,7 @@ pub fn scheduler_with_heartbeat(
         store,
         limits,
         updates: updates.clone(),
-        metrics,
+        observer,
     });
     let mut tasks = JoinSet::new();
     let mut wakers = BTreeMap::new();
@@ -371,8 +371,8 @@ async fn sync_once(
     };
     let success = result.synced.is_ok();
     let (kind, name, took) = (source.kind().as_str(), source.name(), started.elapsed());
-    shared.metrics.fetched(kind, name, took);
-    shared.metrics.reconciled(kind, name, took);
+    shared.observer.metrics.fetched(kind, name, took);
+    shared.observer.metrics.reconciled(kind, name, took);
     if let Err(err) = record(source, shared, result) {
         tracing::error!(source = %source.source_ref(), error = %err, "recording source outcome");
     }
@@ -423,6 +423,8 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
         Ok(store) => store,
         Err(poisoned) => poisoned.into_inner(),
     };
+    let alerts = &shared.observer.alerts;
+    let before = alerts.before(&store, kind, source.name());
     let unrepaired = match result.restored {
         Ok(Some(restored)) => {
             record_restored(source, shared, &store, &restored)?;
@@ -434,7 +436,7 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
             Some(err)
         }
     };
-    match result.synced {
+    let message = match result.synced {
         Ok(outcome) => {
             let artifact = outcome.artifact();
             let new_artifact = matches!(outcome, SyncOutcome::NewArtifact { .. });
@@ -456,6 +458,7 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
             } else {
                 tracing::debug!(source = %source.source_ref(), revision = %artifact.revision, "no change");
             }
+            format!("stored artifact for revision {}", artifact.revision)
         }
         Err(err) => {
             // A damaged artifact is the worse news: the kustomizations cannot build.
@@ -481,8 +484,10 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
                 reason,
                 &message,
             ))?;
+            message
         }
-    }
+    };
+    alerts.recorded(&store, before, kind, source.name(), &message);
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! redacted, credentials stay in their files.
 
 mod agent;
+mod alerts;
 mod events;
 mod kustomizations;
 mod sources;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 pub use agent::{AgentProblem, CONFIG_REFUSED};
+pub use alerts::QueuedAlert;
 pub use events::{Event, Severity};
 pub use kustomizations::{KustomizationOutcome, KustomizationStatus, REMOVAL_PENDING};
 pub use sources::{SourceOutcome, SourceStatus};
@@ -89,6 +91,17 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (kind, name)
     );",
+    // 4: alerts waiting to be delivered (or retried), so they survive a
+    // restart and a network outage.
+    "CREATE TABLE alert_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert TEXT NOT NULL,
+        event TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL
+    );
+    CREATE INDEX alert_queue_by_due ON alert_queue (next_attempt_at, id);",
 ];
 
 /// How many events the history keeps; older ones are dropped on insert.
