@@ -71,6 +71,18 @@ pub fn reconcile_kustomization(
     timed(|| ask(daemon, &request, SLOW))
 }
 
+pub fn reconcile_helm_release(
+    daemon: &DaemonArgs,
+    name: &str,
+    with_source: bool,
+) -> anyhow::Result<ExitCode> {
+    let request = Request::ReconcileHelmRelease {
+        name: name.to_string(),
+        with_source,
+    };
+    timed(|| ask(daemon, &request, SLOW))
+}
+
 /// Prints the reply and how long the daemon took.
 fn timed(request: impl FnOnce() -> Result<Reply, ClientError>) -> anyhow::Result<ExitCode> {
     let started = Instant::now();

@@ -65,14 +65,16 @@ pub enum Command {
         #[command(subcommand)]
         target: ReconcileTarget,
     },
-    /// Stop reconciling a kustomization (NAME) or a source (git/NAME) until
-    /// resumed; lasts across restarts.
+    /// Stop reconciling a kustomization (NAME), a Helm release
+    /// (helm_release/NAME) or a source (git/NAME) until resumed; lasts
+    /// across restarts.
     Suspend {
         object: String,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
-    /// Resume a suspended kustomization (NAME) or source (git/NAME).
+    /// Resume a suspended kustomization (NAME), Helm release
+    /// (helm_release/NAME) or source (git/NAME).
     Resume {
         object: String,
         #[command(flatten)]
@@ -115,6 +117,16 @@ pub enum ReconcileTarget {
     Kustomization {
         name: String,
         /// Fetch its source first.
+        #[arg(long)]
+        with_source: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Reconcile a Helm release now.
+    #[command(alias = "helm_release", alias = "hr")]
+    Helmrelease {
+        name: String,
+        /// Fetch its chart first.
         #[arg(long)]
         with_source: bool,
         #[command(flatten)]
@@ -212,6 +224,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 with_source,
                 daemon,
             } => control::reconcile_kustomization(&daemon, &name, with_source),
+            ReconcileTarget::Helmrelease {
+                name,
+                with_source,
+                daemon,
+            } => control::reconcile_helm_release(&daemon, &name, with_source),
         },
         Command::Suspend { object, daemon } => control::suspend(&daemon, &object, true),
         Command::Resume { object, daemon } => control::suspend(&daemon, &object, false),

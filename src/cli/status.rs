@@ -134,8 +134,8 @@ pub fn default_location() -> StateLocation {
     }
 }
 
-/// The daemon's problems, then a table of sources and one of
-/// kustomizations.
+/// The daemon's problems, then a table of sources, one of kustomizations
+/// and one of Helm releases.
 pub fn print_report(out: &mut dyn Write, report: &StatusReport) -> std::io::Result<()> {
     let now = now_millis();
     for problem in &report.problems {
@@ -144,27 +144,23 @@ pub fn print_report(out: &mut dyn Write, report: &StatusReport) -> std::io::Resu
     if !report.problems.is_empty() {
         writeln!(out)?;
     }
-    if report.sources.is_empty() && report.kustomizations.is_empty() {
+    let tables = [
+        &report.sources,
+        &report.kustomizations,
+        &report.helm_releases,
+    ];
+    if tables.iter().all(|rows| rows.is_empty()) {
         writeln!(out, "nothing recorded")?;
         return Ok(());
     }
     let headers = ["NAME", "REVISION", "SUSPENDED", "READY", "AGE", "MESSAGE"];
-    if !report.sources.is_empty() {
-        print_table(
-            out,
-            headers,
-            report.sources.iter().map(|r| unit_cells(r, now)),
-        )?;
-    }
-    if !report.kustomizations.is_empty() {
-        if !report.sources.is_empty() {
+    let mut first = true;
+    for rows in tables.into_iter().filter(|rows| !rows.is_empty()) {
+        if !first {
             writeln!(out)?;
         }
-        print_table(
-            out,
-            headers,
-            report.kustomizations.iter().map(|r| unit_cells(r, now)),
-        )?;
+        first = false;
+        print_table(out, headers, rows.iter().map(|r| unit_cells(r, now)))?;
     }
     Ok(())
 }

@@ -25,6 +25,14 @@ pub struct ConfigDiff {
     pub agent_changed: bool,
     pub sources: Changes,
     pub kustomizations: Changes,
+    pub helm_releases: Changes,
+}
+
+impl ConfigDiff {
+    /// Whether what the runner runs (kustomizations, releases) changed.
+    pub fn runner_changed(&self) -> bool {
+        !self.kustomizations.is_empty() || !self.helm_releases.is_empty()
+    }
 }
 
 /// Compares `old` with `new`, table by table.
@@ -33,6 +41,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         agent_changed: old.agent != new.agent,
         sources: changes(&old.sources, &new.sources),
         kustomizations: changes(&old.kustomizations, &new.kustomizations),
+        helm_releases: changes(&old.helm_releases, &new.helm_releases),
     }
 }
 

@@ -94,3 +94,104 @@ impl HelmChart {
 source_settings!(HelmRepository, url: endpoint.url, timeout: endpoint.timeout);
 
 source_settings!(HelmChart, url: location, timeout: timeout);
+
+/// One `[helm_release.NAME]` table, referred to as `helm_release/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmRelease {
+    pub name: String,
+    /// The `[helm_chart]` it installs: declared, or made from the release's
+    /// own `chart = { … }` under the release's name.
+    pub chart: SourceRef,
+    /// The chart's name, as Helm records it (empty when only the package
+    /// knows it: a chart from a source directory or a file).
+    pub chart_name: String,
+    pub target_namespace: String,
+    pub release_name: String,
+    pub storage_namespace: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_history: u32,
+    pub depends_on: Vec<Dependency>,
+    /// `values_from` entries, in order; then `values_yaml`, then `values`.
+    pub values_from: Vec<ValuesFrom>,
+    /// `values_yaml` merged with `values` (which wins), as JSON.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// Files inside the chart merged under every other value, in order.
+    pub values_files: Vec<PathBuf>,
+    pub install: InstallPolicy,
+    pub upgrade: UpgradePolicy,
+    pub test: bool,
+    /// Wait with kstatus until the release's objects are ready.
+    pub wait: bool,
+    pub suspend: bool,
+    pub deletion_policy: super::DeletionPolicy,
+}
+
+/// What a release waits for: a kustomization or another release.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dependency {
+    Kustomization(String),
+    HelmRelease(String),
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dependency::Kustomization(name) => write!(f, "kustomization/{name}"),
+            Dependency::HelmRelease(name) => write!(f, "helm_release/{name}"),
+        }
+    }
+}
+
+/// One `values_from` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValuesFrom {
+    /// A YAML file on the node.
+    File { path: PathBuf },
+    /// A key of a ConfigMap or Secret in the cluster.
+    Object {
+        kind: ValuesObjectKind,
+        name: String,
+        namespace: String,
+        values_key: String,
+        optional: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValuesObjectKind {
+    ConfigMap,
+    Secret,
+}
+
+/// Flux's `crds` policies for a chart's `crds/` directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrdPolicy {
+    Skip,
+    Create,
+    CreateReplace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemediationStrategy {
+    Rollback,
+    Uninstall,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstallPolicy {
+    pub crds: CrdPolicy,
+    pub create_namespace: bool,
+    pub retries: u32,
+    pub remediate_last_failure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpgradePolicy {
+    pub crds: CrdPolicy,
+    pub cleanup_on_fail: bool,
+    pub force: bool,
+    pub retries: u32,
+    pub strategy: RemediationStrategy,
+    pub remediate_last_failure: bool,
+}

@@ -44,6 +44,7 @@ mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
 mod validate_observe;
+mod validate_release;
 pub mod version_range;
 
 use std::collections::BTreeMap;
@@ -53,7 +54,11 @@ use std::time::Duration;
 
 pub use diff::{diff, Changes, ConfigDiff};
 pub use error::{Error, Problem, Problems};
-pub use helm::{ChartOrigin, HelmChart, HelmEndpoint, HelmRepository};
+pub use helm::{
+    ChartOrigin, CrdPolicy, Dependency, HelmChart, HelmEndpoint, HelmRelease, HelmRepository,
+    InstallPolicy, RemediationStrategy, UpgradePolicy, ValuesFrom, ValuesObjectKind,
+};
+pub use validate_release::merge_values;
 
 /// Where the daemon reads its config unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kedge/kedge.toml";
@@ -62,6 +67,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/kedge";
 /// Where the daemon listens for the CLI unless `[agent] socket` says otherwise
 /// (`RuntimeDirectory=kedge` in the unit).
 pub const DEFAULT_SOCKET_PATH: &str = "/run/kedge/kedge.sock";
+/// Where the `kedge-helm` Debian package installs the Helm helper.
+pub const DEFAULT_HELM_HELPER: &str = "/usr/lib/kedge/kedge-helm";
 
 /// A validated config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +81,7 @@ pub struct Config {
     pub receivers: BTreeMap<String, Receiver>,
     /// Where outcomes are sent, by name (`[alert.NAME]`).
     pub alerts: BTreeMap<String, Alert>,
+    pub helm_releases: BTreeMap<String, HelmRelease>,
 }
 
 /// The `[agent]` table.
@@ -88,6 +96,8 @@ pub struct Agent {
     /// a kustomization removed from it are deleted (a file caught
     /// half-written must not delete anything).
     pub removal_grace_period: Duration,
+    /// `kedge-helm`, which runs Helm actions for `[helm_release]`s.
+    pub helm_helper: PathBuf,
     /// Where `/metrics` is served (`None`: not at all).
     pub metrics: Option<SocketAddr>,
 }
@@ -218,6 +228,8 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 pub const MAX_SOURCES: usize = 1_000;
 /// The most kustomizations one config may declare.
 pub const MAX_KUSTOMIZATIONS: usize = 5_000;
+/// The most Helm releases one config may declare.
+pub const MAX_HELM_RELEASES: usize = 1_000;
 /// The default of `[agent] removal_grace_period`.
 pub const DEFAULT_REMOVAL_GRACE_PERIOD: Duration = Duration::from_secs(10);
 

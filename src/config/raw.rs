@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub helm_chart: BTreeMap<Spanned<String>, Spanned<RawHelmChart>>,
     #[serde(default)]
+    pub helm_release: BTreeMap<Spanned<String>, Spanned<RawHelmRelease>>,
+    #[serde(default)]
     pub receiver: BTreeMap<Spanned<String>, Spanned<RawReceiver>>,
     #[serde(default)]
     pub alert: BTreeMap<Spanned<String>, Spanned<RawAlert>>,
@@ -34,6 +36,7 @@ pub struct RawAgent {
     pub kubeconfig: Option<Spanned<String>>,
     pub socket: Option<Spanned<String>>,
     pub removal_grace_period: Option<Spanned<String>>,
+    pub helm_helper: Option<Spanned<String>>,
     pub metrics: Option<Spanned<String>>,
     pub metrics_allow_remote: Option<Spanned<bool>>,
 }
@@ -150,6 +153,75 @@ pub struct RawChartRef {
     pub source: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub file: Option<Spanned<String>>,
+}
+
+/// One `[helm_release.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHelmRelease {
+    pub chart: Option<Spanned<RawChartRef>>,
+    /// The name of a `[helm_chart]` (instead of `chart`).
+    pub chart_ref: Option<Spanned<String>>,
+    pub target_namespace: Option<Spanned<String>>,
+    pub release_name: Option<Spanned<String>>,
+    pub storage_namespace: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_history: Option<Spanned<i64>>,
+    pub depends_on: Option<Spanned<Vec<String>>>,
+    pub values: Option<Spanned<toml::Table>>,
+    pub values_yaml: Option<Spanned<String>>,
+    pub values_files: Option<Spanned<Vec<String>>>,
+    pub values_from: Option<Spanned<Vec<RawValuesFrom>>>,
+    pub install: Option<Spanned<RawInstall>>,
+    pub upgrade: Option<Spanned<RawUpgrade>>,
+    pub test: Option<Spanned<RawTest>>,
+    pub wait: Option<Spanned<bool>>,
+    pub suspend: Option<Spanned<bool>>,
+    pub deletion_policy: Option<Spanned<String>>,
+}
+
+/// `values_from = [{ file }, { kind, name, namespace, values_key, optional }]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValuesFrom {
+    pub file: Option<Spanned<String>>,
+    pub kind: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub namespace: Option<Spanned<String>>,
+    pub values_key: Option<Spanned<String>>,
+    pub optional: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstall {
+    pub crds: Option<Spanned<String>>,
+    pub create_namespace: Option<Spanned<bool>>,
+    pub remediation: Option<Spanned<RawRemediation>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpgrade {
+    pub crds: Option<Spanned<String>>,
+    pub cleanup_on_fail: Option<Spanned<bool>>,
+    pub force: Option<Spanned<bool>>,
+    pub remediation: Option<Spanned<RawRemediation>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemediation {
+    pub retries: Option<Spanned<i64>>,
+    pub strategy: Option<Spanned<String>>,
+    pub remediate_last_failure: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    pub enable: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

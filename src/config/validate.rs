@@ -9,11 +9,11 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Locator, Problem};
-use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource};
+use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource, RawHelmRelease};
 use super::{
-    validate_helm, Agent, Config, GitAuth, GitRef, GitSource, Source, SourceKind, SourceRef,
-    DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR, MAX_KUSTOMIZATIONS,
-    MAX_SOURCES,
+    validate_helm, Agent, Config, GitAuth, GitRef, GitSource, HelmRelease, Kustomization, Source,
+    SourceKind, SourceRef, DEFAULT_HELM_HELPER, DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH,
+    DEFAULT_STATE_DIR, MAX_HELM_RELEASES, MAX_KUSTOMIZATIONS, MAX_SOURCES,
 };
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
@@ -134,6 +134,7 @@ impl Checker<'_> {
                 kubeconfig: None,
                 socket: PathBuf::from(DEFAULT_SOCKET_PATH),
                 removal_grace_period: DEFAULT_REMOVAL_GRACE_PERIOD,
+                helm_helper: PathBuf::from(DEFAULT_HELM_HELPER),
                 metrics: None,
             },
         };
@@ -160,6 +161,11 @@ impl Checker<'_> {
             MAX_KUSTOMIZATIONS,
             "kustomizations",
         );
+        self.at_most(
+            raw.helm_release.keys().map(|name| ("helm_release", name)),
+            MAX_HELM_RELEASES,
+            "Helm releases",
+        );
         let mut sources = BTreeMap::new();
         for (name, source) in raw.git {
             let key = format!("git.{}", name.get_ref());
@@ -175,7 +181,7 @@ impl Checker<'_> {
                 sources.insert(source.source_ref(), Source::Bucket(source));
             }
         }
-        let mut referenced = validate_helm::referenced_charts(&raw.helm_chart);
+        let mut referenced = validate_helm::referenced_charts(&raw.helm_chart, &raw.helm_release);
         for (name, repository) in raw.helm_repository {
             let key = format!("{}.{}", SourceKind::Helm.table(), name.get_ref());
             self.name(&name, &key);
@@ -205,6 +211,8 @@ impl Checker<'_> {
             }
         }
         self.dependencies(&kustomizations, &depends_spans);
+        let helm_releases = self.helm_releases(raw.helm_release, &mut sources, &kustomizations);
+        self.helm_helper_installed(&agent, &helm_releases);
         let mut receivers = BTreeMap::new();
         for (name, receiver) in raw.receiver {
             let key = format!("receiver.{}", name.get_ref());
@@ -227,6 +235,50 @@ impl Checker<'_> {
             kustomizations,
             receivers,
             alerts,
+            helm_releases,
+        }
+    }
+
+    /// Every `[helm_release]`; the charts of their `chart = { … }` join
+    /// `sources` under the releases' names.
+    fn helm_releases(
+        &mut self,
+        raw: BTreeMap<Spanned<String>, Spanned<RawHelmRelease>>,
+        sources: &mut BTreeMap<SourceRef, Source>,
+        kustomizations: &BTreeMap<String, Kustomization>,
+    ) -> BTreeMap<String, HelmRelease> {
+        let mut releases = BTreeMap::new();
+        let mut spans = BTreeMap::new();
+        for (name, release) in raw {
+            let key = format!("helm_release.{}", name.get_ref());
+            self.name(&name, &key);
+            spans.insert(name.get_ref().clone(), release.span());
+            if let Some(checked) = self.helm_release(name.get_ref(), &key, release, sources) {
+                if let Some(chart) = checked.own_chart {
+                    sources.insert(checked.release.chart.clone(), Source::Chart(chart));
+                }
+                releases.insert(name.into_inner(), checked.release);
+            }
+        }
+        self.release_dependencies_exist(&releases, kustomizations, &spans);
+        releases
+    }
+
+    /// Releases need `kedge-helm`, packaged apart so nodes without releases
+    /// stay small: a config with releases and no helper is refused.
+    fn helm_helper_installed(&mut self, agent: &Agent, releases: &BTreeMap<String, HelmRelease>) {
+        let Some(first) = releases.keys().next() else {
+            return;
+        };
+        if !agent.helm_helper.is_file() {
+            self.problem(
+                0..0,
+                &format!("helm_release.{first}"),
+                format!(
+                    "Helm releases need the Helm helper {}, which is not installed: apt install kedge-helm",
+                    agent.helm_helper.display()
+                ),
+            );
         }
     }
 
@@ -263,6 +315,10 @@ impl Checker<'_> {
             .removal_grace_period
             .and_then(|value| self.duration(&value, "agent.removal_grace_period"))
             .unwrap_or(DEFAULT_REMOVAL_GRACE_PERIOD);
+        let helm_helper = raw
+            .helm_helper
+            .and_then(|file| self.absolute_path(&file, "agent.helm_helper", false))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_HELM_HELPER));
         let allow_remote = raw
             .metrics_allow_remote
             .is_some_and(|allow| *allow.get_ref());
@@ -274,6 +330,7 @@ impl Checker<'_> {
             kubeconfig,
             socket,
             removal_grace_period,
+            helm_helper,
             metrics,
         }
     }

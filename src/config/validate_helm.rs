@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawChartRef, RawHelmChart, RawHelmRepository};
+use super::raw::{RawChartRef, RawHelmChart, RawHelmRelease, RawHelmRepository};
 use super::validate::Checker;
 use super::version_range::VersionRange;
 use super::{ChartOrigin, HelmChart, HelmEndpoint, HelmRepository, Source, SourceKind, SourceRef};
@@ -16,13 +16,17 @@ const DEFAULT_CHART_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_HELM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The chart names each repository must keep in its index: those that
-/// `[helm_chart]` tables take from it.
+/// `[helm_chart]` and `[helm_release]` tables take from it.
 pub(super) fn referenced_charts(
     charts: &BTreeMap<Spanned<String>, Spanned<RawHelmChart>>,
+    releases: &BTreeMap<Spanned<String>, Spanned<RawHelmRelease>>,
 ) -> BTreeMap<String, BTreeSet<String>> {
     let mut referenced: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for chart in charts.values() {
-        let chart = chart.get_ref().chart.get_ref();
+    let declared = charts.values().map(|c| c.get_ref().chart.get_ref());
+    let of_releases = releases
+        .values()
+        .filter_map(|r| r.get_ref().chart.as_ref().map(Spanned::get_ref));
+    for chart in declared.chain(of_releases) {
         if let (Some(repository), Some(name)) = (&chart.repository, &chart.name) {
             referenced
                 .entry(repository.get_ref().clone())
@@ -205,15 +209,27 @@ impl Checker<'_> {
             DEFAULT_HELM_TIMEOUT,
         );
         let origin = self.chart_origin(&raw.chart, &format!("{key}.chart"), sources);
-        let origin = origin?;
-        Some(HelmChart {
+        let mut chart = self.chart_source(name, origin?, interval?, timeout?);
+        chart.suspend = raw.suspend.map(Spanned::into_inner).unwrap_or(false);
+        Some(chart)
+    }
+
+    /// The chart source `name` of `origin`.
+    pub(super) fn chart_source(
+        &mut self,
+        name: &str,
+        origin: ChartOrigin,
+        interval: Duration,
+        timeout: Duration,
+    ) -> HelmChart {
+        HelmChart {
             name: name.to_string(),
             location: chart_location(&origin),
             origin,
-            interval: interval?,
-            timeout: timeout?,
-            suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
-        })
+            interval,
+            timeout,
+            suspend: false,
+        }
     }
 
     /// `chart = { … }`: one of a repository's chart, a directory of a

@@ -41,23 +41,10 @@ impl Checker<'_> {
             .min(MAX_DEFAULT_KUSTOMIZATION_TIMEOUT);
         let timeout =
             self.optional_duration(&raw.timeout, &format!("{key}.timeout"), default_timeout);
-        let deletion_policy = match &raw.deletion_policy {
-            None => Some(DeletionPolicy::Delete),
-            Some(policy) => match policy.get_ref().as_str() {
-                "delete" => Some(DeletionPolicy::Delete),
-                "orphan" => Some(DeletionPolicy::Orphan),
-                other => {
-                    self.problem(
-                        policy.span(),
-                        &format!("{key}.deletion_policy"),
-                        format!("unknown deletion policy {other:?}: use \"delete\" or \"orphan\""),
-                    );
-                    None
-                }
-            },
-        };
+        let deletion_policy = self.deletion_policy(&raw.deletion_policy, key);
         let health_checks = self.health_checks(&raw, key);
-        let target_namespace = self.target_namespace(&raw.target_namespace, key);
+        let target_namespace =
+            self.namespace_name(&raw.target_namespace, &format!("{key}.target_namespace"));
         Some(Kustomization {
             name: name.to_string(),
             source: source?,
@@ -81,8 +68,31 @@ impl Checker<'_> {
         })
     }
 
-    /// `None` on a problem; `Some(None)` when unset.
-    fn target_namespace(
+    /// `deletion_policy = "delete" | "orphan"` (default delete).
+    pub(super) fn deletion_policy(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        key: &str,
+    ) -> Option<DeletionPolicy> {
+        let Some(policy) = raw else {
+            return Some(DeletionPolicy::Delete);
+        };
+        match policy.get_ref().as_str() {
+            "delete" => Some(DeletionPolicy::Delete),
+            "orphan" => Some(DeletionPolicy::Orphan),
+            other => {
+                self.problem(
+                    policy.span(),
+                    &format!("{key}.deletion_policy"),
+                    format!("unknown deletion policy {other:?}: use \"delete\" or \"orphan\""),
+                );
+                None
+            }
+        }
+    }
+
+    /// A namespace name at `key`: `None` on a problem; `Some(None)` when unset.
+    pub(super) fn namespace_name(
         &mut self,
         raw: &Option<Spanned<String>>,
         key: &str,
@@ -95,7 +105,7 @@ impl Checker<'_> {
         }
         self.problem(
             namespace.span(),
-            &format!("{key}.target_namespace"),
+            key,
             format!(
                 "{:?} is not a namespace name: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
                 namespace.get_ref()
@@ -218,7 +228,11 @@ impl Checker<'_> {
                 }
             }
         }
-        if let Some(cycle) = find_cycle(kustomizations) {
+        let graph = kustomizations
+            .values()
+            .map(|k| (k.name.clone(), k.depends_on.clone()))
+            .collect();
+        if let Some(cycle) = find_cycle(&graph) {
             let first = cycle.first().cloned().unwrap_or_default();
             let span = spans.get(&first).cloned().unwrap_or(0..0);
             self.problem(
@@ -251,9 +265,9 @@ pub(crate) fn normalise_relative(path: &Path) -> Result<PathBuf, &'static str> {
     Ok(parts.iter().collect())
 }
 
-/// The first `depends_on` cycle found, as the names along it with the first
-/// repeated at the end.
-fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<String>> {
+/// The first cycle found in a `depends_on` graph (name → the names it
+/// waits for), as the names along it with the first repeated at the end.
+pub(super) fn find_cycle(graph: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Visiting,
@@ -261,7 +275,7 @@ fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<St
     }
     fn visit(
         name: &str,
-        all: &BTreeMap<String, Kustomization>,
+        all: &BTreeMap<String, Vec<String>>,
         marks: &mut BTreeMap<String, Mark>,
         path: &mut Vec<String>,
     ) -> Option<Vec<String>> {
@@ -277,11 +291,7 @@ fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<St
         }
         marks.insert(name.to_string(), Mark::Visiting);
         path.push(name.to_string());
-        for dependency in all
-            .get(name)
-            .map(|k| k.depends_on.as_slice())
-            .unwrap_or_default()
-        {
+        for dependency in all.get(name).map(Vec::as_slice).unwrap_or_default() {
             if let Some(cycle) = visit(dependency, all, marks, path) {
                 return Some(cycle);
             }
@@ -291,9 +301,9 @@ fn find_cycle(kustomizations: &BTreeMap<String, Kustomization>) -> Option<Vec<St
         None
     }
     let mut marks = BTreeMap::new();
-    kustomizations
+    graph
         .keys()
-        .find_map(|name| visit(name, kustomizations, &mut marks, &mut Vec::new()))
+        .find_map(|name| visit(name, graph, &mut marks, &mut Vec::new()))
 }
 
 /// A Kubernetes namespace name (an RFC 1123 label).

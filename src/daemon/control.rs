@@ -13,13 +13,14 @@ use tokio::sync::oneshot;
 use crate::apply::{DiffKind, ObjectDiff, Owner};
 use crate::config::{Kustomization, SourceKind, SourceRef};
 use crate::reconcile::kustomization::{self, lock, Context, OWNER_KIND};
-use crate::reconcile::Request as RunnerRequest;
+use crate::reconcile::runner::unit_key;
+use crate::reconcile::{helmrelease, Request as RunnerRequest};
 use crate::state::{self, Event, Severity, Store};
 
 use super::protocol::{parse_object, Reply, Request};
 use super::report;
 use super::socket::Call;
-use super::units::Units;
+use super::units::{Units, RELEASE_PREFIX};
 
 /// How often a waiting request looks at the state for the outcome.
 const POLL: Duration = Duration::from_millis(20);
@@ -66,17 +67,25 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
         }
         Request::ReconcileKustomization { name, .. } if units.is_pending_removal(&name) => {
             let outcome = units.remove(&name).await;
-            tokio::spawn(async move {
-                let answer = match outcome.await {
-                    Ok(Ok(message)) => Reply::Done { message },
-                    Ok(Err(message)) => Reply::Failed { message },
-                    Err(_) => Reply::Failed {
-                        message: "the daemon stopped before the removal finished".into(),
-                    },
-                };
-                let _ = reply.send(answer);
-            });
+            answer_removal(reply, outcome);
             return;
+        }
+        Request::ReconcileHelmRelease { name, .. }
+            if units.is_pending_removal(&format!("{RELEASE_PREFIX}{name}")) =>
+        {
+            let outcome = units.remove(&format!("{RELEASE_PREFIX}{name}")).await;
+            answer_removal(reply, outcome);
+            return;
+        }
+        Request::ReconcileHelmRelease { name, with_source } => {
+            match release_plan(units, &name, with_source) {
+                Err(message) => Reply::Failed { message },
+                Ok(plan) => {
+                    let store = store.clone();
+                    answer_later(reply, async move { plan.run(&store).await });
+                    return;
+                }
+            }
         }
         Request::ReconcileKustomization { name, with_source } => {
             match reconcile_plan(units, &name, with_source) {
@@ -116,6 +125,23 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
         },
     };
     let _ = reply.send(answer);
+}
+
+/// Answers `reply` with the outcome of a removal once it is done.
+fn answer_removal(
+    reply: oneshot::Sender<Reply>,
+    outcome: oneshot::Receiver<Result<String, String>>,
+) {
+    tokio::spawn(async move {
+        let answer = match outcome.await {
+            Ok(Ok(message)) => Reply::Done { message },
+            Ok(Err(message)) => Reply::Failed { message },
+            Err(_) => Reply::Failed {
+                message: "the daemon stopped before the removal finished".into(),
+            },
+        };
+        let _ = reply.send(answer);
+    });
 }
 
 /// Answers `reply` with the outcome of `work`, run on a task of its own so
@@ -172,6 +198,7 @@ async fn set_suspended(
     let (kind, name) = parse_object(object);
     let configured = match (kind, SourceRef::parse(object)) {
         ("kustomization", _) => units.file_config().kustomizations.contains_key(name),
+        (helmrelease::KIND, _) => units.file_config().helm_releases.contains_key(name),
         (_, Some(source)) => units.file_config().sources.contains_key(&source),
         _ => false,
     };
@@ -211,6 +238,9 @@ async fn set_suspended(
         "kustomization" => {
             tracing::info!(kustomization = name, reason, "{verb} from the command line")
         }
+        helmrelease::KIND => {
+            tracing::info!(helmrelease = name, reason, "{verb} from the command line")
+        }
         _ => {
             tracing::info!(source = %format_args!("{kind}/{name}"), reason, "{verb} from the command line")
         }
@@ -232,6 +262,7 @@ fn configured_suspended(units: &Units, kind: &str, name: &str) -> bool {
     let config = units.file_config();
     match kind {
         "kustomization" => config.kustomizations.get(name).is_some_and(|k| k.suspend),
+        helmrelease::KIND => config.helm_releases.get(name).is_some_and(|r| r.suspend),
         _ => SourceRef::from_parts(kind, name)
             .and_then(|source| config.source(&source))
             .is_some_and(|s| s.suspend()),
@@ -281,34 +312,80 @@ async fn source_outcome(
     }
 }
 
-/// Waits until kustomization `name` records an attempt made at or after `since`.
-async fn kustomization_outcome(
-    store: &Mutex<Store>,
-    name: &str,
-    since: i64,
-    wait: Duration,
-) -> Reply {
+/// Waits until `object` (a kustomization or a release) records an attempt
+/// made at or after `since`.
+async fn unit_outcome(store: &Mutex<Store>, object: &Object, since: i64, wait: Duration) -> Reply {
     let deadline = Instant::now() + wait;
     loop {
-        let status = lock(store).kustomization_status(name);
-        match status {
+        match object.attempt(&lock(store)) {
             Err(err) => return failed(err),
-            Ok(Some(s)) if s.last_attempt_at.is_some_and(|at| at >= since) => {
-                let message = format!("kustomization/{name}: {}", s.message);
-                return if s.ready {
+            Ok(Some(attempt)) if attempt.at.is_some_and(|at| at >= since) => {
+                let message = format!("{object}: {}", attempt.message);
+                return if attempt.ready {
                     Reply::Done { message }
                 } else {
                     Reply::Failed {
-                        message: format!("{message} ({})", s.reason),
+                        message: format!("{message} ({})", attempt.reason),
                     }
                 };
             }
             Ok(_) => {}
         }
         if Instant::now() > deadline {
-            return timed_out(&format!("kustomization/{name}"), wait);
+            return timed_out(&object.to_string(), wait);
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What the runner runs, as a reconcile request names it.
+#[derive(Debug, Clone)]
+enum Object {
+    Kustomization(String),
+    HelmRelease(String),
+}
+
+/// The last recorded attempt of an [`Object`].
+struct Attempt {
+    at: Option<i64>,
+    ready: bool,
+    reason: String,
+    message: String,
+}
+
+impl Object {
+    fn attempt(&self, store: &Store) -> Result<Option<Attempt>, crate::state::Error> {
+        Ok(match self {
+            Object::Kustomization(name) => store.kustomization_status(name)?.map(|s| Attempt {
+                at: s.last_attempt_at,
+                ready: s.ready,
+                reason: s.reason,
+                message: s.message,
+            }),
+            Object::HelmRelease(name) => store.helm_release_status(name)?.map(|s| Attempt {
+                at: s.last_attempt_at,
+                ready: s.ready,
+                reason: s.reason,
+                message: s.message,
+            }),
+        })
+    }
+
+    /// The runner's key for it.
+    fn unit(&self) -> String {
+        match self {
+            Object::Kustomization(name) => unit_key("kustomization", name),
+            Object::HelmRelease(name) => unit_key(helmrelease::KIND, name),
+        }
+    }
+}
+
+impl std::fmt::Display for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Object::Kustomization(name) => write!(f, "kustomization/{name}"),
+            Object::HelmRelease(name) => write!(f, "{}/{name}", helmrelease::KIND),
+        }
     }
 }
 
@@ -321,9 +398,9 @@ fn timed_out(object: &str, wait: Duration) -> Reply {
     }
 }
 
-/// A reconcile of a kustomization, with its source first when asked.
+/// A reconcile of a kustomization or release, with its source first when asked.
 struct ReconcilePlan {
-    name: String,
+    object: Object,
     requests: tokio::sync::mpsc::Sender<RunnerRequest>,
     wait: Duration,
     /// The source to fetch first, how long to wait for it, and when it was
@@ -333,20 +410,45 @@ struct ReconcilePlan {
 
 fn reconcile_plan(units: &Units, name: &str, with_source: bool) -> Result<ReconcilePlan, String> {
     let k = units.kustomization(name)?;
-    let requests = units
-        .runner_requests()
-        .ok_or("the kustomization runner is not running")?;
+    plan_for(
+        units,
+        Object::Kustomization(name.to_string()),
+        &k.source,
+        k.timeout,
+        with_source,
+    )
+}
+
+fn release_plan(units: &Units, name: &str, with_source: bool) -> Result<ReconcilePlan, String> {
+    let r = units.helm_release(name)?;
+    plan_for(
+        units,
+        Object::HelmRelease(name.to_string()),
+        &r.chart,
+        r.timeout + crate::helm::RESULT_MARGIN,
+        with_source,
+    )
+}
+
+fn plan_for(
+    units: &Units,
+    object: Object,
+    source: &SourceRef,
+    timeout: Duration,
+    with_source: bool,
+) -> Result<ReconcilePlan, String> {
+    let requests = units.runner_requests().ok_or("the runner is not running")?;
     let source_first = if with_source {
         let since = state::now_millis();
-        let source = units.trigger_source(&k.source)?;
-        Some((k.source.clone(), source.timeout() + WAIT_MARGIN, since))
+        let configured = units.trigger_source(source)?;
+        Some((source.clone(), configured.timeout() + WAIT_MARGIN, since))
     } else {
         None
     };
     Ok(ReconcilePlan {
-        name: name.to_string(),
+        object,
         requests,
-        wait: k.timeout + WAIT_MARGIN,
+        wait: timeout + WAIT_MARGIN,
         source_first,
     })
 }
@@ -362,12 +464,12 @@ impl ReconcilePlan {
         }
         let since = state::now_millis();
         let request = RunnerRequest {
-            kustomization: self.name.clone(),
+            unit: self.object.unit(),
         };
         if let Err(err) = self.requests.send(request).await {
             return failed(format!("the runner did not take the request: {err}"));
         }
-        kustomization_outcome(store, &self.name, since, self.wait).await
+        unit_outcome(store, &self.object, since, self.wait).await
     }
 }
 

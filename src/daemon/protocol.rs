@@ -44,6 +44,12 @@ pub enum Request {
         name: String,
         with_source: bool,
     },
+    /// Reconcile a Helm release now (after fetching its chart first when
+    /// `with_source`) and wait for the outcome.
+    ReconcileHelmRelease {
+        name: String,
+        with_source: bool,
+    },
     /// Stop reconciling an object until resumed, across restarts.
     Suspend {
         object: String,
@@ -95,6 +101,8 @@ pub struct StatusReport {
     pub problems: Vec<ProblemRow>,
     pub sources: Vec<UnitRow>,
     pub kustomizations: Vec<UnitRow>,
+    #[serde(default)]
+    pub helm_releases: Vec<UnitRow>,
 }
 
 impl StatusReport {
@@ -106,6 +114,7 @@ impl StatusReport {
                 .sources
                 .iter()
                 .chain(&self.kustomizations)
+                .chain(&self.helm_releases)
                 .all(|row| row.ready)
     }
 }
@@ -261,6 +270,7 @@ mod tests {
                 since: Some(1),
             }],
             kustomizations: vec![],
+            helm_releases: vec![],
         });
         let line = serde_json::to_string(&reply).unwrap_or_default();
         let back: Result<Reply, _> = serde_json::from_str(&line);

@@ -76,7 +76,7 @@ fn accepted(store: &Mutex<Store>, changes: &ConfigDiff) {
         Ok(false) => {}
         Err(err) => tracing::error!("clearing the config problem: {err}"),
     }
-    if changes.sources.is_empty() && changes.kustomizations.is_empty() {
+    if changes.sources.is_empty() && !changes.runner_changed() {
         tracing::info!("config unchanged");
         return;
     }
@@ -127,6 +127,7 @@ pub fn describe(changes: &ConfigDiff) -> String {
     let parts: Vec<String> = [
         part("sources", &changes.sources),
         part("kustomizations", &changes.kustomizations),
+        part("Helm releases", &changes.helm_releases),
     ]
     .into_iter()
     .flatten()
@@ -149,7 +150,14 @@ mod tests {
                 removed: vec!["c".into()],
             },
             kustomizations: Changes::default(),
+            helm_releases: Changes {
+                added: vec!["redis".into()],
+                ..Changes::default()
+            },
         };
-        assert_eq!(describe(&changes), "config reloaded (sources: +b ~a -c)");
+        assert_eq!(
+            describe(&changes),
+            "config reloaded (sources: +b ~a -c; Helm releases: +redis)"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! reading the database while the daemon is stopped.
 
 use crate::config::{Config, SourceRef};
+use crate::reconcile::helmrelease::KIND;
 use crate::state::{self, Event, KustomizationStatus, SourceStatus, Store};
 
 use super::protocol::{parse_object, EventRow, ProblemRow, StatusReport, UnitRow};
@@ -81,6 +82,7 @@ pub fn status_report(
     }
     source_rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
     kustomization_rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let helm_releases = release_rows(store, config, suspended)?;
     Ok(StatusReport {
         daemon_running: false,
         problems: problems
@@ -93,7 +95,51 @@ pub fn status_report(
             .collect(),
         sources: source_rows,
         kustomizations: kustomization_rows,
+        helm_releases,
     })
+}
+
+/// Releases as `flux get helmreleases` shows them: revision is the chart
+/// version, the message names Helm's release revision.
+fn release_rows(
+    store: Option<&Store>,
+    config: Option<&Config>,
+    suspended: impl Fn(&str, &str) -> bool,
+) -> Result<Vec<UnitRow>, state::Error> {
+    // A database of an older kedge opened read-only has no such table.
+    let recorded = store
+        .map(|s| s.helm_release_statuses().unwrap_or_default())
+        .unwrap_or_default();
+    let mut rows: Vec<UnitRow> = recorded
+        .iter()
+        .filter(|r| {
+            config.is_none_or(|c| c.helm_releases.contains_key(&r.name))
+                || r.reason == state::REMOVAL_PENDING
+        })
+        .map(|r| UnitRow {
+            kind: KIND.into(),
+            name: r.name.clone(),
+            revision: r.last_applied_revision.clone(),
+            ready: r.ready,
+            suspended: suspended(KIND, &r.name),
+            reason: r.reason.clone(),
+            message: r.message.clone(),
+            since: r.last_attempt_at,
+        })
+        .collect();
+    for (name, release) in config.map(|c| &c.helm_releases).into_iter().flatten() {
+        match rows.iter_mut().find(|r| &r.name == name) {
+            Some(row) => row.suspended |= release.suspend,
+            None => rows.push(never_run(
+                KIND,
+                name,
+                release.suspend || suspended(KIND, name),
+                "not reconciled yet",
+            )),
+        }
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
 }
 
 /// The newest `limit` events of `object` (see [`parse_object`]), or of all.

@@ -34,8 +34,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::{diff, Config, ConfigDiff, Kustomization, Source, SourceRef};
+use crate::config::{diff, Config, ConfigDiff, HelmRelease, Kustomization, Source, SourceRef};
+use crate::helm::Helper;
 use crate::observe::{Metrics, Observer};
+use crate::reconcile::helmrelease;
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
 use crate::reconcile::unpack::Unpacker;
@@ -44,6 +46,9 @@ use crate::source::Limits;
 use crate::state::{self, Store};
 
 use super::Error;
+
+/// How a release waiting for removal is named among the kustomizations.
+pub const RELEASE_PREFIX: &str = "helm_release/";
 
 /// Makes the scheduler's heartbeat, once per scheduler started.
 pub type HeartbeatFactory = Box<dyn Fn() -> Heartbeat + Send>;
@@ -170,7 +175,7 @@ impl Units {
         let changes = diff(&self.config, &new);
         // The one step that can fail (a first cluster connection) comes
         // before anything is stopped, so a failure changes nothing.
-        let ctx = if !changes.kustomizations.is_empty() && self.needs_runner(&new)? {
+        let ctx = if changes.runner_changed() && self.needs_runner(&new)? {
             Some(self.context().await?)
         } else {
             None
@@ -178,7 +183,7 @@ impl Units {
         self.file_config = file_config;
         // Before a new scheduler starts, as in `start`.
         let updates = self.updates.subscribe();
-        if !changes.kustomizations.is_empty() {
+        if changes.runner_changed() {
             self.stop_runner().await;
         }
         if !changes.sources.is_empty() {
@@ -252,6 +257,18 @@ impl Units {
             }
         }
         let name = name.to_string();
+        if let Some(release) = name.strip_prefix(RELEASE_PREFIX) {
+            let rc = self.release_context(ctx);
+            let release = release.to_string();
+            self.removals.spawn(async move {
+                let result = helmrelease::remove(&rc, &release).await;
+                if let Err(err) = &result {
+                    tracing::warn!(helmrelease = %release, "{err}");
+                }
+                let _ = reply.send(result.map_err(|err| err.to_string()));
+            });
+            return outcome;
+        }
         self.removals.spawn(async move {
             let result = kustomization::remove(&ctx, &name).await;
             match &result {
@@ -263,14 +280,30 @@ impl Units {
         outcome
     }
 
+    fn release_context(&self, ctx: Context) -> helmrelease::ReleaseContext {
+        let agent = &self.config.agent;
+        helmrelease::ReleaseContext {
+            ctx,
+            helper: Helper::at(&agent.helm_helper).map_err(|_| agent.helm_helper.clone()),
+            kubeconfig: agent.kubeconfig.clone(),
+        }
+    }
+
     /// Marks every recorded kustomization missing from the config as a
     /// pending removal; the grace period starts when the set or the file
     /// changes.
     fn note_removals(&mut self) -> Result<(), Error> {
+        let removed_releases: Vec<String> = lock(&self.store)
+            .helm_release_statuses()?
+            .into_iter()
+            .filter(|row| !self.config.helm_releases.contains_key(&row.name))
+            .map(|row| format!("{RELEASE_PREFIX}{}", row.name))
+            .collect();
         let removed: BTreeSet<String> = lock(&self.store)
             .recorded_kustomizations()?
             .into_iter()
             .filter(|name| !self.config.kustomizations.contains_key(name))
+            .chain(removed_releases)
             .collect();
         if removed.is_empty() {
             self.pending = None;
@@ -286,9 +319,21 @@ impl Units {
             if known.as_ref().is_some_and(|p| p.names.contains(name)) {
                 continue;
             }
+            let grace = humantime::format_duration(grace);
+            if let Some(release) = name.strip_prefix(RELEASE_PREFIX) {
+                let message = format!(
+                    "removed from the config; it is uninstalled once the config stays unchanged for {grace} (now: systemctl reload kedge, or kedge reconcile helmrelease {release})"
+                );
+                tracing::warn!(helmrelease = %release, reason = state::REMOVAL_PENDING, "{message}");
+                lock(&self.store).mark_release_removal_pending(
+                    release,
+                    state::now_millis(),
+                    &message,
+                )?;
+                continue;
+            }
             let message = format!(
-                "removed from the config; its objects are deleted once the config stays unchanged for {} (now: systemctl reload kedge, or kedge reconcile kustomization {name})",
-                humantime::format_duration(grace)
+                "removed from the config; its objects are deleted once the config stays unchanged for {grace} (now: systemctl reload kedge, or kedge reconcile kustomization {name})"
             );
             tracing::warn!(kustomization = %name, reason = state::REMOVAL_PENDING, "{message}");
             lock(&self.store).mark_removal_pending(name, state::now_millis(), &message)?;
@@ -342,6 +387,21 @@ impl Units {
             ));
         }
         Ok(k)
+    }
+
+    /// The release `name`, if configured and not suspended.
+    pub fn helm_release(&self, name: &str) -> Result<&HelmRelease, String> {
+        let r = self
+            .config
+            .helm_releases
+            .get(name)
+            .ok_or_else(|| format!("no helm_release/{name} in the config"))?;
+        if r.suspend {
+            return Err(format!(
+                "helm_release/{name} is suspended; `kedge resume helm_release/{name}` first"
+            ));
+        }
+        Ok(r)
     }
 
     /// A sender of reconcile requests to the runner.
@@ -409,8 +469,11 @@ impl Units {
     /// removed (their objects must be deleted); not otherwise, so a
     /// sources-only daemon needs no cluster.
     fn needs_runner(&self, config: &Config) -> Result<bool, Error> {
+        let store = lock(&self.store);
         Ok(!config.kustomizations.is_empty()
-            || !lock(&self.store).recorded_kustomizations()?.is_empty())
+            || !config.helm_releases.is_empty()
+            || !store.recorded_kustomizations()?.is_empty()
+            || !store.helm_release_statuses()?.is_empty())
     }
 
     async fn context(&mut self) -> Result<Context, Error> {
@@ -521,6 +584,10 @@ pub fn effective(file_config: &Config, store: &Mutex<Store>) -> Result<Config, s
         if kind == "kustomization" {
             if let Some(k) = config.kustomizations.get_mut(&name) {
                 k.suspend = true;
+            }
+        } else if kind == helmrelease::KIND {
+            if let Some(r) = config.helm_releases.get_mut(&name) {
+                r.suspend = true;
             }
         } else if let Some(source) =
             SourceRef::from_parts(&kind, &name).and_then(|source| config.sources.get_mut(&source))

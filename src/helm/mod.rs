@@ -21,8 +21,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Where the `kedge-helm` Debian package installs the helper.
-pub const DEFAULT_HELPER_PATH: &str = "/usr/lib/kedge/kedge-helm";
 /// How long a helper may take to stop after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Beyond the action's own timeout, how long kedge waits for the helper's

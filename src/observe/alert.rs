@@ -62,10 +62,19 @@ struct Outcome<'a> {
 }
 
 /// The condition `store` records for `kind/name`: a kustomization's
-/// applied revision, a source's artifact revision.
+/// applied revision, a release's chart version, a source's artifact
+/// revision.
 fn condition(store: &Store, kind: &str, name: &str) -> Option<Condition> {
     if kind == "kustomization" {
         let status = store.kustomization_status(name).ok()??;
+        return Some(Condition {
+            ready: status.ready,
+            reason: status.reason,
+            revision: status.last_applied_revision,
+        });
+    }
+    if kind == "helm_release" {
+        let status = store.helm_release_status(name).ok()??;
         return Some(Condition {
             ready: status.ready,
             reason: status.reason,

@@ -306,7 +306,12 @@ impl Inner {
         let report = status_report(Some(store), config)?;
         self.condition.clear();
         self.suspended.clear();
-        for row in report.sources.iter().chain(&report.kustomizations) {
+        for row in report
+            .sources
+            .iter()
+            .chain(&report.kustomizations)
+            .chain(&report.helm_releases)
+        {
             let current = match (row.ready, row.since) {
                 (true, _) => "True",
                 (false, Some(_)) => "False",
@@ -331,6 +336,7 @@ impl Inner {
                 .sources
                 .iter()
                 .chain(&report.kustomizations)
+                .chain(&report.helm_releases)
                 .any(|row| row.kind == kind && row.name == name)
         };
         self.last_success.clear();
@@ -354,10 +360,19 @@ impl Inner {
         }
         // A database of an older kedge opened read-only has no queue.
         self.alert_queue.set(store.queued_alerts().unwrap_or(0));
-        for k in store.kustomization_statuses()? {
-            if let (Some(at), true) = (k.last_success_at, listed("kustomization", &k.name)) {
+        let kustomizations = store
+            .kustomization_statuses()?
+            .into_iter()
+            .map(|k| ("kustomization", k.name, k.last_success_at));
+        let releases = store
+            .helm_release_statuses()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| ("helm_release", r.name, r.last_success_at));
+        for (kind, name, last_success) in kustomizations.chain(releases) {
+            if let (Some(at), true) = (last_success, listed(kind, &name)) {
                 self.last_success
-                    .get_or_create(&object("kustomization", &k.name))
+                    .get_or_create(&object(kind, &name))
                     .set(at as f64 / 1000.0);
             }
         }

@@ -165,12 +165,12 @@ struct Applied {
     inventory: Vec<ObjRef>,
 }
 
-/// Waits (at most the source's timeout) until `k`'s source has been
+/// Waits (at most the source's timeout) until `source_ref` has been
 /// fetched once since the daemon started, so that a restart resumes at the
 /// newest revision rather than first applying an older stored one. Returns
 /// at once for a suspended or unknown source, and after the first fetch.
-pub async fn first_fetch(ctx: &Context, config: &Config, k: &Kustomization) {
-    let Some(source) = config.source(&k.source) else {
+pub async fn first_fetch(ctx: &Context, config: &Config, source_ref: &SourceRef) {
+    let Some(source) = config.source(source_ref) else {
         return;
     };
     if source.suspend() {
@@ -180,14 +180,14 @@ pub async fn first_fetch(ctx: &Context, config: &Config, k: &Kustomization) {
         .first_fetches
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry(k.source.clone())
+        .entry(source_ref.clone())
         .or_default()
         .clone();
     done.get_or_init(|| async {
         let deadline = tokio::time::Instant::now() + source.timeout();
         let fetched = || {
             lock(&ctx.store)
-                .source_status(k.source.kind.as_str(), &k.source.name)
+                .source_status(source_ref.kind.as_str(), &source_ref.name)
                 .ok()
                 .flatten()
                 .and_then(|s| s.last_attempt_at)
@@ -583,26 +583,32 @@ fn split_api_version(api_version: &str) -> (String, String) {
 
 /// `Some(why)` when a dependency is not Ready at its source's latest revision.
 fn dependency_not_ready(ctx: &Context, config: &Config, k: &Kustomization) -> Option<String> {
+    k.depends_on
+        .iter()
+        .find(|dependency| !is_ready(ctx, config, dependency))
+        .map(
+            |dependency| match config.kustomizations.contains_key(dependency) {
+                true => format!("dependency '{dependency}' is not ready"),
+                false => format!("dependency '{dependency}' is not configured"),
+            },
+        )
+}
+
+/// Whether kustomization `name` is Ready at its source's latest revision.
+pub fn is_ready(ctx: &Context, config: &Config, name: &str) -> bool {
+    let Some(k) = config.kustomizations.get(name) else {
+        return false;
+    };
     let store = lock(&ctx.store);
-    for dependency in &k.depends_on {
-        let Some(dep) = config.kustomizations.get(dependency) else {
-            return Some(format!("dependency '{dependency}' is not configured"));
-        };
-        let latest =
-            source::store::latest_artifact(&store, dep.source.kind.as_str(), &dep.source.name)
-                .ok()
-                .flatten()
-                .map(|a| a.revision);
-        let status = store.kustomization_status(dependency).ok().flatten();
-        let ready_at_latest = matches!(
-            (&status, &latest),
-            (Some(s), Some(rev)) if s.ready && s.last_applied_revision.as_ref() == Some(rev)
-        );
-        if !ready_at_latest {
-            return Some(format!("dependency '{dependency}' is not ready"));
-        }
-    }
-    None
+    let latest = source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)
+        .ok()
+        .flatten()
+        .map(|a| a.revision);
+    let status = store.kustomization_status(name).ok().flatten();
+    matches!(
+        (&status, &latest),
+        (Some(s), Some(rev)) if s.ready && s.last_applied_revision.as_ref() == Some(rev)
+    )
 }
 
 /// The stored inventory of `k`; for a kustomization that never applied and

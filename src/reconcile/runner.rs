@@ -1,12 +1,14 @@
-//! Runs every kustomization: on its interval, at once when its source has a
-//! new artifact, when a dependency becomes ready, when a watch sees drift,
-//! or on request.
+//! Runs every kustomization and Helm release: on its interval, at once when
+//! its source (or chart) has a new artifact, when a dependency becomes
+//! ready, when a watch sees drift, or on request.
 //!
 //! # Design
-//! One tokio task per kustomization, woken through its own [`Notify`]. The
-//! task runs [`kustomization::reconcile`], then (re)starts a drift watch on
-//! the inventory it returned, then sleeps until the requeue delay or a
-//! wake. A router task turns source updates and requests into wakes.
+//! One tokio task per kustomization and per release, woken through its own
+//! [`Notify`] (keyed by [`unit_key`]). A kustomization's task runs
+//! [`kustomization::reconcile`], then (re)starts a drift watch on the
+//! inventory it returned, then sleeps until the requeue delay or a wake; a
+//! release's task runs [`helmrelease::reconcile`] the same way. A router
+//! task turns source updates and requests into wakes.
 //!
 //! # Guarantees
 //! - One reconcile of a kustomization at a time; wakes that arrive during a
@@ -26,10 +28,12 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
+use super::helmrelease::{self, ReleaseContext};
 use super::kustomization::{self, Context, OWNER_KIND};
 use super::scheduler::{next_delay, SourceUpdate};
 use crate::apply::{debounce, Manager, ObjRef, Owner};
-use crate::config::Config;
+use crate::config::{Config, Dependency};
+use crate::helm::Helper;
 
 /// How long a watch must be quiet before the drift it saw is reverted.
 pub const DRIFT_QUIET: Duration = Duration::from_millis(100);
@@ -40,11 +44,23 @@ pub const MIN_GAP: Duration = Duration::from_secs(1);
 /// asks whether it is back.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 
-/// A request to reconcile a kustomization now.
+/// A request to reconcile a kustomization or a release now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    pub kustomization: String,
+    /// [`unit_key`]: a kustomization's name, or `helm_release/NAME`.
+    pub unit: String,
 }
+
+/// How the runner names what it runs: a kustomization by its name (as
+/// `depends_on` and the CLI always have), a release as `helm_release/NAME`.
+pub fn unit_key(kind: &str, name: &str) -> String {
+    match kind {
+        "kustomization" => name.to_string(),
+        _ => format!("{kind}/{name}"),
+    }
+}
+
+type Wakers = Arc<BTreeMap<String, Arc<Notify>>>;
 
 /// The running kustomization tasks.
 pub struct Runner {
@@ -72,10 +88,16 @@ pub fn runner(
     updates: broadcast::Receiver<SourceUpdate>,
     shutdown: watch::Receiver<bool>,
 ) -> Runner {
+    let release_keys = config
+        .helm_releases
+        .keys()
+        .map(|name| unit_key(helmrelease::KIND, name));
     let wakers: BTreeMap<String, Arc<Notify>> = config
         .kustomizations
         .keys()
-        .map(|name| (name.clone(), Arc::new(Notify::new())))
+        .cloned()
+        .chain(release_keys)
+        .map(|key| (key, Arc::new(Notify::new())))
         .collect();
     let wakers = Arc::new(wakers);
     let mut tasks = JoinSet::new();
@@ -87,6 +109,23 @@ pub fn runner(
             wakers.clone(),
             shutdown.clone(),
         ));
+    }
+    if !config.helm_releases.is_empty() {
+        let rc = ReleaseContext {
+            ctx: ctx.clone(),
+            helper: Helper::at(&config.agent.helm_helper)
+                .map_err(|_| config.agent.helm_helper.clone()),
+            kubeconfig: config.agent.kubeconfig.clone(),
+        };
+        for name in config.helm_releases.keys() {
+            tasks.spawn(run_release(
+                name.clone(),
+                config.clone(),
+                rc.clone(),
+                wakers.clone(),
+                shutdown.clone(),
+            ));
+        }
     }
     let (requests, receiver) = mpsc::channel(32);
     tasks.spawn(route(config, wakers, updates, receiver, shutdown));
@@ -101,7 +140,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// named by a request.
 async fn route(
     config: Arc<Config>,
-    wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    wakers: Wakers,
     mut updates: broadcast::Receiver<SourceUpdate>,
     mut requests: mpsc::Receiver<Request>,
     mut shutdown: watch::Receiver<bool>,
@@ -113,6 +152,9 @@ async fn route(
                     for k in config.kustomizations.values().filter(|k| k.source == update.source) {
                         wake(&wakers, &k.name);
                     }
+                    for r in config.helm_releases.values().filter(|r| r.chart == update.source) {
+                        wake(&wakers, &unit_key(helmrelease::KIND, &r.name));
+                    }
                 }
                 // Missed updates: wake everyone, a reconcile is idempotent.
                 Err(broadcast::error::RecvError::Lagged(_)) => wakers.values().for_each(|w| w.notify_one()),
@@ -120,8 +162,8 @@ async fn route(
             },
             request = requests.recv() => match request {
                 Some(request) => {
-                    if !wake(&wakers, &request.kustomization) {
-                        tracing::warn!(kustomization = %request.kustomization, "reconcile requested for an unknown kustomization");
+                    if !wake(&wakers, &request.unit) {
+                        tracing::warn!(unit = %request.unit, "reconcile requested for something not configured");
                     }
                 }
                 None => return,
@@ -145,7 +187,7 @@ async fn run_kustomization(
     name: String,
     config: Arc<Config>,
     ctx: Context,
-    wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    wakers: Wakers,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(k) = config.kustomizations.get(&name) else {
@@ -158,7 +200,7 @@ async fn run_kustomization(
     let mut failures: u32 = 0;
     let mut server_down = false;
     tokio::select! {
-        _ = kustomization::first_fetch(&ctx, &config, k) => {}
+        _ = kustomization::first_fetch(&ctx, &config, &k.source) => {}
         _ = stopped(&mut shutdown) => return,
     }
     loop {
@@ -182,13 +224,7 @@ async fn run_kustomization(
         };
         server_down &= failed;
         if action.ready {
-            for dependent in config
-                .kustomizations
-                .values()
-                .filter(|d| d.depends_on.contains(&name))
-            {
-                wake(&wakers, &dependent.name);
-            }
+            wake_dependents(&config, &wakers, &Dependency::Kustomization(name.clone()));
         }
         if !k.suspend {
             tokio::select! {
@@ -212,6 +248,82 @@ async fn run_kustomization(
         }
     }
     drift.stop();
+}
+
+/// Wakes the kustomizations and releases that wait for `ready`.
+fn wake_dependents(config: &Config, wakers: &Wakers, ready: &Dependency) {
+    if let Dependency::Kustomization(name) = ready {
+        for dependent in config
+            .kustomizations
+            .values()
+            .filter(|d| d.depends_on.contains(name))
+        {
+            wake(wakers, &dependent.name);
+        }
+    }
+    for dependent in config
+        .helm_releases
+        .values()
+        .filter(|r| r.depends_on.contains(ready))
+    {
+        wake(wakers, &unit_key(helmrelease::KIND, &dependent.name));
+    }
+}
+
+async fn run_release(
+    name: String,
+    config: Arc<Config>,
+    rc: ReleaseContext,
+    wakers: Wakers,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(release) = config.helm_releases.get(&name) else {
+        return;
+    };
+    let Some(own_wake) = wakers.get(&unit_key(helmrelease::KIND, &name)).cloned() else {
+        return;
+    };
+    let mut failures: u32 = 0;
+    let mut server_down = false;
+    tokio::select! {
+        _ = kustomization::first_fetch(&rc.ctx, &config, &release.chart) => {}
+        _ = stopped(&mut shutdown) => return,
+    }
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let _ = own_wake.notified().now_or_never();
+        let started = tokio::time::Instant::now();
+        let action = tokio::select! {
+            action = helmrelease::reconcile(&rc, &config, release) => action,
+            _ = stopped(&mut shutdown) => break,
+        };
+        let ended = tokio::time::Instant::now();
+        let failed = !action.ready && !release.suspend;
+        failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
+        server_down &= failed;
+        if action.ready {
+            wake_dependents(&config, &wakers, &Dependency::HelmRelease(name.clone()));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + MIN_GAP) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+        let delay = next_delay(action.requeue_after, failures);
+        tokio::select! {
+            _ = tokio::time::sleep_until(ended + delay) => {}
+            _ = own_wake.notified() => {}
+            () = server_back(&rc.ctx.manager, failed, &mut server_down) => {
+                tracing::info!(helmrelease = %name, "the API server answers again; retrying now");
+            }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
 }
 
 /// After a failed run, resolves once the API server answers again having

@@ -13,6 +13,7 @@
 mod agent;
 mod alerts;
 mod events;
+mod helm_releases;
 mod kustomizations;
 mod sources;
 mod unsaved;
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use agent::{AgentProblem, CONFIG_REFUSED};
 pub use alerts::QueuedAlert;
 pub use events::{Event, Severity};
+pub use helm_releases::HelmReleaseStatus;
 pub use kustomizations::{KustomizationOutcome, KustomizationStatus, REMOVAL_PENDING};
 pub use sources::{SourceOutcome, SourceStatus};
 
@@ -91,7 +93,29 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (kind, name)
     );",
-    // 4: alerts waiting to be delivered (or retried), so they survive a
+    // 4: Helm releases: status, where kedge installed each, and the
+    // snapshot of its last Helm action.
+    "CREATE TABLE helm_releases (
+        name TEXT PRIMARY KEY,
+        chart TEXT NOT NULL,
+        ready INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL DEFAULT 'Progressing',
+        message TEXT NOT NULL DEFAULT '',
+        last_applied_revision TEXT,
+        last_attempted_revision TEXT,
+        release_revision INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at INTEGER,
+        last_success_at INTEGER,
+        last_duration_ms INTEGER,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        deletion_policy TEXT NOT NULL DEFAULT 'delete',
+        release_name TEXT NOT NULL DEFAULT '',
+        target_namespace TEXT NOT NULL DEFAULT '',
+        storage_namespace TEXT NOT NULL DEFAULT '',
+        chart_name TEXT NOT NULL DEFAULT '',
+        snapshot TEXT NOT NULL DEFAULT ''
+    );",
+    // 5: alerts waiting to be delivered (or retried), so they survive a
     // restart and a network outage.
     "CREATE TABLE alert_queue (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -53,7 +53,7 @@ pub struct Observed {
 }
 
 /// The action kedge last ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LastAction {
     Install,
     Upgrade,
@@ -63,7 +63,8 @@ pub enum LastAction {
 }
 
 /// What kedge recorded after its last action on the release.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Snapshot {
     /// The desired-state digest the last action worked towards.
     pub desired_digest: String,
@@ -209,6 +210,10 @@ fn deployed(observed: &Observed, snapshot: &Snapshot, desired: &Desired) -> Plan
             desired,
             "the release was changed outside kedge",
         );
+    }
+    if snapshot.last_action == Some(LastAction::Test) && snapshot.failed {
+        // A failed test fails the release's install or upgrade.
+        return remediate(observed, snapshot, desired);
     }
     if snapshot.last_action == Some(LastAction::Rollback) {
         // A remediation succeeded; the desired state still waits for a retry.
@@ -378,6 +383,23 @@ mod tests {
         snapshot.upgrade_failures = 1;
         assert!(matches!(
             plan(Some(&observed(3, "failed")), Some(&snapshot), &desired()),
+            Plan::Stalled { .. }
+        ));
+    }
+
+    #[test]
+    fn a_failed_test_is_remediated_like_a_failed_upgrade() {
+        let mut wanted = desired();
+        wanted.test = true;
+        let mut snapshot = after(LastAction::Test, 2, true);
+        snapshot.upgrade_failures = 1;
+        assert_eq!(
+            plan(Some(&observed(2, "deployed")), Some(&snapshot), &wanted),
+            Plan::Rollback
+        );
+        snapshot.upgrade_failures = 3;
+        assert!(matches!(
+            plan(Some(&observed(2, "deployed")), Some(&snapshot), &wanted),
             Plan::Stalled { .. }
         ));
     }
