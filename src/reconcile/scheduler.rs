@@ -458,7 +458,7 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
             } else {
                 tracing::debug!(source = %source.source_ref(), revision = %artifact.revision, "no change");
             }
-            format!("stored artifact for revision {}", artifact.revision)
+            stored_message(artifact)
         }
         Err(err) => {
             // A damaged artifact is the worse news: the kustomizations cannot build.
@@ -521,6 +521,11 @@ fn record_restored(
     Ok(())
 }
 
+/// The event message of a new artifact.
+fn stored_message(artifact: &Artifact) -> String {
+    format!("stored artifact for revision {}", artifact.revision)
+}
+
 fn announce(
     source: &Source,
     shared: &Shared,
@@ -528,7 +533,7 @@ fn announce(
     artifact: &Artifact,
 ) -> Result<(), state::Error> {
     tracing::info!(source = %source.source_ref(), revision = %artifact.revision, digest = %artifact.digest, "stored new artifact");
-    let message = format!("stored artifact for revision {}", artifact.revision);
+    let message = stored_message(artifact);
     store.record_event(&Event::new(
         source.kind().as_str(),
         source.name(),
