@@ -19,6 +19,8 @@ mod apply_drift;
 mod git_fetch;
 // Helm repositories, charts from them, from Git and from files, against a chart server on loopback and the real helm CLI.
 mod helm_sources;
+// [helm_release] under `kedge run`: install, upgrade, manual rollback undone, remediation, removal.
+mod helm_release;
 // Bucket sources against versitygw (SigV4) on loopback: polls, changes, prefix, ignore, faults, limits, end to end.
 mod bucket_source;
 // Git sources over smart HTTP (git http-backend) with Basic auth.

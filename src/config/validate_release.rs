@@ -444,11 +444,13 @@ impl Checker<'_> {
                 }
             },
         };
-        Some((
-            retries?,
-            strategy?,
-            flag(raw.remediate_last_failure.as_ref()),
-        ))
+        let retries = retries?;
+        // Flux: the last failure is remediated by default once retries are allowed.
+        let remediate_last_failure = raw
+            .remediate_last_failure
+            .as_ref()
+            .map_or(retries > 0, |v| *v.get_ref());
+        Some((retries, strategy?, remediate_last_failure))
     }
 
     /// A count from 0 to `u32::MAX`.
