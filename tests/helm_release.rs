@@ -308,3 +308,86 @@ async fn values_come_from_a_secret_and_a_file_and_a_release_waits_for_its_kustom
     assert_eq!(values["replicaCount"], 3, "{values}");
     daemon.stop();
 }
+
+#[tokio::test]
+async fn drift_on_a_release_object_is_corrected_and_only_reported_in_warn_mode() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "hr-drift").await;
+    let release = Release::new(&ns.name);
+    release.configure("drift_detection = { mode = \"enabled\" }\n");
+    let mut daemon = release.setup.start(&[]);
+    release.setup.wait_ready();
+    release.wait_history("the release installed", |h| deployed(h) == Some(1));
+    let deployments = kube::Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let replicas = || async {
+        deployments
+            .get("web")
+            .await
+            .ok()
+            .and_then(|d| d.spec)
+            .and_then(|s| s.replicas)
+    };
+    let labels = deployments
+        .get("web")
+        .await
+        .expect("the release's Deployment")
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("kedge.dev/name").map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(
+        labels.get("kedge.dev/kind").map(String::as_str),
+        Some("HelmRelease")
+    );
+    release
+        .setup
+        .wait_until("the release Ready (drift watch started)", BOUND, || {
+            release.status_line().contains("True")
+        });
+
+    let scale = |count: i32| serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": count}});
+    let by_hand = PatchParams::apply("someone").force();
+    deployments
+        .patch("web", &by_hand, &Patch::Apply(scale(5)))
+        .await
+        .expect("scale by hand");
+    crate::support::eventually(BOUND, "replicas back to the chart's 1", || async {
+        replicas().await == Some(1)
+    })
+    .await;
+    assert_eq!(
+        deployed(&release.history()),
+        Some(1),
+        "corrected without a Helm upgrade"
+    );
+    let events = stdout(&release.setup.cli(&["events", "helm_release/web"]));
+    assert!(events.contains("DriftCorrected"), "{events}");
+
+    // warn: reported, not corrected.
+    release.configure("drift_detection = { mode = \"warn\" }\n");
+    release.setup.wait_until("the reload applied", BOUND, || {
+        release.setup.log_text().contains("Helm releases: ~web")
+    });
+    release
+        .setup
+        .wait_until("the release Ready again", BOUND, || {
+            release.status_line().contains("True")
+        });
+    deployments
+        .patch("web", &by_hand, &Patch::Apply(scale(4)))
+        .await
+        .expect("scale by hand again");
+    release
+        .setup
+        .wait_until("DriftDetected reported", BOUND, || {
+            stdout(&release.setup.cli(&["events", "helm_release/web"])).contains("DriftDetected")
+        });
+    assert_eq!(replicas().await, Some(4), "warn leaves the change in place");
+    daemon.stop();
+}

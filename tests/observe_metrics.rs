@@ -197,7 +197,7 @@ async fn metrics_are_served_on_loopback_and_follow_reconciles_and_drift() {
         .await
         .expect("edit by another manager");
     eventually_scraped(&setup, port, "the drift counted and reverted", |s| {
-        value(s, "kedge_drift_corrections_total", &applied).is_some_and(|n| n >= 1.0)
+        value(s, "kedge_drift_corrections_total", &k).is_some_and(|n| n >= 1.0)
             && value(
                 s,
                 "kedge_apply_objects_total",
@@ -220,7 +220,7 @@ async fn metrics_are_served_on_loopback_and_follow_reconciles_and_drift() {
         ),
         Some(1.0)
     );
-    assert!(value(&printed, "kedge_drift_corrections_total", &applied).is_some_and(|n| n >= 1.0));
+    assert!(value(&printed, "kedge_drift_corrections_total", &k).is_some_and(|n| n >= 1.0));
 
     // Only /metrics is served, and only to GET.
     let other = reqwest::get(format!("http://127.0.0.1:{port}/other"))

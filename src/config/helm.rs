@@ -121,10 +121,23 @@ pub struct HelmRelease {
     pub install: InstallPolicy,
     pub upgrade: UpgradePolicy,
     pub test: bool,
+    pub drift: DriftMode,
     /// Wait with kstatus until the release's objects are ready.
     pub wait: bool,
     pub suspend: bool,
     pub deletion_policy: super::DeletionPolicy,
+}
+
+/// `drift_detection.mode`: what kedge does when a release's objects are
+/// changed in the cluster (Flux's default: disabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriftMode {
+    /// Re-apply the release's objects as Helm stored them.
+    Enabled,
+    /// Report only (status, event, journal).
+    Warn,
+    #[default]
+    Disabled,
 }
 
 /// What a release waits for: a kustomization or another release.

@@ -55,8 +55,9 @@ use std::time::Duration;
 pub use diff::{diff, Changes, ConfigDiff};
 pub use error::{Error, Problem, Problems};
 pub use helm::{
-    ChartOrigin, CrdPolicy, Dependency, HelmChart, HelmEndpoint, HelmRelease, HelmRepository,
-    InstallPolicy, RemediationStrategy, UpgradePolicy, ValuesFrom, ValuesObjectKind,
+    ChartOrigin, CrdPolicy, Dependency, DriftMode, HelmChart, HelmEndpoint, HelmRelease,
+    HelmRepository, InstallPolicy, RemediationStrategy, UpgradePolicy, ValuesFrom,
+    ValuesObjectKind,
 };
 pub use validate_release::merge_values;
 

@@ -176,6 +176,7 @@ pub struct RawHelmRelease {
     pub install: Option<Spanned<RawInstall>>,
     pub upgrade: Option<Spanned<RawUpgrade>>,
     pub test: Option<Spanned<RawTest>>,
+    pub drift_detection: Option<Spanned<RawDriftDetection>>,
     pub wait: Option<Spanned<bool>>,
     pub suspend: Option<Spanned<bool>>,
     pub deletion_policy: Option<Spanned<String>>,
@@ -222,6 +223,12 @@ pub struct RawRemediation {
 #[serde(deny_unknown_fields)]
 pub struct RawTest {
     pub enable: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDriftDetection {
+    pub mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,8 +12,9 @@ use toml::Spanned;
 use super::raw::{RawHelmRelease, RawRemediation, RawValuesFrom};
 use super::validate::Checker;
 use super::{
-    ChartOrigin, CrdPolicy, Dependency, HelmChart, HelmRelease, InstallPolicy, RemediationStrategy,
-    Source, SourceKind, SourceRef, UpgradePolicy, ValuesFrom, ValuesObjectKind,
+    ChartOrigin, CrdPolicy, Dependency, DriftMode, HelmChart, HelmRelease, InstallPolicy,
+    RemediationStrategy, Source, SourceKind, SourceRef, UpgradePolicy, ValuesFrom,
+    ValuesObjectKind,
 };
 
 const DEFAULT_RELEASE_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -74,6 +75,7 @@ impl Checker<'_> {
         let install = self.install_policy(key, &raw);
         let upgrade = self.upgrade_policy(key, &raw);
         let deletion_policy = self.deletion_policy(&raw.deletion_policy, key);
+        let drift = self.drift_mode(key, &raw);
         let (chart, own_chart) = chart?;
         let chart_name = match own_chart.as_ref().map(|c| &c.origin) {
             Some(ChartOrigin::Repository { chart, .. }) => chart.clone(),
@@ -96,6 +98,7 @@ impl Checker<'_> {
             install: install?,
             upgrade: upgrade?,
             test: flag(raw.test.as_ref().and_then(|t| t.get_ref().enable.as_ref())),
+            drift: drift?,
             wait: raw.wait.map(Spanned::into_inner).unwrap_or(true),
             suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
             deletion_policy: deletion_policy?,
@@ -389,6 +392,29 @@ impl Checker<'_> {
             strategy,
             remediate_last_failure,
         })
+    }
+
+    fn drift_mode(&mut self, key: &str, raw: &RawHelmRelease) -> Option<DriftMode> {
+        let mode = raw
+            .drift_detection
+            .as_ref()
+            .and_then(|d| d.get_ref().mode.as_ref());
+        let Some(mode) = mode else {
+            return Some(DriftMode::default());
+        };
+        match mode.get_ref().as_str() {
+            "enabled" => Some(DriftMode::Enabled),
+            "warn" => Some(DriftMode::Warn),
+            "disabled" => Some(DriftMode::Disabled),
+            other => {
+                self.problem(
+                    mode.span(),
+                    &format!("{key}.drift_detection.mode"),
+                    format!("unknown mode {other:?}: use \"enabled\", \"warn\" or \"disabled\""),
+                );
+                None
+            }
+        }
     }
 
     fn crd_policy(

@@ -103,6 +103,13 @@ pub struct Request {
     /// Render without the cluster, like `helm template`.
     pub offline: bool,
     pub is_upgrade: bool,
+    /// Labels put on every object the chart renders (a post-renderer), as
+    /// Flux labels a release's objects with its name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `status`: also return the last release's manifest.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub with_manifest: bool,
 }
 
 impl Request {
@@ -133,7 +140,7 @@ pub struct Outcome {
     pub release: Option<ReleaseSummary>,
     #[serde(default)]
     pub history: Vec<Revision>,
-    /// `render`: the manifest without hooks.
+    /// `render`, and `status` with `with_manifest`: the manifest without hooks.
     #[serde(default)]
     pub manifest: String,
     #[serde(default)]

@@ -53,11 +53,6 @@ struct Applied {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Named {
-    kustomization: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabel {
     alert: String,
 }
@@ -79,7 +74,7 @@ struct Inner {
     reconcile_duration: Family<Object, Histogram>,
     fetch_duration: Family<Object, Histogram>,
     apply_objects: Family<Applied, Counter>,
-    drift_corrections: Family<Named, Counter>,
+    drift_corrections: Family<Object, Counter>,
     condition: Family<Condition, Gauge>,
     suspended: Family<Object, Gauge>,
     last_success: Family<Object, FloatGauge>,
@@ -136,7 +131,7 @@ impl Metrics {
             "Objects applied by kustomizations, by what the apply did.",
             apply_objects.clone(),
         );
-        let drift_corrections = Family::<Named, Counter>::default();
+        let drift_corrections = Family::<Object, Counter>::default();
         registry.register(
             "kedge_drift_corrections",
             "Objects changed in the cluster that kedge queued for reverting.",
@@ -244,15 +239,13 @@ impl Metrics {
         }
     }
 
-    /// A watch saw `count` objects of `kustomization` drift; its next run
-    /// reverts them.
-    pub fn drifted(&self, kustomization: &str, count: usize) {
+    /// A watch saw `count` objects of `kind/name` (a kustomization or a
+    /// Helm release) drift; its next run reverts them.
+    pub fn drifted(&self, kind: &str, name: &str, count: usize) {
         if let Some(inner) = &self.0 {
             inner
                 .drift_corrections
-                .get_or_create(&Named {
-                    kustomization: kustomization.to_string(),
-                })
+                .get_or_create(&object(kind, name))
                 .inc_by(count as u64);
         }
     }

@@ -196,7 +196,7 @@ async fn run_kustomization(
     let Some(own_wake) = wakers.get(&name).cloned() else {
         return;
     };
-    let mut drift = DriftWatch::default();
+    let mut drift = DriftWatch::new(OWNER_KIND);
     let mut failures: u32 = 0;
     let mut server_down = false;
     tokio::select! {
@@ -285,6 +285,7 @@ async fn run_release(
     };
     let mut failures: u32 = 0;
     let mut server_down = false;
+    let mut drift = DriftWatch::new(helmrelease::OWNER_KIND);
     tokio::select! {
         _ = kustomization::first_fetch(&rc.ctx, &config, &release.chart) => {}
         _ = stopped(&mut shutdown) => return,
@@ -294,9 +295,10 @@ async fn run_release(
             break;
         }
         let _ = own_wake.notified().now_or_never();
+        let drifted = drift.take_seen();
         let started = tokio::time::Instant::now();
         let action = tokio::select! {
-            action = helmrelease::reconcile(&rc, &config, release) => action,
+            action = helmrelease::reconcile(&rc, &config, release, drifted) => action,
             _ = stopped(&mut shutdown) => break,
         };
         let ended = tokio::time::Instant::now();
@@ -309,6 +311,12 @@ async fn run_release(
         server_down &= failed;
         if action.ready {
             wake_dependents(&config, &wakers, &Dependency::HelmRelease(name.clone()));
+        }
+        if !release.suspend {
+            tokio::select! {
+                () = drift.follow(&rc.ctx, &name, &action.inventory, own_wake.clone()) => {}
+                _ = stopped(&mut shutdown) => break,
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep_until(started + MIN_GAP) => {}
@@ -324,6 +332,7 @@ async fn run_release(
             _ = stopped(&mut shutdown) => break,
         }
     }
+    drift.stop();
 }
 
 /// After a failed run, resolves once the API server answers again having
@@ -348,15 +357,32 @@ async fn server_back(manager: &Manager, failed: bool, down: &mut bool) {
     }
 }
 
-/// The drift watch of one kustomization, restarted when its inventory
-/// changes.
-#[derive(Default)]
+/// The drift watch of one kustomization or release, restarted when its
+/// inventory changes.
 struct DriftWatch {
+    /// The owner kind of the objects watched (`kedge.dev/kind`).
+    owner_kind: &'static str,
     watching: Vec<ObjRef>,
     task: Option<AbortHandle>,
+    /// Set when the watch saw drift, until the next run takes it.
+    seen: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DriftWatch {
+    fn new(owner_kind: &'static str) -> DriftWatch {
+        DriftWatch {
+            owner_kind,
+            watching: Vec::new(),
+            task: None,
+            seen: Arc::default(),
+        }
+    }
+
+    /// Whether drift was seen since the last call.
+    fn take_seen(&self) -> bool {
+        self.seen.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn follow(&mut self, ctx: &Context, name: &str, inventory: &[ObjRef], wake: Arc<Notify>) {
         if self.task.is_some() && self.watching == inventory {
             return;
@@ -366,7 +392,7 @@ impl DriftWatch {
             self.stop();
             return;
         }
-        let owner = Owner::new(name, OWNER_KIND);
+        let owner = Owner::new(name, self.owner_kind);
         // The new follower registers before the old one leaves, so a kind
         // both follow keeps its watch (and its fingerprints) running.
         let followed = ctx.manager.drift_watch(inventory, &owner).await;
@@ -374,14 +400,27 @@ impl DriftWatch {
         match followed {
             Ok(events) => {
                 let name = name.to_string();
+                let seen = self.seen.clone();
+                let owner_kind = self.owner_kind;
                 let metrics = ctx.observer.metrics.clone();
                 let handle = tokio::spawn(async move {
                     let mut batches = Box::pin(debounce(events, DRIFT_QUIET));
                     while let Some(batch) = batches.next().await {
                         let objects: Vec<String> =
                             batch.iter().map(|e| e.object.to_string()).collect();
-                        tracing::info!(kustomization = %name, reason = "DriftDetected", "drift on {}", objects.join(", "));
-                        metrics.drifted(&name, objects.len());
+                        let kind = if owner_kind == OWNER_KIND {
+                            "kustomization"
+                        } else {
+                            "helm_release"
+                        };
+                        metrics.drifted(kind, &name, objects.len());
+                        let objects = objects.join(", ");
+                        if owner_kind == OWNER_KIND {
+                            tracing::info!(kustomization = %name, reason = "DriftDetected", "drift on {objects}");
+                        } else {
+                            tracing::info!(helmrelease = %name, reason = "DriftDetected", "drift on {objects}");
+                        }
+                        seen.store(true, std::sync::atomic::Ordering::SeqCst);
                         wake.notify_one();
                     }
                 });

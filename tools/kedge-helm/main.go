@@ -70,6 +70,11 @@ type Request struct {
 	// render as an upgrade.
 	Offline   bool `json:"offline,omitempty"`
 	IsUpgrade bool `json:"is_upgrade,omitempty"`
+	// Labels put on every rendered object (a post-renderer), as Flux
+	// labels a release's objects with its name.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Status: also return the last release's manifest.
+	WithManifest bool `json:"with_manifest,omitempty"`
 }
 
 // Result is the last line on stdout.
@@ -307,6 +312,7 @@ func newInstall(cfg *action.Configuration, req *Request) *action.Install {
 	client.ServerSideApply = true
 	client.ForceConflicts = true
 	client.Description = req.Description
+	client.PostRenderer = postRenderer(req)
 	return client
 }
 
@@ -379,6 +385,7 @@ func upgrade(ctx context.Context, cfg *action.Configuration, req *Request) (Resu
 	client.ForceConflicts = true
 	client.SkipCRDs = true
 	client.Description = req.Description
+	client.PostRenderer = postRenderer(req)
 	rel, err := asRelease(client.RunWithContext(ctx, req.ReleaseName, loaded, req.Values))
 	return summarised(cfg, rel, err)
 }
@@ -471,6 +478,9 @@ func status(cfg *action.Configuration, req *Request) (Result, error) {
 	result, err := summarised(cfg, last, nil)
 	if err != nil {
 		return result, err
+	}
+	if req.WithManifest {
+		result.Manifest = last.Manifest
 	}
 	history, err := cfg.Releases.History(req.ReleaseName)
 	if err != nil {

@@ -22,11 +22,13 @@ pub mod values;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::kustomization::{self, lock, Context};
+use crate::apply::{ApplyOptions, ObjRef, Owner};
 use crate::config::{
-    Config, CrdPolicy, DeletionPolicy, Dependency, HelmRelease, RemediationStrategy,
+    Config, CrdPolicy, DeletionPolicy, Dependency, DriftMode, HelmRelease, RemediationStrategy,
 };
 use crate::helm::{self, Helper, Op, Outcome, ReleaseSummary, Request};
 use crate::source;
@@ -36,6 +38,8 @@ use plan::{Desired, LastAction, Observed, Plan, ReleaseStatus, Snapshot, Upgrade
 
 /// The kind in events, status and the CLI: `helm_release/NAME`.
 pub const KIND: &str = "helm_release";
+/// The `kedge.dev/kind` label value of a release's objects.
+pub const OWNER_KIND: &str = "HelmRelease";
 /// How soon a release waiting for a dependency or its chart looks again.
 pub const DEPENDENCY_RETRY: Duration = Duration::from_secs(5);
 /// How soon a release whose action failed is tried again (remediation
@@ -55,11 +59,13 @@ pub struct ReleaseContext {
     pub kubeconfig: Option<PathBuf>,
 }
 
-/// What the runner does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the runner does next: run again after `requeue_after`, and watch
+/// `inventory` for drift (empty when drift detection is disabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     pub requeue_after: Duration,
     pub ready: bool,
+    pub inventory: Vec<ObjRef>,
 }
 
 /// Why a run stopped before the planner could act.
@@ -75,6 +81,8 @@ pub enum Error {
     State(#[from] state::Error),
     #[error("the snapshot of the last action cannot be read: {0}")]
     Snapshot(#[from] serde_json::Error),
+    #[error("drift detection: {0}")]
+    Drift(String),
 }
 
 impl Error {
@@ -86,12 +94,19 @@ impl Error {
             Error::Helm(helm::Error::NotInstalled { .. }) => "HelperMissing",
             Error::Helm(_) => "ReconciliationFailed",
             Error::State(_) | Error::Snapshot(_) => "ReconciliationFailed",
+            Error::Drift(_) => "DriftCorrectionFailed",
         }
     }
 }
 
-/// Reconciles `release` once and records the outcome.
-pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelease) -> Action {
+/// Reconciles `release` once and records the outcome; `drifted` says a
+/// watch saw its objects changed since the last run.
+pub async fn reconcile(
+    rc: &ReleaseContext,
+    config: &Config,
+    release: &HelmRelease,
+    drifted: bool,
+) -> Action {
     let started = Instant::now();
     let mut row = load_row(rc, release);
     if release.suspend {
@@ -106,6 +121,7 @@ pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelea
         return Action {
             requeue_after: release.interval,
             ready: false,
+            inventory: Vec::new(),
         };
     }
     if let Some(waiting) = dependency_not_ready(rc, config, release) {
@@ -113,11 +129,12 @@ pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelea
         return Action {
             requeue_after: DEPENDENCY_RETRY,
             ready: false,
+            inventory: Vec::new(),
         };
     }
     let run = tokio::time::timeout(
         release.timeout + helm::RESULT_MARGIN,
-        converge(rc, release, &mut row),
+        converge(rc, release, &mut row, drifted),
     )
     .await;
     let outcome = run.unwrap_or_else(|_| {
@@ -128,7 +145,7 @@ pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelea
         }))
     });
     match outcome {
-        Ok(Converged::InSync { message }) => {
+        Ok(Converged::InSync { message, inventory }) => {
             finish(
                 rc,
                 &mut row,
@@ -140,6 +157,7 @@ pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelea
             Action {
                 requeue_after: release.interval,
                 ready: true,
+                inventory,
             }
         }
         Ok(Converged::Failed { reason, message }) => {
@@ -147,6 +165,7 @@ pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelea
             Action {
                 requeue_after: FAILURE_RETRY,
                 ready: false,
+                inventory: Vec::new(),
             }
         }
         Ok(Converged::Stalled { message }) => {
@@ -154,6 +173,7 @@ pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelea
             Action {
                 requeue_after: release.interval,
                 ready: false,
+                inventory: Vec::new(),
             }
         }
         Err(err) => {
@@ -165,6 +185,7 @@ pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelea
             Action {
                 requeue_after: retry,
                 ready: false,
+                inventory: Vec::new(),
             }
         }
     }
@@ -174,6 +195,7 @@ pub async fn reconcile(rc: &ReleaseContext, config: &Config, release: &HelmRelea
 enum Converged {
     InSync {
         message: String,
+        inventory: Vec<ObjRef>,
     },
     Failed {
         reason: &'static str,
@@ -189,6 +211,7 @@ async fn converge(
     rc: &ReleaseContext,
     release: &HelmRelease,
     row: &mut HelmReleaseStatus,
+    drifted: bool,
 ) -> Result<Converged, Error> {
     let helper = helper(rc)?;
     let chart = chart_artifact(rc, release)?;
@@ -223,11 +246,13 @@ async fn converge(
                     let summary = observed.unwrap_or_default();
                     row.release_revision = summary.revision;
                     row.last_applied_revision = Some(chart.revision.clone());
+                    let inventory = drift(rc, &helper, release, drifted).await?;
                     Converged::InSync {
                         message: format!(
                             "Helm release {}/{}.v{} is deployed with chart {}@{}",
                             summary.namespace, summary.name, summary.revision, summary.chart_name, summary.chart_version
                         ),
+                        inventory,
                     }
                 }
             });
@@ -436,8 +461,105 @@ fn request(
         cleanup_on_fail: release.upgrade.cleanup_on_fail,
         force: release.upgrade.force,
         description: format!("kedge {} of helm_release/{}", op.as_str(), release.name),
+        labels: owner(release)
+            .labels()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Request::new(op, &release.release_name, &release.target_namespace)
     }
+}
+
+fn owner(release: &HelmRelease) -> Owner {
+    Owner::new(&release.name, OWNER_KIND)
+}
+
+/// With drift detection on: the release's objects, as Helm stored them, for
+/// the runner to watch; after a watch saw them change, reports the drift
+/// and (mode `enabled`) applies them again, as field manager kedge.
+async fn drift(
+    rc: &ReleaseContext,
+    helper: &Helper,
+    release: &HelmRelease,
+    drifted: bool,
+) -> Result<Vec<ObjRef>, Error> {
+    if release.drift == DriftMode::Disabled {
+        return Ok(Vec::new());
+    }
+    let objects = stored_objects(rc, helper, release).await?;
+    let inventory: Vec<ObjRef> = objects
+        .iter()
+        .enumerate()
+        .filter_map(|(index, object)| ObjRef::from_manifest(index, object).ok())
+        .collect();
+    if !drifted {
+        return Ok(inventory);
+    }
+    if release.drift == DriftMode::Warn {
+        let message = "objects of the release were changed in the cluster; drift_detection mode is warn: not corrected";
+        tracing::warn!(helmrelease = %release.name, reason = "DriftDetected", "{message}");
+        record_event(rc, &release.name, Severity::Error, "DriftDetected", message);
+        return Ok(inventory);
+    }
+    let changes = rc
+        .ctx
+        .manager
+        .apply(objects, &owner(release), &ApplyOptions::default())
+        .await
+        .map_err(|err| Error::Drift(err.to_string()))?;
+    let corrected: Vec<String> = changes
+        .entries
+        .iter()
+        .filter(|c| c.action != crate::apply::Action::Unchanged)
+        .map(ToString::to_string)
+        .collect();
+    if !corrected.is_empty() {
+        let message = format!("drift corrected: {}", corrected.join(", "));
+        tracing::info!(helmrelease = %release.name, reason = "DriftCorrected", "{message}");
+        record_event(
+            rc,
+            &release.name,
+            Severity::Info,
+            "DriftCorrected",
+            &message,
+        );
+    }
+    Ok(inventory)
+}
+
+/// The objects of the last release's manifest, namespaced objects without
+/// a namespace put in the release's.
+async fn stored_objects(
+    rc: &ReleaseContext,
+    helper: &Helper,
+    release: &HelmRelease,
+) -> Result<Vec<serde_json::Value>, Error> {
+    let mut request = request(rc, release, Op::Status, None, serde_json::Map::new());
+    request.with_manifest = true;
+    let outcome = helper.run(&request, std::future::pending()).await?;
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&outcome.manifest) {
+        let object = serde_json::Value::deserialize(document)
+            .map_err(|err| Error::Drift(format!("the stored manifest: {err}")))?;
+        if object.is_object() {
+            objects.push(object);
+        }
+    }
+    for (index, object) in objects.iter_mut().enumerate() {
+        let Ok(objref) = ObjRef::from_manifest(index, object) else {
+            continue;
+        };
+        let namespaced = !matches!(rc.ctx.manager.kinds().resolve(&objref).await, Ok(Some(kind)) if !kind.namespaced);
+        let metadata = object
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut);
+        if let (true, Some(metadata)) = (namespaced, metadata) {
+            metadata
+                .entry("namespace")
+                .or_insert_with(|| serde_json::Value::String(release.target_namespace.clone()));
+        }
+    }
+    Ok(objects)
 }
 
 fn crd_policy(policy: CrdPolicy) -> helm::CrdPolicy {
