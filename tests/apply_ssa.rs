@@ -346,6 +346,7 @@ async fn dry_run_diff_tells_create_update_and_unchanged_without_changing_anythin
                 configmap(&ns.name, "fresh", "y"),
             ],
             &owner(&ns.name),
+            &kedge::apply::DriftIgnore::default(),
         )
         .await
         .expect("diff");

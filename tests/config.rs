@@ -160,6 +160,76 @@ fn an_unknown_deletion_policy_is_located_and_named() {
     );
 }
 
+/// `[kustomization.apps]` with `extra` after its required keys (line 7 on).
+fn kustomization_with(extra: &str) -> String {
+    format!("{SOURCE}[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"5m\"\nprune = true\n{extra}\n")
+}
+
+#[test]
+fn drift_modes_and_ignore_rules_are_parsed_and_bad_ones_located() {
+    use kedge::config::DriftMode;
+    let config = valid(&kustomization_with(
+        r#"drift = { mode = "detect", ignore = [{ paths = ["/spec/replicas"], target = { kind = "Deployment", name = "web-.*" } }] }"#,
+    ));
+    let drift = &config.kustomizations["apps"].drift;
+    assert_eq!(drift.mode, DriftMode::Detect);
+    assert_eq!(drift.ignore[0].paths, vec!["/spec/replicas"]);
+    assert_eq!(drift.ignore[0].target.name.as_deref(), Some("web-.*"));
+    assert_eq!(
+        valid(&kustomization_with("")).kustomizations["apps"]
+            .drift
+            .mode,
+        DriftMode::Correct,
+        "correct by default"
+    );
+
+    let problem = one_problem(&kustomization_with(r#"drift = { mode = "revert" }"#));
+    assert_eq!(problem.key, "kustomization.apps.drift.mode");
+    assert_eq!(problem.line, 7);
+    assert!(problem.message.contains("\"detect\""), "{problem:?}");
+    let problem = one_problem(&kustomization_with(
+        r#"drift = { ignore = [{ paths = ["spec/replicas"] }] }"#,
+    ));
+    assert_eq!(problem.key, "kustomization.apps.drift.ignore[0].paths");
+    assert!(problem.message.contains("JSON pointer"), "{problem:?}");
+    let problem = one_problem(&kustomization_with(
+        r#"drift = { ignore = [{ paths = ["/x"], target = { name = "(" } }] }"#,
+    ));
+    assert_eq!(problem.key, "kustomization.apps.drift.ignore[0].target");
+}
+
+#[test]
+fn flux_build_fields_are_parsed_and_bad_ones_located() {
+    let config = valid(&kustomization_with(
+        r#"name_prefix = "edge-"
+name_suffix = "-v1"
+patches = [{ patch = "- op: remove\n  path: /x\n", target = { kind = "Deployment", label_selector = "app=web" } }]
+images = [{ name = "nginx", new_tag = "1.27" }]
+components = ["../components/monitoring"]
+common_metadata = { labels = { team = "edge" } }"#,
+    ));
+    let overlay = &config.kustomizations["apps"].overlay;
+    assert_eq!(overlay.name_prefix.as_deref(), Some("edge-"));
+    assert_eq!(
+        overlay.patches[0]
+            .target
+            .as_ref()
+            .and_then(|t| t.label_selector.as_deref()),
+        Some("app=web")
+    );
+    assert_eq!(overlay.images[0].new_tag.as_deref(), Some("1.27"));
+    assert_eq!(
+        overlay.components[0].to_str(),
+        Some("../components/monitoring")
+    );
+    assert_eq!(overlay.common_labels["team"], "edge");
+
+    let problem = one_problem(&kustomization_with(r#"components = ["/etc/x"]"#));
+    assert_eq!(problem.key, "kustomization.apps.components[0]");
+    let problem = one_problem(&kustomization_with(r#"images = [{ new_tag = "1" }]"#));
+    assert!(problem.message.contains("name"), "{problem:?}");
+}
+
 #[test]
 fn a_target_namespace_that_is_not_a_namespace_name_is_refused() {
     for bad in ["", "Apps", "apps_1", "-apps", "apps.prod", &"a".repeat(64)] {

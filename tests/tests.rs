@@ -33,6 +33,10 @@ mod git_run;
 mod config;
 // `kedge run` with kustomizations against the test control plane: apply, prune, drift, dependsOn, restart.
 mod kustomization_run;
+// Drift under `kedge run`: what is drift, the modes correct/detect/off, ignore rules.
+mod kustomization_drift;
+// Flux's Kustomization fields under `kedge run`: target namespace, prefix, suffix, patches, images, components, common metadata.
+mod kustomization_flux_fields;
 // The reconciler's guarantees under `kedge run`, several with a fault injected by the API server.
 mod kustomization_guarantees;
 // `kedge run` with a damaged state directory: unpacked trees and artifacts verified, repaired, never a prune.

@@ -12,15 +12,20 @@
 //!
 //! Per object only a [`Fingerprint`] is kept: hashes of kedge's field
 //! paths, of the other managers' entries and of kedge's last apply time —
-//! a few words per field, never the object.
+//! a few words per field, never the object. Paths an owner's ignore rules
+//! name (`ignore.rs`) are left out of its objects' fingerprints.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use kube::api::ObjectMeta;
 use kube::runtime::watcher;
 
+use super::ignore::{names_field, DriftIgnore};
+use super::objref::ObjRef;
+use super::policy::{ApplyPolicy, Policy};
 use super::{KIND_LABEL, NAME_LABEL};
 
 /// Why an object drifted.
@@ -59,12 +64,18 @@ pub(crate) struct Fingerprint {
 struct Tracked {
     owner: OwnerKey,
     fingerprint: Fingerprint,
+    /// Its policy says kedge leaves it (`policy.rs`): held, never judged.
+    left_alone: bool,
 }
 
 /// The objects of one kind that carry kedge's labels, turning watch events
 /// into drift.
 pub(crate) struct DriftTracker {
     field_manager: String,
+    /// The kind's group, version and kind, to match ignore rules.
+    kind: ObjRef,
+    /// Each owner's ignore rules.
+    ignores: HashMap<OwnerKey, Arc<DriftIgnore>>,
     objects: HashMap<ObjectKey, Tracked>,
     /// Keys listed since the last `Init`, while a (re)list runs.
     listing: Option<HashSet<ObjectKey>>,
@@ -72,13 +83,31 @@ pub(crate) struct DriftTracker {
 }
 
 impl DriftTracker {
-    pub fn new(field_manager: &str) -> DriftTracker {
+    /// A tracker of the objects of `kind`'s group, version and kind.
+    pub fn new(field_manager: &str, kind: ObjRef) -> DriftTracker {
         DriftTracker {
             field_manager: field_manager.to_string(),
+            kind,
+            ignores: HashMap::new(),
             objects: HashMap::new(),
             listing: None,
             listed_once: false,
         }
+    }
+
+    /// Judges `owner`'s objects with `ignore`. New rules forget the
+    /// owner's fingerprints (taken under the old ones): the next sight of
+    /// each object is its baseline.
+    pub fn set_ignore(&mut self, owner: &OwnerKey, ignore: Arc<DriftIgnore>) {
+        let same = self.ignores.get(owner).is_some_and(|old| **old == *ignore);
+        if same {
+            return;
+        }
+        let had_rules = self.ignores.get(owner).is_some_and(|old| !old.is_empty());
+        if had_rules || !ignore.is_empty() {
+            self.objects.retain(|_, tracked| &tracked.owner != owner);
+        }
+        self.ignores.insert(owner.clone(), ignore);
     }
 
     /// Whether a first list has completed: absence then means deleted.
@@ -90,9 +119,11 @@ impl DriftTracker {
     /// baseline of an object not seen yet, so that its first sight is
     /// compared with what kedge applied.
     pub fn seed(&mut self, object: ObjectKey, owner: OwnerKey, fingerprint: Fingerprint) {
-        self.objects
-            .entry(object)
-            .or_insert(Tracked { owner, fingerprint });
+        self.objects.entry(object).or_insert(Tracked {
+            owner,
+            fingerprint,
+            left_alone: false,
+        });
     }
 
     /// Of `expected`, the objects this kind's watch does not hold.
@@ -131,6 +162,11 @@ impl DriftTracker {
                 let Some(key) = key(&meta) else {
                     return Vec::new();
                 };
+                if policy(&meta).apply == ApplyPolicy::Skip {
+                    // Never applied: its deletion changes nothing kedge does.
+                    self.objects.remove(&key);
+                    return Vec::new();
+                }
                 let owner = self
                     .objects
                     .remove(&key)
@@ -174,14 +210,41 @@ impl DriftTracker {
 
     fn changed(&mut self, meta: &ObjectMeta) -> Option<Drifted> {
         let (key, owner) = (key(meta)?, owner(meta)?);
-        let (now, managers) = fingerprint(meta, &self.field_manager);
+        if policy(meta).left_alone() {
+            // kedge does not apply it (again): no change of it is drift.
+            self.objects.insert(
+                key,
+                Tracked {
+                    owner,
+                    fingerprint: Fingerprint::default(),
+                    left_alone: true,
+                },
+            );
+            return None;
+        }
+        let object = ObjRef {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            ..self.kind.clone()
+        };
+        let ignored = self
+            .ignores
+            .get(&owner)
+            .map(|ignore| ignore.pointers(&object))
+            .unwrap_or_default();
+        let (now, managers) = fingerprint(meta, &self.field_manager, &ignored);
         let before = self.objects.insert(
             key.clone(),
             Tracked {
                 owner: owner.clone(),
                 fingerprint: now.clone(),
+                left_alone: false,
             },
         )?;
+        if before.left_alone {
+            // No longer left alone: this sight is the baseline.
+            return None;
+        }
         let before = before.fingerprint;
         // Our own apply changes our entry's time: what it dropped is ours to drop.
         let taken = now.applied_at == before.applied_at
@@ -207,6 +270,10 @@ impl DriftTracker {
     }
 }
 
+fn policy(meta: &ObjectMeta) -> Policy {
+    Policy::of(meta.annotations.as_ref(), meta.labels.as_ref())
+}
+
 fn key(meta: &ObjectMeta) -> Option<ObjectKey> {
     Some((meta.namespace.clone(), meta.name.clone()?))
 }
@@ -225,14 +292,19 @@ fn hash_of(value: impl Hash) -> u64 {
     hasher.finish()
 }
 
-/// Who manages `meta`'s object, as a [`Fingerprint`].
-pub(crate) fn fingerprint_of(meta: &ObjectMeta, ours: &str) -> Fingerprint {
-    fingerprint(meta, ours).0
+/// Who manages `meta`'s object, as a [`Fingerprint`], leaving out the
+/// `ignored` pointers' fields.
+pub(crate) fn fingerprint_of(meta: &ObjectMeta, ours: &str, ignored: &[&[String]]) -> Fingerprint {
+    fingerprint(meta, ours, ignored).0
 }
 
 /// The fingerprint of `meta`'s managedFields on the object itself (not a
 /// subresource such as status), with the other managers' entries by hash.
-fn fingerprint(meta: &ObjectMeta, ours: &str) -> (Fingerprint, Vec<(u64, String)>) {
+fn fingerprint(
+    meta: &ObjectMeta,
+    ours: &str,
+    ignored: &[&[String]],
+) -> (Fingerprint, Vec<(u64, String)>) {
     let mut applied_at = String::new();
     let mut paths = Vec::new();
     let mut foreign = Vec::new();
@@ -251,7 +323,7 @@ fn fingerprint(meta: &ObjectMeta, ours: &str) -> (Fingerprint, Vec<(u64, String)
             .unwrap_or_default();
         if manager == ours {
             if let Some(v1) = &f.fields_v1 {
-                field_paths(&v1.0, 0, &mut paths);
+                field_paths(&v1.0, 0, ignored, &mut paths);
             }
             applied_at = applied_at.max(time);
         } else if manager != "before-first-apply" {
@@ -272,14 +344,24 @@ fn fingerprint(meta: &ObjectMeta, ours: &str) -> (Fingerprint, Vec<(u64, String)
 }
 
 /// The hash of every path of a `fieldsV1` trie (`f:data`, `f:data/f:key`,
-/// …), each hashed with its parent's hash.
-fn field_paths(trie: &serde_json::Value, parent: u64, paths: &mut Vec<u64>) {
+/// …), each hashed with its parent's hash; `ignored` holds what is left
+/// of the ignored pointers at this depth, and a path one of them names is
+/// left out with everything below it.
+fn field_paths(trie: &serde_json::Value, parent: u64, ignored: &[&[String]], paths: &mut Vec<u64>) {
     let Some(children) = trie.as_object() else {
         return;
     };
     for (name, child) in children.iter().filter(|(name, _)| name.as_str() != ".") {
+        let below: Vec<&[String]> = ignored
+            .iter()
+            .filter(|p| p.first().is_some_and(|s| names_field(s, name)))
+            .map(|p| &p[1..])
+            .collect();
+        if below.iter().any(|rest| rest.is_empty()) {
+            continue;
+        }
         let path = hash_of((parent, name));
-        field_paths(child, path, paths);
+        field_paths(child, path, &below, paths);
         paths.push(path);
     }
 }
@@ -290,7 +372,7 @@ mod tests {
     use serde_json::json;
 
     fn tracker() -> DriftTracker {
-        DriftTracker::new("kedge")
+        DriftTracker::new("kedge", ObjRef::from_id("_v1_ConfigMap__x").unwrap())
     }
 
     /// A ConfigMap's metadata, labelled as `apps`', managed by `managers`:
@@ -380,13 +462,64 @@ mod tests {
     #[test]
     fn a_first_sight_is_compared_with_our_last_apply_when_seeded() {
         let mut t = tracker();
-        let applied = fingerprint_of(&cm(&[ours(&["a", "b"], T1)]), "kedge");
+        let applied = fingerprint_of(&cm(&[ours(&["a", "b"], T1)]), "kedge", &[]);
         t.seed(object(), apps(), applied);
         let events = t.observe(watcher::Event::InitApply(cm(&[
             ours(&["b"], T1),
             edit(&["a"]),
         ])));
         assert_eq!(events.len(), 1, "the edit before the first list is drift");
+    }
+
+    #[test]
+    fn a_field_an_ignore_rule_names_is_not_drift_when_taken_but_others_are() {
+        use crate::apply::ignore::{IgnoreRule, ObjectSelector};
+        let mut t = tracker();
+        let rule = IgnoreRule {
+            paths: vec!["/data/a".into()],
+            target: ObjectSelector {
+                kind: Some("ConfigMap".into()),
+                ..ObjectSelector::default()
+            },
+        };
+        t.set_ignore(&apps(), Arc::new(DriftIgnore::new(&[rule]).unwrap()));
+        t.observe(watcher::Event::Apply(cm(&[ours(&["a", "b"], T1)])));
+        assert!(
+            t.observe(watcher::Event::Apply(cm(&[ours(&["b"], T1), edit(&["a"])])))
+                .is_empty(),
+            "a is ignored"
+        );
+        let events = t.observe(watcher::Event::Apply(cm(&[
+            ours(&[], T1),
+            edit(&["a", "b"]),
+        ])));
+        assert_eq!(events.len(), 1, "b is not");
+    }
+
+    #[test]
+    fn an_object_kedge_leaves_alone_is_held_but_never_drift() {
+        let mut t = tracker();
+        let left = |managers: &[(&str, &str, &str, serde_json::Value)]| {
+            let mut meta = cm(managers);
+            meta.annotations = Some(
+                [(
+                    "kustomize.toolkit.fluxcd.io/ssa".to_string(),
+                    "IfNotPresent".to_string(),
+                )]
+                .into(),
+            );
+            meta
+        };
+        t.observe(watcher::Event::Apply(left(&[ours(&["a"], T1)])));
+        assert!(t.missing(&[object()]).is_empty(), "held: not missing");
+        assert!(t
+            .observe(watcher::Event::Apply(left(&[ours(&[], T1), edit(&["a"])])))
+            .is_empty());
+        assert_eq!(
+            t.observe(watcher::Event::Delete(left(&[]))).len(),
+            1,
+            "an IfNotPresent object deleted is re-created"
+        );
     }
 
     #[test]

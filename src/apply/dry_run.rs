@@ -4,9 +4,11 @@
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
+use super::ignore::DriftIgnore;
 use super::manifest::{self, Placed};
 use super::memo::server_fields_removed;
 use super::objref::ObjRef;
+use super::policy::{ApplyPolicy, Policy};
 use super::ssa::{ApplyError, ObjectFailure};
 use super::{Manager, Owner};
 
@@ -37,7 +39,7 @@ impl Manager {
     /// results in the objects' order.
     pub(crate) async fn dry_run_all(
         &self,
-        placed: &[Placed],
+        placed: &[&Placed],
         owner: &Owner,
         concurrency: usize,
     ) -> Vec<Result<DynamicObject, kube::Error>> {
@@ -57,8 +59,10 @@ impl Manager {
     }
 
     /// What applying `objects` as `owner` would change, object by object,
-    /// without changing anything. Kinds must be served (CRs whose CRD is not
-    /// installed yet are reported as [`ApplyError::UnknownKind`]).
+    /// without changing anything; fields `ignore` names keep their live
+    /// values, as an apply would keep them, and objects an apply would
+    /// skip (`policy.rs`) are left out. Kinds must be served (CRs whose
+    /// CRD is not installed yet are reported as [`ApplyError::UnknownKind`]).
     ///
     /// # Errors
     /// [`ApplyError::DryRunFailed`] lists every object the server refused.
@@ -66,6 +70,7 @@ impl Manager {
         &self,
         objects: Vec<Value>,
         owner: &Owner,
+        ignore: &DriftIgnore,
     ) -> Result<Vec<ObjectDiff>, ApplyError> {
         let mut placed = Vec::new();
         for m in manifest::prepare(objects, owner)? {
@@ -79,15 +84,29 @@ impl Manager {
             };
             placed.push(manifest::place(m, kind)?);
         }
-        let merged = self.dry_run_all(&placed, owner, 16).await;
-        let mut diffs = Vec::with_capacity(placed.len());
+        let mut checked = Vec::with_capacity(placed.len());
+        let mut lives = Vec::with_capacity(placed.len());
         let mut failures = Vec::new();
-        for (p, result) in placed.iter().zip(merged) {
+        for mut p in placed {
+            match self.live(&p).await {
+                Ok(live) => {
+                    let value = live.as_ref().and_then(|l| serde_json::to_value(l).ok());
+                    if skipped(&p.body, value.as_ref()) {
+                        continue;
+                    }
+                    ignore.keep_live(&p.objref, &mut p.body, value.as_ref());
+                    lives.push(live);
+                    checked.push(p);
+                }
+                Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
+            }
+        }
+        let refs: Vec<&Placed> = checked.iter().collect();
+        let merged = self.dry_run_all(&refs, owner, 16).await;
+        let mut diffs = Vec::with_capacity(checked.len());
+        for ((p, result), live) in checked.iter().zip(merged).zip(lives) {
             match result {
-                Ok(merged) => match self.live(p).await {
-                    Ok(live) => diffs.push(compare(&p.objref, live, merged)),
-                    Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
-                },
+                Ok(merged) => diffs.push(compare(&p.objref, live, merged)),
                 Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
             }
         }
@@ -101,11 +120,20 @@ impl Manager {
         }
     }
 
-    async fn live(&self, placed: &Placed) -> Result<Option<DynamicObject>, kube::Error> {
+    pub(crate) async fn live(&self, placed: &Placed) -> Result<Option<DynamicObject>, kube::Error> {
         self.api(&placed.kind, &placed.objref)
             .get_opt(&placed.objref.name)
             .await
     }
+}
+
+/// Whether an apply skips the manifest `body` given the `live` object.
+fn skipped(body: &Value, live: Option<&Value>) -> bool {
+    let desired = Policy::of_manifest(body);
+    let live_policy = live.map(Policy::of_manifest).unwrap_or_default();
+    desired.apply == ApplyPolicy::Skip
+        || live_policy.apply == ApplyPolicy::Skip
+        || (desired.apply == ApplyPolicy::IfNotPresent && live.is_some())
 }
 
 fn compare(object: &ObjRef, live: Option<DynamicObject>, merged: DynamicObject) -> ObjectDiff {

@@ -17,6 +17,7 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use super::drift::{fingerprint_of, Fingerprint};
+use super::ignore::DriftIgnore;
 use super::objref::ObjRef;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +37,17 @@ pub(crate) struct Memo {
 }
 
 impl Memo {
-    /// Remembers `object` as returned by an apply as `field_manager`.
-    pub fn remember(&self, objref: &ObjRef, object: &DynamicObject, field_manager: &str) {
-        let Some(applied) = summary(object, field_manager) else {
+    /// Remembers `object` as returned by an apply as `field_manager`, its
+    /// fingerprint without the fields `ignore` names.
+    pub fn remember(
+        &self,
+        objref: &ObjRef,
+        object: &DynamicObject,
+        field_manager: &str,
+        ignore: &DriftIgnore,
+    ) {
+        let ignored = ignore.pointers(objref);
+        let Some(applied) = summary(object, field_manager, &ignored) else {
             return;
         };
         if let Ok(mut map) = self.applied.lock() {
@@ -55,7 +64,7 @@ impl Memo {
     /// Whether `dry_run`, the object as an apply would leave it, is the
     /// object as we last applied it and nobody has written it since.
     pub fn unchanged(&self, objref: &ObjRef, dry_run: &DynamicObject) -> bool {
-        let Some(now) = summary(dry_run, "") else {
+        let Some(now) = summary(dry_run, "", &[]) else {
             return false;
         };
         self.applied
@@ -75,13 +84,13 @@ impl Memo {
     }
 }
 
-fn summary(object: &DynamicObject, field_manager: &str) -> Option<Applied> {
+fn summary(object: &DynamicObject, field_manager: &str, ignored: &[&[String]]) -> Option<Applied> {
     let resource_version = object.metadata.resource_version.clone()?;
     let value = serde_json::to_value(object).ok()?;
     Some(Applied {
         resource_version,
         content: content_hash(&server_fields_removed(value)),
-        managed: fingerprint_of(&object.metadata, field_manager),
+        managed: fingerprint_of(&object.metadata, field_manager, ignored),
     })
 }
 
@@ -132,7 +141,12 @@ mod tests {
     #[test]
     fn a_dry_run_equal_to_the_last_apply_at_the_same_version_is_unchanged() {
         let memo = Memo::default();
-        memo.remember(&objref(), &cm("7", "a", "2026-01-01T00:00:00Z"), "kedge");
+        memo.remember(
+            &objref(),
+            &cm("7", "a", "2026-01-01T00:00:00Z"),
+            "kedge",
+            &DriftIgnore::default(),
+        );
         assert!(memo.unchanged(&objref(), &cm("7", "a", "2026-01-01T00:00:09Z")));
     }
 
@@ -140,7 +154,12 @@ mod tests {
     fn a_new_version_or_new_content_or_no_memory_is_not_unchanged() {
         let memo = Memo::default();
         assert!(!memo.unchanged(&objref(), &cm("7", "a", T)));
-        memo.remember(&objref(), &cm("7", "a", T), "kedge");
+        memo.remember(
+            &objref(),
+            &cm("7", "a", T),
+            "kedge",
+            &DriftIgnore::default(),
+        );
         assert!(
             !memo.unchanged(&objref(), &cm("8", "a", T)),
             "written since"

@@ -54,12 +54,14 @@ pub mod discovery;
 mod drift;
 pub mod dry_run;
 pub mod health;
+pub mod ignore;
 pub mod inventory;
 mod manifest;
 mod memo;
 pub mod objref;
 pub mod order;
 pub mod owned;
+pub mod policy;
 pub mod prune;
 pub mod ssa;
 pub mod status;
@@ -76,9 +78,11 @@ pub use changeset::{Action, Change, ChangeSet};
 pub use discovery::{DiscoveryError, Kind, KindCache};
 pub use dry_run::{DiffKind, ObjectDiff};
 pub use health::HealthError;
+pub use ignore::{DriftIgnore, IgnoreError, IgnoreRule, ObjectSelector};
 pub use objref::{ObjRef, ObjRefError};
 pub use order::{order, APPLY_ORDER};
 pub use owned::Owned;
+pub use policy::{ApplyPolicy, Policy};
 pub use prune::{PruneOptions, PruneResult, SkipReason};
 pub use ssa::{ApplyError, ApplyOptions, ObjectFailure, Plan};
 pub use status::{evaluate, Status};
@@ -88,10 +92,6 @@ pub use watch::{debounce, DriftCause, DriftEvent, DriftStream, WatchError};
 pub const NAME_LABEL: &str = "kedge.dev/name";
 /// Label naming the owner's kind (`Kustomization`) on every applied object.
 pub const KIND_LABEL: &str = "kedge.dev/kind";
-/// Annotation that, set to [`PRUNE_DISABLED`], keeps an object from prune.
-pub const PRUNE_ANNOTATION: &str = "kedge.dev/prune";
-/// See [`PRUNE_ANNOTATION`].
-pub const PRUNE_DISABLED: &str = "disabled";
 
 /// Who applies: the field manager for server-side apply, and the name and
 /// kind written as labels ([`NAME_LABEL`], [`KIND_LABEL`]) on every object.
@@ -358,7 +358,7 @@ mod send_check {
 
     async fn verbs_are_send(manager: &Manager, owner: &Owner, refs: &[ObjRef]) {
         is_send(manager.apply(Vec::new(), owner, &ApplyOptions::default()));
-        is_send(manager.dry_run_diff(Vec::new(), owner));
+        is_send(manager.dry_run_diff(Vec::new(), owner, &DriftIgnore::default()));
         is_send(manager.prune(refs, owner, &PruneOptions::default()));
         is_send(manager.wait(refs, std::time::Duration::ZERO));
         is_send(manager.drift_watch(refs, owner));

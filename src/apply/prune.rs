@@ -6,7 +6,8 @@ use kube::api::{DeleteParams, DynamicObject, Preconditions};
 
 use super::changeset::{Action, ChangeSet};
 use super::objref::ObjRef;
-use super::{Manager, Owner, PRUNE_ANNOTATION, PRUNE_DISABLED};
+use super::policy::Policy;
+use super::{Manager, Owner};
 
 /// How to prune.
 #[derive(Debug, Clone)]
@@ -24,7 +25,7 @@ impl Default for PruneOptions {
 /// Why a stale object was left in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
-    /// It carries `kedge.dev/prune: disabled`.
+    /// It carries `prune: disabled` or `reconcile: disabled` (see `policy.rs`).
     PruneDisabled,
     /// Its labels no longer name this owner: someone else took it over.
     NotOurs,
@@ -33,7 +34,7 @@ pub enum SkipReason {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SkipReason::PruneDisabled => "annotated kedge.dev/prune: disabled",
+            SkipReason::PruneDisabled => "annotated prune: disabled or reconcile: disabled",
             SkipReason::NotOurs => "labels name another owner",
         })
     }
@@ -80,8 +81,9 @@ impl Manager {
     /// everything else first, then CRDs, then Namespaces.
     ///
     /// # Guarantees
-    /// - An object annotated `kedge.dev/prune: disabled`, or whose labels
-    ///   name another owner, is never deleted ([`PruneResult::skipped`]).
+    /// - An object annotated (or labelled) `prune: disabled` or `reconcile:
+    ///   disabled` (kedge's or Flux's key), or whose labels name another
+    ///   owner, is never deleted ([`PruneResult::skipped`]).
     /// - The delete is conditional on the object's uid and resourceVersion
     ///   as checked, so an object changed in between is not deleted.
     /// - A delete that fails is returned in [`PruneResult::failed`]; the
@@ -155,12 +157,8 @@ impl Manager {
 }
 
 fn skip_reason(live: &DynamicObject, owner: &Owner) -> Option<SkipReason> {
-    let annotations = live.metadata.annotations.as_ref();
-    if annotations
-        .and_then(|a| a.get(PRUNE_ANNOTATION))
-        .map(String::as_str)
-        == Some(PRUNE_DISABLED)
-    {
+    let metadata = &live.metadata;
+    if Policy::of(metadata.annotations.as_ref(), metadata.labels.as_ref()).keep_on_prune {
         return Some(SkipReason::PruneDisabled);
     }
     (!owner.owns(live.metadata.labels.as_ref())).then_some(SkipReason::NotOurs)
@@ -197,6 +195,11 @@ mod tests {
             skip_reason(&annotated, &owner),
             Some(SkipReason::PruneDisabled)
         );
+        let flux = live(
+            ours(),
+            json!({"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}),
+        );
+        assert_eq!(skip_reason(&flux, &owner), Some(SkipReason::PruneDisabled));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! server-side apply it stage by stage with a bounded pool.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -10,9 +11,11 @@ use serde_json::Value;
 use super::changeset::{Action, ChangeSet};
 use super::discovery::{DiscoveryError, Kind};
 use super::health::HealthError;
+use super::ignore::DriftIgnore;
 use super::manifest::{self, Manifest, Placed};
 use super::objref::{ObjRef, ObjRefError};
 use super::order::{self, Stage};
+use super::policy::{ApplyPolicy, Policy};
 use super::{Manager, Owner};
 
 /// How to apply.
@@ -26,6 +29,8 @@ pub struct ApplyOptions {
     pub concurrency: usize,
     /// How long to wait for CRDs of the set to be Established.
     pub crd_timeout: Duration,
+    /// Fields left as they are on existing objects (drift ignore rules).
+    pub drift_ignore: Arc<DriftIgnore>,
 }
 
 impl Default for ApplyOptions {
@@ -34,6 +39,7 @@ impl Default for ApplyOptions {
             force_recreate: false,
             concurrency: super::MAX_IN_FLIGHT,
             crd_timeout: Duration::from_secs(30),
+            drift_ignore: Arc::default(),
         }
     }
 }
@@ -201,8 +207,11 @@ enum Validated {
         live_version: Option<String>,
         unchanged: bool,
     },
-    /// An immutable field changes and `force_recreate` is set.
+    /// An immutable field changes and `force_recreate` is set, or the
+    /// object says `force: enabled`.
     Recreate,
+    /// Its policy says to leave it (`policy.rs`).
+    Skip,
 }
 
 impl Manager {
@@ -287,6 +296,8 @@ impl Manager {
         for group in stages {
             placed.extend(self.place_all(group, changes).await?);
         }
+        self.keep_ignored_live(&mut placed, &options.drift_ignore, changes)
+            .await?;
         let mut validated = self
             .validate(&placed, owner, options, changes)
             .await?
@@ -366,6 +377,39 @@ impl Manager {
         Err(unknown_kind(object, applied.clone()))
     }
 
+    /// Sets the fields `ignore` names, on objects that exist, to their
+    /// live values (one read per object a rule applies to).
+    pub(crate) async fn keep_ignored_live(
+        &self,
+        placed: &mut [Placed],
+        ignore: &DriftIgnore,
+        applied: &ChangeSet,
+    ) -> Result<(), ApplyError> {
+        if ignore.is_empty() {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        for p in placed
+            .iter_mut()
+            .filter(|p| !ignore.pointers(&p.objref).is_empty())
+        {
+            match self.live(p).await {
+                Ok(live) => {
+                    let live = live.and_then(|l| serde_json::to_value(l).ok());
+                    ignore.keep_live(&p.objref, &mut p.body, live.as_ref());
+                }
+                Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        Err(ApplyError::DryRunFailed {
+            failures,
+            applied: applied.clone(),
+        })
+    }
+
     /// Dry-runs the whole stage; any refusal stops the apply.
     async fn validate(
         &self,
@@ -374,16 +418,36 @@ impl Manager {
         options: &ApplyOptions,
         applied: &ChangeSet,
     ) -> Result<Vec<Validated>, ApplyError> {
-        let results = self.dry_run_all(placed, owner, options.concurrency).await;
+        let policies: Vec<Policy> = placed
+            .iter()
+            .map(|p| Policy::of_manifest(&p.body))
+            .collect();
+        let checked: Vec<&Placed> = placed
+            .iter()
+            .zip(&policies)
+            .filter(|(_, policy)| policy.apply != ApplyPolicy::Skip)
+            .map(|(p, _)| p)
+            .collect();
+        let mut results = self
+            .dry_run_all(&checked, owner, options.concurrency)
+            .await
+            .into_iter();
         let mut validated = Vec::with_capacity(placed.len());
         let mut failures = Vec::new();
-        for (p, result) in placed.iter().zip(results) {
+        for (p, policy) in placed.iter().zip(policies) {
+            if policy.apply == ApplyPolicy::Skip {
+                validated.push(Validated::Skip);
+                continue;
+            }
+            let Some(result) = results.next() else {
+                break;
+            };
             match result {
-                Ok(object) => validated.push(Validated::Ok {
-                    unchanged: self.memo.unchanged(&p.objref, &object),
-                    live_version: object.metadata.resource_version,
-                }),
-                Err(err) if options.force_recreate && is_immutable_field_error(&err) => {
+                Ok(object) => validated.push(validated_by_dry_run(p, policy, object, &self.memo)),
+                Err(err)
+                    if (options.force_recreate || policy.force)
+                        && is_immutable_field_error(&err) =>
+                {
                     validated.push(Validated::Recreate)
                 }
                 Err(err) => failures.push(ObjectFailure::new(&p.objref, &err)),
@@ -409,7 +473,7 @@ impl Manager {
         let requests = placed
             .iter()
             .zip(validated)
-            .map(|(p, v)| self.apply_one(p, v, owner))
+            .map(|(p, v)| self.apply_one(p, v, owner, &options.drift_ignore))
             .collect();
         self.bounded(requests, options.concurrency).await
     }
@@ -419,6 +483,7 @@ impl Manager {
         placed: &Placed,
         validated: Validated,
         owner: &Owner,
+        ignore: &DriftIgnore,
     ) -> Result<Action, kube::Error> {
         let api = self.api(&placed.kind, &placed.objref);
         let params = PatchParams::apply(&owner.field_manager).force();
@@ -429,17 +494,22 @@ impl Manager {
                 unchanged: true, ..
             } => return Ok(Action::Unchanged),
             Validated::Ok { live_version, .. } => live_version,
+            Validated::Skip => return Ok(Action::Skipped),
             Validated::Recreate => {
                 self.memo.forget(&placed.objref);
                 self.delete_and_wait(placed).await?;
-                self.memo
-                    .remember(&placed.objref, &apply().await?, &owner.field_manager);
+                self.memo.remember(
+                    &placed.objref,
+                    &apply().await?,
+                    &owner.field_manager,
+                    ignore,
+                );
                 return Ok(Action::Configured);
             }
         };
         let after = apply().await?;
         self.memo
-            .remember(&placed.objref, &after, &owner.field_manager);
+            .remember(&placed.objref, &after, &owner.field_manager, ignore);
         Ok(action(
             before.as_deref(),
             after.metadata.resource_version.as_deref(),
@@ -485,6 +555,34 @@ impl Manager {
                 source,
                 applied: applied.clone(),
             })
+    }
+}
+
+/// What a successful dry-run says of `p`: skipped when the object exists
+/// and its policy (`IfNotPresent`, or `Ignore` / `reconcile: disabled` set
+/// on the live object) says to leave it.
+fn validated_by_dry_run(
+    p: &Placed,
+    desired: Policy,
+    merged: kube::api::DynamicObject,
+    memo: &super::memo::Memo,
+) -> Validated {
+    let live_version = merged
+        .metadata
+        .resource_version
+        .clone()
+        .filter(|rv| !rv.is_empty());
+    let live = Policy::of(
+        merged.metadata.annotations.as_ref(),
+        merged.metadata.labels.as_ref(),
+    );
+    let exists = live_version.is_some();
+    if exists && (desired.apply == ApplyPolicy::IfNotPresent || live.apply == ApplyPolicy::Skip) {
+        return Validated::Skip;
+    }
+    Validated::Ok {
+        unchanged: memo.unchanged(&p.objref, &merged),
+        live_version,
     }
 }
 

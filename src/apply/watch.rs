@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use super::discovery::{DiscoveryError, Kind};
 use super::drift::{DriftTracker, Drifted, Fingerprint, ObjectKey, OwnerKey};
+use super::ignore::DriftIgnore;
 use super::inventory;
 use super::objref::ObjRef;
 use super::{Manager, Owner, NAME_LABEL};
@@ -144,10 +145,17 @@ impl KindWatch {
         }
     }
 
-    /// Adds `follower`; `seeds` are the fingerprints of its objects as
-    /// kedge last applied them, baselines for objects not seen yet.
-    fn follow(&self, mut follower: Follower, seeds: Vec<(ObjectKey, Fingerprint)>) {
+    /// Adds `follower`, whose objects are judged with `ignore`; `seeds`
+    /// are the fingerprints of its objects as kedge last applied them,
+    /// baselines for objects not seen yet.
+    fn follow(
+        &self,
+        mut follower: Follower,
+        ignore: Arc<DriftIgnore>,
+        seeds: Vec<(ObjectKey, Fingerprint)>,
+    ) {
         let mut state = locked(&self.state);
+        state.tracker.set_ignore(&follower.owner, ignore);
         for (object, fingerprint) in seeds {
             state
                 .tracker
@@ -232,6 +240,18 @@ impl Manager {
         inventory: &[ObjRef],
         owner: &Owner,
     ) -> Result<DriftStream, WatchError> {
+        self.drift_watch_ignoring(inventory, owner, Arc::default())
+            .await
+    }
+
+    /// [`Manager::drift_watch`], where a field `ignore` names is not drift
+    /// (pass the rules the applies of `owner` used).
+    pub async fn drift_watch_ignoring(
+        &self,
+        inventory: &[ObjRef],
+        owner: &Owner,
+        ignore: Arc<DriftIgnore>,
+    ) -> Result<DriftStream, WatchError> {
         let (sender, events) = mpsc::unbounded_channel();
         let mut stream = DriftStream {
             events,
@@ -274,6 +294,7 @@ impl Manager {
                     events: sender.clone(),
                     unchecked: Some(expected),
                 },
+                ignore.clone(),
                 seeds,
             );
             stream.kinds.push(key);
@@ -289,10 +310,18 @@ impl Manager {
     fn start_kind_watch(&self, kind: Kind, field_manager: &str) -> Arc<KindWatch> {
         let api: Api<PartialObjectMeta<DynamicObject>> =
             Api::all_with(self.watch_client.clone(), &kind.resource);
+        let r = &kind.resource;
+        let of_kind = ObjRef {
+            group: r.group.clone(),
+            version: r.version.clone(),
+            kind: r.kind.clone(),
+            namespace: None,
+            name: String::new(),
+        };
         let watch = Arc::new(KindWatch {
             kind,
             state: Mutex::new(KindState {
-                tracker: DriftTracker::new(field_manager),
+                tracker: DriftTracker::new(field_manager, of_kind),
                 followers: Vec::new(),
             }),
             task: Mutex::new(None),

@@ -121,7 +121,7 @@ pub struct HelmRelease {
     pub install: InstallPolicy,
     pub upgrade: UpgradePolicy,
     pub test: bool,
-    pub drift: DriftMode,
+    pub drift: ReleaseDriftMode,
     /// Wait with kstatus until the release's objects are ready.
     pub wait: bool,
     pub suspend: bool,
@@ -131,7 +131,7 @@ pub struct HelmRelease {
 /// `drift_detection.mode`: what kedge does when a release's objects are
 /// changed in the cluster (Flux's default: disabled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DriftMode {
+pub enum ReleaseDriftMode {
     /// Re-apply the release's objects as Helm stored them.
     Enabled,
     /// Report only (status, event, journal).

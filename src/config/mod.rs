@@ -36,8 +36,10 @@ macro_rules! source_settings {
 }
 
 mod diff;
+mod drift;
 mod error;
 mod helm;
+mod overlay;
 pub mod raw;
 mod validate;
 mod validate_bucket;
@@ -53,12 +55,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diff::{diff, Changes, ConfigDiff};
+pub use drift::{DriftIgnoreRule, DriftMode, DriftPolicy, ObjectSelector};
 pub use error::{Error, Problem, Problems};
 pub use helm::{
-    ChartOrigin, CrdPolicy, Dependency, DriftMode, HelmChart, HelmEndpoint, HelmRelease,
-    HelmRepository, InstallPolicy, RemediationStrategy, UpgradePolicy, ValuesFrom,
+    ChartOrigin, CrdPolicy, Dependency, HelmChart, HelmEndpoint, HelmRelease, HelmRepository,
+    InstallPolicy, ReleaseDriftMode, RemediationStrategy, UpgradePolicy, ValuesFrom,
     ValuesObjectKind,
 };
+pub use overlay::{Image, Overlay, Patch};
 pub use validate_release::merge_values;
 
 /// Where the daemon reads its config unless told otherwise.
@@ -536,6 +540,10 @@ pub struct Kustomization {
     pub suspend: bool,
     pub force: bool,
     pub deletion_policy: DeletionPolicy,
+    /// What is done about drift, and which fields are left to others.
+    pub drift: DriftPolicy,
+    /// Flux's fields that change the build.
+    pub overlay: Overlay,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -104,6 +104,68 @@ pub struct RawKustomization {
     pub suspend: Option<Spanned<bool>>,
     pub force: Option<Spanned<bool>>,
     pub deletion_policy: Option<Spanned<String>>,
+    // Drift: modes and ignore rules.
+    pub drift: Option<Spanned<RawDrift>>,
+    // Flux's fields applied on top of the build (see `overlay.rs`).
+    pub name_prefix: Option<Spanned<String>>,
+    pub name_suffix: Option<Spanned<String>>,
+    pub patches: Option<Vec<Spanned<RawPatch>>>,
+    pub images: Option<Vec<Spanned<RawImage>>>,
+    pub components: Option<Vec<Spanned<String>>>,
+    pub common_metadata: Option<Spanned<RawCommonMetadata>>,
+}
+
+/// `drift = { mode, ignore = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrift {
+    pub mode: Option<Spanned<String>>,
+    pub ignore: Option<Vec<Spanned<RawDriftIgnore>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDriftIgnore {
+    pub paths: Vec<String>,
+    pub target: Option<RawObjectSelector>,
+}
+
+/// A target: Flux's (kustomize's) selector fields in snake_case.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObjectSelector {
+    pub group: Option<String>,
+    pub version: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub label_selector: Option<String>,
+    pub annotation_selector: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPatch {
+    pub patch: String,
+    pub target: Option<RawObjectSelector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImage {
+    pub name: String,
+    pub new_name: Option<String>,
+    pub new_tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommonMetadata {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

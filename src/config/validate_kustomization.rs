@@ -45,6 +45,8 @@ impl Checker<'_> {
         let health_checks = self.health_checks(&raw, key);
         let target_namespace =
             self.namespace_name(&raw.target_namespace, &format!("{key}.target_namespace"));
+        let drift = self.drift(&raw.drift, key);
+        let overlay = self.overlay(&raw, key);
         Some(Kustomization {
             name: name.to_string(),
             source: source?,
@@ -65,6 +67,8 @@ impl Checker<'_> {
             suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
             force: raw.force.map(Spanned::into_inner).unwrap_or(false),
             deletion_policy: deletion_policy?,
+            drift: drift?,
+            overlay: overlay?,
         })
     }
 

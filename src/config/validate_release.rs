@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::raw::{RawHelmRelease, RawRemediation, RawValuesFrom};
 use super::validate::Checker;
 use super::{
-    ChartOrigin, CrdPolicy, Dependency, DriftMode, HelmChart, HelmRelease, InstallPolicy,
+    ChartOrigin, CrdPolicy, Dependency, HelmChart, HelmRelease, InstallPolicy, ReleaseDriftMode,
     RemediationStrategy, Source, SourceKind, SourceRef, UpgradePolicy, ValuesFrom,
     ValuesObjectKind,
 };
@@ -394,18 +394,18 @@ impl Checker<'_> {
         })
     }
 
-    fn drift_mode(&mut self, key: &str, raw: &RawHelmRelease) -> Option<DriftMode> {
+    fn drift_mode(&mut self, key: &str, raw: &RawHelmRelease) -> Option<ReleaseDriftMode> {
         let mode = raw
             .drift_detection
             .as_ref()
             .and_then(|d| d.get_ref().mode.as_ref());
         let Some(mode) = mode else {
-            return Some(DriftMode::default());
+            return Some(ReleaseDriftMode::default());
         };
         match mode.get_ref().as_str() {
-            "enabled" => Some(DriftMode::Enabled),
-            "warn" => Some(DriftMode::Warn),
-            "disabled" => Some(DriftMode::Disabled),
+            "enabled" => Some(ReleaseDriftMode::Enabled),
+            "warn" => Some(ReleaseDriftMode::Warn),
+            "disabled" => Some(ReleaseDriftMode::Disabled),
             other => {
                 self.problem(
                     mode.span(),

@@ -504,7 +504,11 @@ async fn dry_run_diff(ctx: &Context, k: &Kustomization) -> Reply {
         Err(err) => return failed(err),
     };
     let owner = Owner::new(&k.name, OWNER_KIND);
-    match ctx.manager.dry_run_diff(objects, &owner).await {
+    let ignore = match crate::reconcile::overlay::drift_ignore(&k.drift.ignore) {
+        Ok(ignore) => ignore,
+        Err(err) => return failed(err),
+    };
+    match ctx.manager.dry_run_diff(objects, &owner, &ignore).await {
         Ok(diffs) => {
             let (text, changed) = format_diff(&diffs);
             Reply::Text {

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::config::Config;
 use super::generate::{self, content_hash};
 use super::kustomization::{is_remote, Kustomization};
+use super::overrides::FluxOverrides;
 use super::resource::{Origin, Resource};
 use super::yaml::Step;
 use super::{
@@ -33,13 +34,22 @@ impl Drop for SchemaGuard {
     }
 }
 
-pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
+/// Builds the kustomization in `dir` with `overrides` merged into it.
+pub fn build_top(dir: &Path, overrides: &FluxOverrides) -> Result<Vec<Resource>, Error> {
     let dir = canonical(dir, dir, "build")?;
     let _schema = SchemaGuard;
     let mut stack = Stack::default();
     let mut config = Config::default();
-    let (mut resources, kustomization, file) =
-        accumulate(&dir, &mut stack, Vec::new(), false, &mut config)?;
+    let (file, mut loaded) = Kustomization::load(&dir)?;
+    overrides.merge_into(&mut loaded);
+    let (mut resources, kustomization, file) = accumulate_loaded(
+        &dir,
+        (file, loaded),
+        &mut stack,
+        Vec::new(),
+        false,
+        &mut config,
+    )?;
     finish(&mut resources, &file, &config)?;
     resources.retain(|r| !output::is_local_config(r));
     output::drop_empty_annotations(&mut resources);
@@ -50,8 +60,13 @@ pub fn build_top(dir: &Path) -> Result<Vec<Resource>, Error> {
 }
 
 /// Builds manifest files and kustomization directories as if listed under
-/// `resources` of a kustomization in `dir` (Flux's generated one).
-pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, Error> {
+/// `resources` of a kustomization in `dir` (Flux's generated one), with
+/// `overrides` as that kustomization's other fields.
+pub fn build_entries(
+    dir: &Path,
+    entries: &[PathBuf],
+    overrides: &FluxOverrides,
+) -> Result<Vec<Resource>, Error> {
     let origin = dir.join("kustomization.yaml");
     let _schema = SchemaGuard;
     let mut stack = Stack {
@@ -70,6 +85,18 @@ pub fn build_entries(dir: &Path, entries: &[PathBuf]) -> Result<Vec<Resource>, E
         for r in loaded {
             add(&mut resources, r, path, "resources")?;
         }
+    }
+    if !overrides.is_empty() {
+        let mut generated = Kustomization::default();
+        overrides.merge_into(&mut generated);
+        resources = components_and_transformers(
+            dir,
+            &origin,
+            &generated,
+            &mut stack,
+            resources,
+            &mut config,
+        )?;
     }
     finish(&mut resources, &origin, &config)?;
     output::drop_empty_annotations(&mut resources);
@@ -104,11 +131,23 @@ fn canonical(path: &Path, file: &Path, field: &str) -> Result<PathBuf, Error> {
 fn accumulate(
     dir: &Path,
     stack: &mut Stack,
+    resources: Vec<Resource>,
+    component: bool,
+    config: &mut Config,
+) -> Result<(Vec<Resource>, Kustomization, PathBuf), Error> {
+    let loaded = Kustomization::load(dir)?;
+    accumulate_loaded(dir, loaded, stack, resources, component, config)
+}
+
+/// [`accumulate`] of a kustomization file already read: `(file, k)`.
+fn accumulate_loaded(
+    dir: &Path,
+    (file, k): (PathBuf, Kustomization),
+    stack: &mut Stack,
     mut resources: Vec<Resource>,
     component: bool,
     config: &mut Config,
 ) -> Result<(Vec<Resource>, Kustomization, PathBuf), Error> {
-    let (file, k) = Kustomization::load(dir)?;
     check_kind(&file, &k, component, stack)?;
     choose_schema(dir, &file, &k, stack)?;
     stack.dirs.push(dir.to_path_buf());
@@ -129,12 +168,7 @@ fn accumulate(
     for r in plugins::generate(&generator_configs, dir, &file)? {
         absorb::absorb(&mut resources, r, &file, "generators")?;
     }
-    for entry in &k.components {
-        let path = local_path(dir, entry, &file, "components")?;
-        check_cycle(&path, stack, &file, "components")?;
-        resources = accumulate(&path, stack, resources, true, config)?.0;
-    }
-    run_transformers(&mut resources, &k, dir, &file, config)?;
+    let mut resources = components_and_transformers(dir, &file, &k, stack, resources, config)?;
     let transformer_configs =
         load_plugin_configs(dir, &k.transformers, &file, "transformers", stack)?;
     plugins::transform(&mut resources, &transformer_configs, dir, &file, config)?;
@@ -142,6 +176,24 @@ fn accumulate(
         .map_err(|m| Error::field(&file, "vars", m))?;
     stack.dirs.pop();
     Ok((resources, k, file))
+}
+
+/// The components of `k`, then its built-in transformers, over `resources`.
+fn components_and_transformers(
+    dir: &Path,
+    file: &Path,
+    k: &Kustomization,
+    stack: &mut Stack,
+    mut resources: Vec<Resource>,
+    config: &mut Config,
+) -> Result<Vec<Resource>, Error> {
+    for entry in &k.components {
+        let path = local_path(dir, entry, file, "components")?;
+        check_cycle(&path, stack, file, "components")?;
+        resources = accumulate(&path, stack, resources, true, config)?.0;
+    }
+    run_transformers(&mut resources, k, dir, file, config)?;
+    Ok(resources)
 }
 
 /// `openapi`: the builtin schema (`version: v1.21.2`, kustomize's only

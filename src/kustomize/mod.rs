@@ -87,6 +87,7 @@ pub(crate) mod libyaml;
 mod nameref;
 mod order;
 mod output;
+mod overrides;
 mod patch;
 mod plugins;
 mod replace;
@@ -103,6 +104,8 @@ mod yaml;
 use std::path::{Path, PathBuf};
 
 pub use error::Error;
+pub use kustomization::{Image, Selector};
+pub use overrides::FluxOverrides;
 pub use resource::Resource;
 
 /// Builds the kustomization in `dir`, like `kustomize build dir`.
@@ -113,7 +116,7 @@ pub use resource::Resource;
 /// files, cycles, duplicate ids, patch targets not found, bad YAML (with
 /// the line), unsupported fields.
 pub fn build(dir: &Path) -> Result<Vec<Resource>, Error> {
-    build::build_top(dir)
+    build::build_top(dir, &FluxOverrides::default())
 }
 
 /// Builds a directory the way Flux does: with a kustomization file, as
@@ -122,12 +125,18 @@ pub fn build(dir: &Path) -> Result<Vec<Resource>, Error> {
 /// kustomization file (not descending into those), hidden entries skipped
 /// (Flux's `generator`, see fluxcd/pkg `kustomize`).
 pub fn build_plain_dir(dir: &Path) -> Result<Vec<Resource>, Error> {
+    build_flux(dir, &FluxOverrides::default())
+}
+
+/// [`build_plain_dir`] with a Flux Kustomization's `overrides` merged into
+/// the kustomization at `dir` (or the one generated for it), as Flux does.
+pub fn build_flux(dir: &Path, overrides: &FluxOverrides) -> Result<Vec<Resource>, Error> {
     if has_kustomization(dir) {
-        return build(dir);
+        return build::build_top(dir, overrides);
     }
     let mut entries = Vec::new();
     collect_manifests(dir, &mut entries)?;
-    build::build_entries(dir, &entries)
+    build::build_entries(dir, &entries, overrides)
 }
 
 fn has_kustomization(dir: &Path) -> bool {

@@ -24,10 +24,10 @@
 //! name and kind, wherever it is in the cluster. A second agent using the
 //! same kustomization names would be adopted (and pruned).
 //!
-//! # Current limitations
-//! - `target_namespace` sets `metadata.namespace` of every namespaced
-//!   object, as kustomize's `namespace` field does, but does not rewrite
-//!   the namespace of RoleBinding subjects.
+//! Drift mode `detect`: a run whose built objects are those last applied
+//! (same digest) only compares them with the cluster by dry-run and
+//! reports what drifted; any change of the declared objects is applied
+//! (reverting drift on them, as a Helm upgrade would).
 
 // Errors carry the apply and health errors, which carry the objects they
 // are about; built once per failed run, never in a hot loop.
@@ -40,13 +40,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::overlay::{drift_ignore, flux_overrides, set_common_metadata};
 use super::scheduler::SourceTriggers;
 use super::unpack::Unpacker;
 use crate::apply::{
     self, inventory, ApplyOptions, ChangeSet, Manager, ObjRef, Owner, PruneOptions,
 };
-use crate::config::{Config, DeletionPolicy, Kustomization, SourceRef};
-use crate::kustomize;
+use crate::config::{Config, DeletionPolicy, DriftMode, Kustomization, SourceRef};
+use crate::kustomize::{self, FluxOverrides};
 use crate::observe::{Metrics, Observer};
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
@@ -88,7 +89,9 @@ pub struct Context {
 pub struct Action {
     pub requeue_after: Duration,
     pub ready: bool,
-    /// The inventory after this run (empty when nothing was ever applied).
+    /// The objects to watch for drift: the inventory after this run (empty
+    /// when nothing was ever applied), less what its apply skipped by the
+    /// objects' policies.
     pub inventory: Vec<ObjRef>,
 }
 
@@ -133,6 +136,9 @@ pub enum Error {
     /// The blocking build task panicked or was cancelled.
     #[error("build task: {0}")]
     Task(String),
+    /// A drift ignore rule cannot be compiled.
+    #[error("drift.ignore: {0}")]
+    DriftIgnore(#[from] apply::IgnoreError),
     /// The whole run took longer than the kustomization's `timeout`.
     #[error(
         "timed out after {timeout:?} (the kustomization's timeout); is the API server reachable?"
@@ -147,9 +153,11 @@ impl Error {
             Error::Artifact { .. } | Error::NoArtifactYet { .. } => "ArtifactFailed",
             Error::InvalidPath { .. } => "InvalidPath",
             Error::Build { .. } | Error::Task(_) => "BuildFailed",
-            Error::Apply(_) | Error::State(_) | Error::Inventory(_) | Error::Discovery(_) => {
-                "ReconciliationFailed"
-            }
+            Error::Apply(_)
+            | Error::State(_)
+            | Error::Inventory(_)
+            | Error::Discovery(_)
+            | Error::DriftIgnore(_) => "ReconciliationFailed",
             Error::Prune(_) => "PruneFailed",
             Error::Health(_) => "HealthCheckFailed",
             Error::TimedOut { .. } => "TimedOut",
@@ -162,7 +170,10 @@ struct Applied {
     revision: String,
     changes: ChangeSet,
     pruned: usize,
+    /// To watch for drift (see [`Action::inventory`]).
     inventory: Vec<ObjRef>,
+    /// Objects that drifted and were left so (drift mode `detect`).
+    drifted: Vec<ObjRef>,
 }
 
 /// Waits (at most the source's timeout) until `source_ref` has been
@@ -257,7 +268,7 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
     };
     match bounded.await.unwrap_or(Err(timed_out)) {
         Ok(applied) => {
-            let message = format!(
+            let mut message = format!(
                 "Applied revision: {} ({} created, {} configured, {} unchanged, {} pruned)",
                 applied.revision,
                 applied.changes.count(apply::Action::Created),
@@ -265,6 +276,17 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
                 applied.changes.count(apply::Action::Unchanged),
                 applied.pruned,
             );
+            if !applied.drifted.is_empty() {
+                let drifted: Vec<String> =
+                    applied.drifted.iter().map(ToString::to_string).collect();
+                let drift = format!(
+                    "drift not corrected (drift mode detect): {}",
+                    drifted.join(", ")
+                );
+                tracing::warn!(kustomization = %name, revision = %applied.revision, reason = "DriftDetected", "{drift}");
+                record_event(ctx, name, Severity::Info, "DriftDetected", &drift);
+                message = format!("{message}; {drift}");
+            }
             tracing::info!(kustomization = %name, revision = %applied.revision, reason = "ReconciliationSucceeded", "{message}");
             count_applied(&ctx.observer.metrics, name, &applied);
             let revision = Some(applied.revision.as_str());
@@ -327,6 +349,25 @@ async fn pipeline(
     *attempted = Some(artifact.revision.clone());
     // Unpack it and build the manifests at the path.
     let objects = objects_at(ctx, k, &artifact).await?;
+    let ignore = Arc::new(drift_ignore(&k.drift.ignore)?);
+    let digest = digest_of(&objects);
+    let applied_before = lock(&ctx.store).applied_digest(&k.name)?;
+    if k.drift.mode == DriftMode::Detect && applied_before.as_deref() == Some(digest.as_str()) {
+        // Nothing declared changed since the last apply: compare, change nothing.
+        let owner = Owner::new(&k.name, OWNER_KIND);
+        let diffs = ctx.manager.dry_run_diff(objects, &owner, &ignore).await?;
+        return Ok(Applied {
+            revision: artifact.revision,
+            changes: ChangeSet::default(),
+            pruned: 0,
+            inventory: current_inventory(ctx, &k.name)?,
+            drifted: diffs
+                .into_iter()
+                .filter(|d| d.kind != apply::DiffKind::Unchanged)
+                .map(|d| d.object)
+                .collect(),
+        });
+    }
     // Write-ahead: everything this apply may create is recorded before the
     // first write, so an apply cut short (kill -9, a runner restarted by a
     // reload) leaves no object of ours outside the inventory.
@@ -342,9 +383,11 @@ async fn pipeline(
     // a partial apply created.
     let options = ApplyOptions {
         force_recreate: k.force,
+        drift_ignore: ignore,
         ..ApplyOptions::default()
     };
     let changes = ctx.manager.apply_plan(plan, &options).await?;
+    lock(&ctx.store).set_applied_digest(&k.name, &digest)?;
     let new = inventory::from_changeset(&changes);
     // Prune what the new revision no longer declares, including what an
     // interrupted earlier run planned.
@@ -370,9 +413,17 @@ async fn pipeline(
         store_inventory(ctx, &k.name, &artifact.revision, &new)?;
         (new.clone(), 0)
     };
+    let skipped: Vec<ObjRef> = changes
+        .entries
+        .iter()
+        .filter(|c| c.action == apply::Action::Skipped)
+        .map(|c| c.object.clone())
+        .collect();
+    let watched = inventory::diff(&kept, &skipped);
     // Wait for health, letting other sets apply meanwhile.
     drop(turn);
-    let checked = health_targets(k, &new);
+    // Objects skipped by their policy may not exist: not waited for.
+    let checked = health_targets(k, &inventory::diff(&new, &skipped));
     if !checked.is_empty() {
         // Ends before the whole run's timeout, to report which objects are not healthy.
         let left = k.timeout.saturating_sub(started.elapsed() + HEALTH_MARGIN);
@@ -383,7 +434,8 @@ async fn pipeline(
         revision: artifact.revision,
         changes,
         pruned,
-        inventory: kept,
+        inventory: watched,
+        drifted: Vec::new(),
     })
 }
 
@@ -434,18 +486,32 @@ pub async fn desired_objects(
     Ok((artifact.revision, objects))
 }
 
-/// The objects `k` declares in `artifact`, built and with its target
-/// namespace set.
+/// The objects `k` declares in `artifact`: built with its Flux fields
+/// (target namespace, patches, images…), common metadata set.
 async fn objects_at(
     ctx: &Context,
     k: &Kustomization,
     artifact: &source::Artifact,
 ) -> Result<Vec<Value>, Error> {
-    let objects = build(ctx, k, artifact).await?;
-    Ok(match &k.target_namespace {
-        Some(namespace) => with_namespace(&ctx.manager, objects, namespace).await,
-        None => objects,
-    })
+    let mut objects = build(ctx, k, artifact).await?;
+    set_common_metadata(&mut objects, &k.overlay);
+    Ok(objects)
+}
+
+/// A digest of `objects` as they would be applied, to tell whether the
+/// declared state changed since the last apply.
+fn digest_of(objects: &[Value]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for object in objects {
+        hasher.update(object.to_string().as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {
@@ -466,8 +532,9 @@ async fn build(
     let artifact = artifact.clone();
     let path = k.path.clone();
     let source_ref = k.source.to_string();
+    let overrides = flux_overrides(k);
     let built = tokio::task::spawn_blocking(move || {
-        unpack_and_build(&unpacker, &artifact, &path, &source_ref)
+        unpack_and_build(&unpacker, &artifact, &path, &source_ref, &overrides)
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))?;
@@ -482,6 +549,7 @@ fn unpack_and_build(
     artifact: &source::Artifact,
     path: &Path,
     source_ref: &str,
+    overrides: &FluxOverrides,
 ) -> Result<Vec<Value>, Error> {
     let tree = unpacker.unpacked(artifact).map_err(|e| Error::Artifact {
         source_ref: source_ref.to_string(),
@@ -495,7 +563,22 @@ fn unpack_and_build(
             revision: artifact.revision.clone(),
         });
     }
-    let resources = kustomize::build_plain_dir(&dir).map_err(|err| Error::Build {
+    for component in &overrides.components {
+        let inside = dir
+            .join(component)
+            .canonicalize()
+            .ok()
+            .zip(tree.canonicalize().ok())
+            .is_some_and(|(path, root)| path.starts_with(root));
+        if !inside {
+            return Err(Error::Build {
+                path: shown,
+                revision: format!("{source_ref}@{}", artifact.revision),
+                message: format!("component {component:?} is not a directory of the artifact"),
+            });
+        }
+    }
+    let resources = kustomize::build_flux(&dir, overrides).map_err(|err| Error::Build {
         path: shown,
         revision: format!("{source_ref}@{}", artifact.revision),
         message: in_repository(&crate::error_chain::describe(&err), &tree),
@@ -523,27 +606,6 @@ fn in_repository(message: &str, tree: &Path) -> String {
         message = message.replace(&root.display().to_string(), ".");
     }
     message
-}
-
-/// Sets `metadata.namespace` of every namespaced object (and of objects of
-/// kinds the cluster does not know yet, which are custom resources of the
-/// set's own CRDs and namespaced far more often than not).
-async fn with_namespace(manager: &Manager, mut objects: Vec<Value>, namespace: &str) -> Vec<Value> {
-    for (index, object) in objects.iter_mut().enumerate() {
-        let Ok(objref) = ObjRef::from_manifest(index, object) else {
-            continue;
-        };
-        let namespaced = match manager.kinds().resolve(&objref).await {
-            Ok(Some(kind)) => kind.namespaced,
-            Ok(None) | Err(_) => true,
-        };
-        if namespaced {
-            if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                metadata.insert("namespace".into(), Value::String(namespace.to_string()));
-            }
-        }
-    }
-    objects
 }
 
 /// The objects to wait for: everything applied with `wait`, else the
@@ -700,13 +762,17 @@ fn record_changes(ctx: &Context, name: &str, changes: &ChangeSet) {
     if changed.is_empty() {
         return;
     }
-    let event = Event::new(
-        "kustomization",
+    record_event(
+        ctx,
         name,
         Severity::Info,
         "Progressing",
         &changed.join("\n"),
     );
+}
+
+fn record_event(ctx: &Context, name: &str, severity: Severity, reason: &str, message: &str) {
+    let event = Event::new("kustomization", name, severity, reason, message);
     if let Err(err) = lock(&ctx.store).record_event(&event) {
         tracing::error!(kustomization = %name, "recording event: {err}");
     }
@@ -811,6 +877,8 @@ mod tests {
             suspend: false,
             force: false,
             deletion_policy: DeletionPolicy::Delete,
+            drift: Default::default(),
+            overlay: Default::default(),
         }
     }
 

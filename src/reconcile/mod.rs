@@ -3,6 +3,7 @@
 
 pub mod helmrelease;
 pub mod kustomization;
+pub mod overlay;
 pub mod runner;
 pub mod scheduler;
 pub mod unpack;

@@ -30,9 +30,10 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use super::helmrelease::{self, ReleaseContext};
 use super::kustomization::{self, Context, OWNER_KIND};
+use super::overlay::drift_ignore;
 use super::scheduler::{next_delay, SourceUpdate};
-use crate::apply::{debounce, Manager, ObjRef, Owner};
-use crate::config::{Config, Dependency};
+use crate::apply::{debounce, DriftIgnore, Manager, ObjRef, Owner};
+use crate::config::{Config, Dependency, DriftMode, Kustomization};
 use crate::helm::Helper;
 
 /// How long a watch must be quiet before the drift it saw is reverted.
@@ -228,7 +229,7 @@ async fn run_kustomization(
         }
         if !k.suspend {
             tokio::select! {
-                () = drift.follow(&ctx, &name, &action.inventory, own_wake.clone()) => {}
+                () = drift.follow_kustomization(&ctx, k, &action.inventory, own_wake.clone()) => {}
                 _ = stopped(&mut shutdown) => break,
             }
         }
@@ -314,7 +315,7 @@ async fn run_release(
         }
         if !release.suspend {
             tokio::select! {
-                () = drift.follow(&rc.ctx, &name, &action.inventory, own_wake.clone()) => {}
+                () = drift.follow(&rc.ctx, &name, &action.inventory, DriftIgnore::default(), own_wake.clone()) => {}
                 _ = stopped(&mut shutdown) => break,
             }
         }
@@ -358,7 +359,8 @@ async fn server_back(manager: &Manager, failed: bool, down: &mut bool) {
 }
 
 /// The drift watch of one kustomization or release, restarted when its
-/// inventory changes.
+/// inventory changes; for a kustomization none in drift mode `off`. Drift
+/// wakes the owner, whose run reverts it or reports it.
 struct DriftWatch {
     /// The owner kind of the objects watched (`kedge.dev/kind`).
     owner_kind: &'static str,
@@ -383,7 +385,35 @@ impl DriftWatch {
         self.seen.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
-    async fn follow(&mut self, ctx: &Context, name: &str, inventory: &[ObjRef], wake: Arc<Notify>) {
+    /// A kustomization's watch: its mode and ignore rules.
+    async fn follow_kustomization(
+        &mut self,
+        ctx: &Context,
+        k: &Kustomization,
+        inventory: &[ObjRef],
+        wake: Arc<Notify>,
+    ) {
+        if k.drift.mode == DriftMode::Off {
+            self.watching = inventory.to_vec();
+            self.stop();
+            return;
+        }
+        match drift_ignore(&k.drift.ignore) {
+            Ok(ignore) => self.follow(ctx, &k.name, inventory, ignore, wake).await,
+            Err(err) => {
+                tracing::warn!(kustomization = %k.name, "drift watch not started: drift.ignore: {err}");
+            }
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        ctx: &Context,
+        name: &str,
+        inventory: &[ObjRef],
+        ignore: DriftIgnore,
+        wake: Arc<Notify>,
+    ) {
         if self.task.is_some() && self.watching == inventory {
             return;
         }
@@ -395,7 +425,10 @@ impl DriftWatch {
         let owner = Owner::new(name, self.owner_kind);
         // The new follower registers before the old one leaves, so a kind
         // both follow keeps its watch (and its fingerprints) running.
-        let followed = ctx.manager.drift_watch(inventory, &owner).await;
+        let followed = ctx
+            .manager
+            .drift_watch_ignoring(inventory, &owner, Arc::new(ignore))
+            .await;
         self.stop();
         match followed {
             Ok(events) => {
@@ -426,7 +459,7 @@ impl DriftWatch {
                 });
                 self.task = Some(handle.abort_handle());
             }
-            Err(err) => tracing::warn!(kustomization = %name, "drift watch not started: {err}"),
+            Err(err) => tracing::warn!(owner = %name, "drift watch not started: {err}"),
         }
     }
 

@@ -110,6 +110,32 @@ impl Store {
         Ok(())
     }
 
+    /// The digest of the objects kustomization `name` last applied (see
+    /// [`Store::set_applied_digest`]), if recorded.
+    pub fn applied_digest(&self, name: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT applied_digest FROM kustomizations WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(query_error("reading the applied digest"))
+    }
+
+    /// Records the digest of the objects kustomization `name` (registered)
+    /// has just applied.
+    pub fn set_applied_digest(&self, name: &str, digest: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE kustomizations SET applied_digest = ?2 WHERE name = ?1",
+                params![name, digest],
+            )
+            .map_err(query_error("writing the applied digest"))?;
+        Ok(())
+    }
+
     /// Shows kustomization `name`, removed from the config, as waiting for
     /// its removal ([`REMOVAL_PENDING`]) with `message`.
     pub fn mark_removal_pending(&self, name: &str, at: i64, message: &str) -> Result<()> {

@@ -115,7 +115,10 @@ const MIGRATIONS: &[&str] = &[
         chart_name TEXT NOT NULL DEFAULT '',
         snapshot TEXT NOT NULL DEFAULT ''
     );",
-    // 5: alerts waiting to be delivered (or retried), so they survive a
+    // 5: the digest of the objects a kustomization last applied, so that
+    // drift mode `detect` applies only what the declared state changes.
+    "ALTER TABLE kustomizations ADD COLUMN applied_digest TEXT;",
+    // 6: alerts waiting to be delivered (or retried), so they survive a
     // restart and a network outage.
     "CREATE TABLE alert_queue (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -28,7 +28,8 @@ use sha2::{Digest, Sha256};
 use super::kustomization::{self, lock, Context};
 use crate::apply::{ApplyOptions, ObjRef, Owner};
 use crate::config::{
-    Config, CrdPolicy, DeletionPolicy, Dependency, DriftMode, HelmRelease, RemediationStrategy,
+    Config, CrdPolicy, DeletionPolicy, Dependency, HelmRelease, ReleaseDriftMode,
+    RemediationStrategy,
 };
 use crate::helm::{self, Helper, Op, Outcome, ReleaseSummary, Request};
 use crate::source;
@@ -483,7 +484,7 @@ async fn drift(
     release: &HelmRelease,
     drifted: bool,
 ) -> Result<Vec<ObjRef>, Error> {
-    if release.drift == DriftMode::Disabled {
+    if release.drift == ReleaseDriftMode::Disabled {
         return Ok(Vec::new());
     }
     let objects = stored_objects(rc, helper, release).await?;
@@ -495,7 +496,7 @@ async fn drift(
     if !drifted {
         return Ok(inventory);
     }
-    if release.drift == DriftMode::Warn {
+    if release.drift == ReleaseDriftMode::Warn {
         let message = "objects of the release were changed in the cluster; drift_detection mode is warn: not corrected";
         tracing::warn!(helmrelease = %release.name, reason = "DriftDetected", "{message}");
         record_event(rc, &release.name, Severity::Error, "DriftDetected", message);
