@@ -140,11 +140,12 @@ async fn an_upgrade_whose_pods_never_become_ready_fails_and_says_so() {
         json!({"podFate": "unready"}),
     );
     upgrade.timeout_seconds = 5;
+    let result = run(&upgrade).await;
     let Err(Error::Failed {
         message, outcome, ..
-    }) = run(&upgrade).await
+    }) = result
     else {
-        panic!("an upgrade that cannot become ready must fail");
+        panic!("an upgrade that cannot become ready must fail, not: {result:?}");
     };
     let release = outcome.release.unwrap_or_default();
     assert_eq!(

@@ -198,8 +198,7 @@ async fn run_kustomization(
         return;
     };
     let mut drift = DriftWatch::new(OWNER_KIND);
-    let mut failures: u32 = 0;
-    let mut server_down = false;
+    let mut pace = Pace::default();
     tokio::select! {
         _ = kustomization::first_fetch(&ctx, &config, &k.source) => {}
         _ = stopped(&mut shutdown) => return,
@@ -217,13 +216,7 @@ async fn run_kustomization(
             _ = stopped(&mut shutdown) => break,
         };
         let ended = tokio::time::Instant::now();
-        let failed = !action.ready && !k.suspend;
-        failures = if failed {
-            failures.saturating_add(1)
-        } else {
-            0
-        };
-        server_down &= failed;
+        let failed = pace.ran(action.ready, k.suspend);
         if action.ready {
             wake_dependents(&config, &wakers, &Dependency::Kustomization(name.clone()));
         }
@@ -233,19 +226,17 @@ async fn run_kustomization(
                 _ = stopped(&mut shutdown) => break,
             }
         }
-        // Wakes until then collapse into the one run after it.
-        tokio::select! {
-            _ = tokio::time::sleep_until(started + MIN_GAP) => {}
-            _ = stopped(&mut shutdown) => break,
-        }
-        let delay = next_delay(action.requeue_after, failures);
-        tokio::select! {
-            _ = tokio::time::sleep_until(ended + delay) => {}
-            _ = own_wake.notified() => {}
-            () = server_back(&ctx.manager, failed, &mut server_down) => {
-                tracing::info!(kustomization = %name, "the API server answers again; retrying now");
-            }
-            _ = stopped(&mut shutdown) => break,
+        let next = Next {
+            started,
+            ended,
+            requeue_after: action.requeue_after,
+            failed,
+        };
+        if !pace
+            .rest(&name, next, &own_wake, &ctx.manager, &mut shutdown)
+            .await
+        {
+            break;
         }
     }
     drift.stop();
@@ -284,8 +275,7 @@ async fn run_release(
     let Some(own_wake) = wakers.get(&unit_key(helmrelease::KIND, &name)).cloned() else {
         return;
     };
-    let mut failures: u32 = 0;
-    let mut server_down = false;
+    let mut pace = Pace::default();
     let mut drift = DriftWatch::new(helmrelease::OWNER_KIND);
     tokio::select! {
         _ = kustomization::first_fetch(&rc.ctx, &config, &release.chart) => {}
@@ -303,13 +293,7 @@ async fn run_release(
             _ = stopped(&mut shutdown) => break,
         };
         let ended = tokio::time::Instant::now();
-        let failed = !action.ready && !release.suspend;
-        failures = if failed {
-            failures.saturating_add(1)
-        } else {
-            0
-        };
-        server_down &= failed;
+        let failed = pace.ran(action.ready, release.suspend);
         if action.ready {
             wake_dependents(&config, &wakers, &Dependency::HelmRelease(name.clone()));
         }
@@ -319,21 +303,80 @@ async fn run_release(
                 _ = stopped(&mut shutdown) => break,
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(started + MIN_GAP) => {}
-            _ = stopped(&mut shutdown) => break,
-        }
-        let delay = next_delay(action.requeue_after, failures);
-        tokio::select! {
-            _ = tokio::time::sleep_until(ended + delay) => {}
-            _ = own_wake.notified() => {}
-            () = server_back(&rc.ctx.manager, failed, &mut server_down) => {
-                tracing::info!(helmrelease = %name, "the API server answers again; retrying now");
-            }
-            _ = stopped(&mut shutdown) => break,
+        let next = Next {
+            started,
+            ended,
+            requeue_after: action.requeue_after,
+            failed,
+        };
+        let unit = unit_key(helmrelease::KIND, &name);
+        if !pace
+            .rest(&unit, next, &own_wake, &rc.ctx.manager, &mut shutdown)
+            .await
+        {
+            break;
         }
     }
     drift.stop();
+}
+
+/// When a run started and ended, when it asked to run again, and whether
+/// it failed.
+struct Next {
+    started: tokio::time::Instant,
+    ended: tokio::time::Instant,
+    requeue_after: Duration,
+    failed: bool,
+}
+
+/// The pace of one task's runs: backoff after failures, at least
+/// [`MIN_GAP`] apart, sooner on a wake or when the API server it could not
+/// reach answers again.
+#[derive(Default)]
+struct Pace {
+    failures: u32,
+    server_down: bool,
+}
+
+impl Pace {
+    /// Counts a run's outcome; returns whether it failed.
+    fn ran(&mut self, ready: bool, suspended: bool) -> bool {
+        let failed = !ready && !suspended;
+        self.failures = if failed {
+            self.failures.saturating_add(1)
+        } else {
+            0
+        };
+        self.server_down &= failed;
+        failed
+    }
+
+    /// Waits until the next run of `unit` is due; `false` when shutdown
+    /// came first.
+    async fn rest(
+        &mut self,
+        unit: &str,
+        next: Next,
+        wake: &Notify,
+        manager: &Manager,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        // Wakes until then collapse into the one run after it.
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.started + MIN_GAP) => {}
+            _ = stopped(shutdown) => return false,
+        }
+        let delay = next_delay(next.requeue_after, self.failures);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.ended + delay) => {}
+            _ = wake.notified() => {}
+            () = server_back(manager, next.failed, &mut self.server_down) => {
+                tracing::info!(unit, "the API server answers again; retrying now");
+            }
+            _ = stopped(shutdown) => return false,
+        }
+        true
+    }
 }
 
 /// After a failed run, resolves once the API server answers again having
