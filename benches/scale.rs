@@ -16,9 +16,18 @@
 //! first N's memory (20 kustomizations by default), to which the others'
 //! RSS is compared per kustomization.
 //!
+//! With `KEDGE_BENCH_OBSERVE=1`, each count runs twice in the same
+//! process: without, then with `[agent] metrics` scraped every second
+//! during the idle window and an `[alert]` on every object posting to an
+//! HTTP server on loopback; it prints the second run's figures against
+//! the first's (the cost of metrics and alerting).
+//!
 //! Run: `cargo bench --bench scale` (`KEDGE_BENCH_SCALE=20,200,1000` picks
 //! the counts). Figures go to docs/BENCHMARKS.md.
 
+#[path = "../tests/support/capture.rs"]
+#[allow(dead_code)]
+mod capture;
 #[path = "../tests/support/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
@@ -172,6 +181,13 @@ fn connections(pid: u32, port: u16) -> usize {
         .count()
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -190,6 +206,21 @@ struct Figures {
     watches: u64,
     connections: usize,
     idle_cpu_percent: f64,
+    /// With metrics and alerts: scrapes made in the idle window, their
+    /// mean latency, and how long until every first alert was delivered.
+    observed: Option<Observed>,
+}
+
+struct Observed {
+    scrapes: usize,
+    scrape_ms: f64,
+    alerts_delivered: Duration,
+}
+
+/// Where the observed run serves metrics and sends alerts.
+struct Observe {
+    metrics_port: u16,
+    alerts: capture::CaptureServer,
 }
 
 fn write_repo(root: &Path, prefix: &str, count: usize) -> (FixtureRepo, String) {
@@ -210,13 +241,28 @@ fn kustomization_name(run: usize, k: usize) -> String {
     format!("r{run}k{k}")
 }
 
-fn write_config(root: &Path, run: usize, git_port: u16, count: usize) -> PathBuf {
+fn write_config(
+    root: &Path,
+    run: usize,
+    git_port: u16,
+    count: usize,
+    observe: Option<&Observe>,
+) -> PathBuf {
+    let metrics = observe.map_or(String::new(), |o| {
+        format!("metrics = \"127.0.0.1:{}\"\n", o.metrics_port)
+    });
     let mut text = format!(
-        "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\nsocket = {:?}\n\n[git.fleet]\nurl = \"git://127.0.0.1:{git_port}/fleet.git\"\ninterval = \"1h\"\n",
+        "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\nsocket = {:?}\n{metrics}\n[git.fleet]\nurl = \"git://127.0.0.1:{git_port}/fleet.git\"\ninterval = \"1h\"\n",
         root.join("state").display().to_string(),
         cluster::cluster().kubeconfig.display().to_string(),
         root.join("kedge.sock").display().to_string(),
     );
+    if let Some(observe) = observe {
+        text.push_str(&format!(
+            "\n[alert.all]\nprovider = \"slack\"\naddress = {:?}\nevents = [\"*\"]\n",
+            observe.alerts.url("/hook")
+        ));
+    }
     for k in 1..=count {
         text.push_str(&format!(
             "\n[kustomization.{}]\nsource = \"git/fleet\"\npath = \"./k{k}\"\ninterval = \"1h\"\nprune = true\n",
@@ -286,7 +332,40 @@ async fn delete_namespaces(client: &Client, prefix: &str) {
     }
 }
 
-async fn measure(client: &Client, run: usize, count: usize, idle: Duration) -> Figures {
+/// Scrapes `/metrics` every second until `stop`: how many, mean latency.
+async fn scrape_every_second(port: u16, stop: tokio::sync::watch::Receiver<bool>) -> (usize, f64) {
+    kedge::source::install_tls_provider();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let (mut scrapes, mut total) = (0usize, Duration::ZERO);
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    while !*stop.borrow() {
+        ticks.tick().await;
+        let started = Instant::now();
+        let ok = match client.get(&url).send().await {
+            Ok(response) => response
+                .text()
+                .await
+                .is_ok_and(|t| t.contains("gotk_reconcile_condition")),
+            Err(_) => false,
+        };
+        assert!(ok, "scraping {url} failed");
+        total += started.elapsed();
+        scrapes += 1;
+    }
+    (
+        scrapes,
+        total.as_secs_f64() * 1000.0 / scrapes.max(1) as f64,
+    )
+}
+
+async fn measure(
+    client: &Client,
+    run: usize,
+    count: usize,
+    idle: Duration,
+    observe: Option<&Observe>,
+) -> Figures {
     let floor_prefix = format!("floor{run}");
     let floor = bare_apply(client, &floor_prefix, count, kedge::apply::MAX_IN_FLIGHT).await;
     delete_namespaces(client, &floor_prefix).await;
@@ -295,7 +374,7 @@ async fn measure(client: &Client, run: usize, count: usize, idle: Duration) -> F
     let prefix = format!("scale{run}");
     let (_repo, commit) = write_repo(root, &prefix, count);
     let daemon_git = git::git_daemon(root);
-    let config = write_config(root, run, daemon_git.port, count);
+    let config = write_config(root, run, daemon_git.port, count, observe);
     let port: u16 = cluster::cluster()
         .server
         .rsplit_once(':')
@@ -326,13 +405,41 @@ async fn measure(client: &Client, run: usize, count: usize, idle: Duration) -> F
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ready = started.elapsed();
+    // Every kustomization's first outcome, and the source's, is an alert.
+    let alerts_delivered = match observe {
+        Some(observe) => {
+            while observe.alerts.captured().len() < count + 1 {
+                assert!(
+                    Instant::now() < deadline,
+                    "alerts not all delivered within 600 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Some(started.elapsed())
+        }
+        None => None,
+    };
     tokio::time::sleep(SETTLE).await;
     let idle_kib = status_kib(pid, "VmRSS:");
     let watches = server_watches(client).await.saturating_sub(watches_before);
     let connections = connections(pid, port);
     let cpu_before = cpu_seconds(pid);
+    let (stop_scraping, scraping) = tokio::sync::watch::channel(false);
+    let scraper = observe.map(|o| tokio::spawn(scrape_every_second(o.metrics_port, scraping)));
     tokio::time::sleep(idle).await;
     let idle_cpu_percent = (cpu_seconds(pid) - cpu_before) / idle.as_secs_f64() * 100.0;
+    let _ = stop_scraping.send(true);
+    let observed = match (scraper, alerts_delivered) {
+        (Some(scraper), Some(alerts_delivered)) => {
+            let (scrapes, scrape_ms) = scraper.await.expect("scraper");
+            Some(Observed {
+                scrapes,
+                scrape_ms,
+                alerts_delivered,
+            })
+        }
+        _ => None,
+    };
     let peak_kib = status_kib(pid, "VmHWM:");
     drop(daemon);
     delete_namespaces(client, &prefix).await;
@@ -345,7 +452,34 @@ async fn measure(client: &Client, run: usize, count: usize, idle: Duration) -> F
         watches,
         connections,
         idle_cpu_percent,
+        observed,
     }
+}
+
+/// The observed run against the plain one of the same count.
+fn print_cost(with: &Figures, without: &Figures) {
+    let Some(observed) = &with.observed else {
+        return;
+    };
+    println!(
+        "{n} kustomizations with [agent] metrics (scraped every 1 s: {scrapes} scrapes, {scrape_ms:.1} ms mean) and an alert on every object (all {alerts} first alerts delivered {delivered:.2} s after start), against the same count without, same process:\n  all Ready        {ready:7.2} s vs {ready0:.2} s = {ratio:.2}x\n  RSS              idle {idle:.1} MiB vs {idle0:.1} MiB ({didle:+.1} MiB), peak {peak:.0} MiB vs {peak0:.0} MiB\n  idle CPU         {cpu:.2} % vs {cpu0:.2} % of a core ({dcpu:+.2} points)",
+        n = with.count,
+        scrapes = observed.scrapes,
+        scrape_ms = observed.scrape_ms,
+        alerts = with.count + 1,
+        delivered = observed.alerts_delivered.as_secs_f64(),
+        ready = with.ready.as_secs_f64(),
+        ready0 = without.ready.as_secs_f64(),
+        ratio = with.ready.as_secs_f64() / without.ready.as_secs_f64(),
+        idle = with.idle_mib,
+        idle0 = without.idle_mib,
+        didle = with.idle_mib - without.idle_mib,
+        peak = with.peak_mib,
+        peak0 = without.peak_mib,
+        cpu = with.idle_cpu_percent,
+        cpu0 = without.idle_cpu_percent,
+        dcpu = with.idle_cpu_percent - without.idle_cpu_percent,
+    );
 }
 
 fn print(f: &Figures, reference: &Figures) {
@@ -387,13 +521,23 @@ async fn bench() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(60),
     );
+    let observe = std::env::var_os("KEDGE_BENCH_OBSERVE").is_some();
     let client = cluster::cluster().client().await;
     let mut all = Vec::new();
     for (run, count) in counts.into_iter().enumerate() {
         let load_before = load();
-        let figures = measure(&client, run, count, idle).await;
+        let figures = measure(&client, run * 2, count, idle, None).await;
         println!("(load average {load_before} before, {} after)", load());
         print(&figures, all.first().unwrap_or(&figures));
+        if observe {
+            let with = Observe {
+                metrics_port: free_port(),
+                alerts: capture::CaptureServer::start(0),
+            };
+            let observed = measure(&client, run * 2 + 1, count, idle, Some(&with)).await;
+            println!("(load average {})", load());
+            print_cost(&observed, &figures);
+        }
         all.push(figures);
     }
 }

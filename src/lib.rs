@@ -14,6 +14,7 @@ pub mod error_chain;
 pub mod helm;
 pub mod kustomize;
 pub mod postbuild;
+pub mod observe;
 pub mod reconcile;
 pub mod source;
 pub mod state;

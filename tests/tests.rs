@@ -71,3 +71,9 @@ mod fault_secrets;
 mod data_safety;
 // kedge-helm, the Helm SDK helper: install, upgrade, rollback, test, uninstall, unlock on the test control plane.
 mod helm_helper;
+// [agent] metrics: /metrics over HTTP parsed as Prometheus text, kedge metrics, the loopback rule.
+mod observe_metrics;
+// [receiver.NAME]: signed GitHub, GitLab and generic webhooks fetch at once; bad, oversized and flooding ones do nothing.
+mod observe_receiver;
+// [alert.NAME]: each provider's payload captured on 127.0.0.1, changes only, retries, a restart while down.
+mod observe_alerts;

@@ -42,7 +42,11 @@ pub fn raw_agent_path(config: &Path, key: &str) -> Option<PathBuf> {
     value.get("agent")?.get(key)?.as_str().map(PathBuf::from)
 }
 
-fn ask(daemon: &DaemonArgs, request: &Request, timeout: Duration) -> Result<Reply, ClientError> {
+pub(super) fn ask(
+    daemon: &DaemonArgs,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
     call(
         &socket_path(daemon.socket.as_deref(), &daemon.config),
         request,

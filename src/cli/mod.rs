@@ -4,6 +4,7 @@
 mod build;
 mod check_config;
 mod control;
+mod metrics;
 mod run;
 mod status;
 
@@ -92,6 +93,13 @@ pub enum Command {
     /// dry-run). Exits 1 when something would change.
     Diff {
         name: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Print the Prometheus metrics of `/metrics` once (for node_exporter's
+    /// textfile collector); from the state database alone, without the
+    /// counters, when the daemon is stopped.
+    Metrics {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -230,5 +238,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon,
         } => control::events(&daemon, object, limit),
         Command::Diff { name, daemon } => control::diff(&daemon, &name),
+        Command::Metrics { daemon } => metrics::metrics(&daemon),
     }
 }

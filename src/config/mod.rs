@@ -47,10 +47,12 @@ mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
 mod validate_postbuild;
+mod validate_observe;
 mod validate_release;
 pub mod version_range;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -84,6 +86,10 @@ pub struct Config {
     /// Every source, of every kind, by `kind/name`.
     pub sources: BTreeMap<SourceRef, Source>,
     pub kustomizations: BTreeMap<String, Kustomization>,
+    /// Webhook receivers by name (`[receiver.NAME]`).
+    pub receivers: BTreeMap<String, Receiver>,
+    /// Where outcomes are sent, by name (`[alert.NAME]`).
+    pub alerts: BTreeMap<String, Alert>,
     pub helm_releases: BTreeMap<String, HelmRelease>,
 }
 
@@ -101,6 +107,128 @@ pub struct Agent {
     pub removal_grace_period: Duration,
     /// `kedge-helm`, which runs Helm actions for `[helm_release]`s.
     pub helm_helper: PathBuf,
+    /// Where `/metrics` is served (`None`: not at all).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// One `[receiver.NAME]` table: an HTTP endpoint where a forge's push
+/// event makes the named sources fetch at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receiver {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub kind: ReceiverKind,
+    /// Holds the shared secret: a token for `gitlab` and `generic`, the
+    /// HMAC key for `github` and `generic-hmac`. Read at each request.
+    pub secret_file: PathBuf,
+    pub resources: Vec<SourceRef>,
+}
+
+/// How a receiver authenticates a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverKind {
+    /// `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>`; push and ping events.
+    Github,
+    /// `X-Gitlab-Token: <secret>`; push and tag push events.
+    Gitlab,
+    /// `X-Signature: sha256=<HMAC-SHA256 of the body>`.
+    GenericHmac,
+    /// `Authorization: Bearer <secret>`.
+    Generic,
+}
+
+impl ReceiverKind {
+    pub const ALL: &'static [ReceiverKind] = &[
+        ReceiverKind::Github,
+        ReceiverKind::Gitlab,
+        ReceiverKind::GenericHmac,
+        ReceiverKind::Generic,
+    ];
+
+    /// The kind as written in `type = "…"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiverKind::Github => "github",
+            ReceiverKind::Gitlab => "gitlab",
+            ReceiverKind::GenericHmac => "generic-hmac",
+            ReceiverKind::Generic => "generic",
+        }
+    }
+}
+
+/// One `[alert.NAME]` table: which outcomes go where (Flux's Alert and
+/// Provider in one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub name: String,
+    pub provider: AlertProvider,
+    /// The webhook URL (Slack, Teams, …), the Matrix homeserver, the
+    /// Alertmanager alerts endpoint; `None` only for Telegram's own API.
+    pub address: Option<AlertAddress>,
+    /// The HMAC key (generic-hmac), access token (matrix) or bot token
+    /// (telegram); a bearer token otherwise, if given.
+    pub token_file: Option<PathBuf>,
+    /// A Slack or Discord channel, a Matrix room id, a Telegram chat id.
+    pub channel: Option<String>,
+    pub username: Option<String>,
+    /// `Error`: only failures; `Info`: every change.
+    pub severity: crate::state::Severity,
+    /// `kind/name` patterns; `*` as the name matches every object of a kind.
+    pub events: Vec<String>,
+    /// Regular expressions: a message matching one is not sent.
+    pub exclude: Vec<String>,
+    pub summary: Option<String>,
+}
+
+/// Where an alert's address comes from: URLs with a token in them belong
+/// in a file, plain ones may be written inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertAddress {
+    Inline(String),
+    File(PathBuf),
+}
+
+/// The services an alert can post to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertProvider {
+    Generic,
+    GenericHmac,
+    Slack,
+    Msteams,
+    Discord,
+    Googlechat,
+    Matrix,
+    Telegram,
+    Alertmanager,
+}
+
+impl AlertProvider {
+    pub const ALL: &'static [AlertProvider] = &[
+        AlertProvider::Generic,
+        AlertProvider::GenericHmac,
+        AlertProvider::Slack,
+        AlertProvider::Msteams,
+        AlertProvider::Discord,
+        AlertProvider::Googlechat,
+        AlertProvider::Matrix,
+        AlertProvider::Telegram,
+        AlertProvider::Alertmanager,
+    ];
+
+    /// The provider as written in `provider = "…"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertProvider::Generic => "generic",
+            AlertProvider::GenericHmac => "generic-hmac",
+            AlertProvider::Slack => "slack",
+            AlertProvider::Msteams => "msteams",
+            AlertProvider::Discord => "discord",
+            AlertProvider::Googlechat => "googlechat",
+            AlertProvider::Matrix => "matrix",
+            AlertProvider::Telegram => "telegram",
+            AlertProvider::Alertmanager => "alertmanager",
+        }
+    }
 }
 
 /// The largest config file kedge reads.

@@ -23,6 +23,10 @@ pub struct RawConfig {
     pub helm_chart: BTreeMap<Spanned<String>, Spanned<RawHelmChart>>,
     #[serde(default)]
     pub helm_release: BTreeMap<Spanned<String>, Spanned<RawHelmRelease>>,
+    #[serde(default)]
+    pub receiver: BTreeMap<Spanned<String>, Spanned<RawReceiver>>,
+    #[serde(default)]
+    pub alert: BTreeMap<Spanned<String>, Spanned<RawAlert>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +37,8 @@ pub struct RawAgent {
     pub socket: Option<Spanned<String>>,
     pub removal_grace_period: Option<Spanned<String>>,
     pub helm_helper: Option<Spanned<String>>,
+    pub metrics: Option<Spanned<String>>,
+    pub metrics_allow_remote: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,4 +315,29 @@ pub struct RawTest {
 #[serde(deny_unknown_fields)]
 pub struct RawDriftDetection {
     pub mode: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReceiver {
+    pub listen: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub secret_file: Option<Spanned<String>>,
+    pub resources: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub provider: Spanned<String>,
+    pub address: Option<Spanned<String>>,
+    pub address_file: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub severity: Option<Spanned<String>>,
+    pub events: Vec<Spanned<String>>,
+    pub exclude: Option<Vec<Spanned<String>>>,
+    pub summary: Option<Spanned<String>>,
 }

@@ -135,6 +135,7 @@ impl Checker<'_> {
                 socket: PathBuf::from(DEFAULT_SOCKET_PATH),
                 removal_grace_period: DEFAULT_REMOVAL_GRACE_PERIOD,
                 helm_helper: PathBuf::from(DEFAULT_HELM_HELPER),
+                metrics: None,
             },
         };
         let git = raw.git.keys().map(|name| (SourceKind::Git.table(), name));
@@ -212,10 +213,28 @@ impl Checker<'_> {
         self.dependencies(&kustomizations, &depends_spans);
         let helm_releases = self.helm_releases(raw.helm_release, &mut sources, &kustomizations);
         self.helm_helper_installed(&agent, &helm_releases);
+        let mut receivers = BTreeMap::new();
+        for (name, receiver) in raw.receiver {
+            let key = format!("receiver.{}", name.get_ref());
+            self.name(&name, &key);
+            if let Some(receiver) = self.receiver(name.get_ref(), &key, receiver, &sources) {
+                receivers.insert(name.into_inner(), receiver);
+            }
+        }
+        let mut alerts = BTreeMap::new();
+        for (name, alert) in raw.alert {
+            let key = format!("alert.{}", name.get_ref());
+            self.name(&name, &key);
+            if let Some(alert) = self.alert(name.get_ref(), &key, alert) {
+                alerts.insert(name.into_inner(), alert);
+            }
+        }
         Config {
             agent,
             sources,
             kustomizations,
+            receivers,
+            alerts,
             helm_releases,
         }
     }
@@ -300,12 +319,19 @@ impl Checker<'_> {
             .helm_helper
             .and_then(|file| self.absolute_path(&file, "agent.helm_helper", false))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_HELM_HELPER));
+        let allow_remote = raw
+            .metrics_allow_remote
+            .is_some_and(|allow| *allow.get_ref());
+        let metrics = raw
+            .metrics
+            .and_then(|address| self.metrics_address(&address, allow_remote));
         Agent {
             state_dir,
             kubeconfig,
             socket,
             removal_grace_period,
             helm_helper,
+            metrics,
         }
     }
 

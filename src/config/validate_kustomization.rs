@@ -149,6 +149,25 @@ impl Checker<'_> {
         key: &str,
         sources: &BTreeMap<SourceRef, Source>,
     ) -> Option<SourceRef> {
+        let source = self.configured_source(value, key, sources)?;
+        if !source.kind.holds_files() {
+            self.problem(
+                value.span(),
+                key,
+                format!("{source} is not a source of files: name a \"git/NAME\" source"),
+            );
+            return None;
+        }
+        Some(source)
+    }
+
+    /// A `kind/name` naming a configured source of any kind.
+    pub(super) fn configured_source(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        sources: &BTreeMap<SourceRef, Source>,
+    ) -> Option<SourceRef> {
         let Some((kind, name)) = value.get_ref().split_once('/') else {
             self.problem(
                 value.span(),
@@ -178,14 +197,6 @@ impl Checker<'_> {
                 value.span(),
                 key,
                 format!("no source [{}.{name}] in this config", kind.table()),
-            );
-            return None;
-        }
-        if !kind.holds_files() {
-            self.problem(
-                value.span(),
-                key,
-                format!("{source} is not a source of files: name a \"git/NAME\" source"),
             );
             return None;
         }

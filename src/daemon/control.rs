@@ -33,6 +33,13 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
     let Call { request, reply } = call;
     let answer = match request {
         Request::Status => status(units, store),
+        Request::Metrics => match units.metrics().render(&lock(store), Some(units.config())) {
+            Ok(text) => Reply::Text {
+                text,
+                changed: false,
+            },
+            Err(err) => failed(err),
+        },
         Request::Events { object, limit } => {
             let limit = limit.min(crate::state::EVENT_HISTORY_LIMIT as usize);
             match report::events(&lock(store), object.as_deref(), limit) {

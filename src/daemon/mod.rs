@@ -38,6 +38,7 @@ pub use signals::{Received, Signals};
 
 use crate::apply::Manager;
 use crate::config::Config;
+use crate::observe::{self, Alerts, Metrics, Observer};
 use crate::reconcile::kustomization;
 use crate::reconcile::scheduler::Heartbeat;
 use crate::state::{self, Store, CONFIG_REFUSED};
@@ -78,6 +79,9 @@ pub enum Error {
     /// The control socket could not be set up.
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
+    /// `[agent] metrics` or a receiver could not listen.
+    #[error(transparent)]
+    Endpoint(#[from] observe::Error),
 }
 
 /// Runs the sources and kustomizations of `config` (read from
@@ -91,6 +95,18 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     let listener = socket::bind(&socket_path)?;
     let (stop_socket, socket_shutdown) = watch::channel(false);
     let (calls, mut incoming) = mpsc::channel(64);
+    let metrics = Metrics::enabled(true);
+    let observer = Observer {
+        alerts: Alerts::new(&config, metrics.clone()),
+        metrics,
+    };
+    let mut edges = observe::Edges::start(
+        &config,
+        calls.clone(),
+        observer.alerts.clone(),
+        store.clone(),
+    )
+    .await?;
     let server = tokio::spawn(socket::serve(
         listener,
         socket_path.clone(),
@@ -111,6 +127,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         config,
         store.clone(),
         heartbeat_factory(&store),
+        observer,
     )
     .await?;
     if let Ok(true) = kustomization::lock(&store).clear_agent_problem(CONFIG_REFUSED) {
@@ -127,6 +144,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     // A save between the first read and the watch's start is not missed.
     if Config::load(config_path).map_or(true, |now| &now != units.file_config()) {
         reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+        edges.follow(units.config()).await;
     }
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
     let mut status = StatusFollower::new(&store);
@@ -137,10 +155,12 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
                 Received::Stop(name) => break Ok(name),
                 Received::Reload => {
                     reload::reload(config_path, reload::Cause::Sighup, &mut units, &store).await;
+                    edges.follow(units.config()).await;
                 }
             },
             _ = changed(&mut file_watch) => {
                 reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+                edges.follow(units.config()).await;
             }
             Some(call) = incoming.recv() => control::handle(call, &mut units, &store).await,
             _ = at(removal_due) => units.confirm_removals(units::Confirm::AfterGrace).await,
@@ -162,6 +182,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     units.stop().await;
     let _ = stop_socket.send(true);
     let _ = server.await;
+    edges.stop().await;
     drop(store);
     tracing::info!("stopped");
     stopped.map(drop).map_err(Error::State)

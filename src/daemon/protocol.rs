@@ -65,6 +65,8 @@ pub enum Request {
     Diff {
         name: String,
     },
+    /// The Prometheus text of `/metrics`.
+    Metrics,
 }
 
 /// The daemon's answer.

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 
 use crate::config::{diff, Config, ConfigDiff, HelmRelease, Kustomization, Source, SourceRef};
 use crate::helm::Helper;
+use crate::observe::{Metrics, Observer};
 use crate::reconcile::helmrelease;
 use crate::reconcile::kustomization::{self, lock, Context};
 use crate::reconcile::scheduler::{scheduler_with_heartbeat, Heartbeat};
@@ -81,6 +82,7 @@ pub struct Units {
     started_at: i64,
     /// Whether the state database held nothing when they started.
     state_was_empty: bool,
+    observer: Observer,
 }
 
 /// Kustomizations removed from the config, waiting for the file to stay
@@ -111,6 +113,7 @@ impl Units {
         file_config: Config,
         store: Arc<Mutex<Store>>,
         heartbeat: HeartbeatFactory,
+        observer: Observer,
     ) -> Result<Units, Error> {
         let config = Arc::new(effective(&file_config, &store)?);
         let state_was_empty = lock(&store).is_empty()?;
@@ -133,6 +136,7 @@ impl Units {
             removals: JoinSet::new(),
             started_at: state::now_millis(),
             state_was_empty,
+            observer,
         };
         units.forget_removed_sources()?;
         // Subscribed before the scheduler starts: the runner starts later
@@ -147,6 +151,11 @@ impl Units {
         }
         units.note_removals()?;
         Ok(units)
+    }
+
+    /// What the units count for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.observer.metrics
     }
 
     /// The config as read from the file (without CLI suspensions).
@@ -429,6 +438,7 @@ impl Units {
             Limits::default(),
             shutdown,
             Some((self.heartbeat)()),
+            self.observer.clone(),
         );
         tokio::spawn(relay(unit.subscribe(), self.updates.clone()));
         self.source_triggers.connect(&unit);
@@ -480,6 +490,7 @@ impl Units {
             first_fetches: Arc::default(),
             started_at: self.started_at,
             state_was_empty: self.state_was_empty,
+            observer: self.observer.clone(),
         };
         self.ctx = Some(ctx.clone());
         Ok(ctx)

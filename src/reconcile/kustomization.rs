@@ -50,6 +50,7 @@ use crate::apply::{
 use crate::config::{Config, DeletionPolicy, DriftMode, Kustomization, SourceRef};
 use crate::kustomize::{self, FluxOverrides};
 use crate::postbuild;
+use crate::observe::{Metrics, Observer};
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
 
@@ -80,6 +81,8 @@ pub struct Context {
     /// new node, or a lost database): only then can objects labelled by a
     /// kustomization exist without its inventory.
     pub state_was_empty: bool,
+    /// Counts runs, applied objects and drift; alerts on changed outcomes.
+    pub observer: Observer,
 }
 
 /// What the caller does next: run again after `requeue_after`, and watch
@@ -295,6 +298,7 @@ pub async fn reconcile(ctx: &Context, config: &Config, kustomization: &Kustomiza
                 message = format!("{message}; {drift}");
             }
             tracing::info!(kustomization = %name, revision = %applied.revision, reason = "ReconciliationSucceeded", "{message}");
+            count_applied(&ctx.observer.metrics, name, &applied);
             let revision = Some(applied.revision.as_str());
             record(
                 ctx,
@@ -893,7 +897,12 @@ fn record(
         duration_ms: started.elapsed().as_millis() as i64,
         deletion_policy: deletion_policy(k),
     };
+    ctx.observer
+        .metrics
+        .reconciled("kustomization", &k.name, started.elapsed());
     let store = lock(&ctx.store);
+    let alerts = &ctx.observer.alerts;
+    let before = alerts.before(&store, "kustomization", &k.name);
     let severity = if ready {
         Severity::Info
     } else {
@@ -913,6 +922,18 @@ fn record(
     if let Err(err) = recorded {
         tracing::error!(kustomization = %k.name, "recording outcome: {err}");
     }
+    alerts.recorded(&store, before, "kustomization", &k.name, message);
+}
+
+fn count_applied(metrics: &Metrics, name: &str, applied: &Applied) {
+    for (action, label) in [
+        (apply::Action::Created, "created"),
+        (apply::Action::Configured, "configured"),
+        (apply::Action::Unchanged, "unchanged"),
+    ] {
+        metrics.applied(name, label, applied.changes.count(action));
+    }
+    metrics.applied(name, "pruned", applied.pruned);
 }
 
 fn deletion_policy(k: &Kustomization) -> &'static str {
@@ -1022,6 +1043,7 @@ mod tests {
             first_fetches: Arc::default(),
             state_was_empty: false,
             source_triggers: SourceTriggers::default(),
+            observer: Observer::default(),
         }
     }
 

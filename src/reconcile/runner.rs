@@ -478,11 +478,18 @@ impl DriftWatch {
                 let name = name.to_string();
                 let seen = self.seen.clone();
                 let owner_kind = self.owner_kind;
+                let metrics = ctx.observer.metrics.clone();
                 let handle = tokio::spawn(async move {
                     let mut batches = Box::pin(debounce(events, DRIFT_QUIET));
                     while let Some(batch) = batches.next().await {
                         let objects: Vec<String> =
                             batch.iter().map(|e| e.object.to_string()).collect();
+                        let kind = if owner_kind == OWNER_KIND {
+                            "kustomization"
+                        } else {
+                            "helm_release"
+                        };
+                        metrics.drifted(kind, &name, objects.len());
                         let objects = objects.join(", ");
                         if owner_kind == OWNER_KIND {
                             tracing::info!(kustomization = %name, reason = "DriftDetected", "drift on {objects}");

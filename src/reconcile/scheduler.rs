@@ -36,6 +36,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, Source, SourceRef};
+use crate::observe::Observer;
 use crate::source::{self, Artifact, ArtifactStore, Limits, Restored, SyncOutcome};
 use crate::state::{self, Event, Severity, SourceOutcome, Store};
 
@@ -96,6 +97,7 @@ struct Shared {
     store: Arc<Mutex<Store>>,
     limits: Limits,
     updates: broadcast::Sender<SourceUpdate>,
+    observer: Observer,
 }
 
 /// The running scheduler: send triggers, subscribe to updates, wait for it
@@ -140,16 +142,18 @@ pub fn scheduler(
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Scheduler {
-    scheduler_with_heartbeat(config, store, limits, shutdown, None)
+    scheduler_with_heartbeat(config, store, limits, shutdown, None, Observer::default())
 }
 
-/// [`scheduler`], whose trigger loop also awaits `heartbeat`.
+/// [`scheduler`], whose trigger loop also awaits `heartbeat`, and whose
+/// syncs are reported to `observer`.
 pub fn scheduler_with_heartbeat(
     config: &Config,
     store: Arc<Mutex<Store>>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
     heartbeat: Option<Heartbeat>,
+    observer: Observer,
 ) -> Scheduler {
     let (updates, _) = broadcast::channel(64);
     let shared = Arc::new(Shared {
@@ -157,6 +161,7 @@ pub fn scheduler_with_heartbeat(
         store,
         limits,
         updates: updates.clone(),
+        observer,
     });
     let mut tasks = JoinSet::new();
     let mut wakers = BTreeMap::new();
@@ -343,6 +348,7 @@ async fn sync_once(
         }
     });
     let timeout = tokio::time::sleep(source.timeout());
+    let started = tokio::time::Instant::now();
     let result = tokio::select! {
         joined = &mut task => match joined {
             Ok(result) => result,
@@ -364,6 +370,9 @@ async fn sync_once(
         }
     };
     let success = result.synced.is_ok();
+    let (kind, name, took) = (source.kind().as_str(), source.name(), started.elapsed());
+    shared.observer.metrics.fetched(kind, name, took);
+    shared.observer.metrics.reconciled(kind, name, took);
     if let Err(err) = record(source, shared, result) {
         tracing::error!(source = %source.source_ref(), error = %err, "recording source outcome");
     }
@@ -414,6 +423,8 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
         Ok(store) => store,
         Err(poisoned) => poisoned.into_inner(),
     };
+    let alerts = &shared.observer.alerts;
+    let before = alerts.before(&store, kind, source.name());
     let unrepaired = match result.restored {
         Ok(Some(restored)) => {
             record_restored(source, shared, &store, &restored)?;
@@ -425,7 +436,7 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
             Some(err)
         }
     };
-    match result.synced {
+    let message = match result.synced {
         Ok(outcome) => {
             let artifact = outcome.artifact();
             let new_artifact = matches!(outcome, SyncOutcome::NewArtifact { .. });
@@ -447,6 +458,7 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
             } else {
                 tracing::debug!(source = %source.source_ref(), revision = %artifact.revision, "no change");
             }
+            stored_message(artifact)
         }
         Err(err) => {
             // A damaged artifact is the worse news: the kustomizations cannot build.
@@ -472,8 +484,10 @@ fn record(source: &Source, shared: &Shared, result: Synced) -> Result<(), state:
                 reason,
                 &message,
             ))?;
+            message
         }
-    }
+    };
+    alerts.recorded(&store, before, kind, source.name(), &message);
     Ok(())
 }
 
@@ -507,6 +521,11 @@ fn record_restored(
     Ok(())
 }
 
+/// The event message of a new artifact.
+fn stored_message(artifact: &Artifact) -> String {
+    format!("stored artifact for revision {}", artifact.revision)
+}
+
 fn announce(
     source: &Source,
     shared: &Shared,
@@ -514,7 +533,7 @@ fn announce(
     artifact: &Artifact,
 ) -> Result<(), state::Error> {
     tracing::info!(source = %source.source_ref(), revision = %artifact.revision, digest = %artifact.digest, "stored new artifact");
-    let message = format!("stored artifact for revision {}", artifact.revision);
+    let message = stored_message(artifact);
     store.record_event(&Event::new(
         source.kind().as_str(),
         source.name(),

@@ -11,6 +11,7 @@
 //! redacted, credentials stay in their files.
 
 mod agent;
+mod alerts;
 mod events;
 mod helm_releases;
 mod kustomizations;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 pub use agent::{AgentProblem, CONFIG_REFUSED};
+pub use alerts::QueuedAlert;
 pub use events::{Event, Severity};
 pub use helm_releases::HelmReleaseStatus;
 pub use kustomizations::{KustomizationOutcome, KustomizationStatus, REMOVAL_PENDING};
@@ -116,6 +118,17 @@ const MIGRATIONS: &[&str] = &[
     // 5: the digest of the objects a kustomization last applied, so that
     // drift mode `detect` applies only what the declared state changes.
     "ALTER TABLE kustomizations ADD COLUMN applied_digest TEXT;",
+    // 6: alerts waiting to be delivered (or retried), so they survive a
+    // restart and a network outage.
+    "CREATE TABLE alert_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert TEXT NOT NULL,
+        event TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL
+    );
+    CREATE INDEX alert_queue_by_due ON alert_queue (next_attempt_at, id);",
 ];
 
 /// How many events the history keeps; older ones are dropped on insert.

@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod admission;
+pub mod capture;
 pub mod charts;
 pub mod cluster;
 pub mod git;

@@ -795,7 +795,17 @@ fn finish(
     } else if reason != "Suspended" && reason != "DependencyNotReady" {
         row.consecutive_failures += 1;
     }
+    let observer = &rc.ctx.observer;
+    let before = observer
+        .alerts
+        .before(&lock(&rc.ctx.store), KIND, &row.name);
     save(rc, row);
+    observer
+        .alerts
+        .recorded(&lock(&rc.ctx.store), before, KIND, &row.name, message);
+    observer
+        .metrics
+        .reconciled(KIND, &row.name, started.elapsed());
     if changed {
         let severity = if ready || reason == "Suspended" || reason == "DependencyNotReady" {
             Severity::Info

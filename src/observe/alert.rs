@@ -1,0 +1,519 @@
+//! Alerts (`[alert.NAME]`): an outcome that changes an object's
+//! readiness, revision or reason is queued in the state database for each
+//! alert whose `events` name the object, then delivered to its provider.
+//!
+//! # Guarantees
+//! - A no-op run (same readiness, reason and revision) sends nothing.
+//! - Alerts survive a restart and a network outage: they wait in SQLite
+//!   and are retried with backoff from [`FIRST_RETRY`] to [`LAST_RETRY`]
+//!   until delivered. At most [`MAX_QUEUED`] wait; past that the oldest
+//!   are dropped and counted (`kedge_alerts_dropped_total{reason="queue_full"}`).
+//! - A flapping object cannot flood a channel: per alert and object, a
+//!   burst of [`BURST`], then one per [`REFILL_EVERY`]; the rest are
+//!   dropped and counted (`reason="rate_limited"`).
+//! - Addresses and tokens are read from their files at each delivery and
+//!   never logged (errors are logged without the URL).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use regex::Regex;
+use tokio::sync::{watch, Notify};
+
+use super::providers::{self, flux_kind, AlertEvent, InvolvedObject, ProviderRequest};
+use super::rate::RateLimit;
+use super::Metrics;
+use crate::config::{Alert, AlertAddress, Config};
+use crate::state::{self, QueuedAlert, Severity, Store};
+
+/// The most alerts waiting in the queue.
+pub const MAX_QUEUED: usize = 1000;
+/// Alerts per alert and object at once before the rate limit.
+pub const BURST: u32 = 5;
+/// One more alert per alert and object this often.
+pub const REFILL_EVERY: Duration = Duration::from_secs(60);
+/// The first retry of a failed delivery; it doubles up to [`LAST_RETRY`].
+pub const FIRST_RETRY: Duration = Duration::from_secs(2);
+pub const LAST_RETRY: Duration = Duration::from_secs(300);
+/// The longest one delivery may take.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deliveries read from the queue at a time.
+const BATCH: usize = 16;
+
+/// An object's state before and after an outcome, as far as alerts care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub ready: bool,
+    pub reason: String,
+    pub revision: Option<String>,
+}
+
+/// The recorded condition of an object before an outcome is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before(Option<Condition>);
+
+/// One recorded outcome of `kind/name`.
+struct Outcome<'a> {
+    kind: &'a str,
+    name: &'a str,
+    now: Condition,
+    message: &'a str,
+}
+
+/// The condition `store` records for `kind/name`: a kustomization's
+/// applied revision, a release's chart version, a source's artifact
+/// revision.
+fn condition(store: &Store, kind: &str, name: &str) -> Option<Condition> {
+    if kind == "kustomization" {
+        let status = store.kustomization_status(name).ok()??;
+        return Some(Condition {
+            ready: status.ready,
+            reason: status.reason,
+            revision: status.last_applied_revision,
+        });
+    }
+    if kind == "helm_release" {
+        let status = store.helm_release_status(name).ok()??;
+        return Some(Condition {
+            ready: status.ready,
+            reason: status.reason,
+            revision: status.last_applied_revision,
+        });
+    }
+    let status = store.source_status(kind, name).ok()??;
+    Some(Condition {
+        ready: status.ready,
+        reason: status.reason,
+        revision: status.revision,
+    })
+}
+
+/// The alerts of a daemon; clones share them. The default one has none
+/// and does nothing.
+#[derive(Clone, Default)]
+pub struct Alerts(Option<Arc<Inner>>);
+
+struct Inner {
+    alerts: Mutex<Arc<BTreeMap<String, Alert>>>,
+    limits: Mutex<HashMap<(String, String), RateLimit>>,
+    wake: Notify,
+    metrics: Metrics,
+    instance: String,
+}
+
+impl Alerts {
+    /// The alerts of `config`, counted in `metrics`.
+    pub fn new(config: &Config, metrics: Metrics) -> Alerts {
+        Alerts(Some(Arc::new(Inner {
+            alerts: Mutex::new(Arc::new(config.alerts.clone())),
+            limits: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            metrics,
+            instance: host_name(),
+        })))
+    }
+
+    /// After a reload: deliver to the alerts of `config` from now on.
+    pub fn follow(&self, config: &Config) {
+        if let Some(inner) = &self.0 {
+            *lock(&inner.alerts) = Arc::new(config.alerts.clone());
+        }
+    }
+
+    /// What `store` records for `kind/name` before an outcome is written
+    /// (nothing is read when no alert is configured).
+    pub fn before(&self, store: &Store, kind: &str, name: &str) -> Before {
+        match &self.0 {
+            Some(inner) if !lock(&inner.alerts).is_empty() => Before(condition(store, kind, name)),
+            _ => Before(None),
+        }
+    }
+
+    /// Queues an alert for each `[alert]` that wants the outcome just
+    /// written for `kind/name`, when it changed the object's readiness,
+    /// reason or revision since `before`. Called with the store locked.
+    pub fn recorded(&self, store: &Store, before: Before, kind: &str, name: &str, message: &str) {
+        let Some(inner) = &self.0 else {
+            return;
+        };
+        let alerts = lock(&inner.alerts).clone();
+        if alerts.is_empty() {
+            return;
+        }
+        let Some(now) = condition(store, kind, name) else {
+            return;
+        };
+        if before.0.as_ref() == Some(&now) {
+            return;
+        }
+        let object = format!("{kind}/{name}");
+        let severity = if now.ready {
+            Severity::Info
+        } else {
+            Severity::Error
+        };
+        let outcome = Outcome {
+            kind,
+            name,
+            now,
+            message,
+        };
+        let mut queued = false;
+        for alert in alerts
+            .values()
+            .filter(|a| wants(a, &object, severity, message))
+        {
+            let allowed = lock(&inner.limits)
+                .entry((alert.name.clone(), object.clone()))
+                .or_insert_with(|| RateLimit::new(BURST, REFILL_EVERY))
+                .take();
+            if !allowed {
+                tracing::warn!(alert = %alert.name, object = %object, "alert dropped: rate limited");
+                inner.metrics.alert_dropped(&alert.name, "rate_limited");
+                continue;
+            }
+            let event = event(alert, &outcome, severity, &inner.instance);
+            let Ok(json) = serde_json::to_string(&event) else {
+                continue;
+            };
+            match store.queue_alert(&alert.name, &json, state::now_millis(), MAX_QUEUED) {
+                Ok(dropped) => {
+                    queued = true;
+                    for name in dropped {
+                        tracing::warn!(alert = %name, "alert dropped: the queue holds {MAX_QUEUED}");
+                        inner.metrics.alert_dropped(&name, "queue_full");
+                    }
+                }
+                Err(err) => tracing::error!(alert = %alert.name, "queueing an alert: {err}"),
+            }
+        }
+        if queued {
+            inner.wake.notify_one();
+        }
+    }
+
+    /// Delivers queued alerts until `shutdown`.
+    pub async fn deliver(self, store: Arc<Mutex<Store>>, mut shutdown: watch::Receiver<bool>) {
+        let Some(inner) = self.0 else {
+            return;
+        };
+        let client = match http_client() {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!("alerts are not delivered: {err}");
+                return;
+            }
+        };
+        loop {
+            let due = lock(&store).due_alerts(state::now_millis(), BATCH);
+            match due {
+                Ok(due) => {
+                    for queued in due {
+                        tokio::select! {
+                            () = deliver_one(&inner, &client, &store, queued) => {}
+                            _ = shutdown.wait_for(|stop| *stop) => return,
+                        }
+                    }
+                }
+                Err(err) => tracing::error!("reading the alert queue: {err}"),
+            }
+            let next = lock(&store).next_alert_due().ok().flatten();
+            let wait = match next {
+                Some(at) => {
+                    Duration::from_millis((at - state::now_millis()).clamp(0, 60_000) as u64)
+                }
+                None => Duration::from_secs(60),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = inner.wake.notified() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `alert` takes an outcome of `object` (`kind/name`).
+fn wants(alert: &Alert, object: &str, severity: Severity, message: &str) -> bool {
+    let (kind, _) = object.split_once('/').unwrap_or((object, ""));
+    let named = alert.events.iter().any(|pattern| {
+        pattern == "*" || pattern == object || pattern.strip_suffix("/*") == Some(kind)
+    });
+    let severe_enough = alert.severity == Severity::Info || severity == Severity::Error;
+    let excluded = alert
+        .exclude
+        .iter()
+        .any(|pattern| Regex::new(pattern).is_ok_and(|re| re.is_match(message)));
+    named && severe_enough && !excluded
+}
+
+fn event(alert: &Alert, outcome: &Outcome, severity: Severity, instance: &str) -> AlertEvent {
+    let mut metadata = BTreeMap::new();
+    if let Some(revision) = &outcome.now.revision {
+        metadata.insert("revision".to_string(), revision.clone());
+    }
+    if let Some(summary) = &alert.summary {
+        metadata.insert("summary".to_string(), summary.clone());
+    }
+    AlertEvent {
+        involved_object: InvolvedObject {
+            kind: flux_kind(outcome.kind).to_string(),
+            name: outcome.name.to_string(),
+        },
+        severity: severity.as_str().to_string(),
+        timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        message: outcome.message.to_string(),
+        reason: outcome.now.reason.clone(),
+        metadata,
+        reporting_controller: "kedge".to_string(),
+        reporting_instance: instance.to_string(),
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    crate::source::install_tls_provider();
+    reqwest::Client::builder()
+        .timeout(DELIVERY_TIMEOUT)
+        .connect_timeout(DELIVERY_TIMEOUT)
+        .build()
+}
+
+/// Why a delivery failed, without the address (it may hold a token).
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Http(reqwest::Error),
+    #[error("the provider answered {0}")]
+    Status(reqwest::StatusCode),
+}
+
+async fn deliver_one(
+    inner: &Inner,
+    client: &reqwest::Client,
+    store: &Mutex<Store>,
+    queued: QueuedAlert,
+) {
+    let alert = lock(&inner.alerts).get(&queued.alert).cloned();
+    let (Some(alert), Ok(event)) = (alert, serde_json::from_str::<AlertEvent>(&queued.event))
+    else {
+        // The alert left the config, or the row is unreadable: nothing can deliver it.
+        let _ = lock(store).remove_alert(queued.id);
+        return;
+    };
+    let result = send(client, &alert, &event).await;
+    let delivered = result.is_ok();
+    inner.metrics.alert_delivery(&alert.name, delivered);
+    let written = match result {
+        Ok(()) => {
+            tracing::info!(alert = %alert.name, object = %event.object(), reason = %event.reason, "alert delivered");
+            lock(store).remove_alert(queued.id)
+        }
+        Err(err) => {
+            let delay = retry_delay(queued.attempts);
+            tracing::warn!(alert = %alert.name, object = %event.object(), "alert not delivered: {err}; retrying in {}s", delay.as_secs());
+            lock(store).retry_alert(queued.id, state::now_millis() + delay.as_millis() as i64)
+        }
+    };
+    if let Err(err) = written {
+        tracing::error!(alert = %alert.name, "updating the alert queue: {err}");
+    }
+}
+
+fn retry_delay(attempts: i64) -> Duration {
+    let exponent = attempts.clamp(0, 16) as u32;
+    FIRST_RETRY.saturating_mul(1 << exponent).min(LAST_RETRY)
+}
+
+async fn send(
+    client: &reqwest::Client,
+    alert: &Alert,
+    event: &AlertEvent,
+) -> Result<(), DeliveryError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|text| text.trim().to_string())
+            .map_err(|source| DeliveryError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    let address = match &alert.address {
+        Some(AlertAddress::Inline(address)) => address.clone(),
+        Some(AlertAddress::File(path)) => read(path)?,
+        None => providers::TELEGRAM_API.to_string(),
+    };
+    let token = alert.token_file.as_deref().map(read).transpose()?;
+    let Some(request) = providers::request(alert, &address, token.as_deref(), event) else {
+        return Ok(());
+    };
+    let ProviderRequest {
+        method,
+        url,
+        headers,
+        body,
+    } = request;
+    let method = if method == "PUT" {
+        reqwest::Method::PUT
+    } else {
+        reqwest::Method::POST
+    };
+    let mut builder = client
+        .request(method, url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    let response = builder
+        .send()
+        .await
+        .map_err(|err| DeliveryError::Http(err.without_url()))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(DeliveryError::Status(response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AlertProvider;
+
+    fn alert(events: &[&str], severity: Severity, exclude: &[&str]) -> Alert {
+        Alert {
+            name: "ops".into(),
+            provider: AlertProvider::Generic,
+            address: Some(AlertAddress::Inline("http://127.0.0.1:9/".into())),
+            token_file: None,
+            channel: None,
+            username: None,
+            severity,
+            events: events.iter().map(|e| e.to_string()).collect(),
+            exclude: exclude.iter().map(|e| e.to_string()).collect(),
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn patterns_severity_and_exclusions_pick_the_outcomes() {
+        let all_kustomizations = alert(&["kustomization/*", "git/fleet"], Severity::Info, &[]);
+        assert!(wants(
+            &all_kustomizations,
+            "kustomization/apps",
+            Severity::Info,
+            "ok"
+        ));
+        assert!(wants(
+            &all_kustomizations,
+            "git/fleet",
+            Severity::Error,
+            "down"
+        ));
+        assert!(!wants(
+            &all_kustomizations,
+            "git/other",
+            Severity::Error,
+            "down"
+        ));
+        assert!(!wants(
+            &all_kustomizations,
+            "helm_release/apps",
+            Severity::Info,
+            "ok"
+        ));
+        let errors = alert(&["*"], Severity::Error, &["^Dependency not ready"]);
+        assert!(!wants(
+            &errors,
+            "kustomization/apps",
+            Severity::Info,
+            "applied"
+        ));
+        assert!(wants(
+            &errors,
+            "kustomization/apps",
+            Severity::Error,
+            "build failed"
+        ));
+        assert!(!wants(
+            &errors,
+            "kustomization/apps",
+            Severity::Error,
+            "Dependency not ready: infra"
+        ));
+    }
+
+    #[test]
+    fn only_changes_are_queued_and_a_flapping_object_is_rate_limited() -> Result<(), state::Error> {
+        let store = Store::open_in_memory()?;
+        let Ok(mut config) = Config::parse(std::path::Path::new("k.toml"), "") else {
+            panic!("an empty config is valid");
+        };
+        config
+            .alerts
+            .insert("ops".into(), alert(&["*"], Severity::Info, &[]));
+        let alerts = Alerts::new(&config, Metrics::default());
+        let record = |ready: bool| -> Result<(), state::Error> {
+            let before = alerts.before(&store, "git", "fleet");
+            let outcome = match ready {
+                true => state::SourceOutcome::Ready {
+                    revision: "main@sha1:abc",
+                    digest: "sha256:0",
+                    path: std::path::Path::new("/a.tar.gz"),
+                    inputs: "",
+                    new_artifact: false,
+                },
+                false => state::SourceOutcome::Failed {
+                    reason: "GitOperationFailed",
+                    message: "down",
+                },
+            };
+            store.record_source_outcome(
+                "git",
+                "fleet",
+                "/srv/fleet",
+                state::now_millis(),
+                outcome,
+            )?;
+            alerts.recorded(&store, before, "git", "fleet", "m");
+            Ok(())
+        };
+        record(true)?;
+        assert_eq!(store.queued_alerts()?, 1, "the first outcome is news");
+        record(true)?;
+        assert_eq!(store.queued_alerts()?, 1, "a no-op run sends nothing");
+        let mut ready = true;
+        for _ in 0..20 {
+            ready = !ready;
+            record(ready)?;
+        }
+        assert_eq!(store.queued_alerts()?, i64::from(BURST));
+        Ok(())
+    }
+
+    #[test]
+    fn retries_back_off_to_the_last_delay() {
+        assert_eq!(retry_delay(0), FIRST_RETRY);
+        assert_eq!(retry_delay(1), FIRST_RETRY * 2);
+        assert_eq!(retry_delay(40), LAST_RETRY);
+    }
+}
