@@ -46,8 +46,8 @@ mod validate;
 mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
-mod validate_postbuild;
 mod validate_observe;
+mod validate_postbuild;
 mod validate_release;
 pub mod version_range;
 

@@ -49,8 +49,8 @@ use crate::apply::{
 };
 use crate::config::{Config, DeletionPolicy, DriftMode, Kustomization, SourceRef};
 use crate::kustomize::{self, FluxOverrides};
-use crate::postbuild;
 use crate::observe::{Metrics, Observer};
+use crate::postbuild;
 use crate::source;
 use crate::state::{self, Event, KustomizationOutcome, Severity, Store};
 
