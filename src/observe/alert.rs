@@ -198,17 +198,21 @@ impl Alerts {
         let Some(inner) = self.0 else {
             return;
         };
-        let client = match http_client() {
-            Ok(client) => client,
-            Err(err) => {
-                tracing::error!("alerts are not delivered: {err}");
-                return;
-            }
-        };
+        // Made when the first alert is due: a node with no alert to send
+        // never needs it (nor the trust store it loads).
+        let mut client: Option<reqwest::Client> = None;
         loop {
             let due = lock(&store).due_alerts(state::now_millis(), BATCH);
             match due {
+                Ok(due) if due.is_empty() => {}
                 Ok(due) => {
+                    let Some(client) = cached_client(&mut client) else {
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                            _ = shutdown.wait_for(|stop| *stop) => return,
+                        }
+                        continue;
+                    };
                     for queued in due {
                         tokio::select! {
                             () = deliver_one(&inner, &client, &store, queued) => {}
@@ -281,6 +285,17 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// The delivery client, made once; `None` (logged) while it cannot be made.
+fn cached_client(cached: &mut Option<reqwest::Client>) -> Option<reqwest::Client> {
+    if cached.is_none() {
+        match http_client() {
+            Ok(client) => *cached = Some(client),
+            Err(err) => tracing::error!("alerts are not delivered yet: {err}"),
+        }
+    }
+    cached.clone()
 }
 
 fn http_client() -> Result<reqwest::Client, reqwest::Error> {
