@@ -232,7 +232,7 @@ async fn converge(
     };
     let mut acted_and_failed = false;
     for _ in 0..MAX_STEPS {
-        let observed = status(rc, &helper, release).await?;
+        let (observed, manifest) = status(rc, &helper, release).await?;
         let next = plan::plan(
             observed.as_ref().map(observed_of).as_ref(),
             snapshot.as_ref(),
@@ -247,7 +247,7 @@ async fn converge(
                     let summary = observed.unwrap_or_default();
                     row.release_revision = summary.revision;
                     row.last_applied_revision = Some(chart.revision.clone());
-                    let inventory = drift(rc, &helper, release, drifted).await?;
+                    let inventory = drift(rc, release, &manifest, drifted).await?;
                     Converged::InSync {
                         message: format!(
                             "Helm release {}/{}.v{} is deployed with chart {}@{}",
@@ -282,7 +282,7 @@ async fn converge(
         let after = match &result {
             Ok(outcome) => outcome.release.clone(),
             Err(helm::Error::Failed { outcome, .. }) => outcome.release.clone(),
-            Err(_) => status(rc, &helper, release).await.ok().flatten(),
+            Err(_) => status(rc, &helper, release).await.ok().and_then(|(r, _)| r),
         };
         let updated = next_snapshot(snapshot.take(), &desired, op, failed, after.as_ref());
         row.snapshot = serde_json::to_string(&updated)?;
@@ -412,14 +412,17 @@ fn next_snapshot(
     snapshot
 }
 
-/// The release in Helm's storage, `None` if there is none.
+/// The release in Helm's storage (`None` if there is none) and, with drift
+/// detection on, its stored manifest (else empty): one helper run.
 async fn status(
     rc: &ReleaseContext,
     helper: &Helper,
     release: &HelmRelease,
-) -> Result<Option<ReleaseSummary>, Error> {
-    let request = request(rc, release, Op::Status, None, serde_json::Map::new());
-    Ok(helper.run(&request, std::future::pending()).await?.release)
+) -> Result<(Option<ReleaseSummary>, String), Error> {
+    let mut request = request(rc, release, Op::Status, None, serde_json::Map::new());
+    request.with_manifest = release.drift != ReleaseDriftMode::Disabled;
+    let outcome = helper.run(&request, std::future::pending()).await?;
+    Ok((outcome.release, outcome.manifest))
 }
 
 async fn act(
@@ -480,14 +483,14 @@ fn owner(release: &HelmRelease) -> Owner {
 /// and (mode `enabled`) applies them again, as field manager kedge.
 async fn drift(
     rc: &ReleaseContext,
-    helper: &Helper,
     release: &HelmRelease,
+    manifest: &str,
     drifted: bool,
 ) -> Result<Vec<ObjRef>, Error> {
     if release.drift == ReleaseDriftMode::Disabled {
         return Ok(Vec::new());
     }
-    let objects = stored_objects(rc, helper, release).await?;
+    let objects = stored_objects(rc, release, manifest).await?;
     let inventory: Vec<ObjRef> = objects
         .iter()
         .enumerate()
@@ -528,18 +531,15 @@ async fn drift(
     Ok(inventory)
 }
 
-/// The objects of the last release's manifest, namespaced objects without
-/// a namespace put in the release's.
+/// The objects of the last release's `manifest`, namespaced objects
+/// without a namespace put in the release's.
 async fn stored_objects(
     rc: &ReleaseContext,
-    helper: &Helper,
     release: &HelmRelease,
+    manifest: &str,
 ) -> Result<Vec<serde_json::Value>, Error> {
-    let mut request = request(rc, release, Op::Status, None, serde_json::Map::new());
-    request.with_manifest = true;
-    let outcome = helper.run(&request, std::future::pending()).await?;
     let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&outcome.manifest) {
+    for document in serde_yaml::Deserializer::from_str(manifest) {
         let object = serde_json::Value::deserialize(document)
             .map_err(|err| Error::Drift(format!("the stored manifest: {err}")))?;
         if object.is_object() {
