@@ -761,15 +761,23 @@ pub fn is_ready(ctx: &Context, config: &Config, name: &str) -> bool {
         return false;
     };
     let store = lock(&ctx.store);
-    let latest = source::store::latest_artifact(&store, k.source.kind.as_str(), &k.source.name)
+    let status = store.kustomization_status(name).ok().flatten();
+    status.is_some_and(|s| ready_at_latest(&store, &k.source, s.ready, s.last_applied_revision))
+}
+
+/// Whether an outcome (`ready`, and the revision it applied) is Ready at
+/// `source`'s latest artifact: what `depends_on` waits for, of either kind.
+pub(super) fn ready_at_latest(
+    store: &Store,
+    source: &SourceRef,
+    ready: bool,
+    applied: Option<String>,
+) -> bool {
+    let latest = source::store::latest_artifact(store, source.kind.as_str(), &source.name)
         .ok()
         .flatten()
         .map(|a| a.revision);
-    let status = store.kustomization_status(name).ok().flatten();
-    matches!(
-        (&status, &latest),
-        (Some(s), Some(rev)) if s.ready && s.last_applied_revision.as_ref() == Some(rev)
-    )
+    ready && latest.is_some() && applied == latest
 }
 
 /// The stored inventory of `k`; for a kustomization that never applied and

@@ -642,13 +642,10 @@ pub fn is_ready(rc: &ReleaseContext, config: &Config, name: &str) -> bool {
         return false;
     };
     let store = lock(&rc.ctx.store);
-    let latest =
-        source::store::latest_artifact(&store, release.chart.kind.as_str(), &release.chart.name)
-            .ok()
-            .flatten()
-            .map(|a| a.revision);
     let row = store.helm_release_status(name).ok().flatten();
-    matches!((row, latest), (Some(row), Some(rev)) if row.ready && row.last_applied_revision.as_ref() == Some(&rev))
+    row.is_some_and(|r| {
+        kustomization::ready_at_latest(&store, &release.chart, r.ready, r.last_applied_revision)
+    })
 }
 
 /// Where kedge installed the release before, if that is not where the
