@@ -15,6 +15,7 @@ pub mod helm;
 pub mod kustomize;
 pub mod observe;
 pub mod postbuild;
+pub mod protocol;
 pub mod reconcile;
 pub mod source;
 pub mod state;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kedge::daemon::protocol::StatusReport;
+use kedge::protocol::StatusReport;
 use kedge::state::Store;
 use kube::Api;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kedge::daemon::protocol::StatusReport;
+use kedge::protocol::StatusReport;
 
 use crate::daemon_common::{stdout, Setup};
 use crate::support::git::FixtureRepo;

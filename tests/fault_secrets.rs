@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kedge::daemon::protocol::StatusReport;
+use kedge::protocol::StatusReport;
 
 use crate::daemon_common::{stderr, stdout, Setup};
 use crate::support::git::{http_git, http_git_bearer, ssh_keygen, sshd, test_ca};

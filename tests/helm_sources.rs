@@ -708,7 +708,7 @@ fn helm_sources_are_configured_and_refused_with_their_position() {
 
 fn revision_of(setup: &crate::daemon_common::Setup, kind: &str, name: &str) -> Option<String> {
     let out = setup.cli(&["status", "-o", "json"]);
-    let report: kedge::daemon::protocol::StatusReport = serde_json::from_slice(&out.stdout).ok()?;
+    let report: kedge::protocol::StatusReport = serde_json::from_slice(&out.stdout).ok()?;
     report
         .sources
         .into_iter()

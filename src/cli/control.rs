@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use super::DaemonArgs;
 use crate::config::{Config, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR};
-use crate::daemon::protocol::{call, ClientError, EventRow, Reply, Request};
-use crate::daemon::report;
+use crate::protocol::report;
+use crate::protocol::{call, ClientError, EventRow, Reply, Request};
 use crate::state::now_millis;
 
 /// How long a quick request (status, events, suspend) may take.

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use super::control::{ask, print_reply, QUICK};
 use super::DaemonArgs;
 use crate::config::Config;
-use crate::daemon::protocol::{ClientError, Reply, Request};
 use crate::observe::Metrics;
+use crate::protocol::{ClientError, Reply, Request};
 use crate::state::Store;
 
 pub fn metrics(daemon: &DaemonArgs) -> anyhow::Result<ExitCode> {

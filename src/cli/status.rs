@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::{Output, StatusArgs};
 use crate::config::{Config, DEFAULT_STATE_DIR};
-use crate::daemon::protocol::{call, ClientError, Reply, Request, StatusReport, UnitRow};
-use crate::daemon::report::status_report;
+use crate::protocol::report::status_report;
+use crate::protocol::{call, ClientError, Reply, Request, StatusReport, UnitRow};
 use crate::state::{now_millis, Store};
 
 /// How often `--watch` prints again.

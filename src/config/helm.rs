@@ -128,6 +128,11 @@ pub struct HelmRelease {
     pub deletion_policy: super::DeletionPolicy,
 }
 
+impl HelmRelease {
+    /// The kind in events, status and the CLI: `helm_release/NAME`.
+    pub const KIND: &'static str = "helm_release";
+}
+
 /// `drift_detection.mode`: what kedge does when a release's objects are
 /// changed in the cluster (Flux's default: disabled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,7 +156,7 @@ impl std::fmt::Display for Dependency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Dependency::Kustomization(name) => write!(f, "kustomization/{name}"),
-            Dependency::HelmRelease(name) => write!(f, "helm_release/{name}"),
+            Dependency::HelmRelease(name) => write!(f, "{}/{name}", HelmRelease::KIND),
         }
     }
 }

@@ -17,10 +17,8 @@ use crate::reconcile::runner::unit_key;
 use crate::reconcile::{helmrelease, Request as RunnerRequest};
 use crate::state::{self, Event, Severity, Store};
 
-use super::protocol::{parse_object, Reply, Request};
-use super::report;
-use super::socket::Call;
 use super::units::{Units, RELEASE_PREFIX};
+use crate::protocol::{parse_object, report, Call, Reply, Request};
 
 /// How often a waiting request looks at the state for the outcome.
 const POLL: Duration = Duration::from_millis(20);

@@ -26,16 +26,10 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use super::protocol::{Reply, Request, MAX_REQUEST, REQUEST_DEADLINE};
+use crate::protocol::{Call, Reply, Request, MAX_REQUEST, REQUEST_DEADLINE};
 
 /// The socket's mode: owner and group read and write, nobody else.
 pub const SOCKET_MODE: u32 = 0o660;
-
-/// A request from the CLI and where its reply goes.
-pub struct Call {
-    pub request: Request,
-    pub reply: oneshot::Sender<Reply>,
-}
 
 /// Errors of setting up the socket.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +285,7 @@ mod tests {
         });
         let client_path = path.clone();
         let reply = tokio::task::spawn_blocking(move || {
-            super::super::protocol::call(
+            crate::protocol::call(
                 &client_path,
                 &Request::Status,
                 std::time::Duration::from_secs(5),

@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::http::{self, Handler, Received, Reply};
 use super::metrics::CONTENT_TYPE;
-use crate::daemon::protocol::{self, Request};
-use crate::daemon::socket::Call;
+use crate::protocol::Call;
+use crate::protocol::{self, Request};
 
 /// The largest request body `/metrics` reads (a GET has none).
 pub const MAX_BODY: usize = 1024;

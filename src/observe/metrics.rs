@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::daemon::report::status_report;
+use crate::protocol::report::status_report;
 use crate::state::{self, Store};
 
 use super::process::ProcessCollector;

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Receiver};
-use crate::daemon::socket::Call;
+use crate::protocol::Call;
 use crate::state::Store;
 
 /// Failures of starting an endpoint.

@@ -26,8 +26,8 @@ use super::endpoint::ask;
 use super::http::{self, Handler, Received, Reply};
 use super::rate::RateLimit;
 use crate::config::{Receiver, ReceiverKind};
-use crate::daemon::protocol::{self, Request};
-use crate::daemon::socket::Call;
+use crate::protocol::Call;
+use crate::protocol::{self, Request};
 use crate::source::store::hex;
 
 /// The largest request body a receiver reads.

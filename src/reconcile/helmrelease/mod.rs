@@ -38,7 +38,7 @@ use crate::state::{self, Event, HelmReleaseStatus, Severity};
 use plan::{Desired, LastAction, Observed, Plan, ReleaseStatus, Snapshot, UpgradeStrategy};
 
 /// The kind in events, status and the CLI: `helm_release/NAME`.
-pub const KIND: &str = "helm_release";
+pub const KIND: &str = crate::config::HelmRelease::KIND;
 /// The `kedge.dev/kind` label value of a release's objects.
 pub const OWNER_KIND: &str = "HelmRelease";
 /// How soon a release waiting for a dependency or its chart looks again.

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+pub mod report;
 
 /// The longest request line the daemon reads, in bytes.
 pub const MAX_REQUEST: u64 = 64 * 1024;
@@ -67,6 +70,13 @@ pub enum Request {
     },
     /// The Prometheus text of `/metrics`.
     Metrics,
+}
+
+/// A request inside the process (from the control socket or an HTTP
+/// endpoint) and where its reply goes.
+pub struct Call {
+    pub request: Request,
+    pub reply: oneshot::Sender<Reply>,
 }
 
 /// The daemon's answer.

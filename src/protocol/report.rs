@@ -2,11 +2,10 @@
 //! and the config: the same for the daemon's socket and for the CLI
 //! reading the database while the daemon is stopped.
 
-use crate::config::{Config, SourceRef};
-use crate::reconcile::helmrelease::KIND;
+use crate::config::{Config, HelmRelease, SourceRef};
 use crate::state::{self, Event, KustomizationStatus, SourceStatus, Store};
 
-use super::protocol::{parse_object, EventRow, ProblemRow, StatusReport, UnitRow};
+use super::{parse_object, EventRow, ProblemRow, StatusReport, UnitRow};
 
 /// Whether the source of `status` is in `config`.
 fn is_configured(config: &Config, status: &SourceStatus) -> bool {
@@ -117,11 +116,11 @@ fn release_rows(
                 || r.reason == state::REMOVAL_PENDING
         })
         .map(|r| UnitRow {
-            kind: KIND.into(),
+            kind: HelmRelease::KIND.into(),
             name: r.name.clone(),
             revision: r.last_applied_revision.clone(),
             ready: r.ready,
-            suspended: suspended(KIND, &r.name),
+            suspended: suspended(HelmRelease::KIND, &r.name),
             reason: r.reason.clone(),
             message: r.message.clone(),
             since: r.last_attempt_at,
@@ -131,9 +130,9 @@ fn release_rows(
         match rows.iter_mut().find(|r| &r.name == name) {
             Some(row) => row.suspended |= release.suspend,
             None => rows.push(never_run(
-                KIND,
+                HelmRelease::KIND,
                 name,
-                release.suspend || suspended(KIND, name),
+                release.suspend || suspended(HelmRelease::KIND, name),
                 "not reconciled yet",
             )),
         }
