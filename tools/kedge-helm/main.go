@@ -367,7 +367,7 @@ func install(ctx context.Context, cfg *action.Configuration, req *Request) (Resu
 		return Result{}, err
 	}
 	if req.CRDs == "CreateReplace" {
-		if err := applyCRDs(cfg, loaded); err != nil {
+		if err := applyCRDs(cfg, loaded, true); err != nil {
 			return Result{}, err
 		}
 	}
@@ -383,7 +383,7 @@ func upgrade(ctx context.Context, cfg *action.Configuration, req *Request) (Resu
 	}
 	// Helm never touches crds/ on upgrade; Flux's Create and CreateReplace do.
 	if req.CRDs == "Create" || req.CRDs == "CreateReplace" {
-		if err := applyCRDs(cfg, loaded); err != nil {
+		if err := applyCRDs(cfg, loaded, req.CRDs == "CreateReplace"); err != nil {
 			return Result{}, err
 		}
 	}
