@@ -607,6 +607,44 @@ async fn drift(
     Ok(inventory)
 }
 
+/// A release as `kedge build` shows it and `kedge diff` compares it.
+pub struct Rendered {
+    /// The chart's revision (its version) it was rendered at.
+    pub chart_revision: String,
+    /// The release's objects, each in a namespace.
+    pub objects: Vec<serde_json::Value>,
+    /// Hook manifests (tests included), as Helm renders them.
+    pub hooks: Vec<String>,
+}
+
+/// Renders `release` as an install or upgrade now would (server-side
+/// dry-run, values, post-renderers, kedge's labels), at the chart's
+/// current artifact. Nothing is applied or stored.
+pub async fn render(rc: &ReleaseContext, release: &HelmRelease) -> Result<Rendered, Error> {
+    let helper = helper(rc)?;
+    let chart = chart_artifact(rc, release)?;
+    let values = values::compose(&rc.ctx.manager, release, &chart.path).await?;
+    let (installed, _) = status(rc, &helper, release).await?;
+    let is_upgrade = installed.is_some();
+    let mut request = request(rc, release, Op::Render, Some(chart.path.as_path()), values);
+    request.is_upgrade = is_upgrade;
+    request.crds = Some(crd_policy(if is_upgrade {
+        release.upgrade.crds
+    } else {
+        release.install.crds
+    }));
+    let outcome = run(&helper, release, &request).await?;
+    Ok(Rendered {
+        chart_revision: chart.revision,
+        objects: manifest_objects(rc, release, &outcome.manifest).await?,
+        hooks: outcome
+            .hooks
+            .into_iter()
+            .map(|hook| hook.manifest)
+            .collect(),
+    })
+}
+
 /// `drift_detection.ignore`, compiled as a kustomization's rules are.
 pub fn drift_ignore(release: &HelmRelease) -> Result<DriftIgnore, Error> {
     Ok(overlay::drift_ignore(&release.drift_ignore)?)
