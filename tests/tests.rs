@@ -37,6 +37,8 @@ mod kustomization_run;
 mod kustomization_drift;
 // Flux's Kustomization fields under `kedge run`: target namespace, prefix, suffix, patches, images, components, common metadata.
 mod kustomization_flux_fields;
+// A fleet repository written for Flux, under its Flux Kustomization's fields as a kedge table.
+mod flux_fleet;
 // SOPS decryption against files encrypted by the real sops CLI, and under `kedge run`.
 mod postbuild_sops;
 // Post-build variable substitution under `kedge run`: config, ConfigMap, Secret and file variables, strict.
