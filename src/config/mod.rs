@@ -383,6 +383,16 @@ impl SourceKind {
         }
     }
 
+    /// The kind of Flux's object that plays this part (alerts name it).
+    pub fn flux_kind(self) -> &'static str {
+        match self {
+            SourceKind::Git => "GitRepository",
+            SourceKind::Helm => "HelmRepository",
+            SourceKind::Chart => "HelmChart",
+            SourceKind::Bucket => "Bucket",
+        }
+    }
+
     /// Flux's condition reason when a fetch of this kind fails.
     pub fn fetch_failed_reason(self) -> &'static str {
         match self {

@@ -224,6 +224,15 @@ pub enum Error {
         url: String,
         message: String,
     },
+    /// A registry request failed: connect, TLS, authentication, a missing
+    /// manifest, a blob that is not what its manifest says.
+    #[error("source {source_name}: {url}: {message}")]
+    Registry {
+        kind: SourceKind,
+        source_name: String,
+        url: String,
+        message: String,
+    },
     /// A chart is not usable: no version in range, not a chart, a
     /// dependency not vendored.
     #[error("chart {source_name}: {message}")]
@@ -298,7 +307,8 @@ impl Error {
         match self {
             Error::Timeout { kind, .. }
             | Error::Stalled { kind, .. }
-            | Error::Helm { kind, .. } => kind.fetch_failed_reason(),
+            | Error::Helm { kind, .. }
+            | Error::Registry { kind, .. } => kind.fetch_failed_reason(),
             Error::Chart { .. } => "ChartPackageFailed",
             Error::UpstreamNotReady { .. } => "DependencyNotReady",
             // Flux's reason when a source's secret cannot be used, of any kind.
