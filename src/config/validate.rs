@@ -143,6 +143,7 @@ impl Checker<'_> {
             .bucket
             .keys()
             .map(|name| (SourceKind::Bucket.table(), name));
+        let oci = raw.oci.keys().map(|name| (SourceKind::Oci.table(), name));
         let helm = raw
             .helm_repository
             .keys()
@@ -152,7 +153,7 @@ impl Checker<'_> {
             .keys()
             .map(|name| (SourceKind::Chart.table(), name));
         self.at_most(
-            git.chain(bucket).chain(helm).chain(chart),
+            git.chain(bucket).chain(oci).chain(helm).chain(chart),
             MAX_SOURCES,
             "sources",
         );
@@ -179,6 +180,13 @@ impl Checker<'_> {
             self.name(&name, &key);
             if let Some(source) = self.bucket_source(name.get_ref(), &key, source) {
                 sources.insert(source.source_ref(), Source::Bucket(source));
+            }
+        }
+        for (name, source) in raw.oci {
+            let key = format!("{}.{}", SourceKind::Oci.table(), name.get_ref());
+            self.name(&name, &key);
+            if let Some(source) = self.oci_source(name.get_ref(), &key, source) {
+                sources.insert(source.source_ref(), Source::Oci(source));
             }
         }
         let mut referenced = validate_helm::referenced_charts(&raw.helm_chart, &raw.helm_release);

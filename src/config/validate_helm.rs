@@ -372,11 +372,7 @@ impl Checker<'_> {
             );
             return None;
         }
-        let valid = digest
-            .get_ref()
-            .strip_prefix("sha256:")
-            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-        if !valid {
+        if !is_sha256_digest(digest.get_ref()) {
             self.problem(
                 digest.span(),
                 &field,
@@ -386,6 +382,13 @@ impl Checker<'_> {
         }
         Some(Some(digest.get_ref().to_ascii_lowercase()))
     }
+}
+
+/// `sha256:` and 64 hex digits: how OCI names a manifest.
+pub(super) fn is_sha256_digest(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A chart name is a path part of the repository's URLs: nothing that
