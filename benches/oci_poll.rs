@@ -143,6 +143,23 @@ fn median(polls: &mut [Poll]) -> Poll {
     polls[polls.len() / 2]
 }
 
+/// One no-change poll of `side`; `counted` reads (requests, bytes) so far.
+fn poll(side: &Side, status: &SourceStatus, counted: impl Fn() -> (u64, u64)) -> Poll {
+    let before = counted();
+    let start = Instant::now();
+    let outcome = side.sync(Some(status));
+    let time = start.elapsed();
+    assert!(matches!(outcome, SyncOutcome::Unchanged { .. }));
+    // Logs and counters are written as requests finish: let them settle.
+    std::thread::sleep(Duration::from_millis(50));
+    let after = counted();
+    Poll {
+        time,
+        requests: after.0 - before.0,
+        bytes: after.1 - before.1,
+    }
+}
+
 /// HTTP requests the registry logged so far.
 fn registry_requests(registry: &support::registry::Registry) -> u64 {
     registry
@@ -209,48 +226,22 @@ fn main() {
     let pinned_status = pinned.sync(None).as_status("oci", "edge");
 
     let (mut git_polls, mut oci_polls, mut pinned_polls) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let before = (
+    let git_counted = || {
+        (
             git_counters.connections.load(Ordering::Relaxed),
             git_counters.bytes.load(Ordering::Relaxed),
-        );
-        let start = Instant::now();
-        let outcome = git.sync(Some(&git_status));
-        let time = start.elapsed();
-        assert!(matches!(outcome, SyncOutcome::Unchanged { .. }));
-        std::thread::sleep(Duration::from_millis(50));
-        git_polls.push(Poll {
-            time,
-            requests: git_counters.connections.load(Ordering::Relaxed) - before.0,
-            bytes: git_counters.bytes.load(Ordering::Relaxed) - before.1,
-        });
-
-        let before = (
+        )
+    };
+    let oci_counted = || {
+        (
             registry_requests(&registry),
             oci_counters.bytes.load(Ordering::Relaxed),
-        );
-        let start = Instant::now();
-        let outcome = oci.sync(Some(&oci_status));
-        let time = start.elapsed();
-        assert!(matches!(outcome, SyncOutcome::Unchanged { .. }));
-        // The registry logs a request as it finishes: let it settle.
-        std::thread::sleep(Duration::from_millis(50));
-        oci_polls.push(Poll {
-            time,
-            requests: registry_requests(&registry) - before.0,
-            bytes: oci_counters.bytes.load(Ordering::Relaxed) - before.1,
-        });
-
-        let before = registry_requests(&registry);
-        let start = Instant::now();
-        let outcome = pinned.sync(Some(&pinned_status));
-        let time = start.elapsed();
-        assert!(matches!(outcome, SyncOutcome::Unchanged { .. }));
-        pinned_polls.push(Poll {
-            time,
-            requests: registry_requests(&registry) - before,
-            bytes: 0,
-        });
+        )
+    };
+    for _ in 0..runs {
+        git_polls.push(poll(&git, &git_status, git_counted));
+        oci_polls.push(poll(&oci, &oci_status, oci_counted));
+        pinned_polls.push(poll(&pinned, &pinned_status, oci_counted));
     }
     let (git_poll, oci_poll) = (median(&mut git_polls), median(&mut oci_polls));
     println!("no-change poll, {FILES} files (~1 KiB), median of {runs} polls");

@@ -23,6 +23,7 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config as BlobConfig, Ima
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use crate::support::artifact_files;
 use crate::support::git::{openssl, test_ca};
 use crate::support::registry::{self, Registry};
 
@@ -134,28 +135,6 @@ fn plain_table(registry: &Registry, repository: &str, extra: &str) -> String {
     )
 }
 
-/// The files of an artifact: path → content.
-fn files_of(artifact: &source::Artifact) -> BTreeMap<String, String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    source::extract_verified(artifact, dir.path()).expect("artifact unpacks");
-    let mut files = BTreeMap::new();
-    collect(dir.path(), dir.path(), &mut files);
-    files
-}
-
-fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) {
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            collect(root, &path, files);
-        } else {
-            let relative = path.strip_prefix(root).expect("inside");
-            let content = std::fs::read_to_string(&path).expect("read file");
-            files.insert(relative.to_string_lossy().into_owned(), content);
-        }
-    }
-}
-
 /// One request the registry served.
 #[derive(Debug)]
 struct Served {
@@ -201,7 +180,7 @@ fn a_pushed_artifact_is_pulled_and_an_unchanged_poll_is_one_head_and_no_download
         .iter()
         .map(|(p, c)| (p.to_string(), c.to_string()))
         .collect();
-    assert_eq!(files_of(&artifact), expected, ".git is left out");
+    assert_eq!(artifact_files(&artifact), expected, ".git is left out");
 
     let before = served(&registry).len();
     assert_eq!(syncer.unchanged(), artifact);
@@ -219,7 +198,10 @@ fn a_pushed_artifact_is_pulled_and_an_unchanged_poll_is_one_head_and_no_download
     let again = push_plain(&registry, "fleet/edge:latest", files.path());
     let changed = syncer.new_artifact();
     assert_eq!(changed.revision, format!("latest@{}", digest_of(&again)));
-    assert_eq!(files_of(&changed)["apps/a.yaml"], "kind: ConfigMap # 2\n");
+    assert_eq!(
+        artifact_files(&changed)["apps/a.yaml"],
+        "kind: ConfigMap # 2\n"
+    );
 }
 
 #[test]
@@ -305,7 +287,7 @@ fn semver_picks_the_highest_tag_in_range_and_a_digest_pins_one_manifest() {
     ));
     let artifact = ranged.new_artifact();
     assert_eq!(artifact.revision, format!("v1.1.0@{}", digests["v1.1.0"]));
-    assert_eq!(files_of(&artifact)["version.txt"], "v1.1.0");
+    assert_eq!(artifact_files(&artifact)["version.txt"], "v1.1.0");
 
     let pinned_digest = &digests["v1.0.0"];
     let mut pinned = Syncer::new(&plain_table(
@@ -315,7 +297,7 @@ fn semver_picks_the_highest_tag_in_range_and_a_digest_pins_one_manifest() {
     ));
     let artifact = pinned.new_artifact();
     assert_eq!(&artifact.revision, pinned_digest);
-    assert_eq!(files_of(&artifact)["version.txt"], "v1.0.0");
+    assert_eq!(artifact_files(&artifact)["version.txt"], "v1.0.0");
     let before = served(&registry).len();
     assert_eq!(pinned.unchanged(), artifact);
     assert_eq!(
@@ -379,7 +361,7 @@ fn an_htpasswd_registry_over_tls_needs_the_credentials_for_push_and_pull() {
     )));
     let artifact = syncer.new_artifact();
     assert_eq!(artifact.revision, format!("v1@{}", digest_of(&pushed)));
-    assert_eq!(files_of(&artifact).len(), SAMPLE.len());
+    assert_eq!(artifact_files(&artifact).len(), SAMPLE.len());
     let status = format!("{:?}", syncer.status);
     assert!(!status.contains("s3cret"), "{status}");
 }
@@ -591,7 +573,7 @@ fn a_layer_climbing_out_or_of_another_media_type_is_refused_and_copy_keeps_it_wh
     ));
     let artifact = copy.new_artifact();
     assert_eq!(
-        files_of(&artifact),
+        artifact_files(&artifact),
         BTreeMap::from([("bundle.json".to_string(), "{\"a\":1}".to_string())])
     );
     let mut extract = Syncer::new(&plain_table(
@@ -607,7 +589,9 @@ fn a_layer_climbing_out_or_of_another_media_type_is_refused_and_copy_keeps_it_wh
 /// control plane, a new push brought by `kedge reconcile source oci/NAME`.
 #[tokio::test(flavor = "multi_thread")]
 async fn kedge_run_applies_an_oci_artifact_and_a_new_push() {
-    use crate::kustomization_run::{configmap, value_of, Daemon};
+    use crate::bucket_source::configmap_becomes;
+    use crate::kustomization_run::{configmap, Daemon};
+    use crate::support::kedge_cli;
     use crate::support::{cluster, TestNamespace};
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "oci-run").await;
@@ -636,39 +620,18 @@ async fn kedge_run_applies_an_oci_artifact_and_a_new_push() {
             .spawn()
             .expect("kedge run"),
     );
-    let becomes = |value: &'static str| {
-        let (client, namespace, log_path) = (client.clone(), ns.name.clone(), log_path.clone());
-        async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            while value_of(&client, &namespace, "a").await.as_deref() != Some(value) {
-                if std::time::Instant::now() > deadline {
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    panic!("configmap a = {value} not applied within 60s; log:\n{log}");
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    };
-    becomes("one").await;
+    configmap_becomes(&client, &ns.name, "one", &log_path).await;
 
     std::fs::write(files.path().join("apps/a.yaml"), configmap("a", "two")).expect("edit");
     tokio::task::block_in_place(|| push_plain(&registry, "fleet/edge:latest", files.path()));
-    let output = Command::new(env!("CARGO_BIN_EXE_kedge"))
-        .args(["reconcile", "source", "oci/edge", "--config"])
-        .arg(&config)
-        .output()
-        .expect("kedge reconcile");
+    let output = kedge_cli(&config, &["reconcile", "source", "oci/edge"]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    becomes("two").await;
-    let status = Command::new(env!("CARGO_BIN_EXE_kedge"))
-        .args(["status", "--config"])
-        .arg(&config)
-        .output()
-        .expect("kedge status");
+    configmap_becomes(&client, &ns.name, "two", &log_path).await;
+    let status = kedge_cli(&config, &["status"]);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(
         shown.contains("oci/edge") && shown.contains("latest@sha256:"),

@@ -675,15 +675,29 @@ impl Checker<'_> {
     /// Every credential of a plain http:// URL would cross the network
     /// unencrypted: refused.
     fn no_clear_text_credentials(&mut self, key: &str, raw: &RawGitSource) {
-        for (value, field) in [
-            (&raw.password_file, "password_file"),
-            (&raw.bearer_token_file, "bearer_token_file"),
-        ] {
+        self.not_over_plain_http(
+            key,
+            &[
+                (&raw.password_file, "password_file"),
+                (&raw.bearer_token_file, "bearer_token_file"),
+            ],
+        );
+    }
+
+    /// Refuses each of `fields` of table `key` that is given: over plain
+    /// HTTP a secret would cross the network readable, and a CA or client
+    /// certificate would do nothing.
+    pub(super) fn not_over_plain_http(
+        &mut self,
+        key: &str,
+        fields: &[(&Option<Spanned<String>>, &str)],
+    ) {
+        for (value, field) in fields {
             if let Some(value) = value {
                 self.problem(
                     value.span(),
                     &format!("{key}.{field}"),
-                    format!("{field} would be sent in clear text over http://: use https"),
+                    format!("{field} is not used over plain HTTP (it would travel in clear text): use https"),
                 );
             }
         }

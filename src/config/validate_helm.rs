@@ -174,20 +174,15 @@ impl Checker<'_> {
     /// Credentials over plain HTTP would cross the network readable:
     /// refused, as for Git.
     fn no_clear_text_helm_secrets(&mut self, key: &str, raw: &RawHelmRepository) {
-        for (value, field) in [
-            (&raw.password_file, "password_file"),
-            (&raw.bearer_token_file, "bearer_token_file"),
-            (&raw.ca_file, "ca_file"),
-            (&raw.cert_file, "cert_file"),
-        ] {
-            if let Some(value) = value {
-                self.problem(
-                    value.span(),
-                    &format!("{key}.{field}"),
-                    format!("{field} is not used over plain HTTP: use https"),
-                );
-            }
-        }
+        self.not_over_plain_http(
+            key,
+            &[
+                (&raw.password_file, "password_file"),
+                (&raw.bearer_token_file, "bearer_token_file"),
+                (&raw.ca_file, "ca_file"),
+                (&raw.cert_file, "cert_file"),
+            ],
+        );
     }
 
     pub(super) fn helm_chart(

@@ -49,18 +49,13 @@ impl Checker<'_> {
         );
         let insecure = raw.insecure.as_ref().is_some_and(|i| *i.get_ref());
         if insecure {
-            for (value, field) in [
-                (&raw.password_file, "password_file"),
-                (&raw.ca_file, "ca_file"),
-            ] {
-                if let Some(value) = value {
-                    self.problem(
-                        value.span(),
-                        &format!("{key}.{field}"),
-                        format!("{field} is not used over plain HTTP (insecure = true): use https"),
-                    );
-                }
-            }
+            self.not_over_plain_http(
+                key,
+                &[
+                    (&raw.password_file, "password_file"),
+                    (&raw.ca_file, "ca_file"),
+                ],
+            );
         }
         let layer_selector = match &raw.layer_selector {
             Some(selector) => self.layer_selector(selector, &format!("{key}.layer_selector")),
