@@ -17,6 +17,7 @@
 mod support {
     #![allow(dead_code)]
     pub mod git;
+    pub mod http_server;
     pub mod registry;
 }
 
