@@ -451,18 +451,12 @@ fn split_tag(url: &str) -> (&str, &str) {
 
 /// The deterministic `tar.gz` of the files under `dir` (no `.git`).
 fn directory_layer(dir: &Path) -> Result<Vec<u8>> {
-    let temp = std::env::temp_dir().join(format!(
-        "kedge-push-{}-{}.tar.gz",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let built = ArtifactWriter::create(&temp, Limits::default(), PUSH).and_then(|mut writer| {
-        archive::append_directory(dir, &mut writer)?;
-        writer.finish()
-    });
-    let read = built.and_then(|_| std::fs::read(&temp).map_err(super::io_error("reading", &temp)));
-    let _ = std::fs::remove_file(&temp);
-    read
+    let temp = tempfile::NamedTempFile::new()
+        .map_err(super::io_error("creating a file in", &std::env::temp_dir()))?;
+    let mut writer = ArtifactWriter::create(temp.path(), Limits::default(), PUSH)?;
+    archive::append_directory(dir, &mut writer)?;
+    writer.finish()?;
+    std::fs::read(temp.path()).map_err(super::io_error("reading", temp.path()))
 }
 
 #[cfg(test)]
