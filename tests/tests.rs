@@ -23,6 +23,8 @@ mod helm_sources;
 mod helm_release;
 // Bucket sources against versitygw (SigV4) on loopback: polls, changes, prefix, ignore, faults, limits, end to end.
 mod bucket_source;
+// OCI artifact sources against docker-registry on loopback: push, pull, polls, refs, auth, cosign signatures, end to end.
+mod oci_source;
 // Git sources over smart HTTP (git http-backend) with Basic auth.
 mod git_http;
 // Git sources over SSH (Debian's sshd on loopback) with strict host key checking.
