@@ -91,9 +91,17 @@ async fn a_repository_written_for_flux_converges_under_its_flux_kustomization_fi
     let data = settings.data.clone().unwrap_or_default();
     let get = |key: &str| data.get(key).map(String::as_str);
     assert_eq!(get("patched"), Some("yes"), "patch with a target");
-    assert_eq!(get("region"), Some("eu-west"), "substitute_from a ConfigMap");
+    assert_eq!(
+        get("region"),
+        Some("eu-west"),
+        "substitute_from a ConfigMap"
+    );
     assert_eq!(get("greeting"), Some("hello"), "${{var:-default}}");
-    assert_eq!(get("literal"), Some("${not_substituted}"), "$${{var}} escape");
+    assert_eq!(
+        get("literal"),
+        Some("${not_substituted}"),
+        "$${{var}} escape"
+    );
     let labels = settings.metadata.labels.clone().unwrap_or_default();
     assert_eq!(labels.get("team").map(String::as_str), Some("edge"));
     configmaps
@@ -104,9 +112,16 @@ async fn a_repository_written_for_flux_converges_under_its_flux_kustomization_fi
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let web = deployments.get("edge-web").await.expect("deployment");
     let web_labels = web.metadata.labels.clone().unwrap_or_default();
-    assert_eq!(web_labels.get("cluster").map(String::as_str), Some("edge-1"));
+    assert_eq!(
+        web_labels.get("cluster").map(String::as_str),
+        Some("edge-1")
+    );
     let spec = web.spec.clone().expect("spec");
-    assert_eq!(spec.replicas, Some(2), "an unquoted variable keeps its type");
+    assert_eq!(
+        spec.replicas,
+        Some(2),
+        "an unquoted variable keeps its type"
+    );
     let image = spec.template.spec.expect("pod spec").containers[0]
         .image
         .clone();
@@ -115,18 +130,27 @@ async fn a_repository_written_for_flux_converges_under_its_flux_kustomization_fi
     // Decrypted first, then substituted, as Flux does.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let db = secrets.get("edge-db").await.expect("secret");
-    let password = db.data.unwrap_or_default().remove("password").expect("password");
+    let password = db
+        .data
+        .unwrap_or_default()
+        .remove("password")
+        .expect("password");
     assert_eq!(password.0, b"hunter2-edge-1");
 
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns.name);
     let binding = bindings.get("edge-web").await.expect("role binding");
-    let subject_namespaces: Vec<Option<String>> = binding
+    let subjects: Vec<(String, Option<String>)> = binding
         .subjects
         .unwrap_or_default()
         .into_iter()
-        .map(|s| s.namespace)
+        .map(|s| (s.name, s.namespace))
         .collect();
-    assert_eq!(subject_namespaces, vec![Some(ns.name.clone())]);
+    let in_target = |name: &str| (name.to_string(), Some(ns.name.clone()));
+    assert_eq!(
+        subjects,
+        vec![in_target("edge-web"), in_target("default")],
+        "subjects follow the prefixed ServiceAccount into the target namespace"
+    );
 
     // Drift: replicas belong to an autoscaler by the ignore rule; an edit
     // of a declared value is reverted; an IfNotPresent object is left.
@@ -135,19 +159,34 @@ async fn a_repository_written_for_flux_converges_under_its_flux_kustomization_fi
         ..PatchParams::default()
     };
     deployments
-        .patch("edge-web", &scale, &Patch::Merge(json!({ "spec": { "replicas": 5 } })))
+        .patch(
+            "edge-web",
+            &scale,
+            &Patch::Merge(json!({ "spec": { "replicas": 5 } })),
+        )
         .await
         .expect("scale by hand");
     edit_key(&configmaps, "edge-once", "kubectl-edit", "edited").await;
     edit_key(&configmaps, "edge-settings", "kubectl-edit", "edited").await;
-    until_value(&client, &ns.name, "edge-settings", "declared", "drift reverted").await;
+    until_value(
+        &client,
+        &ns.name,
+        "edge-settings",
+        "declared",
+        "drift reverted",
+    )
+    .await;
     let replicas = deployments
         .get("edge-web")
         .await
         .expect("deployment")
         .spec
         .and_then(|s| s.replicas);
-    assert_eq!(replicas, Some(5), "ignored path kept the autoscaler's value");
+    assert_eq!(
+        replicas,
+        Some(5),
+        "ignored path kept the autoscaler's value"
+    );
     assert_eq!(
         value_of(&client, &ns.name, "edge-once").await.as_deref(),
         Some("edited"),

@@ -151,10 +151,18 @@ impl Checker<'_> {
     ) -> Option<SourceRef> {
         let source = self.configured_source(value, key, sources)?;
         if !source.kind.holds_files() {
+            let kinds: Vec<String> = SourceKind::ALL
+                .iter()
+                .filter(|k| k.holds_files())
+                .map(|k| format!("\"{}/NAME\"", k.as_str()))
+                .collect();
             self.problem(
                 value.span(),
                 key,
-                format!("{source} is not a source of files: name a \"git/NAME\" source"),
+                format!(
+                    "{source} is not a source of files: name a {} source",
+                    kinds.join(" or ")
+                ),
             );
             return None;
         }
