@@ -600,6 +600,7 @@ mod tests {
             },
             ignore: Vec::new(),
             suspend: false,
+            verify: None,
         };
         let command = ssh_command(&source, Path::new("/var/lib/kedge/ssh.log")).unwrap_or_default();
         assert!(
