@@ -19,6 +19,9 @@ mod cluster;
 #[path = "../tests/support/git.rs"]
 #[allow(dead_code)]
 mod git;
+#[path = "../tests/support/http_server.rs"]
+#[allow(dead_code)]
+mod http_server;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

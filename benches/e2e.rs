@@ -23,6 +23,9 @@ mod cluster;
 #[path = "../tests/support/git.rs"]
 #[allow(dead_code)]
 mod git;
+#[path = "../tests/support/http_server.rs"]
+#[allow(dead_code)]
+mod http_server;
 #[path = "common/kubectl.rs"]
 mod kubectl;
 

@@ -34,7 +34,11 @@ mod cluster;
 #[path = "../tests/support/git.rs"]
 #[allow(dead_code)]
 mod git;
+#[path = "../tests/support/http_server.rs"]
+#[allow(dead_code)]
+mod http_server;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,6 +54,9 @@ use serde_json::{json, Value};
 
 /// Objects per kustomization besides its Namespace.
 const CONFIGMAPS: usize = 20;
+/// A second floor's window, to tell whether the API server here is bound
+/// by its CPU (no faster with more in flight) or by round trips.
+const WIDE_IN_FLIGHT: usize = 128;
 /// Quiet time after all are Ready before idle RSS is read.
 const SETTLE: Duration = Duration::from_secs(15);
 
@@ -142,6 +149,48 @@ async fn server_watches(client: &Client) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// Requests the API server has answered, by verb (`PATCH dry-run` apart),
+/// from its /metrics (`apiserver_request_total`).
+async fn server_requests(client: &Client) -> BTreeMap<String, u64> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("metrics request");
+    let text = client.request_text(request).await.unwrap_or_default();
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = line[start..].find('"')? + start;
+        Some(line[start..end].to_string())
+    };
+    let mut counts = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let (Some(verb), Some((_, value))) = (label(line, "verb"), line.rsplit_once(' ')) else {
+            continue;
+        };
+        let dry_run = label(line, "dry_run").is_some_and(|d| !d.is_empty());
+        let key = if dry_run {
+            format!("{verb} dry-run")
+        } else {
+            verb
+        };
+        *counts.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0) as u64;
+    }
+    counts
+}
+
+/// What `after` counted beyond `before`, as "VERB n, …".
+fn requests_between(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    after
+        .iter()
+        .map(|(verb, n)| (verb, n - before.get(verb).copied().unwrap_or(0).min(*n)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(verb, n)| format!("{verb} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A field of /proc/PID/status, in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -201,14 +250,31 @@ struct Figures {
     count: usize,
     ready: Duration,
     floor: Duration,
+    /// The floor with [`WIDE_IN_FLIGHT`] requests in flight.
+    wide_floor: Duration,
     peak_mib: f64,
     idle_mib: f64,
+    /// Of which file-backed: mostly the binary's code.
+    idle_file_mib: f64,
+    /// CPU seconds the control plane spent on the floor.
+    floor_server_cpu: f64,
+    /// Requests the API server answered during the floor, and from kedge's
+    /// spawn until all were Ready.
+    floor_requests: String,
+    requests: String,
+    cpu_to_ready: Cpu,
     watches: u64,
     connections: usize,
     idle_cpu_percent: f64,
     /// With metrics and alerts: scrapes made in the idle window, their
     /// mean latency, and how long until every first alert was delivered.
     observed: Option<Observed>,
+}
+
+/// CPU seconds from kedge's spawn until all were Ready.
+struct Cpu {
+    kedge: f64,
+    server: f64,
 }
 
 struct Observed {
@@ -367,7 +433,14 @@ async fn measure(
     observe: Option<&Observe>,
 ) -> Figures {
     let floor_prefix = format!("floor{run}");
+    let server_pid = cluster::cluster().pid();
+    let server_cpu = cpu_seconds(server_pid);
+    let requests_before = server_requests(client).await;
     let floor = bare_apply(client, &floor_prefix, count, kedge::apply::MAX_IN_FLIGHT).await;
+    let floor_server_cpu = cpu_seconds(server_pid) - server_cpu;
+    let floor_requests = requests_between(&requests_before, &server_requests(client).await);
+    delete_namespaces(client, &floor_prefix).await;
+    let wide_floor = bare_apply(client, &floor_prefix, count, WIDE_IN_FLIGHT).await;
     delete_namespaces(client, &floor_prefix).await;
     let scratch = tempfile::tempdir().expect("temp dir");
     let root = scratch.path();
@@ -382,6 +455,8 @@ async fn measure(
         .expect("API server port");
     let watches_before = server_watches(client).await;
     let log = std::fs::File::create(root.join("kedge.log")).expect("log");
+    let server_cpu = cpu_seconds(server_pid);
+    let requests_before = server_requests(client).await;
     let started = Instant::now();
     let daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_kedge"))
@@ -405,6 +480,11 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ready = started.elapsed();
+    let cpu_to_ready = Cpu {
+        kedge: cpu_seconds(pid),
+        server: cpu_seconds(server_pid) - server_cpu,
+    };
+    let requests = requests_between(&requests_before, &server_requests(client).await);
     // Every kustomization's first outcome, and the source's, is an alert.
     let alerts_delivered = match observe {
         Some(observe) => {
@@ -421,6 +501,7 @@ async fn measure(
     };
     tokio::time::sleep(SETTLE).await;
     let idle_kib = status_kib(pid, "VmRSS:");
+    let idle_file_kib = status_kib(pid, "RssFile:");
     let watches = server_watches(client).await.saturating_sub(watches_before);
     let connections = connections(pid, port);
     let cpu_before = cpu_seconds(pid);
@@ -447,8 +528,14 @@ async fn measure(
         count,
         ready,
         floor,
+        wide_floor,
         peak_mib: mib(peak_kib),
         idle_mib: mib(idle_kib),
+        idle_file_mib: mib(idle_file_kib),
+        floor_server_cpu,
+        floor_requests,
+        requests,
+        cpu_to_ready,
         watches,
         connections,
         idle_cpu_percent,
@@ -494,13 +581,21 @@ fn print(f: &Figures, reference: &Figures) {
         format!(" ({:.3} MiB per kustomization)", per_k(f.idle_mib, f))
     };
     println!(
-        "{n} kustomizations ({objects} objects):\n  all Ready        {ready:7.2} s  = {ratio:.2}x the floor (bare SSA of the same objects, {inflight} in flight: {floor:.2} s)\n  RSS              idle {idle:.0} MiB{growth}, peak {peak:.0} MiB\n  API server       {watches} watches, {conns} TCP connections\n  idle CPU         {cpu:.2} % of a core",
+        "{n} kustomizations ({objects} objects):\n  all Ready        {ready:7.2} s  = {ratio:.2}x the floor (bare SSA of the same objects, {inflight} in flight: {floor:.2} s; {wide} in flight: {wide_floor:.2} s)\n  CPU until Ready  kedge {kcpu:.2} s, control plane {scpu:.2} s (the floor cost the control plane {fcpu:.2} s)\n  requests         until Ready: {requests}; floor: {floor_requests}\n  RSS              idle {idle:.0} MiB{growth} of which {file:.0} MiB file-backed (code), peak {peak:.0} MiB\n  API server       {watches} watches, {conns} TCP connections\n  idle CPU         {cpu:.2} % of a core",
         n = f.count,
         objects = f.count * (CONFIGMAPS + 1),
         ready = f.ready.as_secs_f64(),
         ratio = f.ready.as_secs_f64() / f.floor.as_secs_f64(),
         inflight = kedge::apply::MAX_IN_FLIGHT,
         floor = f.floor.as_secs_f64(),
+        wide = WIDE_IN_FLIGHT,
+        wide_floor = f.wide_floor.as_secs_f64(),
+        kcpu = f.cpu_to_ready.kedge,
+        scpu = f.cpu_to_ready.server,
+        fcpu = f.floor_server_cpu,
+        requests = f.requests,
+        floor_requests = f.floor_requests,
+        file = f.idle_file_mib,
         idle = f.idle_mib,
         peak = f.peak_mib,
         watches = f.watches,

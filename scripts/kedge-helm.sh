@@ -8,8 +8,4 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/go-build.sh"
 build() { go_build_cached kedge-helm "$root/tools/kedge-helm" "$root/target/kedge-helm"; }
-case "${1:-}" in
-  build) build >/dev/null ;;
-  path) build ;;
-  *) echo "usage: $0 build|path" >&2; exit 2 ;;
-esac
+go_tool_main "$@"

@@ -18,8 +18,4 @@ VERSION=v1.8.0
 . "$root/scripts/lib/go-build.sh"
 build() { go_install_cached versitygw "$MODULE" "$VERSION" "$out"; }
 
-case "${1:-}" in
-  build) build >/dev/null ;;
-  path) build ;;
-  *) echo "usage: $0 build|path" >&2; exit 2 ;;
-esac
+go_tool_main "$@"

@@ -15,8 +15,4 @@ VERSION=v3.13.3
 . "$root/scripts/lib/go-build.sh"
 build() { go_install_cached sops "$PACKAGE" "$VERSION" "$out"; }
 
-case "${1:-}" in
-  build) build >/dev/null ;;
-  path) build ;;
-  *) echo "usage: $0 build|path" >&2; exit 2 ;;
-esac
+go_tool_main "$@"

@@ -23,7 +23,6 @@ phase "build test control plane" scripts/testcluster.sh build
 phase "build kustomize oracle" scripts/kustomize-oracle.sh build
 phase "build Helm helper (kedge-helm)" scripts/kedge-helm.sh build
 phase "build helm CLI" scripts/helm-cli.sh build
-phase "build sops CLI" scripts/sops-cli.sh build
 phase "build S3 server (versitygw)" scripts/s3server.sh build
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --all-targets --locked -- -D warnings

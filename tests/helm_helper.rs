@@ -1,7 +1,8 @@
 //! kedge-helm, the Helm SDK helper, driven through `kedge::helm::Helper`
 //! against the test control plane and its simulated node: install, status,
-//! upgrade, rollback, test hooks, uninstall, a failed upgrade, and a
-//! release left pending by a killed helper.
+//! upgrade, rollback, test hooks, uninstall, a failed upgrade, a
+//! release left pending by a killed helper, and post-rendering by kedge
+//! over the helper's pipe.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -212,6 +213,48 @@ async fn a_release_left_pending_by_a_killed_helper_is_unlocked() {
     // And the release takes actions again.
     let upgraded = ok(&request(Op::Upgrade, "web", &ns.name)).await;
     assert_eq!(upgraded.release.map(|r| r.revision), Some(3));
+}
+
+#[tokio::test]
+async fn a_post_render_request_is_answered_by_kedge_over_the_same_pipe() {
+    let mut render = Request::new(Op::Render, "web", "default");
+    render.chart = Some(chart());
+    render.offline = true;
+    render.post_render = true;
+    let asked = std::sync::Mutex::new(0);
+    let retag = |manifest: &str| -> Result<String, String> {
+        *asked.lock().expect("count") += 1;
+        Ok(manifest.replace("registry.invalid/web:1.0", "registry.invalid/web:9.9"))
+    };
+    let outcome = helper()
+        .run_post_rendering(&render, &retag, std::future::pending())
+        .await
+        .unwrap_or_else(|err| panic!("render with kedge's post-renderer: {err}"));
+    assert!(
+        outcome.manifest.contains("image: registry.invalid/web:9.9"),
+        "{}",
+        outcome.manifest
+    );
+    assert_eq!(
+        *asked.lock().expect("count"),
+        1,
+        "one manifest, hooks included"
+    );
+
+    let refuse = |_: &str| -> Result<String, String> { Err("no such patch target".into()) };
+    let refused = helper()
+        .run_post_rendering(&render, &refuse, std::future::pending())
+        .await;
+    let message = match refused {
+        Err(Error::Failed { message, .. }) => message,
+        other => panic!("a post-renderer's error fails the action: {other:?}"),
+    };
+    assert!(message.contains("no such patch target"), "{message}");
+    // Without a post-renderer, kedge says so rather than hang.
+    let Err(Error::Failed { message, .. }) = run(&render).await else {
+        panic!("a post-render request without a post-renderer fails");
+    };
+    assert!(message.contains("no post-renderer"), "{message}");
 }
 
 #[tokio::test]

@@ -2,13 +2,16 @@
 //! its simulated node, with the chart in a Git source and the real `helm`
 //! CLI reading back what kedge did: install, upgrade on changed values,
 //! `helm rollback` by hand undone, a failing upgrade rolled back until
-//! retries run out, removal from the config uninstalling.
+//! retries run out, removal from the config uninstalling, drift and its
+//! ignore rules, post-renderers, `kedge build` and `kedge diff`, a failing
+//! test hook, the chart's CRDs under each policy, a renamed release, and a
+//! helper killed mid-upgrade.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::daemon_common::{stdout, Daemon, Setup};
+use crate::daemon_common::{stderr, stdout, Daemon, Setup};
 use crate::support::helm::helm_output;
 use crate::support::{built_tool, cluster, repo_root, TestNamespace};
 
@@ -29,14 +32,18 @@ struct Release {
     helm_home: tempfile::TempDir,
 }
 
+/// `[agent]`: the test control plane and the helper.
+fn agent_config() -> String {
+    format!(
+        "kubeconfig = {:?}\nhelm_helper = {:?}\nremoval_grace_period = \"1s\"\n",
+        cluster().kubeconfig.display().to_string(),
+        helper_path().display().to_string(),
+    )
+}
+
 impl Release {
     fn new(namespace: &str) -> Release {
-        let agent = format!(
-            "kubeconfig = {:?}\nhelm_helper = {:?}\nremoval_grace_period = \"1s\"\n",
-            cluster().kubeconfig.display().to_string(),
-            helper_path().display().to_string(),
-        );
-        let setup = Setup::new(&agent, "");
+        let setup = Setup::new(&agent_config(), "");
         let chart = repo_root().join("tests/fixtures/helm-release/web");
         let files = chart_files(&chart);
         let files: Vec<(&str, &str)> = files
@@ -53,17 +60,17 @@ impl Release {
 
     /// The config with `[helm_release.web]` given `extra` keys.
     fn configure(&self, extra: &str) {
+        self.configure_named("web", extra);
+    }
+
+    /// [`Release::configure`] with Helm's release name `release_name`.
+    fn configure_named(&self, release_name: &str, extra: &str) {
         let release = format!(
-            "[helm_release.web]\nchart = {{ source = \"git/fleet\", path = \"charts/web\" }}\ntarget_namespace = \"{}\"\nrelease_name = \"web\"\ninterval = \"3s\"\n{extra}",
+            "[helm_release.web]\nchart = {{ source = \"git/fleet\", path = \"charts/web\" }}\ntarget_namespace = \"{}\"\nrelease_name = \"{release_name}\"\ninterval = \"3s\"\n{extra}",
             self.namespace
         );
-        let agent = format!(
-            "kubeconfig = {:?}\nhelm_helper = {:?}\nremoval_grace_period = \"1s\"\n",
-            cluster().kubeconfig.display().to_string(),
-            helper_path().display().to_string(),
-        );
         self.setup
-            .replace_config(&self.setup.config_text(&agent, &release));
+            .replace_config(&self.setup.config_text(&agent_config(), &release));
     }
 
     fn helm(&self, args: &[&str]) -> String {
@@ -75,10 +82,14 @@ impl Release {
 
     /// `helm history web` as (revision, status, description) rows.
     fn history(&self) -> Vec<(u64, String, String)> {
+        self.history_of("web")
+    }
+
+    fn history_of(&self, release_name: &str) -> Vec<(u64, String, String)> {
         let kubeconfig = cluster().kubeconfig.display().to_string();
         let out = std::process::Command::new(crate::support::helm::binary())
             .args(["--kubeconfig", &kubeconfig, "-n", &self.namespace])
-            .args(["history", "web", "-o", "json"])
+            .args(["history", release_name, "-o", "json"])
             .env("HELM_CONFIG_HOME", self.helm_home.path().join("config"))
             .env("HELM_CACHE_HOME", self.helm_home.path().join("cache"))
             .env("HELM_DATA_HOME", self.helm_home.path().join("data"))
@@ -142,6 +153,31 @@ fn deployed(history: &[(u64, String, String)]) -> Option<u64> {
         .map(|(revision, _, _)| *revision)
 }
 
+/// The replicas the release's Deployment `web` has now.
+async fn replicas_of_web(
+    deployments: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+) -> Option<i32> {
+    deployments
+        .get("web")
+        .await
+        .ok()
+        .and_then(|d| d.spec)
+        .and_then(|s| s.replicas)
+}
+
+/// The labels of the release's Deployment `web`.
+async fn labels_of_web(
+    deployments: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+) -> std::collections::BTreeMap<String, String> {
+    deployments
+        .get("web")
+        .await
+        .expect("the release's Deployment")
+        .metadata
+        .labels
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn a_release_installs_upgrades_undoes_a_manual_rollback_and_is_uninstalled_when_removed() {
     let client = cluster().client().await;
@@ -190,14 +226,9 @@ async fn a_release_installs_upgrades_undoes_a_manual_rollback_and_is_uninstalled
     );
 
     // Removed from the config: uninstalled once the grace period passed.
-    release.setup.replace_config(&release.setup.config_text(
-        &format!(
-            "kubeconfig = {:?}\nhelm_helper = {:?}\nremoval_grace_period = \"1s\"\n",
-            cluster().kubeconfig.display().to_string(),
-            helper_path().display().to_string(),
-        ),
-        "",
-    ));
+    release
+        .setup
+        .replace_config(&release.setup.config_text(&agent_config(), ""));
     release.wait_history("the release uninstalled", |h| h.is_empty());
     let events = stdout(&release.setup.cli(&["events", "helm_release/web"]));
     assert!(events.contains("InstallSucceeded"), "{events}");
@@ -322,21 +353,8 @@ async fn drift_on_a_release_object_is_corrected_and_only_reported_in_warn_mode()
     release.setup.wait_ready();
     release.wait_history("the release installed", |h| deployed(h) == Some(1));
     let deployments = kube::Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    let replicas = || async {
-        deployments
-            .get("web")
-            .await
-            .ok()
-            .and_then(|d| d.spec)
-            .and_then(|s| s.replicas)
-    };
-    let labels = deployments
-        .get("web")
-        .await
-        .expect("the release's Deployment")
-        .metadata
-        .labels
-        .unwrap_or_default();
+    let replicas = || replicas_of_web(&deployments);
+    let labels = labels_of_web(&deployments).await;
     assert_eq!(
         labels.get("kedge.dev/name").map(String::as_str),
         Some("web")
@@ -389,5 +407,400 @@ async fn drift_on_a_release_object_is_corrected_and_only_reported_in_warn_mode()
             stdout(&release.setup.cli(&["events", "helm_release/web"])).contains("DriftDetected")
         });
     assert_eq!(replicas().await, Some(4), "warn leaves the change in place");
+    daemon.stop();
+}
+
+/// A test namespace, the release configured with `extra`, and `kedge run`
+/// once Helm shows revision 1 deployed.
+async fn installed(prefix: &str, extra: &str) -> (TestNamespace, Release, Daemon) {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    let release = Release::new(&ns.name);
+    release.configure(extra);
+    let daemon = release.setup.start(&[]);
+    release.setup.wait_ready();
+    release.wait_history("the release installed", |h| deployed(h) == Some(1));
+    (ns, release, daemon)
+}
+
+/// A server-side apply of `fields` to `kind`/`name` by another manager,
+/// forcing conflicts, as someone editing by hand.
+async fn edit_by_hand<K>(api: &kube::Api<K>, name: &str, fields: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let by_hand = kube::api::PatchParams::apply("someone").force();
+    api.patch(name, &by_hand, &kube::api::Patch::Apply(fields))
+        .await
+        .unwrap_or_else(|err| panic!("editing {name} by hand: {err}"));
+}
+
+#[tokio::test]
+async fn an_ignore_rule_keeps_replicas_changed_by_hand_while_other_drift_is_corrected() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    let rule = "{ paths = [\"/spec/replicas\"], target = { kind = \"Deployment\" } }";
+    let drift = format!("drift_detection = {{ mode = \"enabled\", ignore = [{rule}] }}\n");
+    let (ns, release, mut daemon) = installed("hr-ignore", &drift).await;
+    let client = cluster().client().await;
+    release
+        .setup
+        .wait_until("the release Ready (drift watch started)", BOUND, || {
+            release.status_line().contains("True")
+        });
+    let deployments = kube::Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let configs = kube::Api::<ConfigMap>::namespaced(client.clone(), &ns.name);
+    edit_by_hand(
+        &deployments,
+        "web",
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 5}}),
+    )
+    .await;
+    edit_by_hand(
+        &configs,
+        "web-config",
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"message": "by hand"}}),
+    )
+    .await;
+    let message = || async {
+        configs
+            .get("web-config")
+            .await
+            .ok()
+            .and_then(|c| c.data)
+            .and_then(|d| d.get("message").cloned())
+    };
+    crate::support::eventually(BOUND, "the ConfigMap's drift corrected", || async {
+        message().await.as_deref() == Some("hello")
+    })
+    .await;
+    let replicas = || replicas_of_web(&deployments);
+    assert_eq!(
+        replicas().await,
+        Some(5),
+        "the ignored field keeps its value"
+    );
+    // The interval's runs leave it too.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(replicas().await, Some(5), "still kept after more runs");
+    let events = stdout(&release.setup.cli(&["events", "helm_release/web"]));
+    assert!(events.contains("DriftCorrected"), "{events}");
+    daemon.stop();
+}
+
+/// `post_renderers` with a strategic merge patch of the Deployment and an
+/// image override to `tag`.
+fn post_renderers(tag: &str) -> String {
+    let patch = "apiVersion: apps/v1\\nkind: Deployment\\nmetadata:\\n  name: web\\n  labels:\\n    patched: by-kedge\\n";
+    format!(
+        "post_renderers = [{{ kustomize = {{ patches = [{{ patch = \"{patch}\", target = {{ kind = \"Deployment\" }} }}], images = [{{ name = \"registry.invalid/web\", new_tag = \"{tag}\" }}] }} }}]\n"
+    )
+}
+
+#[tokio::test]
+async fn post_renderers_patch_and_retag_the_release_and_changing_them_upgrades_it() {
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let (ns, release, mut daemon) = installed("hr-post", &post_renderers("2.0")).await;
+    let client = cluster().client().await;
+    let deployments = kube::Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let image = || async {
+        deployments
+            .get("web")
+            .await
+            .ok()
+            .and_then(|d| d.spec)
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+    };
+    assert_eq!(image().await.as_deref(), Some("registry.invalid/web:2.0"));
+    let labels = labels_of_web(&deployments).await;
+    assert_eq!(
+        labels.get("patched").map(String::as_str),
+        Some("by-kedge"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.get("kedge.dev/name").map(String::as_str),
+        Some("web"),
+        "kedge's own labels stay after the post-renderers"
+    );
+
+    // A changed post-renderer is a changed desired state: one upgrade.
+    release.configure(&post_renderers("3.0"));
+    release.wait_history("the upgrade for the new post-renderer", |h| {
+        deployed(h) == Some(2)
+    });
+    assert_eq!(image().await.as_deref(), Some("registry.invalid/web:3.0"));
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn build_and_diff_show_a_release_rendered_and_what_an_upgrade_would_change() {
+    let (ns, release, mut daemon) =
+        installed("hr-build", "values = { message = \"first\" }\n").await;
+
+    // Suspended with new values: the diff shows them, nothing is upgraded.
+    release.configure("suspend = true\nvalues = { message = \"second\" }\n");
+    release
+        .setup
+        .wait_until("the release suspended", BOUND, || {
+            release.status_line().contains("Suspended")
+                || release.status_line().contains("suspended")
+        });
+    let built = release.setup.cli(&["build", "helm_release/web"]);
+    let text = stdout(&built);
+    assert!(built.status.success(), "{text}{}", stderr(&built));
+    for expected in [
+        "kind: Deployment",
+        "name: web-config",
+        "message: second",
+        "kedge.dev/name: web",
+        &format!("namespace: {}", ns.name),
+        "helm.sh/hook: test",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+
+    let diff = release.setup.cli(&["diff", "helm_release/web"]);
+    let text = stdout(&diff);
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "a change exits 1: {text}{}",
+        stderr(&diff)
+    );
+    assert!(text.starts_with("helm_release/web at 1.0.0:"), "{text}");
+    assert!(text.contains("web-config would change"), "{text}");
+    assert!(
+        text.contains("data.message: \"first\" -> \"second\""),
+        "{text}"
+    );
+    assert_eq!(
+        deployed(&release.history()),
+        Some(1),
+        "the diff upgraded nothing"
+    );
+
+    let unknown = release.setup.cli(&["build", "helm_release/nope"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no helm_release/nope in the config"),
+        "{}",
+        stderr(&unknown)
+    );
+    daemon.stop();
+}
+
+#[tokio::test]
+async fn a_failing_test_hook_is_reported_and_remediated_as_configured() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "hr-test").await;
+    let release = Release::new(&ns.name);
+    release.configure(concat!(
+        "test = { enable = true }\n",
+        "install = { remediation = { retries = 1 } }\n",
+        "values = { testFate = \"fail\" }\n",
+    ));
+    let mut daemon = release.setup.start(&[]);
+    release.setup.wait_ready();
+    release.setup.wait_until(
+        "install retries exhausted",
+        Duration::from_secs(240),
+        || release.status_line().contains("retries exhausted"),
+    );
+    let status = release.status_line();
+    assert!(
+        status.contains("helm test of release web"),
+        "the status names the failed test: {status}"
+    );
+    // Each failed install (its test failed) was uninstalled, the last too.
+    assert!(release.history().is_empty(), "{:?}", release.history());
+    let events = stdout(&release.setup.cli(&["events", "helm_release/web"]));
+    assert_eq!(events.matches("InstallSucceeded").count(), 2, "{events}");
+    assert_eq!(events.matches("TestFailed").count(), 2, "{events}");
+    assert!(events.contains("UninstallSucceeded"), "{events}");
+    daemon.stop();
+}
+
+/// A namespaced CRD of the test's own group, with a printer column when
+/// `column` is set.
+fn widget_crd(group: &str, column: bool) -> String {
+    let columns = if column {
+        "      additionalPrinterColumns:\n        - name: Size\n          type: string\n          jsonPath: .spec.size\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{group}\nspec:\n  group: {group}\n  names:\n    kind: Widget\n    listKind: WidgetList\n    plural: widgets\n    singular: widget\n  scope: Namespaced\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema:\n        openAPIV3Schema:\n          type: object\n          x-kubernetes-preserve-unknown-fields: true\n{columns}"
+    )
+}
+
+#[tokio::test]
+async fn the_chart_s_crds_are_skipped_created_or_replaced_as_each_policy_says() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "hr-crds").await;
+    let release = Release::new(&ns.name);
+    let group = format!("{}.kedge.test", ns.name);
+    let crd_name = format!("widgets.{group}");
+    let plain = widget_crd(&group, false);
+    release.setup.repo.commit(
+        &[("charts/web/crds/widgets.yaml", plain.as_str())],
+        "the chart's CRD",
+    );
+    let crds = kube::Api::<CustomResourceDefinition>::all(client.clone());
+    let columns = || async {
+        crds.get_opt(&crd_name).await.ok().flatten().map(|crd| {
+            crd.spec.versions[0]
+                .additional_printer_columns
+                .clone()
+                .unwrap_or_default()
+                .len()
+        })
+    };
+
+    // Skip: installed without the CRD.
+    let skip = "install = { crds = \"Skip\" }\n";
+    release.configure(&format!("{skip}upgrade = {{ crds = \"Skip\" }}\n"));
+    let mut daemon = release.setup.start(&[]);
+    release.setup.wait_ready();
+    release.wait_history("the release installed", |h| deployed(h) == Some(1));
+    assert_eq!(columns().await, None, "Skip: no CRD");
+
+    // Create: the upgrade creates the missing CRD...
+    let create = format!("{skip}upgrade = {{ crds = \"Create\" }}\n");
+    release.configure(&format!("{create}values = {{ message = \"create\" }}\n"));
+    release.wait_history("the upgrade with Create", |h| deployed(h) == Some(2));
+    assert_eq!(columns().await, Some(0), "Create: the CRD created");
+
+    // ...but does not change it once it exists.
+    let with_column = widget_crd(&group, true);
+    release.setup.repo.commit(
+        &[("charts/web/crds/widgets.yaml", with_column.as_str())],
+        "a printer column",
+    );
+    let fetched = release.setup.cli(&["reconcile", "source", "git/fleet"]);
+    assert!(fetched.status.success(), "{}", stdout(&fetched));
+    release.wait_history("the upgrade to the changed chart", |h| {
+        deployed(h) == Some(3)
+    });
+    assert_eq!(columns().await, Some(0), "Create: an existing CRD is kept");
+
+    // CreateReplace: the CRD is replaced by the chart's.
+    release.configure(&format!(
+        "{skip}upgrade = {{ crds = \"CreateReplace\" }}\nvalues = {{ message = \"replace\" }}\n"
+    ));
+    release.wait_history("the upgrade with CreateReplace", |h| deployed(h) == Some(4));
+    assert_eq!(columns().await, Some(1), "CreateReplace: the CRD replaced");
+    daemon.stop();
+    let _ = crds
+        .delete(&crd_name, &kube::api::DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_renamed_release_is_uninstalled_then_installed_and_its_logs_carry_both_names() {
+    let (ns, release, mut daemon) = installed("hr-rename", "").await;
+
+    release.configure_named("web-two", "");
+    release.setup.wait_until("web-two installed", BOUND, || {
+        deployed(&release.history_of("web-two")) == Some(1)
+    });
+    assert!(
+        release.history().is_empty(),
+        "the old release is uninstalled"
+    );
+    let events = stdout(&release.setup.cli(&["events", "helm_release/web"]));
+    assert!(
+        events.contains("release name, namespace or chart changed"),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!("uninstalling {}/web ", ns.name)),
+        "{events}"
+    );
+
+    // The helper's own log lines: HELMRELEASE is the config's name, the
+    // Helm release's name is RELEASE.
+    let log = release.setup.log_text();
+    let helper_lines: Vec<&str> = log.lines().filter(|l| l.contains("helm: ")).collect();
+    assert!(
+        helper_lines
+            .iter()
+            .any(|l| l.contains("helmrelease=web ") && l.contains("release=web-two")),
+        "{helper_lines:#?}"
+    );
+    assert!(
+        !helper_lines
+            .iter()
+            .any(|l| l.contains("helmrelease=web-two") || l.contains("helmrelease=\"web-two\"")),
+        "{helper_lines:#?}"
+    );
+    daemon.stop();
+}
+
+/// The pids of the `kedge-helm` processes `parent` started.
+fn helpers_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, comm)| comm);
+        let ppid = tail
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && comm.starts_with("kedge-helm") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn a_helper_killed_mid_upgrade_leaves_a_pending_release_that_is_unlocked_and_retried() {
+    let (_ns, release, mut daemon) = installed("hr-kill", "timeout = \"30s\"\n").await;
+
+    // Pods that never become ready: the upgrade waits, its helper running.
+    release.configure("timeout = \"30s\"\nvalues = { podFate = \"unready\" }\n");
+    release.wait_history("revision 2 pending-upgrade", |h| {
+        h.iter().any(|(r, s, _)| *r == 2 && s == "pending-upgrade")
+    });
+    let helpers = helpers_of(daemon.0.id());
+    assert!(!helpers.is_empty(), "the upgrade's helper runs");
+    for pid in helpers {
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success(), "kill -KILL {pid}");
+    }
+
+    release.wait_history("the release unlocked and the upgrade retried", |h| {
+        let unlocked = h
+            .iter()
+            .any(|(r, s, d)| *r == 2 && s == "failed" && d.contains("unlocked"));
+        // Helm describes a failed revision by its error: any revision 3 is
+        // kedge's retry, the only actor here.
+        let retried = h.iter().any(|(r, _, _)| *r == 3);
+        unlocked && retried
+    });
+    let events = || stdout(&release.setup.cli(&["events", "helm_release/web"]));
+    assert!(events().contains("UnlockSucceeded"), "{}", events());
+    // The retry's event comes when it ends (here: failed, its Pods unready).
+    release.setup.wait_until("the retry's event", BOUND, || {
+        events().contains("retrying an interrupted action")
+    });
     daemon.stop();
 }

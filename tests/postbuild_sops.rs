@@ -31,7 +31,7 @@ fn parsed(bytes: &[u8]) -> serde_yaml::Value {
 #[test]
 fn files_encrypted_by_sops_decrypt_as_sops_decrypts_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = AgeKey::generate(dir.path(), "fleet");
+    let key = AgeKey::fixture(dir.path(), "fleet");
     let keys = keys(&key);
     let cases: [(&str, &[u8], Format, &str); 7] = [
         ("creds.env", CREDS_ENV.as_bytes(), Format::Dotenv, ""),
@@ -80,7 +80,7 @@ fn files_encrypted_by_sops_decrypt_as_sops_decrypts_them() {
 fn a_secret_holding_whole_encrypted_files_gets_them_decrypted_in_its_keys_format() {
     use base64::Engine as _;
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = AgeKey::generate(dir.path(), "fleet");
+    let key = AgeKey::fixture(dir.path(), "fleet");
     let keys = keys(&key);
     let yaml = encrypt(&key, "values.yaml", VALUES_YAML.as_bytes(), &[]);
     let env = encrypt(&key, "creds.env", CREDS_ENV.as_bytes(), &[]);
@@ -109,7 +109,7 @@ fn a_secret_holding_whole_encrypted_files_gets_them_decrypted_in_its_keys_format
 #[test]
 fn a_file_without_sops_metadata_is_left_as_it_is() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys = keys(&AgeKey::generate(dir.path(), "fleet"));
+    let keys = keys(&AgeKey::fixture(dir.path(), "fleet"));
     let plain = CREDS_ENV.as_bytes().to_vec();
     assert_eq!(
         decrypt_file(plain.clone(), Format::Dotenv, &keys).expect("plain"),
@@ -120,8 +120,8 @@ fn a_file_without_sops_metadata_is_left_as_it_is() {
 #[test]
 fn a_wrong_key_and_a_tampered_value_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = AgeKey::generate(dir.path(), "fleet");
-    let other = AgeKey::generate(dir.path(), "other");
+    let key = AgeKey::fixture(dir.path(), "fleet");
+    let other = AgeKey::fixture(dir.path(), "other");
     let encrypted = encrypt(
         &key,
         "values.yaml",
@@ -171,7 +171,7 @@ async fn encrypted_manifests_and_generator_files_are_applied_decrypted_and_never
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "sops-run").await;
     let keydir = tempfile::tempdir().expect("tempdir");
-    let key = AgeKey::generate(keydir.path(), "fleet");
+    let key = AgeKey::fixture(keydir.path(), "fleet");
     let decryption = format!(
         "decryption = {{ provider = \"sops\", age_key_file = {:?} }}\n",
         key.file.display().to_string()
@@ -289,8 +289,8 @@ async fn a_kustomization_with_the_wrong_key_fails_and_names_the_recipients() {
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "sops-wrong").await;
     let keydir = tempfile::tempdir().expect("tempdir");
-    let key = AgeKey::generate(keydir.path(), "fleet");
-    let other = AgeKey::generate(keydir.path(), "other");
+    let key = AgeKey::fixture(keydir.path(), "fleet");
+    let other = AgeKey::fixture(keydir.path(), "other");
     let decryption = format!(
         "decryption = {{ provider = \"sops\", age_key_file = {:?} }}\n",
         other.file.display().to_string()

@@ -56,3 +56,14 @@ go_install_cached() { # NAME PACKAGE VERSION OUT_DIR
   echo "$name: built in $((SECONDS - started))s" >&2
   echo "$bin"
 }
+
+# The command line of a script whose only commands are `build` (once) and
+# `path` (print the binary's path, building it if needed); the script
+# defines `build` to print the path.
+go_tool_main() { # "$@" of the script
+  case "${1:-}" in
+    build) build >/dev/null ;;
+    path) build ;;
+    *) echo "usage: $0 build|path" >&2; exit 2 ;;
+  esac
+}

@@ -31,10 +31,11 @@ pub enum Command {
     #[command(hide = true)]
     Man,
     /// Build a directory (kustomization.yaml or plain manifests) as
-    /// `kubectl kustomize` does, or a configured kustomization by name (at
-    /// its source's current artifact, through the daemon).
+    /// `kubectl kustomize` does, a configured kustomization by name (at its
+    /// source's current artifact), or a Helm release (helm_release/NAME:
+    /// its rendered manifests and hooks), through the daemon.
     Build {
-        /// A directory, or the name of a kustomization in the config.
+        /// A directory, a kustomization's name, or helm_release/NAME.
         target: PathBuf,
         /// Build like Flux: a directory without kustomization file gets one
         /// listing the manifests below it.
@@ -89,8 +90,9 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
-    /// Show what applying a kustomization now would change (server-side
-    /// dry-run). Exits 1 when something would change.
+    /// Show what applying a kustomization (NAME) or upgrading a Helm
+    /// release (helm_release/NAME) now would change (server-side dry-run).
+    /// Exits 1 when something would change.
     Diff {
         name: String,
         #[command(flatten)]

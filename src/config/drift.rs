@@ -5,7 +5,7 @@
 
 use toml::Spanned;
 
-use super::raw::{RawDrift, RawObjectSelector};
+use super::raw::{RawDrift, RawDriftIgnore, RawObjectSelector};
 use super::validate::Checker;
 
 /// What kedge does when an object it applied drifts.
@@ -95,8 +95,18 @@ impl Checker<'_> {
                 }
             }
         };
+        let ignore = self.drift_ignore_rules(raw.get_ref().ignore.as_deref(), &key);
+        (self.problems.len() == before).then_some(DriftPolicy { mode, ignore })
+    }
+
+    /// `ignore = [{ paths, target }]` under `key`; problems are recorded.
+    pub(super) fn drift_ignore_rules(
+        &mut self,
+        rules: Option<&[Spanned<RawDriftIgnore>]>,
+        key: &str,
+    ) -> Vec<DriftIgnoreRule> {
         let mut ignore = Vec::new();
-        for (index, rule) in raw.get_ref().ignore.iter().flatten().enumerate() {
+        for (index, rule) in rules.into_iter().flatten().enumerate() {
             let rule_key = format!("{key}.ignore[{index}]");
             let span = rule.span();
             let rule = rule.get_ref();
@@ -131,7 +141,7 @@ impl Checker<'_> {
                 target,
             });
         }
-        (self.problems.len() == before).then_some(DriftPolicy { mode, ignore })
+        ignore
     }
 
     /// A selector; name and namespace patterns must be regular expressions.

@@ -122,6 +122,12 @@ pub struct HelmRelease {
     pub upgrade: UpgradePolicy,
     pub test: bool,
     pub drift: ReleaseDriftMode,
+    /// `drift_detection.ignore`: fields left to others, as a kustomization's
+    /// `drift.ignore`.
+    pub drift_ignore: Vec<super::DriftIgnoreRule>,
+    /// Run in order over the rendered manifest (hooks included) before Helm
+    /// applies it.
+    pub post_renderers: Vec<PostRenderer>,
     /// Wait with kstatus until the release's objects are ready.
     pub wait: bool,
     pub suspend: bool,
@@ -143,6 +149,15 @@ pub enum ReleaseDriftMode {
     Warn,
     #[default]
     Disabled,
+}
+
+/// One `post_renderers` entry: kedge's own kustomize over the rendered
+/// manifest, patches and images as a kustomization's (Flux's `kustomize`
+/// post-renderer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostRenderer {
+    pub patches: Vec<super::Patch>,
+    pub images: Vec<super::Image>,
 }
 
 /// What a release waits for: a kustomization or another release.

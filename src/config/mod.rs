@@ -62,7 +62,7 @@ pub use drift::{DriftIgnoreRule, DriftMode, DriftPolicy, ObjectSelector};
 pub use error::{Error, Problem, Problems};
 pub use helm::{
     ChartOrigin, CrdPolicy, Dependency, HelmChart, HelmEndpoint, HelmRelease, HelmRepository,
-    InstallPolicy, ReleaseDriftMode, RemediationStrategy, UpgradePolicy, ValuesFrom,
+    InstallPolicy, PostRenderer, ReleaseDriftMode, RemediationStrategy, UpgradePolicy, ValuesFrom,
     ValuesObjectKind,
 };
 pub use overlay::{Image, Overlay, Patch};

@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use toml::Spanned;
+
 use super::drift::ObjectSelector;
-use super::raw::RawKustomization;
+use super::raw::{RawImage, RawKustomization, RawPatch};
 use super::validate::Checker;
 
 /// A patch (strategic merge or JSON 6902, told apart as kustomize does)
@@ -45,41 +47,8 @@ impl Checker<'_> {
     /// `None` on a problem.
     pub(super) fn overlay(&mut self, raw: &RawKustomization, key: &str) -> Option<Overlay> {
         let before = self.problems.len();
-        let mut patches = Vec::new();
-        for (index, patch) in raw.patches.iter().flatten().enumerate() {
-            let patch_key = format!("{key}.patches[{index}]");
-            if patch.get_ref().patch.trim().is_empty() {
-                self.problem(
-                    patch.span(),
-                    &format!("{patch_key}.patch"),
-                    "the patch is empty",
-                );
-            }
-            let target = patch.get_ref().target.as_ref().map(|t| {
-                self.object_selector(Some(t), &format!("{patch_key}.target"), patch.span())
-            });
-            patches.push(Patch {
-                patch: patch.get_ref().patch.clone(),
-                target,
-            });
-        }
-        let mut images = Vec::new();
-        for (index, image) in raw.images.iter().flatten().enumerate() {
-            let value = image.get_ref();
-            if value.name.is_empty() {
-                self.problem(
-                    image.span(),
-                    &format!("{key}.images[{index}].name"),
-                    "name the image to change",
-                );
-            }
-            images.push(Image {
-                name: value.name.clone(),
-                new_name: value.new_name.clone(),
-                new_tag: value.new_tag.clone(),
-                digest: value.digest.clone(),
-            });
-        }
+        let patches = self.patches(raw.patches.as_deref(), key);
+        let images = self.images(raw.images.as_deref(), key);
         let mut components = Vec::new();
         for (index, component) in raw.components.iter().flatten().enumerate() {
             let path = PathBuf::from(component.get_ref());
@@ -113,5 +82,50 @@ impl Checker<'_> {
             common_labels,
             common_annotations,
         })
+    }
+
+    /// `patches = [{ patch, target }]` under `key`; problems are recorded.
+    pub(super) fn patches(&mut self, raw: Option<&[Spanned<RawPatch>]>, key: &str) -> Vec<Patch> {
+        let mut patches = Vec::new();
+        for (index, patch) in raw.into_iter().flatten().enumerate() {
+            let patch_key = format!("{key}.patches[{index}]");
+            if patch.get_ref().patch.trim().is_empty() {
+                self.problem(
+                    patch.span(),
+                    &format!("{patch_key}.patch"),
+                    "the patch is empty",
+                );
+            }
+            let target = patch.get_ref().target.as_ref().map(|t| {
+                self.object_selector(Some(t), &format!("{patch_key}.target"), patch.span())
+            });
+            patches.push(Patch {
+                patch: patch.get_ref().patch.clone(),
+                target,
+            });
+        }
+        patches
+    }
+
+    /// `images = [{ name, new_name, new_tag, digest }]` under `key`.
+    pub(super) fn images(&mut self, raw: Option<&[Spanned<RawImage>]>, key: &str) -> Vec<Image> {
+        let mut images = Vec::new();
+        for (index, image) in raw.into_iter().flatten().enumerate() {
+            let value = image.get_ref();
+            if value.name.is_empty() {
+                self.problem(
+                    image.span(),
+                    &format!("{key}.images[{index}].name"),
+                    "name the image to change",
+                );
+            }
+            images.push(Image {
+                name: value.name.clone(),
+                new_name: value.new_name.clone(),
+                new_tag: value.new_tag.clone(),
+                digest: value.digest.clone(),
+            });
+        }
+        images
     }
 }

@@ -272,6 +272,7 @@ pub struct RawHelmRelease {
     pub upgrade: Option<Spanned<RawUpgrade>>,
     pub test: Option<Spanned<RawTest>>,
     pub drift_detection: Option<Spanned<RawDriftDetection>>,
+    pub post_renderers: Option<Vec<Spanned<RawPostRenderer>>>,
     pub wait: Option<Spanned<bool>>,
     pub suspend: Option<Spanned<bool>>,
     pub deletion_policy: Option<Spanned<String>>,
@@ -324,6 +325,22 @@ pub struct RawTest {
 #[serde(deny_unknown_fields)]
 pub struct RawDriftDetection {
     pub mode: Option<Spanned<String>>,
+    pub ignore: Option<Vec<Spanned<RawDriftIgnore>>>,
+}
+
+/// One `post_renderers` entry: Flux's only kind, `kustomize`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostRenderer {
+    pub kustomize: Option<Spanned<RawPostRendererKustomize>>,
+}
+
+/// `kustomize = { patches = [...], images = [...] }`, as a kustomization's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostRendererKustomize {
+    pub patches: Option<Vec<Spanned<RawPatch>>>,
+    pub images: Option<Vec<Spanned<RawImage>>>,
 }
 
 #[derive(Debug, Deserialize)]

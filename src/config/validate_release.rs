@@ -12,9 +12,9 @@ use toml::Spanned;
 use super::raw::{RawHelmRelease, RawRemediation, RawValuesFrom};
 use super::validate::Checker;
 use super::{
-    ChartOrigin, CrdPolicy, Dependency, HelmChart, HelmRelease, InstallPolicy, ReleaseDriftMode,
-    RemediationStrategy, Source, SourceKind, SourceRef, UpgradePolicy, ValuesFrom,
-    ValuesObjectKind,
+    ChartOrigin, CrdPolicy, Dependency, DriftIgnoreRule, HelmChart, HelmRelease, InstallPolicy,
+    PostRenderer, ReleaseDriftMode, RemediationStrategy, Source, SourceKind, SourceRef,
+    UpgradePolicy, ValuesFrom, ValuesObjectKind,
 };
 
 const DEFAULT_RELEASE_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -76,6 +76,8 @@ impl Checker<'_> {
         let upgrade = self.upgrade_policy(key, &raw);
         let deletion_policy = self.deletion_policy(&raw.deletion_policy, key);
         let drift = self.drift_mode(key, &raw);
+        let drift_ignore = self.release_drift_ignore(key, &raw);
+        let post_renderers = self.post_renderers(key, &raw);
         let (chart, own_chart) = chart?;
         let chart_name = match own_chart.as_ref().map(|c| &c.origin) {
             Some(ChartOrigin::Repository { chart, .. }) => chart.clone(),
@@ -99,6 +101,8 @@ impl Checker<'_> {
             upgrade: upgrade?,
             test: flag(raw.test.as_ref().and_then(|t| t.get_ref().enable.as_ref())),
             drift: drift?,
+            drift_ignore: drift_ignore?,
+            post_renderers: post_renderers?,
             wait: raw.wait.map(Spanned::into_inner).unwrap_or(true),
             suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
             deletion_policy: deletion_policy?,
@@ -417,6 +421,45 @@ impl Checker<'_> {
         }
     }
 
+    /// `drift_detection.ignore`, checked as a kustomization's `drift.ignore`.
+    fn release_drift_ignore(
+        &mut self,
+        key: &str,
+        raw: &RawHelmRelease,
+    ) -> Option<Vec<DriftIgnoreRule>> {
+        let before = self.problems.len();
+        let rules = raw
+            .drift_detection
+            .as_ref()
+            .and_then(|d| d.get_ref().ignore.as_deref());
+        let rules = self.drift_ignore_rules(rules, &format!("{key}.drift_detection"));
+        (self.problems.len() == before).then_some(rules)
+    }
+
+    /// `post_renderers = [{ kustomize = { patches, images } }]`.
+    fn post_renderers(&mut self, key: &str, raw: &RawHelmRelease) -> Option<Vec<PostRenderer>> {
+        let before = self.problems.len();
+        let mut renderers = Vec::new();
+        for (index, entry) in raw.post_renderers.iter().flatten().enumerate() {
+            let entry_key = format!("{key}.post_renderers[{index}]");
+            let Some(kustomize) = &entry.get_ref().kustomize else {
+                self.problem(
+                    entry.span(),
+                    &entry_key,
+                    "a post-renderer is kustomize = { patches = [...], images = [...] }",
+                );
+                continue;
+            };
+            let kustomize_key = format!("{entry_key}.kustomize");
+            let kustomize = kustomize.get_ref();
+            renderers.push(PostRenderer {
+                patches: self.patches(kustomize.patches.as_deref(), &kustomize_key),
+                images: self.images(kustomize.images.as_deref(), &kustomize_key),
+            });
+        }
+        (self.problems.len() == before).then_some(renderers)
+    }
+
     fn crd_policy(
         &mut self,
         value: Option<&Spanned<String>>,
@@ -717,6 +760,18 @@ mod tests {
                 format!("[helm_release.x]\n{file}[helm_chart.x]\n{file}"),
                 "already is: use chart_ref",
             ),
+            (
+                format!("[helm_release.x]\n{file}drift_detection = {{ ignore = [{{ paths = [\"spec\"] }}] }}\n"),
+                "helm_release.x.drift_detection.ignore[0].paths: \"spec\" is not a JSON pointer",
+            ),
+            (
+                format!("[helm_release.x]\n{file}post_renderers = [{{}}]\n"),
+                "helm_release.x.post_renderers[0]: a post-renderer is kustomize",
+            ),
+            (
+                format!("[helm_release.x]\n{file}post_renderers = [{{ kustomize = {{ images = [{{ name = \"\" }}] }} }}]\n"),
+                "helm_release.x.post_renderers[0].kustomize.images[0].name: name the image",
+            ),
         ];
         for (tables, expected) in cases {
             match parse(&tables) {
@@ -724,6 +779,30 @@ mod tests {
                 Err(err) => assert!(err.contains(expected), "{expected:?} in {err}"),
             }
         }
+    }
+
+    #[test]
+    fn drift_ignore_rules_and_post_renderers_are_read_as_a_kustomization_s() {
+        let config = parse(concat!(
+            "[helm_release.x]\nchart = { file = \"/c.tgz\" }\n",
+            "drift_detection = { mode = \"enabled\", ignore = [{ paths = [\"/spec/replicas\"], target = { kind = \"Deployment\" } }] }\n",
+            "post_renderers = [{ kustomize = { patches = [{ patch = \"- op: remove\\n  path: /x\\n\", target = { kind = \"Deployment\" } }], images = [{ name = \"web\", new_tag = \"2\" }] } }]\n",
+        ));
+        let config = match config {
+            Ok(config) => config,
+            Err(err) => panic!("valid: {err}"),
+        };
+        let Some(x) = config.helm_releases.get("x") else {
+            panic!("x is configured")
+        };
+        assert_eq!(x.drift, ReleaseDriftMode::Enabled);
+        assert_eq!(x.drift_ignore.len(), 1);
+        assert_eq!(x.drift_ignore[0].paths, ["/spec/replicas"]);
+        assert_eq!(x.drift_ignore[0].target.kind.as_deref(), Some("Deployment"));
+        assert_eq!(x.post_renderers.len(), 1);
+        let renderer = &x.post_renderers[0];
+        assert_eq!(renderer.patches[0].patch, "- op: remove\n  path: /x\n");
+        assert_eq!(renderer.images[0].new_tag.as_deref(), Some("2"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::apply::{DiffKind, ObjectDiff, Owner};
-use crate::config::{Kustomization, SourceKind, SourceRef};
+use crate::config::{HelmRelease, Kustomization, SourceKind, SourceRef};
 use crate::reconcile::kustomization::{self, lock, Context, OWNER_KIND};
 use crate::reconcile::runner::unit_key;
 use crate::reconcile::{helmrelease, Request as RunnerRequest};
@@ -95,28 +95,24 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
                 }
             }
         }
-        Request::Build { name } => match build_inputs(units, &name) {
+        Request::Build { name } => match build_target(units, &name) {
             Err(message) => Reply::Failed { message },
-            Ok((k, ctx)) => {
-                let deadline = k.timeout;
+            Ok(target) => {
+                let deadline = target.deadline();
                 answer_later(
                     reply,
-                    within(deadline, "build", async move { build(&ctx, &k).await }),
+                    within(deadline, "build", async move { target.build().await }),
                 );
                 return;
             }
         },
-        Request::Diff { name } => match build_inputs(units, &name) {
+        Request::Diff { name } => match build_target(units, &name) {
             Err(message) => Reply::Failed { message },
-            Ok((k, ctx)) => {
-                let deadline = k.timeout;
+            Ok(target) => {
+                let deadline = target.deadline();
                 answer_later(
                     reply,
-                    within(
-                        deadline,
-                        "diff",
-                        async move { dry_run_diff(&ctx, &k).await },
-                    ),
+                    within(deadline, "diff", async move { target.diff().await }),
                 );
                 return;
             }
@@ -471,17 +467,120 @@ impl ReconcilePlan {
     }
 }
 
-fn build_inputs(units: &Units, name: &str) -> Result<(Kustomization, Context), String> {
-    let k = units
-        .config()
-        .kustomizations
-        .get(name)
-        .cloned()
-        .ok_or_else(|| format!("no kustomization {name} in the config"))?;
-    let ctx = units
-        .request_context()
-        .ok_or("no cluster connection yet (no kustomization has run)")?;
-    Ok((k, ctx))
+/// What `kedge build` and `kedge diff` name: a kustomization (`NAME` or
+/// `kustomization/NAME`) or a Helm release (`helm_release/NAME`).
+enum BuildTarget {
+    Kustomization(Box<Kustomization>, Context),
+    HelmRelease(Box<HelmRelease>, helmrelease::ReleaseContext),
+}
+
+fn build_target(units: &Units, written: &str) -> Result<BuildTarget, String> {
+    let ctx = || {
+        units
+            .request_context()
+            .ok_or("no cluster connection yet (nothing has run)")
+    };
+    match parse_object(written) {
+        ("kustomization", name) => {
+            let k = units
+                .config()
+                .kustomizations
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("no kustomization {name} in the config"))?;
+            Ok(BuildTarget::Kustomization(Box::new(k), ctx()?))
+        }
+        (helmrelease::KIND, name) => {
+            let release = units
+                .config()
+                .helm_releases
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("no {}/{name} in the config", helmrelease::KIND))?;
+            let rc = units.release_context(ctx()?);
+            Ok(BuildTarget::HelmRelease(Box::new(release), rc))
+        }
+        (kind, _) => Err(format!(
+            "{written:?}: build and diff take a kustomization (NAME) or a Helm release ({}/NAME), not a {kind}",
+            helmrelease::KIND
+        )),
+    }
+}
+
+impl BuildTarget {
+    fn deadline(&self) -> Duration {
+        match self {
+            BuildTarget::Kustomization(k, _) => k.timeout,
+            BuildTarget::HelmRelease(r, _) => r.timeout + crate::helm::RESULT_MARGIN,
+        }
+    }
+
+    async fn build(&self) -> Reply {
+        match self {
+            BuildTarget::Kustomization(k, ctx) => build(ctx, k).await,
+            BuildTarget::HelmRelease(r, rc) => match helmrelease::render(rc, r).await {
+                Ok(rendered) => Reply::Text {
+                    text: release_yaml(&rendered),
+                    changed: false,
+                },
+                Err(err) => failed(err),
+            },
+        }
+    }
+
+    async fn diff(&self) -> Reply {
+        match self {
+            BuildTarget::Kustomization(k, ctx) => dry_run_diff(ctx, k).await,
+            BuildTarget::HelmRelease(r, rc) => release_diff(rc, r).await,
+        }
+    }
+}
+
+/// The release's objects, then its hooks, as `helm template` lists them.
+fn release_yaml(rendered: &helmrelease::Rendered) -> String {
+    let mut text = to_yaml(&rendered.objects);
+    for hook in &rendered.hooks {
+        if !text.is_empty() {
+            text.push_str("---\n");
+        }
+        text.push_str(hook.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// What upgrading the release now would change in its objects (hooks are
+/// not compared: Helm runs them, nothing keeps them).
+async fn release_diff(rc: &helmrelease::ReleaseContext, release: &HelmRelease) -> Reply {
+    let rendered = match helmrelease::render(rc, release).await {
+        Ok(rendered) => rendered,
+        Err(err) => return failed(err),
+    };
+    let ignore = match helmrelease::drift_ignore(release) {
+        Ok(ignore) => ignore,
+        Err(err) => return failed(err),
+    };
+    let owner = Owner::new(&release.name, helmrelease::OWNER_KIND);
+    match rc
+        .ctx
+        .manager
+        .dry_run_diff(rendered.objects, &owner, &ignore)
+        .await
+    {
+        Ok(diffs) => {
+            let (text, changed) = format_diff(&diffs, &[]);
+            Reply::Text {
+                text: format!(
+                    "{}/{} at {}:\n{text}",
+                    helmrelease::KIND,
+                    release.name,
+                    rendered.chart_revision
+                ),
+                changed,
+            }
+        }
+        Err(err) => failed(err),
+    }
 }
 
 async fn build(ctx: &Context, k: &Kustomization) -> Reply {

@@ -280,7 +280,7 @@ impl Units {
         outcome
     }
 
-    fn release_context(&self, ctx: Context) -> helmrelease::ReleaseContext {
+    pub fn release_context(&self, ctx: Context) -> helmrelease::ReleaseContext {
         let agent = &self.config.agent;
         helmrelease::ReleaseContext {
             ctx,

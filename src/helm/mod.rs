@@ -6,7 +6,10 @@
 //! in a short-lived Go process (`tools/kedge-helm`): kedge writes one JSON
 //! [`Request`] on its stdin and reads NDJSON from its stdout — log events,
 //! forwarded to `tracing`, then one [`Outcome`]. No Go process stays
-//! resident. Stopping an action sends SIGTERM (Helm then records an
+//! resident. A request with `post_render` makes the helper send the
+//! rendered manifest back (a `post_render` line) before Helm applies it:
+//! kedge answers on stdin with the manifest its post-renderers made.
+//! Stopping an action sends SIGTERM (Helm then records an
 //! interrupted install or upgrade as failed) and, after [`STOP_GRACE`],
 //! SIGKILL.
 //!
@@ -110,6 +113,18 @@ pub struct Request {
     /// `status`: also return the last release's manifest.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub with_manifest: bool,
+    /// `install`, `upgrade`, `render`: ask kedge to post-render the
+    /// manifest (see [`Helper::run_post_rendering`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub post_render: bool,
+    /// The name the helper's logs carry as `HELMRELEASE=` (kedge's name of
+    /// the release; the Helm release name goes in `RELEASE=`). Not sent.
+    #[serde(skip)]
+    pub log_name: String,
+    /// Send Helm's debug logs too; [`Helper::run`] sets it when kedge logs
+    /// at debug level.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub debug: bool,
 }
 
 impl Request {
@@ -251,6 +266,15 @@ pub enum Error {
     Stopped { op: &'static str, release: String },
 }
 
+impl Error {
+    /// The helper ended without a result (killed, crashed, or stopped at
+    /// kedge's deadline): what Helm did is unknown, and the release may be
+    /// left `pending-*`.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Protocol { .. } | Error::Timeout { .. })
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The installed helper.
@@ -277,10 +301,25 @@ impl Helper {
     }
 
     /// Runs `request` to its end, or until `stop` resolves (then the
-    /// helper gets SIGTERM, and SIGKILL after [`STOP_GRACE`]).
+    /// helper gets SIGTERM, and SIGKILL after [`STOP_GRACE`]). A request
+    /// to post-render is refused.
     pub async fn run(
         &self,
         request: &Request,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Outcome> {
+        let refuse = |_: &str| -> std::result::Result<String, String> {
+            Err("no post-renderer was given for this action".to_string())
+        };
+        self.run_post_rendering(request, &refuse, stop).await
+    }
+
+    /// [`Helper::run`], answering the helper's requests to post-render a
+    /// manifest with `post_render`'s manifest (or its error).
+    pub async fn run_post_rendering(
+        &self,
+        request: &Request,
+        post_render: &PostRender<'_>,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Outcome> {
         let op = request.op().as_str();
@@ -290,7 +329,11 @@ impl Helper {
             release: release.clone(),
             message,
         };
-        let body = serde_json::to_vec(request).map_err(|err| protocol(err.to_string()))?;
+        let sent = Request {
+            debug: request.debug || tracing::enabled!(tracing::Level::DEBUG),
+            ..request.clone()
+        };
+        let body = serde_json::to_vec(&sent).map_err(|err| protocol(err.to_string()))?;
         let mut child = Command::new(&self.path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -301,29 +344,36 @@ impl Helper {
                 path: self.path.clone(),
                 source,
             })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&body)
-                .await
-                .map_err(|err| protocol(format!("writing the request: {err}")))?;
-        }
+        // Kept open: the helper reads kedge's post-rendered manifests from it.
+        let Some(mut stdin) = child.stdin.take() else {
+            return Err(protocol("no stdin".into()));
+        };
+        stdin
+            .write_all(&body)
+            .await
+            .map_err(|err| protocol(format!("writing the request: {err}")))?;
         let Some(stdout) = child.stdout.take() else {
             return Err(protocol("no stdout".into()));
         };
         let limit = Duration::from_secs(request.timeout_seconds) + RESULT_MARGIN;
-        let reading = read_outcome(BufReader::new(stdout), &request.release_name);
-        tokio::pin!(reading, stop);
-        let read = tokio::select! {
-            read = &mut reading => read,
-            _ = tokio::time::sleep(limit) => {
-                terminate(&mut child).await;
-                return Err(Error::Timeout { op, release, seconds: limit.as_secs() });
-            }
-            _ = &mut stop => {
-                terminate(&mut child).await;
-                return Err(Error::Stopped { op, release });
+        let names = LogNames::of(request);
+        tokio::pin!(stop);
+        let read = {
+            let reading = read_outcome(BufReader::new(stdout), &mut stdin, post_render, &names);
+            tokio::pin!(reading);
+            tokio::select! {
+                read = &mut reading => read,
+                _ = tokio::time::sleep(limit) => {
+                    terminate(&mut child).await;
+                    return Err(Error::Timeout { op, release, seconds: limit.as_secs() });
+                }
+                _ = &mut stop => {
+                    terminate(&mut child).await;
+                    return Err(Error::Stopped { op, release });
+                }
             }
         };
+        drop(stdin);
         let _ = child.wait().await;
         let outcome = read.map_err(protocol)?;
         if outcome.ok {
@@ -339,10 +389,36 @@ impl Helper {
     }
 }
 
-/// Reads the helper's lines until its result, forwarding log events.
+/// What kedge does with a manifest the helper asks it to post-render.
+pub type PostRender<'a> = dyn Fn(&str) -> std::result::Result<String, String> + Send + Sync + 'a;
+
+/// The names a helper's log lines carry: kedge's name of the release
+/// (`HELMRELEASE=`) and Helm's (`RELEASE=`).
+struct LogNames {
+    owner: String,
+    release: String,
+}
+
+impl LogNames {
+    fn of(request: &Request) -> LogNames {
+        let owner = match request.log_name.as_str() {
+            "" => request.release_name.as_str(),
+            name => name,
+        };
+        LogNames {
+            owner: owner.to_string(),
+            release: request.release_name.clone(),
+        }
+    }
+}
+
+/// Reads the helper's lines until its result, forwarding log events and
+/// answering requests to post-render on `stdin`.
 async fn read_outcome(
     mut lines: BufReader<tokio::process::ChildStdout>,
-    release: &str,
+    stdin: &mut tokio::process::ChildStdin,
+    post_render: &PostRender<'_>,
+    names: &LogNames,
 ) -> std::result::Result<Outcome, String> {
     let mut line = String::new();
     loop {
@@ -362,7 +438,26 @@ async fn read_outcome(
                 level,
                 message,
                 fields,
-            }) => forward(release, &level, &message, fields),
+            }) => forward(names, &level, &message, fields),
+            Ok(Line::PostRender { manifest }) => {
+                let answer = match post_render(&manifest) {
+                    Ok(manifest) => PostRendered {
+                        manifest,
+                        error: String::new(),
+                    },
+                    Err(error) => PostRendered {
+                        manifest: String::new(),
+                        error,
+                    },
+                };
+                let mut text = serde_json::to_vec(&answer)
+                    .map_err(|err| format!("writing a post-rendered manifest: {err}"))?;
+                text.push(b'\n');
+                stdin
+                    .write_all(&text)
+                    .await
+                    .map_err(|err| format!("writing a post-rendered manifest: {err}"))?;
+            }
             Ok(Line::Result(outcome)) => return Ok(*outcome),
             Err(err) => return Err(format!("an unreadable line ({err}): {}", line.trim_end())),
         }
@@ -378,11 +473,24 @@ enum Line {
         #[serde(default)]
         fields: Option<serde_json::Map<String, serde_json::Value>>,
     },
+    /// The rendered manifest, for kedge's post-renderers.
+    #[serde(rename = "post_render")]
+    PostRender {
+        manifest: String,
+    },
     Result(Box<Outcome>),
 }
 
+/// kedge's answer to a `post_render` line.
+#[derive(Serialize)]
+struct PostRendered {
+    manifest: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+}
+
 fn forward(
-    release: &str,
+    names: &LogNames,
     level: &str,
     message: &str,
     fields: Option<serde_json::Map<String, serde_json::Value>>,
@@ -390,10 +498,18 @@ fn forward(
     let fields = fields
         .map(|f| serde_json::Value::Object(f).to_string())
         .unwrap_or_default();
+    let (owner, release) = (&names.owner, &names.release);
     match level {
-        "error" => tracing::error!(helmrelease = release, %fields, "helm: {message}"),
-        "warn" => tracing::warn!(helmrelease = release, %fields, "helm: {message}"),
-        _ => tracing::info!(helmrelease = release, %fields, "helm: {message}"),
+        "error" => {
+            tracing::error!(helmrelease = %owner, release = %release, %fields, "helm: {message}")
+        }
+        "warn" => {
+            tracing::warn!(helmrelease = %owner, release = %release, %fields, "helm: {message}")
+        }
+        "debug" => {
+            tracing::debug!(helmrelease = %owner, release = %release, %fields, "helm: {message}")
+        }
+        _ => tracing::info!(helmrelease = %owner, release = %release, %fields, "helm: {message}"),
     }
 }
 

@@ -298,8 +298,10 @@ async fn run_release(
             wake_dependents(&config, &wakers, &Dependency::HelmRelease(name.clone()));
         }
         if !release.suspend {
+            // Rules that do not compile fail the run, which then watches nothing.
+            let ignore = helmrelease::drift_ignore(release).unwrap_or_default();
             tokio::select! {
-                () = drift.follow(&rc.ctx, &name, &action.inventory, DriftIgnore::default(), own_wake.clone()) => {}
+                () = drift.follow(&rc.ctx, &name, &action.inventory, ignore, own_wake.clone()) => {}
                 _ = stopped(&mut shutdown) => break,
             }
         }

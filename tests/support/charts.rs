@@ -5,13 +5,13 @@
 //! required. Every request is logged for the tests to inspect. Stopped
 //! when dropped.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::Digest;
 
 use super::git::{openssl, TestCa};
+use super::http_server::{HttpServer, Request, Response};
 
 /// One request the server answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +33,7 @@ pub struct ChartServer {
     pub root: PathBuf,
     pub hits: Arc<Mutex<Vec<Hit>>>,
     scheme: &'static str,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: HttpServer,
 }
 
 impl ChartServer {
@@ -51,24 +50,9 @@ impl ChartServer {
     }
 }
 
-impl Drop for ChartServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Serves `root` at `http(s)://127.0.0.1:PORT/charts/`.
 pub fn serve(root: &Path, options: Options) -> ChartServer {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let port = listener.local_addr().expect("local addr").port();
     let hits = Arc::new(Mutex::new(Vec::new()));
-    let (stop, stopped) = tokio::sync::oneshot::channel();
     let scheme = if options.tls.is_some() {
         "https"
     } else {
@@ -79,21 +63,17 @@ pub fn serve(root: &Path, options: Options) -> ChartServer {
         authorization: options.authorization,
         hits: hits.clone(),
     });
-    let acceptor = options.tls.map(tokio_rustls::TlsAcceptor::from);
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(accept(listener, acceptor, state, stopped));
+    let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
+    let server = HttpServer::start(0, tls, move |request| {
+        let response = respond(&state, request);
+        async move { response }
     });
     ChartServer {
-        port,
+        port: server.port,
         root: root.to_path_buf(),
         hits,
         scheme,
-        stop: Some(stop),
-        thread: Some(thread),
+        _server: server,
     }
 }
 
@@ -103,50 +83,7 @@ struct State {
     hits: Arc<Mutex<Vec<Hit>>>,
 }
 
-async fn accept(
-    listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    state: Arc<State>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            _ = &mut stopped => return,
-        };
-        let (state, acceptor) = (state.clone(), acceptor.clone());
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&state, request)) }
-            });
-            let http = hyper::server::conn::http1::Builder::new();
-            match acceptor {
-                Some(acceptor) => {
-                    if let Ok(tls) = acceptor.accept(stream).await {
-                        let _ = http
-                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                            .await;
-                    }
-                }
-                None => {
-                    let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                }
-            }
-        });
-    }
-}
-
-type Response = hyper::Response<http_body_util::Full<hyper::body::Bytes>>;
-
-fn respond(state: &State, request: hyper::Request<hyper::body::Incoming>) -> Response {
+fn respond(state: &State, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let header = |name: &str| {
         request

@@ -34,6 +34,15 @@ pub fn cluster() -> &'static TestCluster {
 }
 
 impl TestCluster {
+    /// The control plane's process (API server and etcd in one).
+    pub fn pid(&self) -> u32 {
+        self._process
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .id()
+    }
+
     /// A new client for the calling test's runtime.
     pub async fn client(&self) -> Client {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)

@@ -6,7 +6,10 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::http_server::{HttpServer, Request, Response};
 
 /// Runs `git` with a fixed identity and no user config; panics with its
 /// stderr when it fails.
@@ -240,19 +243,7 @@ pub fn sshd(dir: &Path, client_public_key: &Path) -> Sshd {
 /// 127.0.0.1 that demands Basic auth with one user and password.
 pub struct HttpGit {
     pub port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for HttpGit {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    _server: HttpServer,
 }
 
 pub fn base64(input: &[u8]) -> String {
@@ -379,77 +370,19 @@ pub fn http_git_bearer(project_root: &Path, token: &str, tls: Option<&TestCa>) -
 }
 
 fn serve_git(project_root: &Path, expected: String, user: &str, tls: Option<&TestCa>) -> HttpGit {
-    let acceptor = tls.map(tls_acceptor);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-    listener
-        .set_nonblocking(true)
-        .expect("nonblocking listener");
-    let port = listener.local_addr().expect("local addr").port();
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let root = project_root.to_path_buf();
-    let user = user.to_string();
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime for the HTTP test server");
-        runtime.block_on(serve_http(
-            listener, acceptor, root, expected, user, stopped,
-        ));
+    let (root, user) = (Arc::new(project_root.to_path_buf()), user.to_string());
+    let expected = Arc::new(expected);
+    let server = HttpServer::start(0, tls.map(tls_acceptor), move |request| {
+        let (root, expected, user) = (root.clone(), expected.clone(), user.clone());
+        async move { cgi(request, &root, &expected, &user).await }
     });
     HttpGit {
-        port,
-        stop: Some(stop),
-        thread: Some(thread),
+        port: server.port,
+        _server: server,
     }
 }
 
-async fn serve_http(
-    listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    root: PathBuf,
-    expected: String,
-    user: String,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            _ = &mut stopped => return,
-        };
-        let (root, expected, user) = (root.clone(), expected.clone(), user.clone());
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let (root, expected, user) = (root.clone(), expected.clone(), user.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(cgi(request, &root, &expected, &user).await)
-                }
-            });
-            let http = hyper::server::conn::http1::Builder::new();
-            match acceptor {
-                Some(acceptor) => {
-                    if let Ok(tls) = acceptor.accept(stream).await {
-                        let io = hyper_util::rt::TokioIo::new(tls);
-                        let _ = http.serve_connection(io, service).await;
-                    }
-                }
-                None => {
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = http.serve_connection(io, service).await;
-                }
-            }
-        });
-    }
-}
-
-type HttpResponse = hyper::Response<http_body_util::Full<hyper::body::Bytes>>;
-
-fn respond(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> HttpResponse {
+fn respond(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
     let mut response = hyper::Response::builder().status(status);
     for (name, value) in headers {
         response = response.header(*name, *value);
@@ -459,12 +392,7 @@ fn respond(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> HttpResponse
         .expect("valid response")
 }
 
-async fn cgi(
-    request: hyper::Request<hyper::body::Incoming>,
-    root: &Path,
-    expected: &str,
-    user: &str,
-) -> HttpResponse {
+async fn cgi(request: Request, root: &Path, expected: &str, user: &str) -> Response {
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
 
@@ -537,7 +465,7 @@ async fn cgi(
 }
 
 /// Splits a CGI response into its status, headers and body.
-fn cgi_response(raw: &[u8]) -> HttpResponse {
+fn cgi_response(raw: &[u8]) -> Response {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod git;
 pub mod helm;
 pub mod hostile_s3;
+pub mod http_server;
 pub mod proxy;
 pub mod registry;
 pub mod s3;

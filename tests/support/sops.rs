@@ -1,11 +1,19 @@
 //! The real sops CLI (built by scripts/sops-cli.sh; `KEDGE_SOPS_BIN`
 //! overrides it) and age keys for the SOPS tests.
+//!
+//! What the CLI printed is recorded under `tests/fixtures/sops/recorded/`,
+//! named by a digest of everything it was given (key, file name, content,
+//! flags, `.sops.yaml` rule): a run finds it there and needs no sops, so CI
+//! does not build it. A test whose input changes records anew, building
+//! sops once; commit the new recordings. The age keys are fixed
+//! (`tests/fixtures/sops/keys/`) for the digests to stay the same; they
+//! protect nothing but these fixtures.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use age::secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
 
 /// The sops binary, built once per test binary.
 pub fn sops() -> &'static Path {
@@ -16,26 +24,52 @@ pub fn sops() -> &'static Path {
     })
 }
 
-/// An age key pair, its identity written to `dir/NAME.agekey`.
+/// An age key pair, its identity copied to `dir/NAME.agekey`.
 pub struct AgeKey {
     pub recipient: String,
     pub file: PathBuf,
 }
 
 impl AgeKey {
-    pub fn generate(dir: &Path, name: &str) -> AgeKey {
-        let identity = age::x25519::Identity::generate();
+    /// The fixed test key `name` (`fleet` or `other`).
+    pub fn fixture(dir: &Path, name: &str) -> AgeKey {
+        let fixed = super::repo_root().join(format!("tests/fixtures/sops/keys/{name}.agekey"));
+        let text =
+            std::fs::read_to_string(&fixed).unwrap_or_else(|e| panic!("{}: {e}", fixed.display()));
+        let identity: age::x25519::Identity = text
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no age identity", fixed.display()));
         let file = dir.join(format!("{name}.agekey"));
-        let text = format!(
-            "# created by the kedge tests\n{}\n",
-            identity.to_string().expose_secret()
-        );
         std::fs::write(&file, text).expect("write age key");
         AgeKey {
             recipient: identity.to_public().to_string(),
             file,
         }
     }
+}
+
+/// The recorded output of sops for `inputs`, or `run`'s, recorded.
+fn recorded(inputs: &[&[u8]], run: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    for input in inputs {
+        hasher.update((input.len() as u64).to_le_bytes());
+        hasher.update(input);
+    }
+    let digest: String = hasher.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = super::repo_root().join("tests/fixtures/sops/recorded");
+    let path = dir.join(digest);
+    if let Ok(output) = std::fs::read(&path) {
+        return output;
+    }
+    let output = run();
+    std::fs::create_dir_all(&dir).expect("create the recordings directory");
+    std::fs::write(&path, &output).expect("record the sops output");
+    output
 }
 
 /// `plaintext` (whose format `sops` tells by `name`'s extension) encrypted
@@ -54,6 +88,19 @@ pub fn encrypt_with_rule(
     args: &[&str],
     rule: &str,
 ) -> Vec<u8> {
+    let flags = args.join("\0");
+    let inputs: [&[u8]; 6] = [
+        b"encrypt",
+        key.recipient.as_bytes(),
+        name.as_bytes(),
+        plaintext,
+        flags.as_bytes(),
+        rule.as_bytes(),
+    ];
+    recorded(&inputs, || sops_encrypt(key, name, plaintext, args, rule))
+}
+
+fn sops_encrypt(key: &AgeKey, name: &str, plaintext: &[u8], args: &[&str], rule: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join(name);
     std::fs::write(&file, plaintext).expect("write plaintext");
@@ -80,6 +127,16 @@ pub fn encrypt_with_rule(
 
 /// `sops decrypt` of `encrypted` (named `name`) with `key`: the reference.
 pub fn decrypt(key: &AgeKey, name: &str, encrypted: &[u8]) -> Vec<u8> {
+    let inputs: [&[u8]; 4] = [
+        b"decrypt",
+        key.recipient.as_bytes(),
+        name.as_bytes(),
+        encrypted,
+    ];
+    recorded(&inputs, || sops_decrypt(key, name, encrypted))
+}
+
+fn sops_decrypt(key: &AgeKey, name: &str, encrypted: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join(name);
     std::fs::write(&file, encrypted).expect("write encrypted");

@@ -10,12 +10,14 @@ import (
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/kube"
 	"helm.sh/helm/v4/pkg/release/v1/util"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/yaml"
 )
 
-// applyCRDs server-side applies the chart's crds/ (subcharts included),
-// creating or replacing them, and waits until they are established.
-func applyCRDs(cfg *action.Configuration, loaded *chart.Chart) error {
+// applyCRDs server-side applies the chart's crds/ (subcharts included) and
+// waits until they are established: every CRD when replace is set (Flux's
+// CreateReplace), else only those the cluster does not have (Create).
+func applyCRDs(cfg *action.Configuration, loaded *chart.Chart, replace bool) error {
 	var applied kube.ResourceList
 	for _, crd := range loaded.CRDObjects() {
 		if crd.File == nil || len(crd.File.Data) == 0 {
@@ -24,6 +26,14 @@ func applyCRDs(cfg *action.Configuration, loaded *chart.Chart) error {
 		resources, err := cfg.KubeClient.Build(bytes.NewReader(crd.File.Data), false)
 		if err != nil {
 			return fmt.Errorf("reading CRD file %s: %w", crd.Filename, err)
+		}
+		if !replace {
+			if resources, err = absent(resources); err != nil {
+				return fmt.Errorf("looking up the CRDs of file %s: %w", crd.Filename, err)
+			}
+			if len(resources) == 0 {
+				continue
+			}
 		}
 		if _, err := cfg.KubeClient.Create(resources, kube.ClientCreateOptionServerSideApply(true, true)); err != nil {
 			return fmt.Errorf("applying CRD file %s: %w", crd.Filename, err)
@@ -44,6 +54,21 @@ func applyCRDs(cfg *action.Configuration, loaded *chart.Chart) error {
 }
 
 const defaultCRDWait = 60 * time.Second
+
+// absent keeps the resources the cluster does not have.
+func absent(resources kube.ResourceList) (kube.ResourceList, error) {
+	var missing kube.ResourceList
+	for _, info := range resources {
+		err := info.Get()
+		switch {
+		case apierrors.IsNotFound(err):
+			missing = append(missing, info)
+		case err != nil:
+			return nil, err
+		}
+	}
+	return missing, nil
+}
 
 // objectIDs lists the objects of a rendered manifest.
 func objectIDs(manifest string) []ObjectID {

@@ -14,12 +14,25 @@ type labeller struct {
 	labels map[string]string
 }
 
-// postRenderer is nil (Helm's default) unless the request asks for labels.
+// postRenderer is nil (Helm's default) unless the request asks kedge to
+// post-render or asks for labels: kedge's post-renderers first, then the
+// labels, so no patch removes them.
 func postRenderer(req *Request) postrenderer.PostRenderer {
-	if len(req.Labels) == 0 {
-		return nil
+	var renderers chain
+	if req.PostRender {
+		renderers = append(renderers, kedgeRenderer{kedge: req.kedge})
 	}
-	return labeller{labels: req.Labels}
+	if len(req.Labels) > 0 {
+		renderers = append(renderers, labeller{labels: req.Labels})
+	}
+	switch len(renderers) {
+	case 0:
+		return nil
+	case 1:
+		return renderers[0]
+	default:
+		return renderers
+	}
 }
 
 func (l labeller) Run(rendered *bytes.Buffer) (*bytes.Buffer, error) {

@@ -2,7 +2,10 @@
 // charts render and releases are stored exactly as `helm` does it.
 //
 // Protocol: one JSON Request on stdin; on stdout, NDJSON events
-// ({"type":"log",...}) and finally one {"type":"result",...}. The exit code
+// ({"type":"log",...}) and finally one {"type":"result",...}. A request with
+// post_render makes the helper send each rendered manifest to kedge
+// ({"type":"post_render","manifest":...}) and read kedge's answer
+// ({"manifest":...} or {"error":...}) from stdin. The exit code
 // is 0 when the result says ok, 1 when it carries an error, 2 when the
 // request itself could not be read. SIGTERM cancels the action (Helm marks
 // an interrupted install or upgrade failed).
@@ -75,6 +78,13 @@ type Request struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Status: also return the last release's manifest.
 	WithManifest bool `json:"with_manifest,omitempty"`
+	// PostRender: kedge post-renders the manifest (its own kustomize).
+	PostRender bool `json:"post_render,omitempty"`
+	// Debug: send Helm's debug logs too (kedge logs at debug level).
+	Debug bool `json:"debug,omitempty"`
+
+	// kedge, over stdout and stdin, for post-rendering.
+	kedge *pipe
 }
 
 // Result is the last line on stdout.
@@ -186,14 +196,19 @@ func (h *logHandler) WithGroup(string) slog.Handler { return h }
 func main() {
 	stdout := &out{enc: json.NewEncoder(os.Stdout)}
 	var req Request
-	decoder := json.NewDecoder(io.LimitReader(os.Stdin, 64<<20))
+	decoder := json.NewDecoder(io.LimitReader(os.Stdin, 1<<30))
 	if err := decoder.Decode(&req); err != nil {
 		stdout.write(Result{Type: "result", Error: "reading the request: " + err.Error()})
 		os.Exit(2)
 	}
+	req.kedge = &pipe{out: stdout, in: decoder}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	logger := &logHandler{out: stdout, level: slog.LevelInfo}
+	level := slog.LevelInfo
+	if req.Debug {
+		level = slog.LevelDebug
+	}
+	logger := &logHandler{out: stdout, level: level}
 	slog.SetDefault(slog.New(logger))
 	result, err := run(ctx, &req, logger)
 	if err != nil {
@@ -352,7 +367,7 @@ func install(ctx context.Context, cfg *action.Configuration, req *Request) (Resu
 		return Result{}, err
 	}
 	if req.CRDs == "CreateReplace" {
-		if err := applyCRDs(cfg, loaded); err != nil {
+		if err := applyCRDs(cfg, loaded, true); err != nil {
 			return Result{}, err
 		}
 	}
@@ -368,7 +383,7 @@ func upgrade(ctx context.Context, cfg *action.Configuration, req *Request) (Resu
 	}
 	// Helm never touches crds/ on upgrade; Flux's Create and CreateReplace do.
 	if req.CRDs == "Create" || req.CRDs == "CreateReplace" {
-		if err := applyCRDs(cfg, loaded); err != nil {
+		if err := applyCRDs(cfg, loaded, req.CRDs == "CreateReplace"); err != nil {
 			return Result{}, err
 		}
 	}

@@ -15,6 +15,11 @@
 //!   last action survives restarts, so retries are bounded across them.
 //! - A release renamed or moved (release name, namespaces, chart name) is
 //!   uninstalled from where kedge installed it before it is installed anew.
+//! - `post_renderers` run in kedge (its kustomize, [`overlay::post_render`])
+//!   when the helper sends the rendered manifest back; they are part of
+//!   the desired digest, so changing them upgrades the release.
+//! - The helper's logs carry kedge's name of the release (`HELMRELEASE=`)
+//!   and Helm's (`RELEASE=`).
 
 pub mod plan;
 pub mod values;
@@ -26,7 +31,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::kustomization::{self, lock, Context};
-use crate::apply::{ApplyOptions, ObjRef, Owner};
+use super::overlay;
+use crate::apply::{ApplyOptions, DriftIgnore, ObjRef, Owner};
 use crate::config::{
     Config, CrdPolicy, DeletionPolicy, Dependency, HelmRelease, ReleaseDriftMode,
     RemediationStrategy,
@@ -84,6 +90,8 @@ pub enum Error {
     Snapshot(#[from] serde_json::Error),
     #[error("drift detection: {0}")]
     Drift(String),
+    #[error("drift_detection.ignore: {0}")]
+    DriftIgnore(#[from] crate::apply::IgnoreError),
 }
 
 impl Error {
@@ -96,6 +104,7 @@ impl Error {
             Error::Helm(_) => "ReconciliationFailed",
             Error::State(_) | Error::Snapshot(_) => "ReconciliationFailed",
             Error::Drift(_) => "DriftCorrectionFailed",
+            Error::DriftIgnore(_) => "ReconciliationFailed",
         }
     }
 }
@@ -241,7 +250,7 @@ async fn converge(
         let Some(op) = operation(&next) else {
             return Ok(match next {
                 Plan::Stalled { why } => Converged::Stalled {
-                    message: format!("{why}; change the config or run `kedge reconcile helmrelease {}` to try again", release.name),
+                    message: stalled_message(release, &why, snapshot.as_ref()),
                 },
                 _ => {
                     let summary = observed.unwrap_or_default();
@@ -251,7 +260,11 @@ async fn converge(
                     Converged::InSync {
                         message: format!(
                             "Helm release {}/{}.v{} is deployed with chart {}@{}",
-                            summary.namespace, summary.name, summary.revision, summary.chart_name, summary.chart_version
+                            summary.namespace,
+                            summary.name,
+                            summary.revision,
+                            summary.chart_name,
+                            summary.chart_version
                         ),
                         inventory,
                     }
@@ -278,13 +291,17 @@ async fn converge(
             Err(err @ helm::Error::Stopped { .. }) => return Err(err.into()),
             other => other,
         };
-        let failed = result.is_err();
+        let ran = match &result {
+            Ok(_) => Ran::Succeeded,
+            Err(err) if err.is_interrupted() => Ran::Interrupted(err.to_string()),
+            Err(err) => Ran::Failed(err.to_string()),
+        };
         let after = match &result {
             Ok(outcome) => outcome.release.clone(),
             Err(helm::Error::Failed { outcome, .. }) => outcome.release.clone(),
             Err(_) => status(rc, &helper, release).await.ok().and_then(|(r, _)| r),
         };
-        let updated = next_snapshot(snapshot.take(), &desired, op, failed, after.as_ref());
+        let updated = next_snapshot(snapshot.take(), &desired, op, &ran, after.as_ref());
         row.snapshot = serde_json::to_string(&updated)?;
         row.release_revision = after.as_ref().map_or(0, |r| r.revision);
         save(rc, row);
@@ -298,12 +315,34 @@ async fn converge(
             &result,
             after.as_ref(),
         );
-        acted_and_failed |= failed;
+        acted_and_failed |= ran != Ran::Succeeded;
     }
     Ok(Converged::Failed {
         reason: "ReconciliationFailed",
         message: format!("no stable state after {MAX_STEPS} Helm actions"),
     })
+}
+
+/// A stalled release's status: why, what failed last, and what to do.
+fn stalled_message(release: &HelmRelease, why: &str, snapshot: Option<&Snapshot>) -> String {
+    let last = snapshot
+        .map(|s| s.last_failure.as_str())
+        .filter(|failure| !failure.is_empty())
+        .map(|failure| format!("; the last failure: {failure}"))
+        .unwrap_or_default();
+    format!(
+        "{why}{last}; change the config or run `kedge reconcile helmrelease {}` to try again",
+        release.name
+    )
+}
+
+/// How a Helm action ended, for the snapshot.
+#[derive(Debug, PartialEq, Eq)]
+enum Ran {
+    Succeeded,
+    Failed(String),
+    /// The helper ended without a result: what Helm did is unknown.
+    Interrupted(String),
 }
 
 /// The chart source's current artifact: the chart package.
@@ -331,6 +370,12 @@ fn desired(
             .to_string()
             .as_bytes(),
     );
+    // Only when given, so releases without post-renderers keep the digest
+    // they had before post-renderers existed (no upgrade on kedge's update).
+    if !release.post_renderers.is_empty() {
+        digest.update([0]);
+        digest.update(format!("{:?}", release.post_renderers).as_bytes());
+    }
     Desired {
         digest: format!("sha256:{:x}", digest.finalize()),
         chart_name: chart_name.to_string(),
@@ -374,9 +419,10 @@ fn next_snapshot(
     previous: Option<Snapshot>,
     desired: &Desired,
     op: Op,
-    failed: bool,
+    ran: &Ran,
     after: Option<&ReleaseSummary>,
 ) -> Snapshot {
+    let failed = matches!(ran, Ran::Failed(_));
     let mut snapshot = match previous {
         Some(s) if s.desired_digest == desired.digest => s,
         _ => Snapshot {
@@ -402,11 +448,22 @@ fn next_snapshot(
             _ => {}
         }
     }
-    if op == Op::Test && !failed {
+    if op == Op::Test && *ran == Ran::Succeeded {
         snapshot.tested_revision = after.map_or(0, |r| r.revision);
+    }
+    match ran {
+        Ran::Failed(message) | Ran::Interrupted(message) => {
+            snapshot.last_failure.clone_from(message)
+        }
+        Ran::Succeeded if matches!(op, Op::Install | Op::Upgrade | Op::Test) => {
+            snapshot.last_failure.clear()
+        }
+        Ran::Succeeded => {}
     }
     snapshot.last_action = last;
     snapshot.failed = failed && op != Op::Unlock;
+    // An unlocked release was left pending by an action that never ended.
+    snapshot.interrupted = op == Op::Unlock || matches!(ran, Ran::Interrupted(_));
     snapshot.revision = after.map_or(0, |r| r.revision);
     snapshot.config_digest = after.map(|r| r.config_digest.clone()).unwrap_or_default();
     snapshot
@@ -436,7 +493,20 @@ async fn act(
     let chart = matches!(op, Op::Install | Op::Upgrade).then_some(chart);
     let request = request(rc, release, op, chart, values.clone());
     tracing::info!(helmrelease = %release.name, "helm {}", op.as_str());
-    helper.run(&request, std::future::pending()).await
+    run(helper, release, &request).await
+}
+
+/// Runs `request`, answering the helper's post-render requests with the
+/// release's post-renderers.
+async fn run(
+    helper: &Helper,
+    release: &HelmRelease,
+    request: &Request,
+) -> Result<Outcome, helm::Error> {
+    let post_render = |manifest: &str| overlay::post_render(&release.post_renderers, manifest);
+    helper
+        .run_post_rendering(request, &post_render, std::future::pending())
+        .await
 }
 
 fn request(
@@ -470,6 +540,8 @@ fn request(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        post_render: chart.is_some() && !release.post_renderers.is_empty(),
+        log_name: release.name.clone(),
         ..Request::new(op, &release.release_name, &release.target_namespace)
     }
 }
@@ -490,7 +562,7 @@ async fn drift(
     if release.drift == ReleaseDriftMode::Disabled {
         return Ok(Vec::new());
     }
-    let objects = stored_objects(rc, release, manifest).await?;
+    let objects = manifest_objects(rc, release, manifest).await?;
     let inventory: Vec<ObjRef> = objects
         .iter()
         .enumerate()
@@ -505,10 +577,14 @@ async fn drift(
         record_event(rc, &release.name, Severity::Error, "DriftDetected", message);
         return Ok(inventory);
     }
+    let options = ApplyOptions {
+        drift_ignore: std::sync::Arc::new(drift_ignore(release)?),
+        ..ApplyOptions::default()
+    };
     let changes = rc
         .ctx
         .manager
-        .apply(objects, &owner(release), &ApplyOptions::default())
+        .apply(objects, &owner(release), &options)
         .await
         .map_err(|err| Error::Drift(err.to_string()))?;
     let corrected: Vec<String> = changes
@@ -531,9 +607,52 @@ async fn drift(
     Ok(inventory)
 }
 
-/// The objects of the last release's `manifest`, namespaced objects
-/// without a namespace put in the release's.
-async fn stored_objects(
+/// A release as `kedge build` shows it and `kedge diff` compares it.
+pub struct Rendered {
+    /// The chart's revision (its version) it was rendered at.
+    pub chart_revision: String,
+    /// The release's objects, each in a namespace.
+    pub objects: Vec<serde_json::Value>,
+    /// Hook manifests (tests included), as Helm renders them.
+    pub hooks: Vec<String>,
+}
+
+/// Renders `release` as an install or upgrade now would (server-side
+/// dry-run, values, post-renderers, kedge's labels), at the chart's
+/// current artifact. Nothing is applied or stored.
+pub async fn render(rc: &ReleaseContext, release: &HelmRelease) -> Result<Rendered, Error> {
+    let helper = helper(rc)?;
+    let chart = chart_artifact(rc, release)?;
+    let values = values::compose(&rc.ctx.manager, release, &chart.path).await?;
+    let (installed, _) = status(rc, &helper, release).await?;
+    let is_upgrade = installed.is_some();
+    let mut request = request(rc, release, Op::Render, Some(chart.path.as_path()), values);
+    request.is_upgrade = is_upgrade;
+    request.crds = Some(crd_policy(if is_upgrade {
+        release.upgrade.crds
+    } else {
+        release.install.crds
+    }));
+    let outcome = run(&helper, release, &request).await?;
+    Ok(Rendered {
+        chart_revision: chart.revision,
+        objects: manifest_objects(rc, release, &outcome.manifest).await?,
+        hooks: outcome
+            .hooks
+            .into_iter()
+            .map(|hook| hook.manifest)
+            .collect(),
+    })
+}
+
+/// `drift_detection.ignore`, compiled as a kustomization's rules are.
+pub fn drift_ignore(release: &HelmRelease) -> Result<DriftIgnore, Error> {
+    Ok(overlay::drift_ignore(&release.drift_ignore)?)
+}
+
+/// The objects of a release's `manifest`, namespaced objects without a
+/// namespace put in the release's.
+async fn manifest_objects(
     rc: &ReleaseContext,
     release: &HelmRelease,
     manifest: &str,
@@ -700,6 +819,7 @@ async fn uninstall(
         storage_namespace: Some(row.storage_namespace.clone()),
         timeout_seconds: timeout.as_secs(),
         wait: true,
+        log_name: row.name.clone(),
         ..Request::new(Op::Uninstall, &row.release_name, &row.target_namespace)
     };
     helper.run(&request, std::future::pending()).await?;

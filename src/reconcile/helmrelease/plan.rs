@@ -12,6 +12,9 @@
 //!   upgrades it back.
 //! - A `pending-*` release that no action of kedge holds was left by an
 //!   interrupted action (a power cut): it is unlocked (marked failed).
+//!   An interrupted action is not a failure of the chart: once unlocked,
+//!   the release is upgraded again (an interrupted first install removed
+//!   and installed again) without counting against the retries.
 //! - Failures are remediated a bounded number of times per desired state;
 //!   a new desired state starts the count again.
 
@@ -80,6 +83,12 @@ pub struct Snapshot {
     pub upgrade_failures: u32,
     /// The revision whose tests passed (0: none).
     pub tested_revision: u32,
+    /// The last action ended without a result (its helper killed), or
+    /// unlocked a release such an action left pending.
+    pub interrupted: bool,
+    /// Why the last failed action failed, until an install, upgrade or
+    /// test succeeds: the status of a stalled release says it.
+    pub last_failure: String,
 }
 
 /// How failed upgrades are remediated.
@@ -147,6 +156,9 @@ pub fn plan(observed: Option<&Observed>, snapshot: Option<&Snapshot>, desired: &
         ReleaseStatus::Uninstalled | ReleaseStatus::Uninstalling => {
             install_unless_exhausted(snapshot, desired)
         }
+        ReleaseStatus::Failed if snapshot.interrupted => {
+            retry_interrupted(observed, snapshot, desired)
+        }
         ReleaseStatus::Failed | ReleaseStatus::Unknown | ReleaseStatus::Superseded => {
             remediate(observed, snapshot, desired)
         }
@@ -164,6 +176,15 @@ fn install_unless_exhausted(snapshot: &Snapshot, desired: &Desired) -> Plan {
         };
     }
     Plan::Install
+}
+
+/// Helm upgrades only a release that deployed once: an interrupted first
+/// install is removed, then installed again.
+fn retry_interrupted(observed: &Observed, snapshot: &Snapshot, desired: &Desired) -> Plan {
+    if observed.revision <= 1 {
+        return Plan::Uninstall;
+    }
+    upgrade_unless_exhausted(snapshot, desired, "retrying an interrupted action")
 }
 
 fn remediate(observed: &Observed, snapshot: &Snapshot, desired: &Desired) -> Plan {
@@ -272,6 +293,40 @@ mod tests {
             failed,
             ..Snapshot::default()
         }
+    }
+
+    #[test]
+    fn an_interrupted_action_once_unlocked_is_tried_again_not_remediated() {
+        let mut unlocked = after(LastAction::Upgrade, 2, false);
+        unlocked.interrupted = true;
+        assert_eq!(
+            plan(Some(&observed(2, "failed")), Some(&unlocked), &desired()),
+            Plan::Upgrade {
+                why: "retrying an interrupted action"
+            }
+        );
+        let mut first_install = after(LastAction::Install, 1, false);
+        first_install.interrupted = true;
+        assert_eq!(
+            plan(
+                Some(&observed(1, "failed")),
+                Some(&first_install),
+                &desired()
+            ),
+            Plan::Uninstall
+        );
+        let mut failed_for_real = unlocked.clone();
+        failed_for_real.interrupted = false;
+        failed_for_real.failed = true;
+        failed_for_real.upgrade_failures = 1;
+        assert_eq!(
+            plan(
+                Some(&observed(2, "failed")),
+                Some(&failed_for_real),
+                &desired()
+            ),
+            Plan::Rollback
+        );
     }
 
     #[test]
