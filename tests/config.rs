@@ -711,7 +711,7 @@ fn bad_post_build_keys_are_located_and_named() {
         (
             "decryption = { provider = \"sops\", pgp_keyring_file = \"/etc/kedge/pgp.asc\" }",
             "kustomization.apps.decryption.pgp_keyring_file",
-            "OpenPGP decryption is not yet supported",
+            "does not exist",
         ),
         (
             "decryption = { provider = \"sops\" }",
