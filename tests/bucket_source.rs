@@ -15,6 +15,7 @@ use kedge::config::{Config, Source, SourceKind, SourceRef};
 use kedge::source::{self, Limits, SyncOutcome};
 use kedge::state::SourceStatus;
 
+use crate::support::kedge_cli;
 use crate::support::s3::{self, status_after, S3Server};
 
 /// A bucket `fleet` and a config for source `bucket/fleet` of it.
@@ -67,29 +68,9 @@ fn sync(
     })
 }
 
-/// The files of an artifact: path → content.
+/// The files of an outcome's artifact: path → content.
 fn files_of(outcome: &SyncOutcome) -> BTreeMap<String, String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    source::extract_verified(outcome.artifact(), dir.path()).expect("artifact unpacks");
-    let mut files = BTreeMap::new();
-    collect(dir.path(), dir.path(), &mut files);
-    files
-}
-
-fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) {
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            collect(root, &path, files);
-        } else {
-            let relative = path
-                .strip_prefix(root)
-                .expect("inside")
-                .to_string_lossy()
-                .into_owned();
-            files.insert(relative, std::fs::read_to_string(&path).expect("read file"));
-        }
-    }
+    crate::support::artifact_files(outcome.artifact())
 }
 
 const LIST: &str = "s3_ListObjectsV2";
@@ -402,11 +383,7 @@ async fn kedge_run_applies_a_buckets_manifests_to_the_cluster() {
 
     // The interval is an hour: only `kedge reconcile source` brings the change.
     s3::put(&bucket.client, "edge/apps/a.yaml", &configmap("a", "two")).await;
-    let output = Command::new(env!("CARGO_BIN_EXE_kedge"))
-        .args(["reconcile", "source", "bucket/fleet", "--config"])
-        .arg(&config)
-        .output()
-        .expect("kedge reconcile");
+    let output = kedge_cli(&config, &["reconcile", "source", "bucket/fleet"]);
     assert!(
         output.status.success(),
         "{}",
@@ -414,24 +391,13 @@ async fn kedge_run_applies_a_buckets_manifests_to_the_cluster() {
     );
     configmap_becomes(&client, &ns.name, "two", &log_path).await;
 
-    let status = Command::new(env!("CARGO_BIN_EXE_kedge"))
-        .args(["status", "--config"])
-        .arg(&config)
-        .output()
-        .expect("kedge status");
+    let status = kedge_cli(&config, &["status"]);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(
         shown.contains("bucket/fleet") && shown.contains("sha256:"),
         "{shown}"
     );
-    let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_kedge"))
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .expect("kedge")
-    };
+    let cli = |args: &[&str]| kedge_cli(&config, args);
     let out = cli(&["suspend", "bucket/fleet"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -453,7 +419,12 @@ async fn kedge_run_applies_a_buckets_manifests_to_the_cluster() {
 }
 
 /// Waits until ConfigMap `a` holds `value`; panics with the daemon's log.
-async fn configmap_becomes(client: &kube::Client, namespace: &str, value: &str, log: &Path) {
+pub(crate) async fn configmap_becomes(
+    client: &kube::Client,
+    namespace: &str,
+    value: &str,
+    log: &Path,
+) {
     use crate::kustomization_run::value_of;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while value_of(client, namespace, "a").await.as_deref() != Some(value) {

@@ -726,3 +726,34 @@ fn bad_post_build_keys_are_located_and_named() {
         assert!(problem.message.contains(message), "{extra}: {problem:?}");
     }
 }
+
+#[test]
+fn an_oci_source_refuses_a_tag_in_its_url_two_refs_and_secrets_over_plain_http() {
+    let problem = one_problem("[oci.edge]\nurl = \"oci://registry.local:5000/fleet/edge:v1\"\n");
+    assert_eq!(problem.key, "oci.edge.url");
+    assert!(problem.message.contains("goes in ref"), "{problem:?}");
+
+    let problem = one_problem(
+        "[oci.edge]\nurl = \"oci://registry.local/fleet\"\nref = { tag = \"v1\", semver = \">=1\" }\n",
+    );
+    assert_eq!(problem.key, "oci.edge.ref");
+    assert!(problem.message.contains("exactly one"), "{problem:?}");
+
+    let secret = tempfile::NamedTempFile::new().expect("secret");
+    let problem = one_problem(&format!(
+        "[oci.edge]\nurl = \"oci://registry.local/fleet\"\ninsecure = true\nusername = \"kedge\"\npassword_file = {:?}\n",
+        secret.path()
+    ));
+    assert_eq!(problem.key, "oci.edge.password_file");
+
+    let problem = one_problem(
+        "[oci.edge]\nurl = \"oci://registry.local/fleet\"\nlayer_selector = { operation = \"unpack\" }\n",
+    );
+    assert_eq!(problem.key, "oci.edge.layer_selector.operation");
+
+    let config = valid("[oci.edge]\nurl = \"oci://registry.local/fleet\"\n\n[kustomization.apps]\nsource = \"oci/edge\"\ninterval = \"1m\"\nprune = true\n");
+    let source = config
+        .source(&kedge::config::SourceRef::parse("oci/edge").expect("ref"))
+        .expect("oci/edge");
+    assert_eq!(source.interval(), std::time::Duration::from_secs(300));
+}

@@ -23,6 +23,8 @@ mod helm_sources;
 mod helm_release;
 // Bucket sources against versitygw (SigV4) on loopback: polls, changes, prefix, ignore, faults, limits, end to end.
 mod bucket_source;
+// OCI artifact sources against docker-registry on loopback: push, pull, polls, refs, auth, cosign signatures, end to end.
+mod oci_source;
 // Git sources over smart HTTP (git http-backend) with Basic auth.
 mod git_http;
 // Git sources over SSH (Debian's sshd on loopback) with strict host key checking.
@@ -39,6 +41,8 @@ mod kustomization_run;
 mod kustomization_drift;
 // Flux's Kustomization fields under `kedge run`: target namespace, prefix, suffix, patches, images, components, common metadata.
 mod kustomization_flux_fields;
+// A fleet repository written for Flux, under its Flux Kustomization's fields as a kedge table.
+mod flux_fleet;
 // SOPS decryption against files encrypted by the real sops CLI, and under `kedge run`.
 mod postbuild_sops;
 // Post-build variable substitution under `kedge run`: config, ConfigMap, Secret and file variables, strict.

@@ -5,6 +5,7 @@ mod build;
 mod check_config;
 mod control;
 mod metrics;
+mod push;
 mod run;
 mod status;
 
@@ -105,6 +106,19 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Push to a registry.
+    Push {
+        #[command(subcommand)]
+        target: PushTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PushTarget {
+    /// Push the files of a directory as an OCI artifact in Flux's format
+    /// (what an `[oci.NAME]` source pulls); the same tree gives the same
+    /// digest. Prints `oci://…:TAG@sha256:…`.
+    Artifact(push::ArtifactArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,5 +255,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => control::events(&daemon, object, limit),
         Command::Diff { name, daemon } => control::diff(&daemon, &name),
         Command::Metrics { daemon } => metrics::metrics(&daemon),
+        Command::Push {
+            target: PushTarget::Artifact(args),
+        } => push::artifact(&args),
     }
 }

@@ -47,6 +47,7 @@ mod validate_bucket;
 mod validate_helm;
 mod validate_kustomization;
 mod validate_observe;
+mod validate_oci;
 mod validate_postbuild;
 mod validate_release;
 mod validate_verify;
@@ -67,6 +68,7 @@ pub use helm::{
 };
 pub use overlay::{Image, Overlay, Patch};
 pub use postbuild::{Decryption, PostBuild, SubstituteFrom, VarsKind};
+pub use validate_oci::FLUX_CONTENT_MEDIA_TYPE;
 pub use validate_postbuild::is_variable_name;
 pub use validate_release::merge_values;
 
@@ -378,6 +380,53 @@ pub enum BucketProvider {
     Azure,
 }
 
+/// One `[oci.NAME]` table: an artifact in an OCI registry, in Flux's
+/// format (`flux push artifact`, `kedge push artifact`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciSource {
+    pub name: String,
+    /// `oci://HOST[:PORT]/REPOSITORY`, as written (never holds a credential).
+    pub url: String,
+    pub reference: OciRef,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Plain HTTP to the registry.
+    pub insecure: bool,
+    pub layer_selector: LayerSelector,
+    /// The cosign public key (PEM) every artifact must be signed with.
+    pub cosign_public_key_file: Option<PathBuf>,
+    pub suspend: bool,
+}
+
+/// Which manifest of the repository a source follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OciRef {
+    Tag(String),
+    /// The highest tag in the range (Masterminds/Flux semver ranges).
+    Semver(version_range::VersionRange),
+    /// `sha256:<64 hex>`: one manifest, never another.
+    Digest(String),
+}
+
+/// Which layer of the manifest becomes the artifact, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSelector {
+    pub media_type: String,
+    pub operation: LayerOperation,
+}
+
+/// What is done with the selected layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerOperation {
+    /// The layer is a `tar.gz` whose files become the artifact's files.
+    Extract,
+    /// The layer is one file of the artifact, as it is.
+    Copy,
+}
+
 /// A reference to a source, written `kind/name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceRef {
@@ -395,6 +444,8 @@ pub enum SourceKind {
     /// A Helm chart: its artifact is the packaged chart (`.tgz`).
     Chart,
     Bucket,
+    /// An artifact in an OCI registry.
+    Oci,
 }
 
 impl SourceKind {
@@ -402,6 +453,7 @@ impl SourceKind {
     pub const ALL: &'static [SourceKind] = &[
         SourceKind::Git,
         SourceKind::Bucket,
+        SourceKind::Oci,
         SourceKind::Helm,
         SourceKind::Chart,
     ];
@@ -413,6 +465,7 @@ impl SourceKind {
             SourceKind::Helm => "helm",
             SourceKind::Chart => "chart",
             SourceKind::Bucket => "bucket",
+            SourceKind::Oci => "oci",
         }
     }
 
@@ -423,6 +476,18 @@ impl SourceKind {
             SourceKind::Helm => "helm_repository",
             SourceKind::Chart => "helm_chart",
             SourceKind::Bucket => "bucket",
+            SourceKind::Oci => "oci",
+        }
+    }
+
+    /// The kind of Flux's object that plays this part (alerts name it).
+    pub fn flux_kind(self) -> &'static str {
+        match self {
+            SourceKind::Git => "GitRepository",
+            SourceKind::Helm => "HelmRepository",
+            SourceKind::Chart => "HelmChart",
+            SourceKind::Bucket => "Bucket",
+            SourceKind::Oci => "OCIRepository",
         }
     }
 
@@ -433,6 +498,7 @@ impl SourceKind {
             SourceKind::Helm => "IndexationFailed",
             SourceKind::Chart => "ChartPullFailed",
             SourceKind::Bucket => "BucketOperationFailed",
+            SourceKind::Oci => "OCIArtifactPullFailed",
         }
     }
 
@@ -441,7 +507,7 @@ impl SourceKind {
     pub fn holds_files(self) -> bool {
         match self {
             SourceKind::Git => true,
-            SourceKind::Bucket => true,
+            SourceKind::Bucket | SourceKind::Oci => true,
             SourceKind::Helm | SourceKind::Chart => false,
         }
     }
@@ -479,6 +545,7 @@ pub enum Source {
     Helm(HelmRepository),
     Chart(HelmChart),
     Bucket(BucketSource),
+    Oci(OciSource),
 }
 
 /// What every kind of source has: the scheduler needs nothing else.
@@ -499,6 +566,7 @@ impl Source {
             Source::Helm(_) => SourceKind::Helm,
             Source::Chart(_) => SourceKind::Chart,
             Source::Bucket(_) => SourceKind::Bucket,
+            Source::Oci(_) => SourceKind::Oci,
         }
     }
 
@@ -508,6 +576,7 @@ impl Source {
             Source::Helm(helm) => helm,
             Source::Chart(chart) => chart,
             Source::Bucket(bucket) => bucket,
+            Source::Oci(oci) => oci,
         }
     }
 
@@ -517,6 +586,7 @@ impl Source {
             Source::Helm(helm) => helm,
             Source::Chart(chart) => chart,
             Source::Bucket(bucket) => bucket,
+            Source::Oci(oci) => oci,
         }
     }
 
@@ -525,7 +595,7 @@ impl Source {
     pub fn upstream(&self) -> Option<SourceRef> {
         match self {
             Source::Chart(chart) => chart.upstream(),
-            Source::Git(_) | Source::Helm(_) | Source::Bucket(_) => None,
+            Source::Git(_) | Source::Helm(_) | Source::Bucket(_) | Source::Oci(_) => None,
         }
     }
 
@@ -555,6 +625,8 @@ impl Source {
 source_settings!(GitSource, url: url, timeout: timeout);
 
 source_settings!(BucketSource, url: url, timeout: timeout);
+
+source_settings!(OciSource, url: url, timeout: timeout);
 
 impl GitSource {
     pub fn source_ref(&self) -> SourceRef {

@@ -16,6 +16,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub bucket: BTreeMap<Spanned<String>, Spanned<RawBucketSource>>,
     #[serde(default)]
+    pub oci: BTreeMap<Spanned<String>, Spanned<RawOciSource>>,
+    #[serde(default)]
     pub kustomization: BTreeMap<Spanned<String>, Spanned<RawKustomization>>,
     #[serde(default)]
     pub helm_repository: BTreeMap<Spanned<String>, Spanned<RawHelmRepository>>,
@@ -86,6 +88,48 @@ pub struct RawBucketSource {
     pub max_objects: Option<Spanned<i64>>,
     pub max_total_bytes: Option<Spanned<i64>>,
     pub suspend: Option<Spanned<bool>>,
+}
+
+/// One `[oci.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOciSource {
+    pub url: Spanned<String>,
+    #[serde(rename = "ref")]
+    pub reference: Option<Spanned<RawOciRef>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub insecure: Option<Spanned<bool>>,
+    pub layer_selector: Option<Spanned<RawLayerSelector>>,
+    pub verify: Option<Spanned<RawOciVerify>>,
+    pub suspend: Option<Spanned<bool>>,
+}
+
+/// `ref = { tag | semver | digest }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOciRef {
+    pub tag: Option<Spanned<String>>,
+    pub semver: Option<Spanned<String>>,
+    pub digest: Option<Spanned<String>>,
+}
+
+/// `layer_selector = { media_type, operation }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLayerSelector {
+    pub media_type: Option<Spanned<String>>,
+    pub operation: Option<Spanned<String>>,
+}
+
+/// `verify = { cosign_public_key_file }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOciVerify {
+    pub cosign_public_key_file: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -143,6 +143,7 @@ impl Checker<'_> {
             .bucket
             .keys()
             .map(|name| (SourceKind::Bucket.table(), name));
+        let oci = raw.oci.keys().map(|name| (SourceKind::Oci.table(), name));
         let helm = raw
             .helm_repository
             .keys()
@@ -152,7 +153,7 @@ impl Checker<'_> {
             .keys()
             .map(|name| (SourceKind::Chart.table(), name));
         self.at_most(
-            git.chain(bucket).chain(helm).chain(chart),
+            git.chain(bucket).chain(oci).chain(helm).chain(chart),
             MAX_SOURCES,
             "sources",
         );
@@ -179,6 +180,13 @@ impl Checker<'_> {
             self.name(&name, &key);
             if let Some(source) = self.bucket_source(name.get_ref(), &key, source) {
                 sources.insert(source.source_ref(), Source::Bucket(source));
+            }
+        }
+        for (name, source) in raw.oci {
+            let key = format!("{}.{}", SourceKind::Oci.table(), name.get_ref());
+            self.name(&name, &key);
+            if let Some(source) = self.oci_source(name.get_ref(), &key, source) {
+                sources.insert(source.source_ref(), Source::Oci(source));
             }
         }
         let mut referenced = validate_helm::referenced_charts(&raw.helm_chart, &raw.helm_release);
@@ -675,15 +683,29 @@ impl Checker<'_> {
     /// Every credential of a plain http:// URL would cross the network
     /// unencrypted: refused.
     fn no_clear_text_credentials(&mut self, key: &str, raw: &RawGitSource) {
-        for (value, field) in [
-            (&raw.password_file, "password_file"),
-            (&raw.bearer_token_file, "bearer_token_file"),
-        ] {
+        self.not_over_plain_http(
+            key,
+            &[
+                (&raw.password_file, "password_file"),
+                (&raw.bearer_token_file, "bearer_token_file"),
+            ],
+        );
+    }
+
+    /// Refuses each of `fields` of table `key` that is given: over plain
+    /// HTTP a secret would cross the network readable, and a CA or client
+    /// certificate would do nothing.
+    pub(super) fn not_over_plain_http(
+        &mut self,
+        key: &str,
+        fields: &[(&Option<Spanned<String>>, &str)],
+    ) {
+        for (value, field) in fields {
             if let Some(value) = value {
                 self.problem(
                     value.span(),
                     &format!("{key}.{field}"),
-                    format!("{field} would be sent in clear text over http://: use https"),
+                    format!("{field} is not used over plain HTTP (it would travel in clear text): use https"),
                 );
             }
         }

@@ -174,20 +174,15 @@ impl Checker<'_> {
     /// Credentials over plain HTTP would cross the network readable:
     /// refused, as for Git.
     fn no_clear_text_helm_secrets(&mut self, key: &str, raw: &RawHelmRepository) {
-        for (value, field) in [
-            (&raw.password_file, "password_file"),
-            (&raw.bearer_token_file, "bearer_token_file"),
-            (&raw.ca_file, "ca_file"),
-            (&raw.cert_file, "cert_file"),
-        ] {
-            if let Some(value) = value {
-                self.problem(
-                    value.span(),
-                    &format!("{key}.{field}"),
-                    format!("{field} is not used over plain HTTP: use https"),
-                );
-            }
-        }
+        self.not_over_plain_http(
+            key,
+            &[
+                (&raw.password_file, "password_file"),
+                (&raw.bearer_token_file, "bearer_token_file"),
+                (&raw.ca_file, "ca_file"),
+                (&raw.cert_file, "cert_file"),
+            ],
+        );
     }
 
     pub(super) fn helm_chart(
@@ -372,11 +367,7 @@ impl Checker<'_> {
             );
             return None;
         }
-        let valid = digest
-            .get_ref()
-            .strip_prefix("sha256:")
-            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-        if !valid {
+        if !is_sha256_digest(digest.get_ref()) {
             self.problem(
                 digest.span(),
                 &field,
@@ -386,6 +377,13 @@ impl Checker<'_> {
         }
         Some(Some(digest.get_ref().to_ascii_lowercase()))
     }
+}
+
+/// `sha256:` and 64 hex digits: how OCI names a manifest.
+pub(super) fn is_sha256_digest(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A chart name is a path part of the repository's URLs: nothing that

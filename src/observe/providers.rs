@@ -8,7 +8,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::{Alert, AlertProvider};
+use crate::config::{Alert, AlertProvider, SourceKind};
 use crate::source::store::hex;
 
 /// Where Telegram's Bot API is, unless `address` says otherwise.
@@ -39,20 +39,23 @@ pub struct InvolvedObject {
     pub name: String,
 }
 
-/// kedge's kinds and Flux's.
-const KINDS: &[(&str, &str)] = &[
-    ("kustomization", "Kustomization"),
-    ("helm_release", "HelmRelease"),
-    ("git", "GitRepository"),
-    ("bucket", "Bucket"),
-    ("helm", "HelmRepository"),
-    ("chart", "HelmChart"),
-];
+/// kedge's kinds and Flux's: the owners', then every source kind's.
+fn kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
+    [
+        ("kustomization", "Kustomization"),
+        ("helm_release", "HelmRelease"),
+    ]
+    .into_iter()
+    .chain(
+        SourceKind::ALL
+            .iter()
+            .map(|kind| (kind.as_str(), kind.flux_kind())),
+    )
+}
 
 /// Flux's kind for kedge's `kind`.
 pub fn flux_kind(kind: &str) -> &str {
-    KINDS
-        .iter()
+    kinds()
         .find(|(kedge, _)| *kedge == kind)
         .map_or(kind, |(_, flux)| flux)
 }
@@ -60,8 +63,7 @@ pub fn flux_kind(kind: &str) -> &str {
 impl AlertEvent {
     /// `kustomization/apps`, as kedge names objects everywhere.
     pub fn object(&self) -> String {
-        let kind = KINDS
-            .iter()
+        let kind = kinds()
             .find(|(_, flux)| *flux == self.involved_object.kind)
             .map_or(self.involved_object.kind.as_str(), |(kedge, _)| kedge);
         format!("{kind}/{}", self.involved_object.name)
@@ -294,8 +296,8 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_between_kedge_and_flux() {
-        for (kedge, flux) in KINDS {
-            assert_eq!(flux_kind(kedge), *flux);
+        for (kedge, flux) in kinds() {
+            assert_eq!(flux_kind(kedge), flux);
             let event = AlertEvent {
                 involved_object: InvolvedObject {
                     kind: flux.to_string(),

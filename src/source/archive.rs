@@ -237,6 +237,173 @@ fn append(
     }
 }
 
+/// One entry of a `tar.gz` built elsewhere, held until all are read.
+enum ForeignEntry {
+    File { executable: bool, content: Vec<u8> },
+    Symlink { target: String },
+}
+
+/// Appends the files of the `tar.gz` read from `reader` (built elsewhere:
+/// an OCI layer) in path order. Entries are held to the rules of
+/// unpacking: relative paths without `..`, symlinks pointing inside, only
+/// files, directories and symlinks, no path twice or below a file, and the
+/// writer's limits while reading. `origin` names it in errors.
+pub fn append_tar_gz(
+    origin: &Path,
+    reader: impl Read,
+    writer: &mut ArtifactWriter<'_>,
+) -> Result<()> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
+    let mut entries = std::collections::BTreeMap::new();
+    let mut total: u64 = 0;
+    for entry in archive
+        .entries()
+        .map_err(io_error(READING_FOREIGN, origin))?
+    {
+        let mut entry = entry.map_err(io_error(READING_FOREIGN, origin))?;
+        let path = entry
+            .path()
+            .map_err(io_error(READING_FOREIGN, origin))?
+            .into_owned();
+        let relative = checked_relative(origin, &path)?;
+        let Some(name) = relative.to_str().map(str::to_string) else {
+            return Err(unsafe_entry(origin, &path, "is not UTF-8"));
+        };
+        let foreign = match entry.header().entry_type() {
+            tar::EntryType::Directory => continue,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.size();
+                writer.check_size(&name, size)?;
+                if total.saturating_add(size) > writer.limits.max_total_bytes {
+                    return Err(Error::TooLarge {
+                        source_name: writer.source_name.to_string(),
+                        path: name,
+                        size,
+                        limit: writer.limits.max_total_bytes.saturating_sub(total),
+                    });
+                }
+                total += size;
+                let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+                let mut content = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                entry
+                    .by_ref()
+                    .take(size)
+                    .read_to_end(&mut content)
+                    .map_err(io_error(READING_FOREIGN, origin))?;
+                ForeignEntry::File {
+                    executable,
+                    content,
+                }
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_error(READING_FOREIGN, origin))?
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if !symlink_stays_inside(&relative, Path::new(&target)) {
+                    return Err(unsafe_entry(origin, &path, "is a symlink pointing outside"));
+                }
+                ForeignEntry::Symlink { target }
+            }
+            _ => {
+                return Err(unsafe_entry(
+                    origin,
+                    &path,
+                    "is neither a file, a directory nor a symlink",
+                ))
+            }
+        };
+        if name.is_empty() || entries.insert(name, foreign).is_some() {
+            return Err(unsafe_entry(origin, &path, "appears twice"));
+        }
+    }
+    for name in entries.keys() {
+        let below_an_entry = Path::new(name)
+            .ancestors()
+            .skip(1)
+            .filter_map(Path::to_str)
+            .any(|parent| entries.contains_key(parent));
+        if below_an_entry {
+            return Err(unsafe_entry(
+                origin,
+                Path::new(name),
+                "passes through a symlink or a file",
+            ));
+        }
+    }
+    for (name, entry) in entries {
+        match entry {
+            ForeignEntry::File {
+                executable,
+                content,
+            } => writer.append_file(&name, executable, content.len() as u64, content.as_slice())?,
+            ForeignEntry::Symlink { target } => writer.append_symlink(&name, &target)?,
+        }
+    }
+    Ok(())
+}
+
+/// The action of an error reading a `tar.gz` built elsewhere.
+pub const READING_FOREIGN: &str = "reading the tar.gz";
+
+/// Appends the files under `dir` on disk in path order, leaving out `.git`
+/// directories: symlinks must point inside, anything but files,
+/// directories and symlinks is refused.
+pub fn append_directory(dir: &Path, writer: &mut ArtifactWriter<'_>) -> Result<()> {
+    let mut found = Vec::new();
+    list_directory(dir, dir, &mut found)?;
+    found.sort();
+    for (name, path) in found {
+        let meta = std::fs::symlink_metadata(&path).map_err(io_error("inspecting", &path))?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).map_err(io_error("reading link", &path))?;
+            if !symlink_stays_inside(Path::new(&name), &target) {
+                return Err(unsafe_entry(
+                    dir,
+                    Path::new(&name),
+                    "is a symlink pointing outside",
+                ));
+            }
+            writer.append_symlink(&name, &target.to_string_lossy())?;
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            let file = File::open(&path).map_err(io_error("reading", &path))?;
+            writer.append_file(&name, executable, meta.len(), file)?;
+        }
+    }
+    Ok(())
+}
+
+/// Files and symlinks under `dir`, as (path relative to `root`, full path).
+fn list_directory(root: &Path, dir: &Path, found: &mut Vec<(String, PathBuf)>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io_error("reading directory", dir))? {
+        let entry = entry.map_err(io_error("reading directory", dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io_error("inspecting", &path))?;
+        let relative = path.strip_prefix(root).unwrap_or(&path);
+        let Some(name) = relative.to_str().map(str::to_string) else {
+            return Err(unsafe_entry(root, relative, "is not UTF-8"));
+        };
+        if kind.is_dir() {
+            if entry.file_name() != ".git" {
+                list_directory(root, &path, found)?;
+            }
+        } else if kind.is_file() || kind.is_symlink() {
+            found.push((name, path));
+        } else {
+            return Err(unsafe_entry(
+                root,
+                relative,
+                "is neither a file, a directory nor a symlink",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn unsafe_entry(artifact: &Path, entry: &Path, why: &'static str) -> Error {
     Error::UnsafeEntry {
         artifact: artifact.to_path_buf(),

@@ -38,6 +38,7 @@ pub mod helm_index;
 pub mod helm_oci;
 pub mod ignore;
 pub mod manifest;
+pub mod oci;
 pub mod store;
 pub mod sync;
 pub mod tree;
@@ -73,6 +74,7 @@ pub fn sync(
             chart::sync_chart(chart, state_dir, previous, upstream, limits, interrupt)
         }
         Source::Bucket(b) => bucket::sync_bucket_source(b, state_dir, previous, limits, interrupt),
+        Source::Oci(oci) => oci::sync_oci_source(oci, state_dir, previous, limits),
     }
 }
 
@@ -87,7 +89,7 @@ pub fn restore(
 ) -> Result<Option<Restored>> {
     match source {
         Source::Git(git) => restore_artifact(git, state_dir, previous, limits),
-        Source::Helm(_) | Source::Chart(_) => report_damage(previous),
+        Source::Helm(_) | Source::Chart(_) | Source::Oci(_) => report_damage(previous),
         Source::Bucket(b) => bucket::restore_artifact(b, state_dir, previous, limits),
     }
 }
@@ -225,6 +227,31 @@ pub enum Error {
         url: String,
         message: String,
     },
+    /// A registry request failed: connect, TLS, authentication, a missing
+    /// manifest, a blob that is not what its manifest says.
+    #[error("source {source_name}: {url}: {message}")]
+    Registry {
+        kind: SourceKind,
+        source_name: String,
+        url: String,
+        message: String,
+    },
+    /// An OCI artifact is not one kedge can use: no layer of the selected
+    /// media type, a layer that is not a tar.gz.
+    #[error("source {source_name}: {url}: {message}")]
+    OciArtifact {
+        source_name: String,
+        url: String,
+        message: String,
+    },
+    /// An artifact's signature is missing or not made by the trusted key:
+    /// nothing is stored or applied.
+    #[error("source {source_name}: {url}: signature verification failed: {message}")]
+    Verification {
+        source_name: String,
+        url: String,
+        message: String,
+    },
     /// A chart is not usable: no version in range, not a chart, a
     /// dependency not vendored.
     #[error("chart {source_name}: {message}")]
@@ -314,7 +341,9 @@ impl Error {
         match self {
             Error::Timeout { kind, .. }
             | Error::Stalled { kind, .. }
-            | Error::Helm { kind, .. } => kind.fetch_failed_reason(),
+            | Error::Helm { kind, .. }
+            | Error::Registry { kind, .. } => kind.fetch_failed_reason(),
+            Error::Verification { .. } => "VerificationError",
             Error::Chart { .. } => "ChartPackageFailed",
             Error::UpstreamNotReady { .. } => "DependencyNotReady",
             // Flux's reason when a source's secret cannot be used, of any kind.
@@ -334,6 +363,7 @@ impl Error {
             | Error::TooLarge { .. }
             | Error::Ignore { .. }
             | Error::UnsafeEntry { .. }
+            | Error::OciArtifact { .. }
             | Error::UnsafeKey { .. }
             | Error::TooManyObjects { .. }
             | Error::ArtifactDamaged { .. }

@@ -33,6 +33,44 @@ pub use cluster::{built_tool, cluster, repo_root, TestNamespace};
 
 use std::time::{Duration, Instant};
 
+/// `kedge ARGS --config CONFIG`, run to completion.
+pub fn kedge_cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run kedge")
+}
+
+/// The files of an artifact, unpacked and verified: path → content.
+pub fn artifact_files(
+    artifact: &kedge::source::Artifact,
+) -> std::collections::BTreeMap<String, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kedge::source::extract_verified(artifact, dir.path()).expect("artifact unpacks");
+    let mut files = std::collections::BTreeMap::new();
+    collect_files(dir.path(), dir.path(), &mut files);
+    files
+}
+
+fn collect_files(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    files: &mut std::collections::BTreeMap<String, String>,
+) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            collect_files(root, &path, files);
+        } else {
+            let relative = path.strip_prefix(root).expect("inside");
+            let content = std::fs::read_to_string(&path).expect("read file");
+            files.insert(relative.to_string_lossy().into_owned(), content);
+        }
+    }
+}
+
 /// The field managers recorded on an object, in managedFields order.
 pub fn field_managers(
     metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,

@@ -188,7 +188,11 @@ fn retry_interrupted(observed: &Observed, snapshot: &Snapshot, desired: &Desired
 }
 
 fn remediate(observed: &Observed, snapshot: &Snapshot, desired: &Desired) -> Plan {
-    let installing = observed.revision <= 1 || snapshot.last_action == Some(LastAction::Install);
+    // A failed revision above the one kedge installed came from an upgrade
+    // (by hand, say): an upgrade's remediation, not an install's.
+    let installing = observed.revision <= 1
+        || (snapshot.last_action == Some(LastAction::Install)
+            && observed.revision == snapshot.revision);
     let (failures, retries) = if installing {
         (snapshot.install_failures, desired.install_retries)
     } else {
@@ -430,6 +434,15 @@ mod tests {
             plan(None, Some(&removed), &desired()),
             Plan::Stalled { .. }
         ));
+    }
+
+    #[test]
+    fn a_failed_upgrade_by_hand_after_kedge_installed_is_rolled_back_not_uninstalled() {
+        let installed = after(LastAction::Install, 1, false);
+        assert_eq!(
+            plan(Some(&observed(2, "failed")), Some(&installed), &desired()),
+            Plan::Rollback
+        );
     }
 
     #[test]
