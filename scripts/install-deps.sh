@@ -11,8 +11,11 @@ set -euo pipefail
 # make, gcc: jemalloc's build (tikv-jemalloc-sys);
 # time (GNU time): helm's peak RSS in benches/helm_index.rs; docker-registry
 # (the CNCF distribution registry) and apache2-utils (htpasswd): the OCI Helm
-# tests, the OCI artifact tests and benches/oci_poll.rs.
-packages=(make gcc git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils)
+# tests, the OCI artifact tests and benches/oci_poll.rs; gnupg (gpg, gpg-agent,
+# gpgconf): the OpenPGP-signed commits and tags of the Git verification tests
+# (SSH signatures come from openssh-client's ssh-keygen) and the OpenPGP keys
+# of the SOPS tests.
+packages=(make gcc git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils gnupg)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use kedge::config::{Config, DeletionPolicy, Error, GitRef, Problem};
+use kedge::config::{Config, DeletionPolicy, Error, GitRef, GitVerify, Problem, VerifyMode};
 
 fn problems(text: &str) -> Vec<Problem> {
     match Config::parse(Path::new("/etc/kedge/kedge.toml"), text) {
@@ -83,6 +83,72 @@ fn an_ssh_url_needs_a_key_and_known_hosts() {
     let all = problems("[git.fleet]\nurl = \"git@example.org:ops/fleet.git\"\n");
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(all.iter().all(|p| p.key == "git.fleet" && p.line == 1));
+}
+
+#[test]
+fn verify_reads_its_mode_and_key_files_and_defaults_to_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signers = dir.path().join("allowed_signers");
+    let keyring = dir.path().join("keyring.asc");
+    std::fs::write(&signers, "x").expect("write");
+    std::fs::write(&keyring, "x").expect("write");
+    let config = valid(&format!(
+        "{SOURCE}ref = {{ tag = \"v1\" }}\nverify = {{ mode = \"TagAndHEAD\", ssh_allowed_signers_file = {:?}, gpg_keyring_file = {:?} }}\n",
+        signers.display().to_string(),
+        keyring.display().to_string()
+    ));
+    let verify = config.git("fleet").and_then(|s| s.verify.clone());
+    assert_eq!(
+        verify,
+        Some(GitVerify {
+            mode: VerifyMode::TagAndHead,
+            ssh_allowed_signers_file: Some(signers.clone()),
+            gpg_keyring_file: Some(keyring),
+        })
+    );
+    let config = valid(&format!(
+        "{SOURCE}verify = {{ ssh_allowed_signers_file = {:?} }}\n",
+        signers.display().to_string()
+    ));
+    let mode = config
+        .git("fleet")
+        .and_then(|s| s.verify.as_ref())
+        .map(|v| v.mode);
+    assert_eq!(mode, Some(VerifyMode::Head));
+}
+
+#[test]
+fn verify_refuses_an_unknown_mode_a_tag_mode_on_a_branch_and_no_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signers = dir.path().join("allowed_signers");
+    std::fs::write(&signers, "x").expect("write");
+    let keys = format!(
+        "ssh_allowed_signers_file = {:?}",
+        signers.display().to_string()
+    );
+    let problem = one_problem(&format!("{SOURCE}verify = {{ mode = \"head\", {keys} }}\n"));
+    assert_eq!(
+        (problem.line, problem.key.as_str()),
+        (3, "git.fleet.verify.mode")
+    );
+    assert!(problem.message.contains("\"TagAndHEAD\""), "{problem:?}");
+    let problem = one_problem(&format!("{SOURCE}verify = {{ mode = \"Tag\", {keys} }}\n"));
+    assert_eq!(problem.key, "git.fleet.verify.mode");
+    assert!(
+        problem.message.contains("ref.tag or ref.semver"),
+        "{problem:?}"
+    );
+    let problem = one_problem(&format!("{SOURCE}verify = {{ mode = \"HEAD\" }}\n"));
+    assert_eq!(problem.key, "git.fleet.verify");
+    assert!(problem.message.contains("gpg_keyring_file"), "{problem:?}");
+    let problem = one_problem(&format!(
+        "{SOURCE}verify = {{ gpg_keyring_file = \"keys/keyring.asc\" }}\n"
+    ));
+    assert_eq!(problem.key, "git.fleet.verify.gpg_keyring_file");
+    let problem = one_problem(&format!(
+        "{SOURCE}verify = {{ gpg_keyring_file = \"/nonexistent/keyring.asc\" }}\n"
+    ));
+    assert!(problem.message.contains("does not exist"), "{problem:?}");
 }
 
 #[test]
@@ -645,7 +711,7 @@ fn bad_post_build_keys_are_located_and_named() {
         (
             "decryption = { provider = \"sops\", pgp_keyring_file = \"/etc/kedge/pgp.asc\" }",
             "kustomization.apps.decryption.pgp_keyring_file",
-            "OpenPGP decryption is not yet supported",
+            "does not exist",
         ),
         (
             "decryption = { provider = \"sops\" }",

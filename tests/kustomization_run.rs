@@ -36,11 +36,18 @@ pub(crate) struct Setup {
     pub(crate) config: PathBuf,
     pub(crate) state_dir: PathBuf,
     log: PathBuf,
+    /// More keys of the `[git.fleet]` table.
+    source_keys: String,
 }
 
 impl Setup {
     /// `kustomizations` is the TOML of the `[kustomization.*]` tables.
     pub(crate) fn new(kustomizations: &str) -> Setup {
+        Setup::with_source_keys("", kustomizations)
+    }
+
+    /// [`Setup::new`] with `source_keys` (TOML lines) added to `[git.fleet]`.
+    pub(crate) fn with_source_keys(source_keys: &str, kustomizations: &str) -> Setup {
         let root = tempfile::tempdir().expect("tempdir");
         let repo = FixtureRepo::new(root.path(), "fleet");
         let state_dir = root.path().join("state");
@@ -52,6 +59,7 @@ impl Setup {
             config,
             state_dir,
             log,
+            source_keys: source_keys.to_string(),
         };
         setup.write_config(kustomizations);
         setup
@@ -60,11 +68,12 @@ impl Setup {
     /// Writes the config with `kustomizations` (a running daemon reloads it).
     pub(crate) fn write_config(&self, kustomizations: &str) {
         let text = format!(
-            "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\nsocket = {:?}\n\n[git.fleet]\nurl = \"file://{}\"\ninterval = \"1s\"\n\n{kustomizations}",
+            "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\nsocket = {:?}\n\n[git.fleet]\nurl = \"file://{}\"\ninterval = \"1s\"\n{}\n\n{kustomizations}",
             self.state_dir.display().to_string(),
             cluster().kubeconfig.display().to_string(),
             self.socket().display().to_string(),
             self.repo.bare.display(),
+            self.source_keys,
         );
         let temp = self.config.with_extension("tmp");
         std::fs::write(&temp, text).expect("write config");

@@ -12,7 +12,9 @@ use kedge::postbuild::sops::{decrypt_file, Error, Format, Keys};
 use kube::Api;
 
 use crate::kustomization_run::{kustomization, Setup};
-use crate::support::sops::{decrypt, encrypt, encrypt_with_rule, AgeKey};
+use crate::support::sops::{
+    decrypt, decrypt_pgp, encrypt, encrypt_pgp, encrypt_with_rule, AgeKey, PgpKey,
+};
 use crate::support::{cluster, TestNamespace};
 
 const SETTINGS_JSON: &str = "{\n  \"user\": \"admin\",\n  \"port\": 5432,\n  \"ratio\": 0.25,\n  \"tls\": true,\n  \"hosts\": [\"a\", \"b\"]\n}\n";
@@ -144,6 +146,49 @@ fn a_wrong_key_and_a_tampered_value_are_refused() {
     let refused =
         decrypt_file(tampered.into_bytes(), Format::Yaml, &keys(&key)).expect_err("tampered");
     assert!(matches!(refused, Error::Mac), "{refused}");
+}
+
+#[test]
+fn files_encrypted_for_an_openpgp_key_decrypt_as_sops_decrypts_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = PgpKey::fixture(dir.path());
+    let keys = Keys::load(None, Some(&key.file)).expect("read the OpenPGP secret key");
+    let cases: [(&str, &[u8], Format); 4] = [
+        ("creds.env", CREDS_ENV.as_bytes(), Format::Dotenv),
+        ("settings.json", SETTINGS_JSON.as_bytes(), Format::Json),
+        ("values.yaml", VALUES_YAML.as_bytes(), Format::Yaml),
+        ("tls.bin", BINARY, Format::Binary),
+    ];
+    for (name, plaintext, format) in cases {
+        let encrypted = encrypt_pgp(&key, name, plaintext, &[]);
+        let text = String::from_utf8_lossy(&encrypted).into_owned();
+        assert!(text.contains("BEGIN PGP MESSAGE"), "{name}: {text}");
+        assert!(!text.contains("age1"), "{name}: OpenPGP only: {text}");
+        let reference = decrypt_pgp(&key, name, &encrypted);
+        let ours = decrypt_file(encrypted, format, &keys).unwrap_or_else(|e| panic!("{name}: {e}"));
+        match format {
+            Format::Dotenv | Format::Binary => assert_eq!(ours, reference, "{name}"),
+            Format::Yaml | Format::Json => assert_eq!(parsed(&ours), parsed(&reference), "{name}"),
+        }
+    }
+}
+
+#[test]
+fn an_openpgp_file_without_its_secret_key_names_the_fingerprint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = PgpKey::fixture(dir.path());
+    let age = AgeKey::fixture(dir.path(), "fleet");
+    let encrypted = encrypt_pgp(&key, "values.yaml", VALUES_YAML.as_bytes(), &[]);
+    let refused = decrypt_file(encrypted, Format::Yaml, &keys(&age)).expect_err("no pgp key");
+    assert!(matches!(refused, Error::NoMatchingKey { .. }), "{refused}");
+    assert!(refused.to_string().contains(&key.fingerprint), "{refused}");
+    let not_keys = dir.path().join("not-keys.asc");
+    std::fs::write(&not_keys, "not a key\n").expect("write");
+    let unreadable = Keys::load(None, Some(&not_keys)).expect_err("not keys");
+    assert!(
+        unreadable.to_string().contains("not-keys.asc"),
+        "{unreadable}"
+    );
 }
 
 /// Secret `name` of `namespace`, its data as text.
@@ -284,6 +329,30 @@ async fn encrypted_manifests_and_generator_files_are_applied_decrypted_and_never
     );
 }
 
+/// How the manifests are encrypted: only the Secret's data.
+const MANIFEST_RULE: &[&str] = &["--encrypted-regex", "^(data|stringData)$"];
+
+/// A setup whose kustomization `name` decrypts with `key_field = key_file`,
+/// and the commit of `manifest` as `apps/secret.yaml`.
+fn with_encrypted_secret(
+    name: &str,
+    namespace: &str,
+    key_field: &str,
+    key_file: &std::path::Path,
+    manifest: Vec<u8>,
+) -> (Setup, String) {
+    let decryption = format!(
+        "decryption = {{ provider = \"sops\", {key_field} = {:?} }}\n",
+        key_file.display().to_string()
+    );
+    let setup = Setup::new(&kustomization(name, "./apps", namespace, &decryption));
+    let manifest = String::from_utf8(manifest).expect("utf-8");
+    let first = setup
+        .repo
+        .commit(&[("apps/secret.yaml", &manifest)], "an encrypted Secret");
+    (setup, first)
+}
+
 #[tokio::test]
 async fn a_kustomization_with_the_wrong_key_fails_and_names_the_recipients() {
     let client = cluster().client().await;
@@ -291,28 +360,13 @@ async fn a_kustomization_with_the_wrong_key_fails_and_names_the_recipients() {
     let keydir = tempfile::tempdir().expect("tempdir");
     let key = AgeKey::fixture(keydir.path(), "fleet");
     let other = AgeKey::fixture(keydir.path(), "other");
-    let decryption = format!(
-        "decryption = {{ provider = \"sops\", age_key_file = {:?} }}\n",
-        other.file.display().to_string()
-    );
-    let setup = Setup::new(&kustomization(
+    let manifest = encrypt(&key, "secret.yaml", SECRET_YAML.as_bytes(), MANIFEST_RULE);
+    let (setup, first) = with_encrypted_secret(
         "sops-wrong",
-        "./apps",
         &ns.name,
-        &decryption,
-    ));
-    let manifest = encrypt(
-        &key,
-        "secret.yaml",
-        SECRET_YAML.as_bytes(),
-        &["--encrypted-regex", "^(data|stringData)$"],
-    );
-    let first = setup.repo.commit(
-        &[(
-            "apps/secret.yaml",
-            &String::from_utf8(manifest).expect("utf-8"),
-        )],
-        "encrypted for another key",
+        "age_key_file",
+        &other.file,
+        manifest,
     );
     let _daemon = setup.start();
     let failed = setup.wait_for("sops-wrong", "the build refused", |s| {
@@ -328,4 +382,26 @@ async fn a_kustomization_with_the_wrong_key_fails_and_names_the_recipients() {
         secret_data(&client, &ns.name, "db").await.is_none(),
         "nothing applied"
     );
+}
+
+#[tokio::test]
+async fn a_manifest_encrypted_for_an_openpgp_key_is_applied_decrypted_under_kedge_run() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "sops-pgp").await;
+    let keydir = tempfile::tempdir().expect("tempdir");
+    let key = PgpKey::fixture(keydir.path());
+    let manifest = encrypt_pgp(&key, "secret.yaml", SECRET_YAML.as_bytes(), MANIFEST_RULE);
+    let (setup, first) = with_encrypted_secret(
+        "sops-pgp",
+        &ns.name,
+        "pgp_keyring_file",
+        &key.file,
+        manifest,
+    );
+    let _daemon = setup.start();
+    setup.wait_applied("sops-pgp", &first);
+    let db = secret_data(&client, &ns.name, "db")
+        .await
+        .expect("Secret db applied");
+    assert_eq!(db["password"], b"hunter2-manifest");
 }

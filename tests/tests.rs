@@ -31,6 +31,8 @@ mod git_http;
 mod git_ssh;
 // `kedge run` and `kedge status` end to end against git daemon.
 mod git_run;
+// Signed commits and tags (`verify`): SSH and OpenPGP signatures by the real git, ssh-keygen and gpg.
+mod git_verify;
 // The config file: located validation errors, defaults, config.example.toml, check-config.
 mod config;
 // `kedge run` with kustomizations against the test control plane: apply, prune, drift, dependsOn, restart.

@@ -50,6 +50,7 @@ mod validate_observe;
 mod validate_oci;
 mod validate_postbuild;
 mod validate_release;
+mod validate_verify;
 pub mod version_range;
 
 use std::collections::BTreeMap;
@@ -259,6 +260,48 @@ pub struct GitSource {
     /// repository's `.sourceignore` files.
     pub ignore: Vec<String>,
     pub suspend: bool,
+    /// Signature verification (`verify = { … }`): `None` accepts any commit.
+    pub verify: Option<GitVerify>,
+}
+
+/// `verify = { … }` of a Git source: which objects must carry a valid
+/// signature, and the keys trusted to make it. At least one key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitVerify {
+    pub mode: VerifyMode,
+    /// ssh-keygen's ALLOWED SIGNERS format, as `gpg.ssh.allowedSignersFile`.
+    pub ssh_allowed_signers_file: Option<PathBuf>,
+    /// OpenPGP public keys, armored or binary (`gpg --export [--armor]`).
+    pub gpg_keyring_file: Option<PathBuf>,
+}
+
+/// Flux's `verify.mode`: what must be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// The commit the source resolves to.
+    Head,
+    /// The annotated tag the source follows (`ref.tag` or `ref.semver`).
+    Tag,
+    /// Both the tag and the commit it points to.
+    TagAndHead,
+}
+
+impl VerifyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyMode::Head => "HEAD",
+            VerifyMode::Tag => "Tag",
+            VerifyMode::TagAndHead => "TagAndHEAD",
+        }
+    }
+
+    pub fn verifies_commit(self) -> bool {
+        matches!(self, VerifyMode::Head | VerifyMode::TagAndHead)
+    }
+
+    pub fn verifies_tag(self) -> bool {
+        matches!(self, VerifyMode::Tag | VerifyMode::TagAndHead)
+    }
 }
 
 /// Which commit of the repository a source follows.

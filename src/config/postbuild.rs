@@ -59,9 +59,12 @@ impl VarsKind {
     }
 }
 
-/// The `decryption` table: SOPS with local keys.
+/// The `decryption` table: SOPS with local keys, at least one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decryption {
     /// age identities (`AGE-SECRET-KEY-1…` lines), read at every run.
     pub age_key_file: Option<PathBuf>,
+    /// OpenPGP secret keys without a passphrase (`gpg
+    /// --export-secret-keys`), read at every run.
+    pub pgp_keyring_file: Option<PathBuf>,
 }

@@ -59,6 +59,15 @@ pub struct RawGitSource {
     pub ca_file: Option<Spanned<String>>,
     pub ignore: Option<Spanned<Vec<String>>>,
     pub suspend: Option<Spanned<bool>>,
+    pub verify: Option<Spanned<RawGitVerify>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGitVerify {
+    pub mode: Option<Spanned<String>>,
+    pub ssh_allowed_signers_file: Option<Spanned<String>>,
+    pub gpg_keyring_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

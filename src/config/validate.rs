@@ -454,6 +454,10 @@ impl Checker<'_> {
         let timeout =
             self.optional_duration(&raw.timeout, &format!("{key}.timeout"), DEFAULT_GIT_TIMEOUT);
         let auth = self.git_auth(key, &raw, scheme, table_span);
+        let verify = raw
+            .verify
+            .as_ref()
+            .map(|verify| self.git_verify(key, verify, raw.reference.as_ref()));
         let ignore = raw
             .ignore
             .as_ref()
@@ -468,6 +472,10 @@ impl Checker<'_> {
             auth: auth?,
             ignore,
             suspend: raw.suspend.map(Spanned::into_inner).unwrap_or(false),
+            verify: match verify {
+                Some(checked) => Some(checked?),
+                None => None,
+            },
         })
     }
 

@@ -144,27 +144,25 @@ impl Checker<'_> {
             );
             return None;
         }
-        if let Some(keyring) = &value.pgp_keyring_file {
-            self.problem(
-                keyring.span(),
-                &format!("{key}.pgp_keyring_file"),
-                "OpenPGP decryption is not yet supported: encrypt with age and give age_key_file",
-            );
-            return None;
-        }
-        let Some(age_key_file) = &value.age_key_file else {
+        if value.age_key_file.is_none() && value.pgp_keyring_file.is_none() {
             self.problem(
                 raw.span(),
                 key,
-                "decryption needs age_key_file (the age identities that decrypt the files)",
+                "decryption needs age_key_file or pgp_keyring_file (the keys that decrypt the files)",
             );
             return None;
+        }
+        let before = self.problems.len();
+        let mut file = |value: &Option<Spanned<String>>, field: &str| {
+            value
+                .as_ref()
+                .and_then(|v| self.absolute_path(v, &format!("{key}.{field}"), true))
         };
-        let age_key_file =
-            self.absolute_path(age_key_file, &format!("{key}.age_key_file"), true)?;
-        Some(Decryption {
-            age_key_file: Some(age_key_file),
-        })
+        let decryption = Decryption {
+            age_key_file: file(&value.age_key_file, "age_key_file"),
+            pgp_keyring_file: file(&value.pgp_keyring_file, "pgp_keyring_file"),
+        };
+        (self.problems.len() == before).then_some(decryption)
     }
 }
 

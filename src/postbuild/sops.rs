@@ -1,5 +1,5 @@
-//! SOPS decryption with age keys, in memory: the data key from the file's
-//! `sops.age` entries, every value by AES-256-GCM with its path as
+//! SOPS decryption with age or OpenPGP keys, in memory: the data key from
+//! the file's `sops.age` or `sops.pgp` entries, every value by AES-256-GCM with its path as
 //! additional data, and the MAC — SHA-512 over the values in document
 //! order, itself encrypted with `lastmodified` as additional data —
 //! checked before anything decrypted is used.
@@ -11,9 +11,13 @@
 //! cannot be checked there); their MAC is checked on the document of the
 //! file they were read from, in the artifact, as written.
 //!
+//! OpenPGP data keys are decrypted with rpgp (the `pgp` crate) by secret
+//! keys exported without a passphrase (`gpg --export-secret-keys --armor`);
+//! no gpg program or agent is involved.
+//!
 //! # Current limitations
-//! OpenPGP, cloud KMS (AWS, GCP, Azure, HuaweiCloud), Vault and Shamir key
-//! groups are refused by name; `encrypted_comment_regex` and
+//! Cloud KMS (AWS, GCP, Azure, HuaweiCloud), Vault and Shamir key groups
+//! are refused by name; `encrypted_comment_regex` and
 //! `unencrypted_comment_regex` too (comments are not read).
 
 use std::fmt::Write as _;
@@ -32,13 +36,13 @@ use sha2::{Digest, Sha512};
 /// Why a document cannot be decrypted. Never holds a decrypted value.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading age identities from {file}: {message}")]
+    #[error("reading decryption keys from {file}: {message}")]
     Keys { file: PathBuf, message: String },
     #[error("{0}")]
     Metadata(String),
     #[error("{0}")]
     Unsupported(String),
-    #[error("no age identity of the decryption key file matches its recipients ({recipients})")]
+    #[error("no key of the decryption key files matches its recipients ({recipients})")]
     NoMatchingKey { recipients: String },
     #[error("cannot decrypt the value at {path}: {message}")]
     Value { path: String, message: String },
@@ -48,9 +52,10 @@ pub enum Error {
     Format(String),
 }
 
-/// The age identities of a decryption key file.
+/// The age identities and OpenPGP secret keys of the decryption key files.
 pub struct Keys {
     identities: Vec<age::x25519::Identity>,
+    pgp: Vec<pgp::composed::SignedSecretKey>,
     /// Data keys already unwrapped, by their armored age file: a manifest
     /// and the file it was read from share one.
     data_keys: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
@@ -58,7 +63,12 @@ pub struct Keys {
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Keys({} age identities)", self.identities.len())
+        write!(
+            f,
+            "Keys({} age identities, {} OpenPGP keys)",
+            self.identities.len(),
+            self.pgp.len()
+        )
     }
 }
 
@@ -94,8 +104,25 @@ impl Keys {
     pub fn from_identities(identities: Vec<age::x25519::Identity>) -> Keys {
         Keys {
             identities,
+            pgp: Vec::new(),
             data_keys: Default::default(),
         }
+    }
+
+    /// The keys of a `decryption` table: age identities, OpenPGP secret
+    /// keys, or both.
+    pub fn load(
+        age_key_file: Option<&Path>,
+        pgp_keyring_file: Option<&Path>,
+    ) -> Result<Keys, Error> {
+        let mut keys = match age_key_file {
+            Some(file) => Keys::read(file)?,
+            None => Keys::from_identities(Vec::new()),
+        };
+        if let Some(file) = pgp_keyring_file {
+            keys.pgp = read_pgp_secret_keys(file)?;
+        }
+        Ok(keys)
     }
 
     fn unwrap_data_key(&self, armored: &str) -> Option<[u8; 32]> {
@@ -106,7 +133,14 @@ impl Keys {
         if let Some(key) = cache.get(armored) {
             return Some(*key);
         }
-        let key = <[u8; 32]>::try_from(age_decrypt(armored, self)?.as_slice()).ok()?;
+        let plain = match armored
+            .trim_start()
+            .starts_with("-----BEGIN PGP MESSAGE-----")
+        {
+            true => pgp_decrypt(armored, &self.pgp)?,
+            false => age_decrypt(armored, self)?,
+        };
+        let key = <[u8; 32]>::try_from(plain.as_slice()).ok()?;
         cache.insert(armored.to_string(), key);
         Some(key)
     }
@@ -409,13 +443,15 @@ struct Metadata {
     mac_only_encrypted: bool,
     /// The armored age files holding the data key, with their recipients.
     age: Vec<(String, String)>,
+    /// The armored OpenPGP messages holding the data key, with the
+    /// fingerprints of their keys.
+    pgp: Vec<(String, String)>,
     /// Other key kinds the data key is encrypted for.
     others: Vec<&'static str>,
 }
 
 /// Key kinds kedge cannot use, by their metadata key.
-const OTHER_KEY_KINDS: [(&str, &str); 6] = [
-    ("pgp", "OpenPGP (not yet supported)"),
+const OTHER_KEY_KINDS: [(&str, &str); 5] = [
     ("kms", "AWS KMS"),
     ("gcp_kms", "GCP KMS"),
     ("azure_kv", "Azure Key Vault"),
@@ -461,18 +497,11 @@ impl Metadata {
             _ => vec![sops],
         };
         let mut age = Vec::new();
+        let mut pgp = Vec::new();
         let mut others = Vec::new();
         for group in groups {
-            if let Some(Yaml::Sequence(entries)) = group.get("age") {
-                for entry in entries {
-                    let enc = entry.get("enc").and_then(Yaml::as_str).unwrap_or_default();
-                    let recipient = entry
-                        .get("recipient")
-                        .and_then(Yaml::as_str)
-                        .unwrap_or_default();
-                    age.push((enc.to_string(), recipient.to_string()));
-                }
-            }
+            age.extend(wrapped_data_keys(group, "age", "recipient"));
+            pgp.extend(wrapped_data_keys(group, "pgp", "fp"));
             for (key, name) in OTHER_KEY_KINDS {
                 if matches!(group.get(key), Some(Yaml::Sequence(s)) if !s.is_empty()) {
                     others.push(name);
@@ -490,6 +519,7 @@ impl Metadata {
             mac_only_encrypted: matches!(sops.get("mac_only_encrypted"), Some(Yaml::Bool(true)))
                 || text("mac_only_encrypted").as_deref() == Some("true"),
             age,
+            pgp,
             others,
         })
     }
@@ -517,24 +547,24 @@ impl Metadata {
     }
 
     fn data_key(&self, keys: &Keys) -> Result<[u8; 32], Error> {
-        if self.age.is_empty() {
+        if self.age.is_empty() && self.pgp.is_empty() {
             let kinds = if self.others.is_empty() {
                 "no key at all".to_string()
             } else {
                 self.others.join(", ")
             };
             return Err(Error::Unsupported(format!(
-                "the data key is encrypted for {kinds}: kedge decrypts with age keys only (add an age recipient with `sops updatekeys`)"
+                "the data key is encrypted for {kinds}: kedge decrypts with age and OpenPGP keys only (add an age recipient with `sops updatekeys`)"
             )));
         }
-        if let Some(key) = self
-            .age
-            .iter()
+        let wrapped = self.age.iter().chain(&self.pgp);
+        if let Some(key) = wrapped
+            .clone()
             .find_map(|(enc, _)| keys.unwrap_data_key(enc))
         {
             return Ok(key);
         }
-        let recipients: Vec<&str> = self.age.iter().map(|(_, r)| r.as_str()).collect();
+        let recipients: Vec<&str> = wrapped.map(|(_, r)| r.as_str()).collect();
         Err(Error::NoMatchingKey {
             recipients: recipients.join(", "),
         })
@@ -563,6 +593,59 @@ impl Metadata {
             Err(Error::Mac)
         }
     }
+}
+
+/// The `(enc, who)` pairs of a key group's `kind` entries (`age` with its
+/// `recipient`, `pgp` with its `fp`).
+fn wrapped_data_keys(group: &Yaml, kind: &str, who: &str) -> Vec<(String, String)> {
+    let Some(Yaml::Sequence(entries)) = group.get(kind) else {
+        return Vec::new();
+    };
+    let field = |entry: &Yaml, name: &str| {
+        entry
+            .get(name)
+            .and_then(Yaml::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    entries
+        .iter()
+        .map(|entry| (field(entry, "enc"), field(entry, who)))
+        .collect()
+}
+
+/// The secret keys of an OpenPGP keyring file (armored or binary, as
+/// `gpg --export-secret-keys` writes them, without a passphrase).
+fn read_pgp_secret_keys(file: &Path) -> Result<Vec<pgp::composed::SignedSecretKey>, Error> {
+    use pgp::composed::Deserializable as _;
+    let failed = |message: String| Error::Keys {
+        file: file.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(file).map_err(|e| failed(e.to_string()))?;
+    let (keys, _) = pgp::composed::SignedSecretKey::from_reader_many(bytes.as_slice())
+        .map_err(|e| failed(format!("not OpenPGP secret keys: {e}")))?;
+    let keys = keys
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| failed(format!("not OpenPGP secret keys: {e}")))?;
+    if keys.is_empty() {
+        return Err(failed("no OpenPGP secret key in the file".into()));
+    }
+    Ok(keys)
+}
+
+/// The data key of an armored OpenPGP message, by the first key that
+/// opens it (an unprotected secret key: no passphrase is asked for).
+fn pgp_decrypt(armored: &str, keys: &[pgp::composed::SignedSecretKey]) -> Option<Vec<u8>> {
+    let password = pgp::types::Password::empty();
+    keys.iter().find_map(|key| {
+        let (message, _) = pgp::composed::Message::from_armor(armored.as_bytes()).ok()?;
+        let mut message = message.decrypt(&password, key).ok()?;
+        if message.is_compressed() {
+            message = message.decompress().ok()?;
+        }
+        message.as_data_vec().ok()
+    })
 }
 
 fn age_decrypt(armored: &str, keys: &Keys) -> Option<Vec<u8>> {

@@ -582,14 +582,16 @@ async fn build(
     let path = k.path.clone();
     let source_ref = k.source.to_string();
     let overrides = flux_overrides(k);
-    let key_file = k
-        .post_build
-        .decryption
-        .as_ref()
-        .and_then(|d| d.age_key_file.clone());
+    let decryption = k.post_build.decryption.clone();
     let built = tokio::task::spawn_blocking(move || {
-        let keys = key_file
-            .map(|file| postbuild::sops::Keys::read(&file).map(Arc::new))
+        let keys = decryption
+            .map(|d| {
+                postbuild::sops::Keys::load(
+                    d.age_key_file.as_deref(),
+                    d.pgp_keyring_file.as_deref(),
+                )
+                .map(Arc::new)
+            })
             .transpose()
             .map_err(|e| Error::PostBuild {
                 path: format!("./{}", path.display()),

@@ -32,6 +32,17 @@ const TARGET_REF: &str = "refs/kedge/target";
 pub struct FetchedCommit {
     pub commit: gix::ObjectId,
     pub revision: String,
+    /// The tag the source follows (`ref.tag`, `ref.semver`); `None` for a
+    /// branch or a commit.
+    pub tag: Option<FollowedTag>,
+}
+
+/// A tag a fetch resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowedTag {
+    pub name: String,
+    /// The annotated tag object; `None` for a lightweight tag.
+    pub object: Option<gix::ObjectId>,
 }
 
 /// What to ask the remote for.
@@ -42,6 +53,7 @@ struct Want {
     /// The revision's prefix before `@sha1:` (branch or tag), `None` for a
     /// pinned commit.
     label: Option<String>,
+    is_tag: bool,
 }
 
 /// Fetches the configured ref of `source` into the bare repository at
@@ -108,6 +120,7 @@ fn fetch_configured(
             refspec: format!("+refs/heads/{branch}:{TARGET_REF}"),
             what: format!("branch {branch:?}"),
             label: Some(branch.clone()),
+            is_tag: false,
         },
         GitRef::Tag(tag) => tag_want(tag),
         GitRef::Semver(range) => tag_want(&highest_matching_tag(repo, source, range)?),
@@ -115,14 +128,27 @@ fn fetch_configured(
             refspec: format!("+{commit}:{TARGET_REF}"),
             what: format!("commit {commit}"),
             label: None,
+            is_tag: false,
         },
     };
-    let commit = fetch_want(repo, source, &want, interrupt)?;
+    let wanted = fetch_want(repo, source, &want, interrupt)?;
+    let commit = peel_to_commit(repo, source, wanted, &want)?;
     let revision = match &want.label {
         Some(label) => format!("{label}@sha1:{commit}"),
         None => format!("sha1:{commit}"),
     };
-    Ok(FetchedCommit { commit, revision })
+    let tag = match (&want.label, want.is_tag) {
+        (Some(name), true) => Some(FollowedTag {
+            name: name.clone(),
+            object: (wanted != commit).then_some(wanted),
+        }),
+        _ => None,
+    };
+    Ok(FetchedCommit {
+        commit,
+        revision,
+        tag,
+    })
 }
 
 fn tag_want(tag: &str) -> Want {
@@ -130,6 +156,7 @@ fn tag_want(tag: &str) -> Want {
         refspec: format!("+refs/tags/{tag}:{TARGET_REF}"),
         what: format!("tag {tag:?}"),
         label: Some(tag.to_string()),
+        is_tag: true,
     }
 }
 
@@ -493,8 +520,9 @@ pub fn pick_highest(
         .map(|(_, tag)| tag)
 }
 
-/// Asks the remote for `want` and returns the commit it resolves to,
-/// receiving a shallow pack only when the object is not here already.
+/// Asks the remote for `want` and returns the object its ref points to (a
+/// commit, or an annotated tag), receiving a shallow pack only when the
+/// object is not here already.
 fn fetch_want(
     repo: &gix::Repository,
     source: &GitSource,
@@ -523,7 +551,7 @@ fn fetch_want(
             .receive(gix::progress::Discard, interrupt)
             .map_err(|err| fetch_error(source, err))?;
     }
-    peel_to_commit(repo, source, wanted, want)
+    Ok(wanted)
 }
 
 fn peel_to_commit(
@@ -600,6 +628,7 @@ mod tests {
             },
             ignore: Vec::new(),
             suspend: false,
+            verify: None,
         };
         let command = ssh_command(&source, Path::new("/var/lib/kedge/ssh.log")).unwrap_or_default();
         assert!(

@@ -42,6 +42,7 @@ pub mod oci;
 pub mod store;
 pub mod sync;
 pub mod tree;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -264,6 +265,21 @@ pub enum Error {
         source_name: String,
         upstream: String,
     },
+    /// A commit or tag the source's `verify` asks for is not signed by a
+    /// trusted key.
+    #[error("source {source_name}: {object} failed signature verification: {refusal}")]
+    Unverified {
+        source_name: String,
+        object: verify::SignedObject,
+        refusal: Box<verify::Refusal>,
+    },
+    /// A trusted keys file of `verify` was read but cannot be used.
+    #[error("source {source_name}: trusted keys {path}: {message}")]
+    TrustedKeys {
+        source_name: String,
+        path: PathBuf,
+        message: String,
+    },
     /// The commit's tree could not be read.
     #[error("reading the tree of {revision} for source {source_name}: {message}")]
     ReadTree {
@@ -337,6 +353,12 @@ impl Error {
             }
             Error::Bucket { .. } => SourceKind::Bucket.fetch_failed_reason(),
             Error::LocalRepository { .. } | Error::Io { .. } => "StorageOperationFailed",
+            // Flux's reasons for a refused commit or tag.
+            Error::Unverified {
+                object: verify::SignedObject::Tag { .. },
+                ..
+            } => "InvalidTagSignature",
+            Error::Unverified { .. } | Error::TrustedKeys { .. } => "InvalidCommitSignature",
             Error::ReadTree { .. }
             | Error::TooLarge { .. }
             | Error::Ignore { .. }

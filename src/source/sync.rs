@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::ignore::IgnoreRules;
 use super::store::{self, hex, ArtifactStore, Damage};
 use super::tree::{self, ReadContext};
-use super::{archive, git, Artifact, Error, Limits, Result};
+use super::{archive, git, verify, Artifact, Error, Limits, Result};
 use crate::config::GitSource;
 use crate::state::SourceStatus;
 
@@ -87,8 +87,10 @@ pub(super) fn ignore_and_limits_fingerprint(ignore: &[String], limits: Limits) -
     hex(&hasher.finalize()[..8])
 }
 
-/// Fetches `source` and returns its current artifact, building a new one
-/// only when the revision or the build inputs differ from `previous`.
+/// Fetches `source`, verifies the signatures its `verify` asks for, and
+/// returns its current artifact, building a new one only when the revision
+/// or the build inputs differ from `previous`. A refused commit or tag is
+/// an error: no artifact of it, the previous one stays current.
 pub fn sync_git_source(
     source: &GitSource,
     state_dir: &Path,
@@ -98,12 +100,15 @@ pub fn sync_git_source(
 ) -> Result<SyncOutcome> {
     let repo_dir = repository_dir(state_dir, &source.name);
     let fetched = git::fetch(source, &repo_dir, interrupt)?;
+    let repo = git::open_or_init(source, &repo_dir)?;
+    if let Some(verify) = &source.verify {
+        verify::verify_fetched(&repo, source, verify, &fetched)?;
+    }
     let inputs = build_inputs(source, limits);
     if let Some(artifact) = previous.and_then(|p| unchanged_artifact(p, &fetched.revision, &inputs))
     {
         return Ok(SyncOutcome::Unchanged { artifact, inputs });
     }
-    let repo = git::open_or_init(source, &repo_dir)?;
     let store = ArtifactStore::new(state_dir);
     let artifact = build_artifact(&repo, source, &fetched, &store, limits)?;
     Ok(SyncOutcome::NewArtifact { artifact, inputs })
@@ -228,6 +233,7 @@ fn rebuild(
     let fetched = git::FetchedCommit {
         commit,
         revision: artifact.revision.clone(),
+        tag: None,
     };
     build_artifact(
         &repo,

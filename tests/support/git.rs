@@ -14,8 +14,14 @@ use super::http_server::{HttpServer, Request, Response};
 /// Runs `git` with a fixed identity and no user config; panics with its
 /// stderr when it fails.
 pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_with_env(dir, args, &[])
+}
+
+/// [`git`] with more environment variables (e.g. `GNUPGHOME`).
+pub fn git_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> String {
     let out = Command::new("git")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")

@@ -101,25 +101,41 @@ pub fn encrypt_with_rule(
 }
 
 fn sops_encrypt(key: &AgeKey, name: &str, plaintext: &[u8], args: &[&str], rule: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join(name);
-    std::fs::write(&file, plaintext).expect("write plaintext");
     let config = format!(
         "creation_rules:\n- age: {}\n{}",
         key.recipient,
         rule.lines().map(|l| format!("  {l}\n")).collect::<String>()
     );
-    std::fs::write(dir.path().join(".sops.yaml"), config).expect("write .sops.yaml");
+    run_sops("encrypt", args, name, plaintext, &[], Some(&config))
+}
+
+/// Runs `sops ACTION ARGS… NAME` with `env` in a fresh directory holding
+/// `input` as `name` (and `.sops.yaml`, if given); returns what it printed.
+fn run_sops(
+    action: &str,
+    args: &[&str],
+    name: &str,
+    input: &[u8],
+    env: &[(&str, &Path)],
+    sops_yaml: Option<&str>,
+) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(name);
+    std::fs::write(&file, input).expect("write the input");
+    if let Some(config) = sops_yaml {
+        std::fs::write(dir.path().join(".sops.yaml"), config).expect("write .sops.yaml");
+    }
     let out = Command::new(sops())
         .current_dir(dir.path())
-        .arg("encrypt")
+        .envs(env.iter().copied())
+        .arg(action)
         .args(args)
         .arg(&file)
         .output()
-        .expect("run sops encrypt");
+        .expect("run sops");
     assert!(
         out.status.success(),
-        "sops encrypt {name}: {}",
+        "sops {action} {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
@@ -137,20 +153,95 @@ pub fn decrypt(key: &AgeKey, name: &str, encrypted: &[u8]) -> Vec<u8> {
 }
 
 fn sops_decrypt(key: &AgeKey, name: &str, encrypted: &[u8]) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join(name);
-    std::fs::write(&file, encrypted).expect("write encrypted");
-    let out = Command::new(sops())
-        .current_dir(dir.path())
-        .env("SOPS_AGE_KEY_FILE", &key.file)
-        .arg("decrypt")
-        .arg(&file)
-        .output()
-        .expect("run sops decrypt");
-    assert!(
-        out.status.success(),
-        "sops decrypt {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let env = [("SOPS_AGE_KEY_FILE", key.file.as_path())];
+    run_sops("decrypt", &[], name, encrypted, &env, None)
+}
+
+/// The fixed OpenPGP test key (`tests/fixtures/sops/keys/fleet.pgp.asc`,
+/// ed25519 with a cv25519 encryption subkey, no passphrase), imported into
+/// a GNUPGHOME of its own for the sops CLI, and copied to a keyring file.
+pub struct PgpKey {
+    pub fingerprint: String,
+    pub file: PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl PgpKey {
+    pub fn fixture(dir: &Path) -> PgpKey {
+        let fixed = super::repo_root().join("tests/fixtures/sops/keys/fleet.pgp.asc");
+        let file = dir.join("fleet.pgp.asc");
+        std::fs::copy(&fixed, &file).unwrap_or_else(|e| panic!("{}: {e}", fixed.display()));
+        PgpKey {
+            // `gpg --list-keys` of the fixture: the primary key's fingerprint.
+            fingerprint: "92859274BB8C5054587A3D9A0781A049F06B95F6".to_string(),
+            file,
+            home: tempfile::Builder::new()
+                .prefix("gnupg")
+                .tempdir_in("/tmp")
+                .expect("tempdir"),
+        }
+    }
+
+    /// A GNUPGHOME holding the key, for the sops CLI (imported on first
+    /// use only: a recorded run needs no gpg).
+    fn gnupg_home(&self) -> &Path {
+        let home = self.home.path();
+        if !home.join("pubring.kbx").exists() {
+            let out = Command::new("gpg")
+                .args(["--batch", "--import"])
+                .arg(&self.file)
+                .env("GNUPGHOME", home)
+                .output()
+                .expect("run gpg --import (Debian package gnupg)");
+            assert!(
+                out.status.success(),
+                "gpg --import: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        home
+    }
+}
+
+impl Drop for PgpKey {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .args(["--kill", "gpg-agent"])
+            .env("GNUPGHOME", self.home.path())
+            .status();
+    }
+}
+
+/// `plaintext` encrypted for the OpenPGP `key` by the real sops (which
+/// encrypts with gpg), with extra `args` (`--encrypted-regex …`).
+pub fn encrypt_pgp(key: &PgpKey, name: &str, plaintext: &[u8], args: &[&str]) -> Vec<u8> {
+    let flags = args.join("\0");
+    let inputs: [&[u8]; 5] = [
+        b"encrypt-pgp",
+        key.fingerprint.as_bytes(),
+        name.as_bytes(),
+        plaintext,
+        flags.as_bytes(),
+    ];
+    recorded(&inputs, || {
+        let mut all = vec!["--pgp", key.fingerprint.as_str()];
+        all.extend(args);
+        sops_pgp(key, "encrypt", &all, name, plaintext)
+    })
+}
+
+/// `sops decrypt` of `encrypted` with the OpenPGP `key`: the reference.
+pub fn decrypt_pgp(key: &PgpKey, name: &str, encrypted: &[u8]) -> Vec<u8> {
+    let inputs: [&[u8]; 4] = [
+        b"decrypt-pgp",
+        key.fingerprint.as_bytes(),
+        name.as_bytes(),
+        encrypted,
+    ];
+    recorded(&inputs, || sops_pgp(key, "decrypt", &[], name, encrypted))
+}
+
+fn sops_pgp(key: &PgpKey, action: &str, args: &[&str], name: &str, input: &[u8]) -> Vec<u8> {
+    let env = [("GNUPGHOME", key.gnupg_home())];
+    run_sops(action, args, name, input, &env, None)
 }
