@@ -9,12 +9,12 @@ use std::path::Path;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
 use crate::kustomization_drift::{edit_key, until_value};
+use crate::kustomization_flux_fields::subjects_of;
 use crate::kustomization_run::{value_of, Setup};
 use crate::support::sops::{encrypt, AgeKey};
 use crate::support::{cluster, eventually, repo_root, TestNamespace};
@@ -137,14 +137,7 @@ async fn a_repository_written_for_flux_converges_under_its_flux_kustomization_fi
         .expect("password");
     assert_eq!(password.0, b"hunter2-edge-1");
 
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns.name);
-    let binding = bindings.get("edge-web").await.expect("role binding");
-    let subjects: Vec<(String, Option<String>)> = binding
-        .subjects
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| (s.name, s.namespace))
-        .collect();
+    let subjects = subjects_of(&client, &ns.name, "edge-web").await;
     let in_target = |name: &str| (name.to_string(), Some(ns.name.clone()));
     assert_eq!(
         subjects,

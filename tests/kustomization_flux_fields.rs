@@ -34,6 +34,22 @@ metadata:
   namespace: elsewhere
 ";
 
+/// The subjects of RoleBinding `name`: name and namespace.
+pub(crate) async fn subjects_of(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, Option<String>)> {
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+    let binding = bindings.get(name).await.expect("role binding");
+    binding
+        .subjects
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.name, s.namespace))
+        .collect()
+}
+
 /// Issue 20: `target_namespace` left RoleBinding subjects in the
 /// namespace the repository named. Flux sets kustomize's `namespace`, which
 /// moves subjects naming a ServiceAccount of the set, and `default`.
@@ -51,16 +67,8 @@ async fn target_namespace_moves_role_binding_subjects_as_flux_does() {
     );
     let _daemon = setup.start();
     setup.wait_applied("kf-rb", &commit);
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &ns.name);
-    let binding = bindings.get("web").await.expect("role binding");
-    let subjects: Vec<(String, Option<String>)> = binding
-        .subjects
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| (s.name, s.namespace))
-        .collect();
     assert_eq!(
-        subjects,
+        subjects_of(&client, &ns.name, "web").await,
         vec![
             ("web".to_string(), Some(ns.name.clone())),
             ("default".to_string(), Some(ns.name.clone())),
