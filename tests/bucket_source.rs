@@ -15,8 +15,8 @@ use kedge::config::{Config, Source, SourceKind, SourceRef};
 use kedge::source::{self, Limits, SyncOutcome};
 use kedge::state::SourceStatus;
 
-use crate::support::kedge_cli;
 use crate::support::s3::{self, status_after, S3Server};
+use crate::support::{kedge_cli, reconcile_source};
 
 /// A bucket `fleet` and a config for source `bucket/fleet` of it.
 struct Bucket {
@@ -383,12 +383,7 @@ async fn kedge_run_applies_a_buckets_manifests_to_the_cluster() {
 
     // The interval is an hour: only `kedge reconcile source` brings the change.
     s3::put(&bucket.client, "edge/apps/a.yaml", &configmap("a", "two")).await;
-    let output = kedge_cli(&config, &["reconcile", "source", "bucket/fleet"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    reconcile_source(&config, "bucket/fleet");
     configmap_becomes(&client, &ns.name, "two", &log_path).await;
 
     let status = kedge_cli(&config, &["status"]);

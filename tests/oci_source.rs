@@ -23,9 +23,9 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config as BlobConfig, Ima
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::support::artifact_files;
 use crate::support::git::{openssl, test_ca};
 use crate::support::registry::{self, Registry};
+use crate::support::{artifact_files, reconcile_source};
 
 /// A tree of files on disk.
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -624,12 +624,7 @@ async fn kedge_run_applies_an_oci_artifact_and_a_new_push() {
 
     std::fs::write(files.path().join("apps/a.yaml"), configmap("a", "two")).expect("edit");
     tokio::task::block_in_place(|| push_plain(&registry, "fleet/edge:latest", files.path()));
-    let output = kedge_cli(&config, &["reconcile", "source", "oci/edge"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    reconcile_source(&config, "oci/edge");
     configmap_becomes(&client, &ns.name, "two", &log_path).await;
     let status = kedge_cli(&config, &["status"]);
     let shown = String::from_utf8_lossy(&status.stdout);

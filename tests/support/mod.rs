@@ -43,6 +43,17 @@ pub fn kedge_cli(config: &std::path::Path, args: &[&str]) -> std::process::Outpu
         .expect("run kedge")
 }
 
+/// `kedge reconcile source SOURCE` against the daemon of `config`, which
+/// must succeed.
+pub fn reconcile_source(config: &std::path::Path, source: &str) {
+    let output = kedge_cli(config, &["reconcile", "source", source]);
+    assert!(
+        output.status.success(),
+        "kedge reconcile source {source}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// The files of an artifact, unpacked and verified: path → content.
 pub fn artifact_files(
     artifact: &kedge::source::Artifact,
