@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use kedge::config::{Config, Source, SourceKind, SourceRef};
@@ -368,17 +367,8 @@ async fn kedge_run_applies_a_buckets_manifests_to_the_cluster() {
         ns.name,
     );
     std::fs::write(&config, text).expect("config");
-    let log = std::fs::File::create(bucket.root.path().join("kedge.log")).expect("log");
-    let _daemon = crate::kustomization_run::Daemon(
-        Command::new(env!("CARGO_BIN_EXE_kedge"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("KEDGE_LOG", "debug")
-            .stderr(log)
-            .spawn()
-            .expect("kedge run"),
-    );
     let log_path = bucket.root.path().join("kedge.log");
+    let _daemon = crate::kustomization_run::run_daemon(&config, &log_path);
     configmap_becomes(&client, &ns.name, "one", &log_path).await;
 
     // The interval is an hour: only `kedge reconcile source` brings the change.

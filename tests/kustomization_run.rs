@@ -22,6 +22,25 @@ use crate::support::{cluster, eventually, TestNamespace};
 
 pub(crate) struct Daemon(pub(crate) Child);
 
+/// `kedge run --config CONFIG` at debug level, its log appended to `log`.
+pub(crate) fn run_daemon(config: &std::path::Path, log: &std::path::Path) -> Daemon {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
+    Daemon(
+        Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("KEDGE_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kedge run"),
+    )
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -120,21 +139,7 @@ impl Setup {
     }
 
     pub(crate) fn start(&self) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open log");
-        Daemon(
-            Command::new(env!("CARGO_BIN_EXE_kedge"))
-                .args(["run", "--config"])
-                .arg(&self.config)
-                .env("KEDGE_LOG", "debug")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn kedge run"),
-        )
+        run_daemon(&self.config, &self.log)
     }
 
     pub(crate) fn status(&self, name: &str) -> Option<KustomizationStatus> {

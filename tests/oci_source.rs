@@ -590,7 +590,7 @@ fn a_layer_climbing_out_or_of_another_media_type_is_refused_and_copy_keeps_it_wh
 #[tokio::test(flavor = "multi_thread")]
 async fn kedge_run_applies_an_oci_artifact_and_a_new_push() {
     use crate::bucket_source::configmap_becomes;
-    use crate::kustomization_run::{configmap, Daemon};
+    use crate::kustomization_run::{configmap, run_daemon};
     use crate::support::kedge_cli;
     use crate::support::{cluster, TestNamespace};
     let client = cluster().client().await;
@@ -610,16 +610,7 @@ async fn kedge_run_applies_an_oci_artifact_and_a_new_push() {
         ns.name,
     );
     std::fs::write(&config, text).expect("config");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_kedge"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("KEDGE_LOG", "debug")
-            .stderr(log)
-            .spawn()
-            .expect("kedge run"),
-    );
+    let _daemon = run_daemon(&config, &log_path);
     configmap_becomes(&client, &ns.name, "one", &log_path).await;
 
     std::fs::write(files.path().join("apps/a.yaml"), configmap("a", "two")).expect("edit");
