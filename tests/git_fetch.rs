@@ -112,10 +112,7 @@ fn new_artifact(outcome: SyncOutcome) -> source::Artifact {
 
 fn sha256_hex(path: &Path) -> String {
     let bytes = std::fs::read(path).expect("read artifact");
-    sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    kedge::source::store::hex(&sha2::Sha256::digest(&bytes))
 }
 
 fn fixture() -> (tempfile::TempDir, FixtureRepo) {

@@ -36,9 +36,10 @@ fn received(setup: &Setup, server: &CaptureServer, prefix: &str, count: usize) -
     server.at(prefix)
 }
 
-fn hmac_hex(key: &str, body: &[u8]) -> String {
+/// HMAC-SHA256 of `body` with `key`, in lowercase hex.
+pub(crate) fn hmac_hex(key: &str, body: &[u8]) -> String {
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()), body);
-    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    kedge::source::store::hex(tag.as_ref())
 }
 
 /// Breaks `git/fleet` (its repository moves away) and asks for a fetch.

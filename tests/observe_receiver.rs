@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use kedge::state::Store;
 use reqwest::blocking::Client;
-use ring::hmac;
 
 use crate::daemon_common::Setup;
 use crate::observe_metrics::free_port;
@@ -61,15 +60,7 @@ fn revision(state_dir: &Path) -> Option<String> {
 }
 
 fn signature(body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
-    let tag = hmac::sign(&key, body);
-    format!(
-        "sha256={}",
-        tag.as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    format!("sha256={}", crate::observe_alerts::hmac_hex(SECRET, body))
 }
 
 impl Hooks {

@@ -27,12 +27,7 @@ fn recorded_artifact(setup: &Setup) -> (PathBuf, String) {
 
 fn sha256_of(path: &Path) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
-    Some(
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    Some(kedge::source::store::hex(&Sha256::digest(&bytes)))
 }
 
 /// Overwrites `path` with as many random bytes as it holds.

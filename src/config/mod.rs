@@ -720,10 +720,7 @@ impl Config {
     pub fn file_digest(path: &Path) -> Result<String, Error> {
         use sha2::{Digest, Sha256};
         let text = read_bounded(path)?;
-        Ok(Sha256::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(hex(&Sha256::digest(text.as_bytes())))
     }
 
     /// Path of the SQLite database inside the state directory.
@@ -756,4 +753,10 @@ fn read_bounded(path: &Path) -> Result<String, Error> {
             problems: vec![validate::not_utf8(err.as_bytes(), err.utf8_error())],
         })
     })
+}
+
+/// `bytes` as lowercase hex (digests in names, revisions and messages).
+/// Here, below every module that prints a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

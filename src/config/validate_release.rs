@@ -614,13 +614,9 @@ fn shorten_release_name(name: &str) -> String {
     if name.len() <= MAX_RELEASE_NAME {
         return name.to_string();
     }
-    let hash = hex(&Sha256::digest(name.as_bytes()));
+    let hash = super::hex(&Sha256::digest(name.as_bytes()));
     let head = name[..MAX_RELEASE_NAME - HASH - 1].trim_end_matches('-');
     format!("{head}-{}", &hash[..HASH])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// TOML to JSON; `Err` names the path (`.a.b[2]`) of a date or time.

@@ -547,11 +547,7 @@ fn digest_of(objects: &[Value]) -> String {
         hasher.update(object.to_string().as_bytes());
         hasher.update(b"\n");
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    source::store::hex(&hasher.finalize())
 }
 
 fn latest_artifact(ctx: &Context, k: &Kustomization) -> Result<source::Artifact, Error> {

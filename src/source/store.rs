@@ -6,6 +6,7 @@
 //! sha256 ([`verify`]): before it is unpacked and at every sync of its
 //! source, which rebuilds one that fails.
 
+pub use crate::config::hex;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,11 +185,6 @@ pub fn sha256_of(mut reader: impl Read) -> std::io::Result<(String, u64)> {
         }
     }
     Ok((hex(&hasher.finalize()), size))
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The last good artifact of source `kind/name` recorded in `store`, whether

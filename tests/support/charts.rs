@@ -131,7 +131,10 @@ fn answer(
     let Ok(content) = std::fs::read(state.root.join(relative)) else {
         return (404, Vec::new(), Vec::new());
     };
-    let etag = format!("\"{}\"", &hex(&sha2::Sha256::digest(&content))[..16]);
+    let etag = format!(
+        "\"{}\"",
+        &kedge::source::store::hex(&sha2::Sha256::digest(&content))[..16]
+    );
     let headers = vec![
         ("etag", etag.clone()),
         ("last-modified", "Mon, 30 Nov 2026 10:00:00 GMT".to_string()),
@@ -140,10 +143,6 @@ fn answer(
         return (304, headers, Vec::new());
     }
     (200, headers, content)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A client certificate signed by `ca`, for mutual TLS.

@@ -57,10 +57,7 @@ fn recorded(inputs: &[&[u8]], run: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
         hasher.update((input.len() as u64).to_le_bytes());
         hasher.update(input);
     }
-    let digest: String = hasher.finalize()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = kedge::source::store::hex(&hasher.finalize()[..12]);
     let dir = super::repo_root().join("tests/fixtures/sops/recorded");
     let path = dir.join(digest);
     if let Ok(output) = std::fs::read(&path) {
