@@ -2,6 +2,7 @@
 //! binary's edge, so errors are `anyhow` and printed with their causes.
 
 mod build;
+mod bundle;
 mod check_config;
 mod control;
 mod metrics;
@@ -111,6 +112,21 @@ pub enum Command {
         #[command(subcommand)]
         target: PushTarget,
     },
+    /// Signed offline bundles for air-gapped nodes.
+    Bundle {
+        #[command(subcommand)]
+        action: BundleAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleAction {
+    /// Pack the current artifacts of sources into one signed file (an OCI
+    /// image layout tarball), on a machine that fetched them.
+    Create(bundle::CreateArgs),
+    /// Verify a bundle against the trusted keys and import its artifacts
+    /// (through the daemon when it runs).
+    Import(bundle::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,5 +274,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push {
             target: PushTarget::Artifact(args),
         } => push::artifact(&args),
+        Command::Bundle {
+            action: BundleAction::Create(args),
+        } => bundle::create(&args),
+        Command::Bundle {
+            action: BundleAction::Import(args),
+        } => bundle::import(&args),
     }
 }

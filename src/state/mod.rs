@@ -12,6 +12,7 @@
 
 mod agent;
 mod alerts;
+mod bundles;
 mod events;
 mod helm_releases;
 mod kustomizations;
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use agent::{AgentProblem, CONFIG_REFUSED};
 pub use alerts::QueuedAlert;
+pub use bundles::{BundleArtifact, BundleImport};
 pub use events::{Event, Severity};
 pub use helm_releases::HelmReleaseStatus;
 pub use kustomizations::{KustomizationOutcome, KustomizationStatus, REMOVAL_PENDING};
@@ -129,6 +131,28 @@ const MIGRATIONS: &[&str] = &[
         next_attempt_at INTEGER NOT NULL
     );
     CREATE INDEX alert_queue_by_due ON alert_queue (next_attempt_at, id);",
+    // 7: signed bundles: the artifact (and sequence) each source's last
+    // imported bundle gave it, and the history of imports.
+    "CREATE TABLE bundle_artifacts (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        revision TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        path TEXT NOT NULL,
+        imported_at INTEGER NOT NULL,
+        bundle TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    CREATE TABLE bundle_imports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        file TEXT NOT NULL,
+        manifest_digest TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        signer TEXT NOT NULL,
+        sources TEXT NOT NULL
+    );",
 ];
 
 /// How many events the history keeps; older ones are dropped on insert.
