@@ -10,6 +10,10 @@
 //! change. Hidden files (`.name`, where copies are often written first)
 //! are left alone. Whether a bundle is new for a source is the import's
 //! business: an already imported one changes nothing.
+//!
+//! The watch runs on a task of its own and sends what it found: the
+//! daemon's loop, which wakes every second for other work, would cancel a
+//! watch waiting out [`QUIET`] inside it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +29,24 @@ pub const RESCAN: Duration = Duration::from_secs(10);
 
 type Stamp = (u64, SystemTime);
 
-/// A running watch of the bundle directory.
-pub struct BundleWatch {
+/// Starts watching `dir` on a task of its own; the receiver gets the
+/// bundle files to import, the task ends when it is dropped.
+pub fn spawn(dir: &Path) -> mpsc::Receiver<Vec<PathBuf>> {
+    let (found, receiver) = mpsc::channel(4);
+    let mut watch = BundleWatch::start(dir);
+    tokio::spawn(async move {
+        loop {
+            let files = watch.next().await;
+            if found.send(files).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// A watch of the bundle directory.
+struct BundleWatch {
     dir: PathBuf,
     _watcher: Option<RecommendedWatcher>,
     events: mpsc::Receiver<()>,
@@ -38,7 +58,7 @@ pub struct BundleWatch {
 impl BundleWatch {
     /// Watches `dir`; a directory that does not exist yet (nothing
     /// mounted) is found by the rescans.
-    pub fn start(dir: &Path) -> BundleWatch {
+    fn start(dir: &Path) -> BundleWatch {
         let (sender, events) = mpsc::channel(1);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok() {
@@ -67,7 +87,7 @@ impl BundleWatch {
 
     /// The next bundle files to import: new or changed, and still for
     /// [`QUIET`].
-    pub async fn next(&mut self) -> Vec<PathBuf> {
+    async fn next(&mut self) -> Vec<PathBuf> {
         loop {
             tokio::select! {
                 _ = self.events.recv() => {}

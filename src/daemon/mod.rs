@@ -151,7 +151,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         .agent
         .bundle_dir
         .as_deref()
-        .map(bundle_watch::BundleWatch::start);
+        .map(bundle_watch::spawn);
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
     let mut status = StatusFollower::new(&store);
     let stopped: Result<&str, state::Error> = loop {
@@ -196,9 +196,12 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
 }
 
 /// The next bundle files dropped into `[agent] bundle_dir`; never without one.
-async fn next_bundles(watch: &mut Option<bundle_watch::BundleWatch>) -> Vec<PathBuf> {
+async fn next_bundles(watch: &mut Option<mpsc::Receiver<Vec<PathBuf>>>) -> Vec<PathBuf> {
     match watch {
-        Some(watch) => watch.next().await,
+        Some(found) => match found.recv().await {
+            Some(files) => files,
+            None => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }
