@@ -209,7 +209,9 @@ impl Node {
             return None;
         }
         let store = Store::open_read_only(&database).expect("node state");
-        store.bundle_artifact("git", "fleet").expect("read bundle state")
+        store
+            .bundle_artifact("git", "fleet")
+            .expect("read bundle state")
     }
 
     /// Every file in the node's artifact directory of git/fleet.
@@ -269,7 +271,10 @@ impl Layout {
     }
 
     fn blob(&self, digest: &str) -> &[u8] {
-        self.get(&format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")))
+        self.get(&format!(
+            "blobs/sha256/{}",
+            digest.trim_start_matches("sha256:")
+        ))
     }
 
     fn json(&self, path: &str) -> Value {
@@ -340,11 +345,28 @@ fn tar_gz(entries: &[(&str, &str)]) -> Vec<u8> {
         header.set_cksum();
         builder.append(&header, content.as_bytes()).expect("append");
     }
-    builder
-        .into_inner()
-        .expect("tar")
-        .finish()
-        .expect("gzip")
+    builder.into_inner().expect("tar").finish().expect("gzip")
+}
+
+#[test]
+fn every_kind_may_be_bundle_only_and_a_chart_follows_its_repository() {
+    let text = "[git.a]\nurl = \"bundle:\"\n\
+        [oci.b]\nurl = \"bundle:\"\n\
+        [bucket.c]\nendpoint = \"bundle:\"\nbucket_name = \"fleet\"\n\
+        [helm_repository.d]\nurl = \"bundle:\"\n\
+        [helm_chart.e]\nchart = { repository = \"d\", name = \"web\", version = \"1.x\" }\n\
+        [git.online]\nurl = \"https://git.example.org/fleet.git\"\n";
+    let config = Config::parse(Path::new("kedge.toml"), text).expect("valid config");
+    let bundle_only: Vec<String> = config
+        .sources
+        .iter()
+        .filter(|(_, source)| source.is_bundle_only())
+        .map(|(source, _)| source.to_string())
+        .collect();
+    assert_eq!(
+        bundle_only,
+        ["git/a", "helm/d", "chart/e", "bucket/c", "oci/b"]
+    );
 }
 
 #[test]
@@ -369,7 +391,12 @@ fn bad_bundles_are_refused_with_their_reason_and_change_nothing() {
     index["manifests"]
         .as_array_mut()
         .expect("manifests")
-        .retain(|m| !m["artifactType"].as_str().unwrap_or("").contains("signature"));
+        .retain(|m| {
+            !m["artifactType"]
+                .as_str()
+                .unwrap_or("")
+                .contains("signature")
+        });
     unsigned.set("index.json", serde_json::to_vec(&index).expect("json"));
     unsigned.write(&out("unsigned.tar"));
     assert_refused(&node, &out("unsigned.tar"), "not signed");
@@ -399,7 +426,11 @@ fn bad_bundles_are_refused_with_their_reason_and_change_nothing() {
     let digest = wrong.put_blob(manifest_bytes);
     let mut index = wrong.json("index.json");
     for m in index["manifests"].as_array_mut().expect("manifests") {
-        if m["artifactType"].as_str().unwrap_or("").contains("signature") {
+        if m["artifactType"]
+            .as_str()
+            .unwrap_or("")
+            .contains("signature")
+        {
             m["digest"] = Value::from(digest.clone());
             m["size"] = Value::from(size);
         }
@@ -428,7 +459,11 @@ fn bad_bundles_are_refused_with_their_reason_and_change_nothing() {
     assert!(!node.state_dir.join("escaped").exists() && !node.dir.join("escaped").exists());
 
     let hostile = root.path().join("hostile.tar.gz");
-    std::fs::write(&hostile, tar_gz(&[("../outside.yaml", "kind: ConfigMap\n")])).expect("write");
+    std::fs::write(
+        &hostile,
+        tar_gz(&[("../outside.yaml", "kind: ConfigMap\n")]),
+    )
+    .expect("write");
     let hostile_artifact = Artifact {
         revision: "main@sha1:0000000000000000000000000000000000000000".into(),
         digest: kedge::source::store::sha256_of(std::fs::File::open(&hostile).expect("open"))
@@ -473,7 +508,11 @@ fn a_downgrade_is_refused_unless_allowed_and_a_reimport_changes_nothing() {
 
     let imported = node.import(&new, &[]);
     assert!(imported.status.success(), "{}", stderr(&imported));
-    assert!(stdout(&imported).contains("imported git/fleet"), "{}", stdout(&imported));
+    assert!(
+        stdout(&imported).contains("imported git/fleet"),
+        "{}",
+        stdout(&imported)
+    );
     assert_eq!(current(), Some((2, second.digest.clone())));
 
     let refused = node.import(&old, &[]);
@@ -533,7 +572,11 @@ fn a_bundle_is_an_oci_layout_reproducible_apart_from_its_creation_time() {
             .trim_start_matches("sha256:")
     ));
     let contents: Value = serde_json::from_slice(
-        layout.blob(manifest["config"]["digest"].as_str().expect("config digest")),
+        layout.blob(
+            manifest["config"]["digest"]
+                .as_str()
+                .expect("config digest"),
+        ),
     )
     .expect("contents");
     assert_eq!(contents["sequence"], 7);
@@ -641,7 +684,10 @@ async fn air_gapped_flow_in_this_namespace() {
         .status()
         .expect("run ip");
     assert!(up.success(), "ip link set lo up");
-    let links = Command::new("ip").args(["-o", "link"]).output().expect("ip");
+    let links = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip");
     let links = stdout(&links);
     assert_eq!(links.lines().count(), 1, "only loopback: {links}");
 
@@ -698,19 +744,27 @@ async fn air_gapped_flow_in_this_namespace() {
             .and_then(|cm| cm.data)
             .and_then(|data| data.get("value").cloned())
     };
-    eventually(Duration::from_secs(60), "v1 applied from the imported bundle", || {
-        let configmaps = configmaps.clone();
-        async move { value(configmaps).await.as_deref() == Some("v1") }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "v1 applied from the imported bundle",
+        || {
+            let configmaps = configmaps.clone();
+            async move { value(configmaps).await.as_deref() == Some("v1") }
+        },
+    )
     .await;
 
     // A newer bundle copied onto the "USB stick" is found and applied.
     connected.commit_and_fetch("v2");
     connected.bundle(&node.bundle_dir.join("second.tar"), 2);
-    eventually(Duration::from_secs(60), "v2 applied from bundle_dir", || {
-        let configmaps = configmaps.clone();
-        async move { value(configmaps).await.as_deref() == Some("v2") }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "v2 applied from bundle_dir",
+        || {
+            let configmaps = configmaps.clone();
+            async move { value(configmaps).await.as_deref() == Some("v2") }
+        },
+    )
     .await;
     let status = kedge()
         .args(["status", "--config"])
@@ -737,7 +791,10 @@ async fn air_gapped_flow_in_this_namespace() {
 
     let mut traces = BTreeMap::new();
     for trace in [&daemon_trace, &import_trace] {
-        traces.insert(trace.clone(), std::fs::read_to_string(trace).expect("trace"));
+        traces.insert(
+            trace.clone(),
+            std::fs::read_to_string(trace).expect("trace"),
+        );
     }
     let daemon_connects = &traces[&daemon_trace];
     assert!(
