@@ -19,9 +19,13 @@
 //! Run: `cargo bench --bench bundle_import` (prints a table; figures go to
 //! docs/BENCHMARKS.md). `KEDGE_BENCH_ROUNDS` sets the rounds (default 5).
 
+#[path = "common/applied.rs"]
+mod applied;
 #[path = "../tests/support/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
+#[path = "../tests/support/fetch.rs"]
+mod fetch;
 #[path = "../tests/support/git.rs"]
 #[allow(dead_code)]
 mod git;
@@ -31,13 +35,10 @@ mod http_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use git::FixtureRepo;
-use kedge::config::{Config, SourceKind, SourceRef};
-use kedge::source::{self, Limits, SyncOutcome};
-use kedge::state::{SourceOutcome, Store};
+use kedge::config::{SourceKind, SourceRef};
 
 const OBJECTS: usize = 1_000;
 /// The pause between two measurements.
@@ -103,38 +104,7 @@ impl Connected {
     }
 
     fn fetch_and_bundle(&self, out: &Path, sequence: u64) {
-        let config = Config::load(&self.config).expect("config");
-        let source = config
-            .source(&SourceRef::new(SourceKind::Git, "offline"))
-            .expect("source");
-        let store = Store::open(&config.database_path()).expect("state");
-        let previous = store.source_status("git", "offline").expect("status");
-        let outcome = source::sync(
-            source,
-            &config.agent.state_dir,
-            previous.as_ref(),
-            None,
-            None,
-            Limits::default(),
-            &AtomicBool::new(false),
-        )
-        .expect("fetch");
-        let artifact = outcome.artifact();
-        store
-            .record_source_outcome(
-                "git",
-                "offline",
-                "file://fleet",
-                kedge::state::now_millis(),
-                SourceOutcome::Ready {
-                    revision: &artifact.revision,
-                    digest: &artifact.digest,
-                    path: &artifact.path,
-                    inputs: outcome.inputs(),
-                    new_artifact: matches!(outcome, SyncOutcome::NewArtifact { .. }),
-                },
-            )
-            .expect("record");
+        fetch::fetch_and_record(&self.config, &SourceRef::new(SourceKind::Git, "offline"));
         let made = kedge()
             .args(["bundle", "create", "git/offline", "--config"])
             .arg(&self.config)
@@ -217,25 +187,13 @@ impl Node {
     }
 
     fn wait_applied(&self, name: &str, commit: &str) {
-        let revision = format!("main@sha1:{commit}");
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let done = Store::open_read_only(&self.state_dir.join("kedge.db"))
-                .ok()
-                .and_then(|store| store.kustomization_status(name).ok().flatten())
-                .is_some_and(|s| {
-                    s.ready && s.last_applied_revision.as_deref() == Some(revision.as_str())
-                });
-            if done {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not applied at {commit} within 300s; see {}",
-                self.root.join("kedge.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        applied::wait_applied(
+            &self.state_dir,
+            &[name],
+            commit,
+            Duration::from_secs(300),
+            &self.root.join("kedge.log"),
+        );
     }
 }
 
@@ -258,7 +216,10 @@ fn main() {
     let files = |value: &str| fleet_files(value);
     let commit = |value: &str| {
         let files = files(value);
-        let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
         repo.commit(&refs, value)
     };
     let server = git::git_daemon(&scratch);

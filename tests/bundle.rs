@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -21,10 +20,11 @@ use sha2::{Digest, Sha256};
 
 use kedge::config::{Config, SourceKind, SourceRef};
 use kedge::source::bundle::{self as kedge_bundle, CreateOptions, Packed};
-use kedge::source::{self, Artifact, Limits, SyncOutcome};
-use kedge::state::{BundleArtifact, SourceOutcome, Store};
+use kedge::source::Artifact;
+use kedge::state::{BundleArtifact, Store};
 
 use crate::daemon_common::{stderr, stdout, Daemon};
+use crate::support::fetch::fetch_and_record;
 use crate::support::git::{ssh_keygen, FixtureRepo};
 use crate::support::{cluster, eventually, running_as_root, TestNamespace};
 
@@ -78,37 +78,7 @@ impl Connected {
             ],
             value,
         );
-        let config = Config::load(&self.config).expect("connected config");
-        let source = config.source(&fleet()).expect("git/fleet");
-        let store = Store::open(&config.database_path()).expect("connected state");
-        let previous = store.source_status("git", "fleet").expect("status");
-        let outcome = source::sync(
-            source,
-            &config.agent.state_dir,
-            previous.as_ref(),
-            None,
-            None,
-            Limits::default(),
-            &AtomicBool::new(false),
-        )
-        .expect("fetch over file://");
-        let artifact = outcome.artifact().clone();
-        store
-            .record_source_outcome(
-                "git",
-                "fleet",
-                "file://fleet",
-                kedge::state::now_millis(),
-                SourceOutcome::Ready {
-                    revision: &artifact.revision,
-                    digest: &artifact.digest,
-                    path: &artifact.path,
-                    inputs: outcome.inputs(),
-                    new_artifact: matches!(outcome, SyncOutcome::NewArtifact { .. }),
-                },
-            )
-            .expect("record fetch");
-        artifact
+        fetch_and_record(&self.config, &fleet())
     }
 
     /// `kedge bundle create` of git/fleet, signed with `key`.
@@ -316,17 +286,25 @@ impl Layout {
     fn write(&self, out: &Path) {
         let mut builder = tar::Builder::new(std::fs::File::create(out).expect("create"));
         for (path, bytes) in &self.entries {
-            let mut header = tar::Header::new_gnu();
-            let name = &mut header.as_gnu_mut().expect("gnu header").name;
-            name[..path.len()].copy_from_slice(path.as_bytes());
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_cksum();
-            builder.append(&header, bytes.as_slice()).expect("append");
+            builder
+                .append(&raw_header(path, bytes.len()), bytes.as_slice())
+                .expect("append");
         }
         builder.finish().expect("finish tar");
     }
+}
+
+/// The header of a file entry named `path` as given: tar's own setters
+/// refuse `..`, which these tests need.
+fn raw_header(path: &str, size: usize) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    let name = &mut header.as_gnu_mut().expect("gnu header").name;
+    name[..path.len()].copy_from_slice(path.as_bytes());
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    header
 }
 
 /// A tar.gz holding `entries` (names written as given).
@@ -336,14 +314,9 @@ fn tar_gz(entries: &[(&str, &str)]) -> Vec<u8> {
         flate2::Compression::default(),
     ));
     for (path, content) in entries {
-        let mut header = tar::Header::new_gnu();
-        let name = &mut header.as_gnu_mut().expect("gnu header").name;
-        name[..path.len()].copy_from_slice(path.as_bytes());
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        builder.append(&header, content.as_bytes()).expect("append");
+        builder
+            .append(&raw_header(path, content.len()), content.as_bytes())
+            .expect("append");
     }
     builder.into_inner().expect("tar").finish().expect("gzip")
 }
@@ -641,6 +614,17 @@ fn the_outbound_connection_check_catches_a_deliberate_connect() {
     assert_eq!(outbound_connects(&loopback), Vec::<String>::new());
 }
 
+/// `data.value` of ConfigMap `settings`, if it exists.
+async fn settings_value(configmaps: &Api<ConfigMap>) -> Option<String> {
+    configmaps
+        .get_opt("settings")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|cm| cm.data)
+        .and_then(|data| data.get("value").cloned())
+}
+
 /// Runs the air-gapped flow in a network namespace of its own, holding
 /// only loopback: the control plane, kedge and every CLI call.
 #[test]
@@ -735,37 +719,19 @@ async fn air_gapped_flow_in_this_namespace() {
         log_text()
     );
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace.name);
-    let value = |configmaps: Api<ConfigMap>| async move {
-        configmaps
-            .get_opt("settings")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|cm| cm.data)
-            .and_then(|data| data.get("value").cloned())
-    };
-    eventually(
-        Duration::from_secs(60),
-        "v1 applied from the imported bundle",
-        || {
+    let applied = |value: &'static str, what: &'static str| {
+        let configmaps = configmaps.clone();
+        eventually(Duration::from_secs(60), what, move || {
             let configmaps = configmaps.clone();
-            async move { value(configmaps).await.as_deref() == Some("v1") }
-        },
-    )
-    .await;
+            async move { settings_value(&configmaps).await.as_deref() == Some(value) }
+        })
+    };
+    applied("v1", "v1 applied from the imported bundle").await;
 
     // A newer bundle copied onto the "USB stick" is found and applied.
     connected.commit_and_fetch("v2");
     connected.bundle(&node.bundle_dir.join("second.tar"), 2);
-    eventually(
-        Duration::from_secs(60),
-        "v2 applied from bundle_dir",
-        || {
-            let configmaps = configmaps.clone();
-            async move { value(configmaps).await.as_deref() == Some("v2") }
-        },
-    )
-    .await;
+    applied("v2", "v2 applied from bundle_dir").await;
     let status = kedge()
         .args(["status", "--config"])
         .arg(&node.config)
