@@ -43,6 +43,14 @@ pub struct RawAgent {
     pub metrics_allow_remote: Option<Spanned<bool>>,
     pub bundle_dir: Option<Spanned<String>>,
     pub trusted_keys_dir: Option<Spanned<String>>,
+    pub config_from: Option<Spanned<RawConfigFrom>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfigFrom {
+    pub source: Spanned<String>,
+    pub path: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub mod bundle_watch;
+pub mod config_from;
 pub mod config_watch;
 mod control;
 pub mod logging;
@@ -40,7 +41,8 @@ use crate::config::Config;
 use crate::observe::{self, Alerts, Metrics, Observer};
 use crate::reconcile::kustomization;
 use crate::reconcile::scheduler::Heartbeat;
-use crate::state::{self, Store, CONFIG_REFUSED};
+use crate::reconcile::SourceUpdate;
+use crate::state::{self, Store, CONFIG_FROM_REFUSED, CONFIG_REFUSED};
 
 /// How often the daemon checks that its state database is still the file
 /// on disk, and whether the `STATUS=` line says something new.
@@ -89,6 +91,7 @@ pub enum Error {
 pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     let store = open_store(&config)?;
     let store = Arc::new(Mutex::new(store));
+    let (mut files, config) = config_from::ConfigFiles::start(config_path, config, &store);
     let mut signals = Signals::install()?;
     let socket_path = config.agent.socket.clone();
     let listener = socket::bind(&socket_path)?;
@@ -121,12 +124,15 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
             None
         }
     };
+    let source_updates = broadcast::channel(64).0;
+    let mut config_updates = source_updates.subscribe();
     let mut units = units::Units::start(
         config_path.to_path_buf(),
         config,
         store.clone(),
         heartbeat_factory(&store),
         observer,
+        source_updates,
     )
     .await?;
     if let Ok(true) = kustomization::lock(&store).clear_agent_problem(CONFIG_REFUSED) {
@@ -141,8 +147,8 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     );
     notify::ready(&status_line(&store));
     // A save between the first read and the watch's start is not missed.
-    if Config::load(config_path).map_or(true, |now| &now != units.file_config()) {
-        reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+    if files.load().map_or(true, |now| &now != units.file_config()) {
+        reload::reload(&files, reload::Cause::FileChanged, &mut units, &store).await;
         edges.follow(units.config()).await;
     }
     // Read at start: a changed bundle_dir takes effect on restart.
@@ -155,21 +161,28 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
     let mut status = StatusFollower::new(&store);
     let stopped: Result<&str, state::Error> = loop {
-        let removal_due = units.removal_due();
+        // Kustomizations declared in a source not read yet look removed.
+        let removal_due = units
+            .removal_due()
+            .filter(|_| files.complete(units.file_config()));
         tokio::select! {
             received = signals.recv() => match received {
                 Received::Stop(name) => break Ok(name),
                 Received::Reload => {
-                    reload::reload(config_path, reload::Cause::Sighup, &mut units, &store).await;
+                    reload::reload(&files, reload::Cause::Sighup, &mut units, &store).await;
                     edges.follow(units.config()).await;
                 }
             },
             _ = changed(&mut file_watch) => {
-                reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+                reload::reload(&files, reload::Cause::FileChanged, &mut units, &store).await;
+                edges.follow(units.config()).await;
+            }
+            Some(update) = next_update(&mut config_updates) => {
+                config_from::follow(&update, &mut files, &mut units, &store).await;
                 edges.follow(units.config()).await;
             }
             Some(call) = incoming.recv() => control::handle(call, &mut units, &store).await,
-            files = next_bundles(&mut bundles) => import_in_order(&units, &store, files),
+            found = next_bundles(&mut bundles) => import_in_order(&units, &store, found),
             _ = at(removal_due) => units.confirm_removals(units::Confirm::AfterGrace).await,
             _ = state_checks.tick() => {
                 if let Err(err) = kustomization::lock(&store).check_file() {
@@ -218,6 +231,19 @@ fn import_in_order(units: &units::Units, store: &Arc<Mutex<Store>>, files: Vec<P
             let _ = import.await;
         }
     });
+}
+
+/// The next source update; `None` when updates were missed (the next
+/// fetch of a source announces its artifact again) or none can come.
+async fn next_update(updates: &mut broadcast::Receiver<SourceUpdate>) -> Option<SourceUpdate> {
+    match updates.recv().await {
+        Ok(update) => Some(update),
+        Err(broadcast::error::RecvError::Lagged(missed)) => {
+            tracing::warn!("{missed} source updates missed while reading the config");
+            None
+        }
+        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+    }
 }
 
 /// Resolves at `deadline`, never without one.
@@ -339,7 +365,11 @@ pub(crate) fn status_line(store: &Mutex<Store>) -> String {
         return format!("state not saved (see kedge status) · {summary}");
     }
     match store.agent_problems() {
-        Ok(problems) if problems.iter().any(|p| p.key == CONFIG_REFUSED) => {
+        Ok(problems)
+            if problems
+                .iter()
+                .any(|p| p.key == CONFIG_REFUSED || p.key == CONFIG_FROM_REFUSED) =>
+        {
             format!("config refused (see kedge status) · {summary}")
         }
         _ => summary,

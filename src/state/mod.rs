@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use agent::{AgentProblem, CONFIG_REFUSED};
+pub use agent::{AgentProblem, CONFIG_FROM_REFUSED, CONFIG_REFUSED};
 pub use alerts::QueuedAlert;
 pub use bundles::{BundleArtifact, BundleImport};
 pub use events::{Event, Severity};
@@ -131,7 +131,14 @@ const MIGRATIONS: &[&str] = &[
         next_attempt_at INTEGER NOT NULL
     );
     CREATE INDEX alert_queue_by_due ON alert_queue (next_attempt_at, id);",
-    // 7: signed bundles: the artifact (and sequence) each source's last
+    // 7: the last good config read from `[agent] config_from`, used after
+    // a restart while its source is unreachable.
+    "CREATE TABLE config_layer (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        layer TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );",
+    // 8: signed bundles: the artifact (and sequence) each source's last
     // imported bundle gave it, and the history of imports.
     "CREATE TABLE bundle_artifacts (
         kind TEXT NOT NULL,
