@@ -459,6 +459,18 @@ fn bad_bundles_are_refused_with_their_reason_and_change_nothing() {
     .expect("a signed bundle of a hostile artifact");
     assert_refused(&node, &out("unsafe-artifact.tar"), "climbs out");
 
+    let events = kedge()
+        .args(["events", "bundle/tampered.tar", "--config"])
+        .arg(&node.config)
+        .output()
+        .expect("kedge events");
+    assert!(
+        stdout(&events).contains("BundleRefused") && stdout(&events).contains("tampered with"),
+        "{}{}",
+        stdout(&events),
+        stderr(&events)
+    );
+
     // The same checks let a good bundle through.
     let imported = node.import(&good, &[]);
     assert!(imported.status.success(), "{}", stderr(&imported));
@@ -703,6 +715,20 @@ async fn air_gapped_flow_in_this_namespace() {
         std::os::unix::net::UnixStream::connect(&node.socket).is_ok()
     })
     .await;
+    let status = || {
+        let shown = kedge()
+            .args(["status", "--config"])
+            .arg(&node.config)
+            .output()
+            .expect("kedge status");
+        stdout(&shown)
+    };
+    eventually(
+        Duration::from_secs(30),
+        "git/fleet waiting for a bundle",
+        || async { status().contains("no bundle carrying it has been imported yet") },
+    )
+    .await;
 
     let import_trace = node.dir.join("import.trace");
     let imported = traced(&import_trace, env!("CARGO_BIN_EXE_kedge"))
@@ -732,12 +758,7 @@ async fn air_gapped_flow_in_this_namespace() {
     connected.commit_and_fetch("v2");
     connected.bundle(&node.bundle_dir.join("second.tar"), 2);
     applied("v2", "v2 applied from bundle_dir").await;
-    let status = kedge()
-        .args(["status", "--config"])
-        .arg(&node.config)
-        .output()
-        .expect("kedge status");
-    let shown = stdout(&status);
+    let shown = status();
     assert!(
         shown.contains("second.tar") && shown.contains("BUNDLE") && shown.contains("git/fleet"),
         "{shown}"

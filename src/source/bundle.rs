@@ -796,11 +796,16 @@ fn read_blob(
     read_small(&mut std::io::BufReader::new(file), what, descriptor.size)
 }
 
-/// Unpacks every artifact once into scratch space under the rules every
-/// unpacking follows: a bundle whose artifact would be refused later is
-/// refused now.
+/// Unpacks every artifact of files once into scratch space under the
+/// rules every unpacking follows: a bundle whose artifact would be refused
+/// later is refused now. (A chart's artifact is the package Helm's loader
+/// reads in memory; a Helm repository's, its index.)
 fn check_artifacts(contents: &Contents, staging: &Path, state_dir: &Path) -> Result<(), Refusal> {
     for artifact in &contents.artifacts {
+        let holds_files = SourceRef::parse(&artifact.source).is_some_and(|s| s.kind.holds_files());
+        if !holds_files {
+            continue;
+        }
         let name = blob_name(&artifact.digest)?;
         let scratch = tempfile::Builder::new()
             .prefix(".check-")
