@@ -24,9 +24,10 @@ use kedge::source::Artifact;
 use kedge::state::{BundleArtifact, Store};
 
 use crate::daemon_common::{stderr, stdout, Daemon};
+use crate::helm_release::{chart_files, helper_path};
 use crate::support::fetch::fetch_and_record;
 use crate::support::git::{ssh_keygen, FixtureRepo};
-use crate::support::{cluster, eventually, running_as_root, TestNamespace};
+use crate::support::{cluster, eventually, repo_root, running_as_root, TestNamespace};
 
 fn kedge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kedge"))
@@ -63,21 +64,23 @@ impl Connected {
     }
 
     /// Commits a kustomization of one ConfigMap `settings` holding `value`
-    /// and fetches it, as `kedge run` would.
+    /// (and the test chart at `charts/web`) and fetches it, as `kedge run`
+    /// would.
     fn commit_and_fetch(&self, value: &str) -> Artifact {
         let configmap = format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  value: {value}\n"
         );
-        self.repo.commit(
-            &[
-                (
-                    "kustomization.yaml",
-                    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - configmap.yaml\n",
-                ),
-                ("configmap.yaml", &configmap),
-            ],
-            value,
-        );
+        let chart = chart_files(&repo_root().join("tests/fixtures/helm-release/web"));
+        let mut files: Vec<(&str, &str)> = chart
+            .iter()
+            .map(|(path, text)| (path.as_str(), text.as_str()))
+            .collect();
+        files.push((
+            "kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - configmap.yaml\n",
+        ));
+        files.push(("configmap.yaml", &configmap));
+        self.repo.commit(&files, value);
         fetch_and_record(&self.config, &fleet())
     }
 
@@ -140,14 +143,16 @@ impl Node {
         );
         if namespace.is_some() {
             text.push_str(&format!(
-                "kubeconfig = {:?}\n",
-                cluster().kubeconfig.display().to_string()
+                "kubeconfig = {:?}\nhelm_helper = {:?}\n",
+                cluster().kubeconfig.display().to_string(),
+                helper_path().display().to_string()
             ));
         }
         text.push_str("\n[git.fleet]\nurl = \"bundle:\"\ninterval = \"1h\"\n");
         if let Some(namespace) = namespace {
             text.push_str(&format!(
-                "\n[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"1h\"\nprune = true\ntarget_namespace = {namespace:?}\n"
+                "\n[kustomization.apps]\nsource = \"git/fleet\"\ninterval = \"1h\"\nprune = true\ntarget_namespace = {namespace:?}\n\
+                 \n[helm_release.web]\nchart = {{ source = \"git/fleet\", path = \"charts/web\" }}\ntarget_namespace = {namespace:?}\ninterval = \"1h\"\n"
             ));
         }
         let config = dir.join("kedge.toml");
@@ -657,6 +662,8 @@ fn an_air_gapped_node_converges_from_bundles_without_any_outbound_connection() {
             "--test-threads=1",
         ])
         .env("KEDGE_TEST_NETNS", "1")
+        // Found (or built, which needs the Go module proxy) out here.
+        .env("KEDGE_HELM_BIN", helper_path())
         .output()
         .expect("run unshare -n");
     let all = format!("{}\n{}", stdout(&output), stderr(&output));
@@ -753,6 +760,17 @@ async fn air_gapped_flow_in_this_namespace() {
         })
     };
     applied("v1", "v1 applied from the imported bundle").await;
+    eventually(
+        Duration::from_secs(120),
+        "helm_release/web installed from the chart in the bundle",
+        || async {
+            status().lines().any(|line| {
+                let cells: Vec<&str> = line.split_whitespace().collect();
+                cells.first() == Some(&"helm_release/web") && cells.get(3) == Some(&"True")
+            })
+        },
+    )
+    .await;
 
     // A newer bundle copied onto the "USB stick" is found and applied.
     connected.commit_and_fetch("v2");
