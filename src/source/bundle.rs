@@ -876,6 +876,78 @@ pub(super) fn bundle_outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    fn sources() -> Config {
+        let text = "[git.offline]\nurl = \"bundle:\"\n[git.online]\nurl = \"https://git.example.org/fleet.git\"\n";
+        Config::parse(Path::new("kedge.toml"), text).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    fn status(digest: &str, last_artifact_at: i64) -> SourceStatus {
+        SourceStatus {
+            kind: "git".into(),
+            name: "online".into(),
+            url: String::new(),
+            revision: Some("main@sha1:1".into()),
+            artifact_digest: Some(digest.into()),
+            artifact_path: Some(PathBuf::from("/nonexistent")),
+            artifact_inputs: Some("i".into()),
+            last_attempt_at: Some(last_artifact_at),
+            last_success_at: Some(last_artifact_at),
+            last_artifact_at: Some(last_artifact_at),
+            ready: true,
+            reason: "Succeeded".into(),
+            message: String::new(),
+            consecutive_failures: 0,
+        }
+    }
+
+    #[test]
+    fn a_bundle_decides_for_a_bundle_only_source_and_once_for_another() -> std::io::Result<()> {
+        let config = sources();
+        let offline = &config.sources[&SourceRef::parse("git/offline").unwrap_or_else(|| panic!())];
+        let online = &config.sources[&SourceRef::parse("git/online").unwrap_or_else(|| panic!())];
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a.tar.gz");
+        std::fs::write(&path, b"artifact")?;
+        let imported = Imported {
+            artifact: Artifact {
+                revision: "main@sha1:2".into(),
+                digest: hex(&Sha256::digest(b"artifact")),
+                path,
+            },
+            sequence: 3,
+            imported_at: 100,
+        };
+        let digest = imported.artifact.digest.clone();
+        let new = |o: Option<super::super::Result<SyncOutcome>>| {
+            matches!(o, Some(Ok(SyncOutcome::NewArtifact { .. })))
+        };
+        assert!(matches!(
+            bundle_outcome(offline, None, None),
+            Some(Err(super::super::Error::NoBundle { .. }))
+        ));
+        assert_eq!(bundle_outcome(online, None, None).map(|o| o.is_ok()), None);
+        assert!(new(bundle_outcome(
+            offline,
+            Some(&status("old", 500)),
+            Some(&imported)
+        )));
+        assert!(matches!(
+            bundle_outcome(offline, Some(&status(&digest, 500)), Some(&imported)),
+            Some(Ok(SyncOutcome::Unchanged { .. }))
+        ));
+        // Imported after the source's last new artifact: published once.
+        assert!(new(bundle_outcome(
+            online,
+            Some(&status("old", 50)),
+            Some(&imported)
+        )));
+        // A newer fetch, or the bundle's own artifact current: fetch as usual.
+        assert!(bundle_outcome(online, Some(&status("newer", 500)), Some(&imported)).is_none());
+        assert!(bundle_outcome(online, Some(&status(&digest, 50)), Some(&imported)).is_none());
+        Ok(())
+    }
 
     #[test]
     fn layout_paths_keep_their_parts_and_refuse_traversal() {
