@@ -905,8 +905,10 @@ mod tests {
     #[test]
     fn a_bundle_decides_for_a_bundle_only_source_and_once_for_another() -> std::io::Result<()> {
         let config = sources();
-        let offline = &config.sources[&SourceRef::parse("git/offline").unwrap_or_else(|| panic!())];
-        let online = &config.sources[&SourceRef::parse("git/online").unwrap_or_else(|| panic!())];
+        let offline = &config.sources
+            [&SourceRef::parse("git/offline").unwrap_or_else(|| panic!("git/offline"))];
+        let online = &config.sources
+            [&SourceRef::parse("git/online").unwrap_or_else(|| panic!("git/online"))];
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("a.tar.gz");
         std::fs::write(&path, b"artifact")?;
