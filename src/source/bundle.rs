@@ -222,48 +222,13 @@ pub struct CreateOptions<'a> {
 pub fn create(artifacts: &[Packed], options: &CreateOptions<'_>, out: &Path) -> Result<Contents> {
     let fail = |refusal| Error::new(out, refusal);
     let key = read_signing_key(options.sign_key).map_err(fail)?;
-    let mut layers = Vec::new();
-    let mut carried = Vec::new();
-    for packed in artifacts {
-        store::verify(&packed.artifact).map_err(|damage| {
-            fail(Refusal::Io(format!(
-                "artifact {} of {} {damage}",
-                packed.artifact.path.display(),
-                packed.source
-            )))
-        })?;
-        let size = std::fs::metadata(&packed.artifact.path)
-            .map_err(|err| fail(Refusal::Io(err.to_string())))?
-            .len();
-        let digest = format!("sha256:{}", packed.artifact.digest);
-        layers.push(Descriptor {
-            media_type: ARTIFACT_MEDIA_TYPE.to_string(),
-            digest: digest.clone(),
-            size,
-            artifact_type: None,
-            annotations: BTreeMap::from([
-                (SOURCE_ANNOTATION.to_string(), packed.source.to_string()),
-                (
-                    REVISION_ANNOTATION.to_string(),
-                    packed.artifact.revision.clone(),
-                ),
-                (
-                    TITLE_ANNOTATION.to_string(),
-                    format!(
-                        "{}-{}.tar.gz",
-                        packed.source.kind.as_str(),
-                        packed.source.name
-                    ),
-                ),
-            ]),
-        });
-        carried.push(CarriedArtifact {
-            source: packed.source.to_string(),
-            revision: packed.artifact.revision.clone(),
-            digest,
-            size,
-        });
-    }
+    let (layers, carried): (Vec<Descriptor>, Vec<CarriedArtifact>) = artifacts
+        .iter()
+        .map(artifact_layer)
+        .collect::<Result<Vec<_>, Refusal>>()
+        .map_err(fail)?
+        .into_iter()
+        .unzip();
     let created_at = humantime::format_rfc3339_seconds(options.created_at).to_string();
     let contents = Contents {
         sequence: options.sequence,
@@ -271,7 +236,7 @@ pub fn create(artifacts: &[Packed], options: &CreateOptions<'_>, out: &Path) -> 
         artifacts: carried,
     };
     let contents_json = to_json(&contents);
-    let manifest = Manifest {
+    let manifest_json = to_json(&Manifest {
         schema_version: 2,
         media_type: MANIFEST_MEDIA_TYPE.to_string(),
         artifact_type: Some(BUNDLE_ARTIFACT_TYPE.to_string()),
@@ -279,8 +244,7 @@ pub fn create(artifacts: &[Packed], options: &CreateOptions<'_>, out: &Path) -> 
         layers,
         subject: None,
         annotations: BTreeMap::from([(CREATED_ANNOTATION.to_string(), created_at.clone())]),
-    };
-    let manifest_json = to_json(&manifest);
+    });
     let signature = key
         .sign(
             SIGNATURE_NAMESPACE,
@@ -295,41 +259,41 @@ pub fn create(artifacts: &[Packed], options: &CreateOptions<'_>, out: &Path) -> 
             )))
         })?
         .into_bytes();
-    let mut manifest_descriptor = memory_descriptor(MANIFEST_MEDIA_TYPE, &manifest_json);
-    manifest_descriptor.artifact_type = Some(BUNDLE_ARTIFACT_TYPE.to_string());
-    let signature_manifest = Manifest {
+    let manifest = manifest_descriptor(&manifest_json, BUNDLE_ARTIFACT_TYPE, "bundle");
+    let signature_manifest_json = to_json(&Manifest {
         schema_version: 2,
         media_type: MANIFEST_MEDIA_TYPE.to_string(),
         artifact_type: Some(SIGNATURE_ARTIFACT_TYPE.to_string()),
         config: memory_descriptor(EMPTY_MEDIA_TYPE, EMPTY_JSON),
         layers: vec![memory_descriptor(SIGNATURE_MEDIA_TYPE, &signature)],
-        subject: Some(manifest_descriptor.clone()),
+        subject: Some(Descriptor {
+            artifact_type: Some(BUNDLE_ARTIFACT_TYPE.to_string()),
+            ..memory_descriptor(MANIFEST_MEDIA_TYPE, &manifest_json)
+        }),
         annotations: BTreeMap::from([(CREATED_ANNOTATION.to_string(), created_at)]),
-    };
-    let signature_manifest_json = to_json(&signature_manifest);
-    let mut signature_descriptor = memory_descriptor(MANIFEST_MEDIA_TYPE, &signature_manifest_json);
-    signature_descriptor.artifact_type = Some(SIGNATURE_ARTIFACT_TYPE.to_string());
-    manifest_descriptor
-        .annotations
-        .insert(REF_NAME_ANNOTATION.to_string(), "bundle".to_string());
-    signature_descriptor
-        .annotations
-        .insert(REF_NAME_ANNOTATION.to_string(), "signature".to_string());
+    });
     let index = Index {
         schema_version: 2,
         media_type: Some(INDEX_MEDIA_TYPE.to_string()),
-        manifests: vec![manifest_descriptor, signature_descriptor],
+        manifests: vec![
+            manifest,
+            manifest_descriptor(
+                &signature_manifest_json,
+                SIGNATURE_ARTIFACT_TYPE,
+                "signature",
+            ),
+        ],
     };
-    let mut blobs: BTreeMap<String, BlobSource<'_>> = BTreeMap::new();
-    for json in [
-        &contents_json,
-        &manifest_json,
-        &signature,
-        &signature_manifest_json,
-        &EMPTY_JSON.to_vec(),
-    ] {
-        blobs.insert(hex(&Sha256::digest(json)), BlobSource::Memory(json.clone()));
-    }
+    let mut blobs: BTreeMap<String, BlobSource<'_>> = [
+        contents_json,
+        manifest_json,
+        signature,
+        signature_manifest_json,
+        EMPTY_JSON.to_vec(),
+    ]
+    .into_iter()
+    .map(|bytes| (hex(&Sha256::digest(&bytes)), BlobSource::Memory(bytes)))
+    .collect();
     for packed in artifacts {
         blobs.insert(
             packed.artifact.digest.clone(),
@@ -339,6 +303,55 @@ pub fn create(artifacts: &[Packed], options: &CreateOptions<'_>, out: &Path) -> 
     write_layout(out, &to_json(&index), &blobs)
         .map_err(|err| fail(Refusal::Io(err.to_string())))?;
     Ok(contents)
+}
+
+/// The layer of one artifact (verified against its digest) and its line
+/// in the contents.
+fn artifact_layer(packed: &Packed) -> Result<(Descriptor, CarriedArtifact), Refusal> {
+    let artifact = &packed.artifact;
+    store::verify(artifact).map_err(|damage| {
+        Refusal::Io(format!(
+            "artifact {} of {} {damage}",
+            artifact.path.display(),
+            packed.source
+        ))
+    })?;
+    let size = std::fs::metadata(&artifact.path)
+        .map_err(|err| Refusal::Io(format!("{}: {err}", artifact.path.display())))?
+        .len();
+    let digest = format!("sha256:{}", artifact.digest);
+    let title = format!(
+        "{}-{}.tar.gz",
+        packed.source.kind.as_str(),
+        packed.source.name
+    );
+    let layer = Descriptor {
+        media_type: ARTIFACT_MEDIA_TYPE.to_string(),
+        digest: digest.clone(),
+        size,
+        artifact_type: None,
+        annotations: BTreeMap::from([
+            (SOURCE_ANNOTATION.to_string(), packed.source.to_string()),
+            (REVISION_ANNOTATION.to_string(), artifact.revision.clone()),
+            (TITLE_ANNOTATION.to_string(), title),
+        ]),
+    };
+    let carried = CarriedArtifact {
+        source: packed.source.to_string(),
+        revision: artifact.revision.clone(),
+        digest,
+        size,
+    };
+    Ok((layer, carried))
+}
+
+/// How `index.json` names a manifest: its artifact type and a ref name.
+fn manifest_descriptor(json: &[u8], artifact_type: &str, ref_name: &str) -> Descriptor {
+    Descriptor {
+        artifact_type: Some(artifact_type.to_string()),
+        annotations: BTreeMap::from([(REF_NAME_ANNOTATION.to_string(), ref_name.to_string())]),
+        ..memory_descriptor(MANIFEST_MEDIA_TYPE, json)
+    }
 }
 
 enum BlobSource<'a> {
