@@ -129,11 +129,12 @@ fn import_checked(
         .carried()
         .into_iter()
         .partition(|carried| config.sources.contains_key(&carried.source));
-    let mut store = lock(store);
     let state_error = |source| ImportError::State {
         file: file.to_path_buf(),
         source,
     };
+    // Held from the rollback check to the record: one import at a time.
+    let mut store = lock(store);
     let mut new = Vec::new();
     let mut unchanged = Vec::new();
     for carried in configured {
@@ -161,18 +162,32 @@ fn import_checked(
             .map(|c| c.source.to_string())
             .collect(),
     };
-    if new.is_empty() {
-        return Ok(report);
+    if !new.is_empty() {
+        let stored = opened.into_store(state_dir, &new)?;
+        record(&mut store, file, &opened, &report, &stored).map_err(state_error)?;
     }
-    let stored = opened.into_store(state_dir, &new)?;
+    Ok(report)
+}
+
+/// Writes the import and the artifacts it gave in one transaction, then
+/// an event per source.
+fn record(
+    store: &mut Store,
+    file: &Path,
+    opened: &bundle::Opened,
+    report: &ImportReport,
+    stored: &[crate::source::Artifact],
+) -> Result<(), state::Error> {
     let at = state::now_millis();
     let bundle_name = file.display().to_string();
-    let artifacts: Vec<BundleArtifact> = new
+    let sequence = report.sequence;
+    let artifacts: Vec<BundleArtifact> = report
+        .imported
         .iter()
-        .zip(&stored)
-        .map(|(carried, artifact)| BundleArtifact {
-            kind: carried.source.kind.as_str().to_string(),
-            name: carried.source.name.clone(),
+        .zip(stored)
+        .map(|(source, artifact)| BundleArtifact {
+            kind: source.kind.as_str().to_string(),
+            name: source.name.clone(),
             sequence: sequence as i64,
             revision: artifact.revision.clone(),
             digest: artifact.digest.clone(),
@@ -181,7 +196,7 @@ fn import_checked(
             bundle: bundle_name.clone(),
         })
         .collect();
-    let record = BundleImport {
+    let import = BundleImport {
         at,
         file: bundle_name.clone(),
         manifest_digest: opened.manifest_digest.clone(),
@@ -194,24 +209,21 @@ fn import_checked(
             .collect::<Vec<_>>()
             .join(","),
     };
-    store
-        .record_bundle_import(&record, &artifacts)
-        .map_err(state_error)?;
+    store.record_bundle_import(&import, &artifacts)?;
     for artifact in &artifacts {
         let message = format!(
             "imported artifact for revision {} from bundle {bundle_name} (sequence {sequence})",
             artifact.revision
         );
-        let event = Event::new(
+        store.record_event(&Event::new(
             &artifact.kind,
             &artifact.name,
             Severity::Info,
             "BundleImported",
             &message,
-        );
-        store.record_event(&event).map_err(state_error)?;
+        ))?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Whether `carried` is new for its source (`Ok(true)`), imported before
