@@ -18,6 +18,11 @@ VERSION=v1.26.0 # keep equal to the require in scripts/gitea/go.mod
 
 . "$root/scripts/lib/go-build.sh"
 build() {
+  # One build at a time: scripts/test.sh starts one in the background, and
+  # a test asking for the path meanwhile waits for it rather than building too.
+  mkdir -p "$out"
+  exec 9>"$out/.lock"
+  flock 9
   local bin; bin=$(GO_BUILD_CGO=1 go_build_cached "gitea-$VERSION" "$root/scripts/gitea" "$out" \
     "-X main.Version=${VERSION#v}" "sqlite sqlite_unlock_notify")
   assets "$bin.assets"
