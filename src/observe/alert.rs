@@ -166,10 +166,11 @@ impl Alerts {
 
     /// Queues a pending commit status for each forge alert that wants
     /// `kind/name`, which has just applied a new `revision` and waits for
-    /// its objects' health; the outcome that follows replaces it.
+    /// its objects' health; the outcome that follows replaces it. The
+    /// store is locked only when a forge alert is configured.
     pub fn progressing(
         &self,
-        store: &Store,
+        store: &Mutex<Store>,
         kind: &str,
         name: &str,
         revision: &str,
@@ -182,7 +183,8 @@ impl Alerts {
         if !alerts.values().any(|a| a.provider.is_forge()) {
             return;
         }
-        let known = condition(store, kind, name).and_then(|c| c.revision);
+        let store = lock(store);
+        let known = condition(&store, kind, name).and_then(|c| c.revision);
         if known.as_deref() == Some(revision) {
             // Not a new commit: its status is set already, and the outcome
             // may not change it again.
@@ -199,7 +201,7 @@ impl Alerts {
             message,
         };
         let forges = alerts.values().filter(|a| a.provider.is_forge());
-        inner.queue(store, forges, &outcome, Severity::Info);
+        inner.queue(&store, forges, &outcome, Severity::Info);
     }
 
     /// Delivers queued alerts until `shutdown`.
@@ -655,7 +657,7 @@ mod tests {
     #[test]
     fn a_newer_commit_status_replaces_the_one_queued_for_the_same_commit(
     ) -> Result<(), state::Error> {
-        let store = Store::open_in_memory()?;
+        let shared = Mutex::new(Store::open_in_memory()?);
         let Ok(mut config) = Config::parse(std::path::Path::new("k.toml"), "") else {
             panic!("an empty config is valid");
         };
@@ -664,6 +666,7 @@ mod tests {
         config.alerts.insert("ops".into(), forge);
         let alerts = Alerts::new(&config, Metrics::default());
         let record = |ready: bool, revision: &str| -> Result<(), state::Error> {
+            let store = lock(&shared);
             let before = alerts.before(&store, "kustomization", "apps");
             let outcome = state::KustomizationOutcome {
                 ready,
@@ -687,15 +690,19 @@ mod tests {
             alerts.recorded(&store, before, "kustomization", "apps", "m");
             Ok(())
         };
-        alerts.progressing(&store, "kustomization", "apps", "main@sha1:a", "waiting");
-        assert_eq!(store.queued_alerts()?, 1, "pending on commit a");
+        alerts.progressing(&shared, "kustomization", "apps", "main@sha1:a", "waiting");
+        assert_eq!(lock(&shared).queued_alerts()?, 1, "pending on commit a");
         record(true, "main@sha1:a")?;
-        assert_eq!(store.queued_alerts()?, 1, "success replaced pending");
-        alerts.progressing(&store, "kustomization", "apps", "main@sha1:a", "waiting");
-        assert_eq!(store.queued_alerts()?, 1, "commit a is no news");
-        alerts.progressing(&store, "kustomization", "apps", "main@sha1:b", "waiting");
+        assert_eq!(
+            lock(&shared).queued_alerts()?,
+            1,
+            "success replaced pending"
+        );
+        alerts.progressing(&shared, "kustomization", "apps", "main@sha1:a", "waiting");
+        assert_eq!(lock(&shared).queued_alerts()?, 1, "commit a is no news");
+        alerts.progressing(&shared, "kustomization", "apps", "main@sha1:b", "waiting");
         record(false, "main@sha1:b")?;
-        let queued = store.due_alerts(i64::MAX, 10)?;
+        let queued = lock(&shared).due_alerts(i64::MAX, 10)?;
         let revisions: Vec<String> = queued
             .iter()
             .filter_map(|row| serde_json::from_str::<AlertEvent>(&row.event).ok())

@@ -441,7 +441,7 @@ async fn pipeline(
             checked.len()
         );
         ctx.observer.alerts.progressing(
-            &lock(&ctx.store),
+            &ctx.store,
             "kustomization",
             &k.name,
             &artifact.revision,
