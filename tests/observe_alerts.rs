@@ -349,7 +349,10 @@ fn alert_tables_are_validated_with_their_positions() {
         "[alert.ops]\nprovider = \"gitea\"\naddress = \"http://git.example.org/o/r\"\n{token}ca_file = \"/etc/hostname\"\nevents = [\"kustomization/*\"]\n"
     ));
     assert!(
-        plain_ca.contains("alert.ops.ca_file: ca_file is not used over plain HTTP"),
+        plain_ca.contains("alert.ops.ca_file: ca_file is not used over plain HTTP")
+            && plain_ca.contains(
+                "alert.ops.address: the repository address is plain http:// to another host"
+            ),
         "{plain_ca}"
     );
     let matrix = problems(&table("matrix", ""));

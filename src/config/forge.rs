@@ -30,6 +30,11 @@ impl ForgeRepository {
             );
         }
         let host = url.host_str().ok_or("the repository address has no host")?;
+        if url.scheme() == "http" && !is_loopback(host) {
+            return Err(
+                "the repository address is plain http:// to another host: the token would travel in clear text; use https".into(),
+            );
+        }
         let server = match url.port() {
             Some(port) => format!("{}://{host}:{port}", url.scheme()),
             None => format!("{}://{host}", url.scheme()),
@@ -56,6 +61,16 @@ impl ForgeRepository {
             path: path.to_string(),
         })
     }
+}
+
+/// Whether `host` (as a URL writes it) is this machine: plain HTTP
+/// crosses no network then.
+fn is_loopback(host: &str) -> bool {
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -99,6 +114,7 @@ mod tests {
                 "https://x:secret@github.com/org/fleet",
             ),
             (AlertProvider::Gitea, "not a url"),
+            (AlertProvider::Gitea, "http://gitea.example.org/ops/fleet"),
         ] {
             let err = parse(provider, address).expect_err(address);
             assert!(!err.contains("secret"), "{err}");
