@@ -8,7 +8,7 @@ set -euo pipefail
 # tests; openssl: the test CA of the HTTPS Git tests; lintian, dpkg-dev,
 # binutils (objdump): the .deb checks; systemd: systemd-analyze verify;
 # debootstrap, systemd-container (systemd-nspawn), curl: the check under systemd;
-# make, gcc: jemalloc's build (tikv-jemalloc-sys);
+# make, gcc, libc6-dev: jemalloc's build (tikv-jemalloc-sys) and Gitea's cgo SQLite driver;
 # time (GNU time): helm's peak RSS in benches/helm_index.rs; docker-registry
 # (the CNCF distribution registry) and apache2-utils (htpasswd): the OCI Helm
 # tests, the OCI artifact tests and benches/oci_poll.rs; gnupg (gpg, gpg-agent,
@@ -17,7 +17,7 @@ set -euo pipefail
 # of the SOPS tests. strace, iproute2 (ip), util-linux (unshare) and procps
 # (pgrep): the air-gapped bundle test in a network namespace, which traces
 # every connect(2) of kedge.
-packages=(make gcc git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils gnupg strace iproute2 util-linux procps)
+packages=(make gcc libc6-dev git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils gnupg strace iproute2 util-linux procps)
 
 missing=()
 for p in "${packages[@]}"; do

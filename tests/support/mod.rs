@@ -22,6 +22,7 @@ pub mod charts;
 pub mod cluster;
 pub mod fetch;
 pub mod git;
+pub mod gitea;
 pub mod helm;
 pub mod hostile_s3;
 pub mod http_server;
