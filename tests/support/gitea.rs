@@ -26,17 +26,8 @@ pub struct Gitea {
 }
 
 fn binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("KEDGE_GITEA_BIN") {
-        return PathBuf::from(bin);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gitea.sh");
-    let output = Command::new(&script)
-        .arg("path")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(output.status.success(), "{} path failed", script.display());
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    super::cluster::built_tool("scripts/gitea.sh", "KEDGE_GITEA_BIN")
+        .unwrap_or_else(|err| panic!("{err}"))
 }
 
 fn app_ini(dir: &Path, port: u16, assets: &Path) -> String {
