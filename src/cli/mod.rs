@@ -1,6 +1,7 @@
 //! The `kedge` command line: one subcommand per user task. This is the
 //! binary's edge, so errors are `anyhow` and printed with their causes.
 
+mod bootstrap;
 mod build;
 mod check_config;
 mod control;
@@ -111,6 +112,20 @@ pub enum Command {
         #[command(subcommand)]
         target: PushTarget,
     },
+    /// Connect this node to its fleet repository: from then on its kedge
+    /// configuration comes from Git.
+    Bootstrap {
+        #[command(subcommand)]
+        target: BootstrapTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BootstrapTarget {
+    /// Write the node's directory to a Git repository (one commit, unless
+    /// it is there), point /etc/kedge/kedge.toml at it (`[agent]
+    /// config_from`), start or reload kedge and wait until it is Ready.
+    Git(bootstrap::GitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,5 +273,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push {
             target: PushTarget::Artifact(args),
         } => push::artifact(&args),
+        Command::Bootstrap {
+            target: BootstrapTarget::Git(args),
+        } => bootstrap::git(&args),
     }
 }
