@@ -111,17 +111,20 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
         None => connect_other(args, scratch.path())?,
     };
 
+    // Checked before anything is pushed: a config the node would refuse
+    // must not leave a commit behind.
+    let text = files::local_config(&existing, &source, &format!("{path}/kedge.toml"));
+    let config = match Config::parse(&config_path, &text) {
+        Ok(config) => config,
+        Err(err) => anyhow::bail!("the config bootstrap would write is invalid:\n{err}"),
+    };
+
     let work = scratch.path().join("work");
     remote
         .checkout(&args.branch, head.is_some(), &work)
         .map_err(|failure| anyhow::anyhow!("{failure}"))?;
     let fragment = node_directory(args, &remote, &work, &path)?;
 
-    let text = files::local_config(&existing, &source, &format!("{path}/kedge.toml"));
-    let config = match Config::parse(&config_path, &text) {
-        Ok(config) => config,
-        Err(err) => anyhow::bail!("the config bootstrap would write is invalid:\n{err}"),
-    };
     let written = old_text.as_deref() != Some(text.as_str());
     if written {
         files::replace_config(&config_path, old_text.as_deref(), &text)?;
