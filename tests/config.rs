@@ -43,6 +43,36 @@ fn an_unknown_key_is_located_and_named() {
 }
 
 #[test]
+fn config_from_names_a_declared_source_of_files_and_a_path_inside_it() {
+    let config = valid(&format!(
+        "[agent]\nconfig_from = {{ source = \"git/fleet\", path = \"./clusters/edge-1/\" }}\n{SOURCE}"
+    ));
+    let from = config.agent.config_from.expect("config_from is read");
+    assert_eq!(
+        (from.source.to_string(), from.path.as_str()),
+        ("git/fleet".into(), "clusters/edge-1")
+    );
+
+    let problem = one_problem("[agent]\nconfig_from = { source = \"git/other\", path = \"c\" }\n");
+    assert_eq!((problem.line, problem.column), (2, 26));
+    assert_eq!(problem.key, "agent.config_from.source");
+    assert!(
+        problem.message.contains("git/other is not declared"),
+        "{problem:?}"
+    );
+
+    let all = problems(&format!(
+        "[agent]\nconfig_from = {{ source = \"helm/charts\", path = \"../etc\" }}\n{SOURCE}"
+    ));
+    let keys: Vec<&str> = all.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["agent.config_from.source", "agent.config_from.path"],
+        "{all:?}"
+    );
+}
+
+#[test]
 fn a_bad_duration_points_at_its_value() {
     let problem = one_problem(&format!("{SOURCE}interval = \"5 parsecs\"\n"));
     assert_eq!((problem.line, problem.column), (3, 12));

@@ -59,6 +59,10 @@ pub enum Error {
     /// The file was read but is not a valid kedge config.
     #[error("{0}")]
     Invalid(Problems),
+    /// The local file with fragments from `[agent] config_from` is not a
+    /// valid config: the problems of each file in turn.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    InvalidLayers(Vec<Problems>),
 }
 
 /// Turns byte offsets of one file into 1-based line and column numbers.

@@ -39,6 +39,7 @@ mod diff;
 mod drift;
 mod error;
 mod helm;
+pub mod layers;
 mod overlay;
 mod postbuild;
 pub mod raw;
@@ -94,6 +95,9 @@ pub struct Config {
     /// Where outcomes are sent, by name (`[alert.NAME]`).
     pub alerts: BTreeMap<String, Alert>,
     pub helm_releases: BTreeMap<String, HelmRelease>,
+    /// Where the tables not declared in the local file were, by
+    /// `kind/name` (`kustomization/apps`): `git/fleet@<revision>:<path>`.
+    pub declared_in: BTreeMap<String, String>,
 }
 
 /// The `[agent]` table.
@@ -112,6 +116,17 @@ pub struct Agent {
     pub helm_helper: PathBuf,
     /// Where `/metrics` is served (`None`: not at all).
     pub metrics: Option<SocketAddr>,
+    /// Where the rest of the config comes from, besides this file.
+    pub config_from: Option<ConfigFrom>,
+}
+
+/// `[agent] config_from`: a file, or a directory of `*.toml` fragments,
+/// in a source's artifact, laid over the local file (see [`layers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFrom {
+    pub source: SourceRef,
+    /// Relative to the artifact's root, without `.` or `..` components.
+    pub path: String,
 }
 
 /// One `[receiver.NAME]` table: an HTTP endpoint where a forge's push

@@ -41,6 +41,14 @@ pub struct RawAgent {
     pub helm_helper: Option<Spanned<String>>,
     pub metrics: Option<Spanned<String>>,
     pub metrics_allow_remote: Option<Spanned<bool>>,
+    pub config_from: Option<Spanned<RawConfigFrom>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfigFrom {
+    pub source: Spanned<String>,
+    pub path: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

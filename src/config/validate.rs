@@ -9,11 +9,12 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Locator, Problem};
-use super::raw::{RawAgent, RawConfig, RawGitRef, RawGitSource, RawHelmRelease};
+use super::raw::{RawAgent, RawConfig, RawConfigFrom, RawGitRef, RawGitSource, RawHelmRelease};
 use super::{
-    validate_helm, Agent, Config, GitAuth, GitRef, GitSource, HelmRelease, Kustomization, Source,
-    SourceKind, SourceRef, DEFAULT_HELM_HELPER, DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH,
-    DEFAULT_STATE_DIR, MAX_HELM_RELEASES, MAX_KUSTOMIZATIONS, MAX_SOURCES,
+    validate_helm, Agent, Config, ConfigFrom, GitAuth, GitRef, GitSource, HelmRelease,
+    Kustomization, Source, SourceKind, SourceRef, DEFAULT_HELM_HELPER,
+    DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR, MAX_HELM_RELEASES,
+    MAX_KUSTOMIZATIONS, MAX_SOURCES,
 };
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
@@ -31,11 +32,7 @@ pub(super) fn parse_and_validate(text: &str) -> Result<Config, Vec<Problem>> {
     let locator = Locator::new(text);
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
-        Err(err) => {
-            let span = err.span().unwrap_or(0..0);
-            let key = key_at(text, span.clone());
-            return Err(vec![locator.problem(span, &key, err.message())]);
-        }
+        Err(err) => return Err(vec![syntax_problem(text, &err)]),
     };
     let mut checker = Checker {
         locator,
@@ -48,6 +45,13 @@ pub(super) fn parse_and_validate(text: &str) -> Result<Config, Vec<Problem>> {
         checker.problems.sort_by_key(|p| (p.line, p.column));
         Err(checker.problems)
     }
+}
+
+/// A TOML error (or a serde one, with its span) as a located problem.
+pub(super) fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
+    let span = err.span().unwrap_or(0..0);
+    let key = key_at(text, span.clone());
+    Locator::new(text).problem(span, &key, err.message())
 }
 
 /// The problem of a file that is not UTF-8, at its first bad byte.
@@ -127,6 +131,11 @@ impl Checker<'_> {
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
+        let config_from_span = raw
+            .agent
+            .as_ref()
+            .and_then(|agent| agent.get_ref().config_from.as_ref())
+            .map(|from| from.get_ref().source.span());
         let agent = match raw.agent {
             Some(agent) => self.agent(agent.into_inner()),
             None => Agent {
@@ -136,6 +145,7 @@ impl Checker<'_> {
                 removal_grace_period: DEFAULT_REMOVAL_GRACE_PERIOD,
                 helm_helper: PathBuf::from(DEFAULT_HELM_HELPER),
                 metrics: None,
+                config_from: None,
             },
         };
         let git = raw.git.keys().map(|name| (SourceKind::Git.table(), name));
@@ -219,6 +229,7 @@ impl Checker<'_> {
             }
         }
         self.dependencies(&kustomizations, &depends_spans);
+        self.config_source_declared(&agent, &sources, config_from_span);
         let helm_releases = self.helm_releases(raw.helm_release, &mut sources, &kustomizations);
         self.helm_helper_installed(&agent, &helm_releases);
         let mut receivers = BTreeMap::new();
@@ -244,6 +255,7 @@ impl Checker<'_> {
             receivers,
             alerts,
             helm_releases,
+            declared_in: BTreeMap::new(),
         }
     }
 
@@ -333,6 +345,7 @@ impl Checker<'_> {
         let metrics = raw
             .metrics
             .and_then(|address| self.metrics_address(&address, allow_remote));
+        let config_from = raw.config_from.and_then(|from| self.config_from(from));
         Agent {
             state_dir,
             kubeconfig,
@@ -340,6 +353,60 @@ impl Checker<'_> {
             removal_grace_period,
             helm_helper,
             metrics,
+            config_from,
+        }
+    }
+
+    /// `[agent] config_from`: a source written `kind/name` and a path
+    /// inside its artifact.
+    fn config_from(&mut self, raw: Spanned<RawConfigFrom>) -> Option<ConfigFrom> {
+        let raw = raw.into_inner();
+        let source = SourceRef::parse(raw.source.get_ref());
+        let source = match source {
+            Some(source) if source.kind.holds_files() => Some(source),
+            _ => {
+                self.problem(
+                    raw.source.span(),
+                    "agent.config_from.source",
+                    "must be a source of files written kind/name, e.g. \"git/fleet\" (git, bucket or oci)",
+                );
+                None
+            }
+        };
+        let path = relative_path(raw.path.get_ref());
+        if path.is_none() {
+            self.problem(
+                raw.path.span(),
+                "agent.config_from.path",
+                "must be a path inside the source, like \"clusters/edge-1/kedge.toml\" (relative, without \"..\")",
+            );
+        }
+        Some(ConfigFrom {
+            source: source?,
+            path: path?,
+        })
+    }
+
+    /// The source `config_from` names is declared (in this file: a
+    /// fragment may not declare it, see [`super::layers`]).
+    fn config_source_declared(
+        &mut self,
+        agent: &Agent,
+        sources: &BTreeMap<SourceRef, Source>,
+        span: Option<Range<usize>>,
+    ) {
+        let Some(from) = &agent.config_from else {
+            return;
+        };
+        if !sources.contains_key(&from.source) {
+            self.problem(
+                span.unwrap_or(0..0),
+                "agent.config_from.source",
+                format!(
+                    "{} is not declared in this file: the config's own source must be, so that a commit cannot cut the node off from it",
+                    from.source
+                ),
+            );
         }
     }
 
@@ -752,4 +819,15 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// `path` without `.` components and trailing `/`, when it is relative and
+/// stays inside its root.
+fn relative_path(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    let inside = !path.starts_with('/') && !parts.is_empty() && !parts.contains(&"..");
+    inside.then(|| parts.join("/"))
 }
