@@ -185,7 +185,7 @@ fn an_empty_repository_gets_the_node_directory_in_one_commit_and_the_config_poin
         "{fragment}"
     );
     assert!(
-        !fragment.contains("[git.fleet]"),
+        !fragment.lines().any(|line| line.starts_with("[git.")),
         "the source stays local: {fragment}"
     );
 
@@ -211,7 +211,11 @@ fn an_empty_repository_gets_the_node_directory_in_one_commit_and_the_config_poin
         std::fs::read_to_string(node.backup()).is_ok_and(|old| old.starts_with("# shipped")),
         "the old config is kept"
     );
-    let checked = crate::support::kedge_cli(&node.config, &["check-config"]);
+    let checked = Command::new(env!("CARGO_BIN_EXE_kedge"))
+        .arg("check-config")
+        .arg(&node.config)
+        .output()
+        .expect("run kedge check-config");
     assert!(checked.status.success(), "check-config: {}", text(&checked));
 }
 
@@ -219,7 +223,7 @@ fn an_empty_repository_gets_the_node_directory_in_one_commit_and_the_config_poin
 fn a_node_directory_already_on_the_branch_is_used_as_it_is() {
     let node = Node::new();
     let fragment =
-        "[kustomization.mine]\nsource = \"git/fleet\"\npath = \"clusters/edge-1/apps\"\n";
+        "[kustomization.mine]\nsource = \"git/fleet\"\npath = \"clusters/edge-1/apps\"\ninterval = \"5m\"\nprune = true\n";
     let head = node
         .repo
         .commit(&[(&format!("{NODE}/kedge.toml"), fragment)], "by hand");
@@ -240,6 +244,34 @@ fn a_node_directory_already_on_the_branch_is_used_as_it_is() {
     );
     assert!(node.config_text().contains("config_from"));
     assert!(!node.backup().exists(), "there was no config to keep");
+}
+
+#[test]
+fn a_node_directory_the_node_would_refuse_is_an_error_before_anything_is_written() {
+    let node = Node::new();
+    node.write_packaged_config();
+    let packaged = node.config_text();
+    node.repo.commit(
+        &[(
+            &format!("{NODE}/kedge.toml"),
+            "[agent]\nstate_dir = \"/elsewhere\"\n",
+        )],
+        "a fragment that may not set [agent]",
+    );
+    let url = node.repo.bare.display().to_string();
+
+    let output = node.bootstrap(&["--url", &url, "--no-wait"]);
+
+    assert!(!output.status.success(), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(":{NODE}/kedge.toml:1:1")),
+        "the problem is located in the fragment: {}",
+        text(&output)
+    );
+    assert!(stderr.contains("[agent]"), "{}", text(&output));
+    assert_eq!(node.config_text(), packaged, "config untouched");
+    assert!(!node.backup().exists());
 }
 
 #[test]

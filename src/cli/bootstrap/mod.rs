@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::{Config, GitAuth, GitRef, GitSource, DEFAULT_CONFIG_PATH};
+use crate::config::layers::{parse_layered, Fragment, Layer};
+use crate::config::{GitAuth, GitRef, GitSource, DEFAULT_CONFIG_PATH};
 use files::{FleetSource, FLEET};
 use remote::{Failure, Remote};
 use ssh::SshHost;
@@ -111,19 +112,24 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
         None => connect_other(args, scratch.path())?,
     };
 
-    // Checked before anything is pushed: a config the node would refuse
-    // must not leave a commit behind.
-    let text = files::local_config(&existing, &source, &format!("{path}/kedge.toml"));
-    let config = match Config::parse(&config_path, &text) {
-        Ok(config) => config,
-        Err(err) => anyhow::bail!("the config bootstrap would write is invalid:\n{err}"),
-    };
-
     let work = scratch.path().join("work");
     remote
         .checkout(&args.branch, head.is_some(), &work)
         .map_err(|failure| anyhow::anyhow!("{failure}"))?;
-    let fragment = node_directory(args, &remote, &work, &path)?;
+    let node = NodeDirectory::on_branch(&work, &path)?;
+
+    // Checked as the daemon will check it, before anything is pushed: a
+    // config the node would refuse must not leave a commit behind.
+    let text = files::local_config(&existing, &source, &node.config_from());
+    let revision = match (&head, node.added.is_empty()) {
+        (Some(head), true) => format!("{}@sha1:{head}", args.branch),
+        _ => format!("{} (bootstrap's commit)", args.branch),
+    };
+    let config = match parse_layered(&config_path, &text, &node.layer(revision)) {
+        Ok(config) => config,
+        Err(err) => anyhow::bail!("the config bootstrap would write is invalid:\n{err}"),
+    };
+    node.publish(args, &remote, &work)?;
 
     let written = old_text.as_deref() != Some(text.as_str());
     if written {
@@ -151,7 +157,7 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
     if args.no_wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let expected = daemon::expected_units(&format!("git/{FLEET}"), Some(&fragment));
+    let expected = daemon::expected_units(&format!("git/{FLEET}"), Some(&node.fragment));
     daemon::wait_ready(&config.agent.socket, &expected, args.timeout)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -375,61 +381,100 @@ fn wait_for_access(
     }
 }
 
-/// Makes sure `<path>/kedge.toml` is on the branch: used as it is when
-/// there, else created (with a README) in one commit and pushed, or printed
-/// with `--read-only`. Returns the node's `kedge.toml`.
-fn node_directory(
-    args: &GitArgs,
-    remote: &Remote,
-    work: &Path,
-    path: &str,
-) -> anyhow::Result<String> {
-    let fragment_file = work.join(path).join("kedge.toml");
-    if fragment_file.is_file() {
-        println!(
-            "{path}/kedge.toml is on branch {}: used as it is",
-            args.branch
-        );
-        return std::fs::read_to_string(&fragment_file)
-            .with_context(|| format!("reading {path}/kedge.toml of branch {}", args.branch));
-    }
-    let fragment = files::fragment(path);
-    let mut added = vec![(format!("{path}/kedge.toml"), fragment.clone())];
-    if !work.join(path).join("README.md").exists() {
-        added.push((format!("{path}/README.md"), files::readme(path)));
-    }
-    if args.read_only {
-        print_files_to_commit(args, &added);
-        return Ok(fragment);
-    }
-    for (name, content) in &added {
-        let file = work.join(name);
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+/// The node's directory on the branch: its `kedge.toml`, and the files
+/// bootstrap adds when that is missing (with a README, unless there is one).
+struct NodeDirectory {
+    path: String,
+    fragment: String,
+    added: Vec<(String, String)>,
+}
+
+impl NodeDirectory {
+    fn on_branch(work: &Path, path: &str) -> anyhow::Result<NodeDirectory> {
+        let fragment_file = work.join(path).join("kedge.toml");
+        if fragment_file.is_file() {
+            println!("{path}/kedge.toml is on the branch: used as it is");
+            let fragment = std::fs::read_to_string(&fragment_file)
+                .with_context(|| format!("reading {path}/kedge.toml of the branch"))?;
+            return Ok(NodeDirectory {
+                path: path.to_string(),
+                fragment,
+                added: Vec::new(),
+            });
         }
-        std::fs::write(&file, content).with_context(|| format!("writing {}", file.display()))?;
+        let fragment = files::fragment(path);
+        let mut added = vec![(format!("{path}/kedge.toml"), fragment.clone())];
+        if !work.join(path).join("README.md").exists() {
+            added.push((format!("{path}/README.md"), files::readme(path)));
+        }
+        Ok(NodeDirectory {
+            path: path.to_string(),
+            fragment,
+            added,
+        })
     }
-    let names: Vec<&str> = added.iter().map(|(name, _)| name.as_str()).collect();
-    let message = format!(
-        "kedge bootstrap: {path}\n\nThe kedge configuration of the node(s) at {path}, from \
-         `kedge bootstrap git` on {}.",
-        remote::hostname()
-    );
-    let failed = |failure: Failure| anyhow::anyhow!("{failure}");
-    let commit = remote.commit(work, &names, &message).map_err(failed)?;
-    remote.push(work, &args.branch).map_err(|failure| {
-        anyhow::anyhow!(
-            "{failure}\n(nothing was changed on this node; if the key may not push, run again \
-             with --read-only)"
-        )
-    })?;
-    println!(
-        "pushed {} to branch {} ({})",
-        names.join(", "),
-        args.branch,
-        &commit[..commit.len().min(12)]
-    );
-    Ok(fragment)
+
+    /// What `[agent] config_from` names.
+    fn config_from(&self) -> String {
+        format!("{}/kedge.toml", self.path)
+    }
+
+    /// The fragment as the daemon reads it from the artifact.
+    fn layer(&self, revision: String) -> Layer {
+        Layer {
+            source: format!("git/{FLEET}"),
+            revision,
+            path: self.config_from(),
+            fragments: vec![Fragment {
+                path: self.config_from(),
+                text: self.fragment.clone(),
+            }],
+        }
+    }
+
+    /// Commits and pushes the added files (one commit), or prints them with
+    /// `--read-only`; nothing when nothing is added.
+    fn publish(&self, args: &GitArgs, remote: &Remote, work: &Path) -> anyhow::Result<()> {
+        if self.added.is_empty() {
+            return Ok(());
+        }
+        if args.read_only {
+            print_files_to_commit(args, &self.added);
+            return Ok(());
+        }
+        for (name, content) in &self.added {
+            let file = work.join(name);
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&file, content)
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
+        let names: Vec<&str> = self.added.iter().map(|(name, _)| name.as_str()).collect();
+        let message = format!(
+            "kedge bootstrap: {path}\n\nThe kedge configuration of the node(s) at {path}, from \
+             `kedge bootstrap git` on {host}.",
+            path = self.path,
+            host = remote::hostname()
+        );
+        let commit = remote
+            .commit(work, &names, &message)
+            .map_err(|failure| anyhow::anyhow!("{failure}"))?;
+        remote.push(work, &args.branch).map_err(|failure| {
+            anyhow::anyhow!(
+                "{failure}\n(nothing was changed on this node; if the key may not push, run \
+                 again with --read-only)"
+            )
+        })?;
+        println!(
+            "pushed {} to branch {} ({})",
+            names.join(", "),
+            args.branch,
+            &commit[..commit.len().min(12)]
+        );
+        Ok(())
+    }
 }
 
 fn print_files_to_commit(args: &GitArgs, files: &[(String, String)]) {

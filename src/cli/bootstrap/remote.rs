@@ -42,6 +42,19 @@ pub struct Remote {
     timeout: Duration,
 }
 
+/// Variables of the caller's environment that would change which
+/// repository git works on or how it checks the server (they override the
+/// config bootstrap gives it).
+const INHERITED_GIT_VARIABLES: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_SSL_NO_VERIFY",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "GIT_SSH",
+];
+
 /// The identity of the bootstrap commit, unless the environment sets one.
 const AUTHOR_NAME: &str = "kedge bootstrap";
 
@@ -141,6 +154,9 @@ impl Remote {
             let _ = std::fs::write(file, "");
         }
         let mut command = Command::new("git");
+        for variable in INHERITED_GIT_VARIABLES {
+            command.env_remove(variable);
+        }
         command
             .args(args)
             .current_dir(dir)
