@@ -280,20 +280,35 @@ fn a_read_only_key_pushes_nothing_and_prints_what_to_commit() {
     let client_key = node.root.path().join("client_key");
     ssh_keygen(&client_key);
     let server = node.sshd(&client_key);
+    make_read_only(&node.root.path().join("sshd"), &client_key);
     let known_hosts = node.root.path().join("known_hosts");
     std::fs::write(&known_hosts, &server.known_hosts_line).expect("write known_hosts");
     let url = node.ssh_url(&server);
-
-    let output = node.bootstrap(&[
+    let (key, known_hosts) = (
+        client_key.display().to_string(),
+        known_hosts.display().to_string(),
+    );
+    let args = [
         "--url",
         &url,
         "--private-key-file",
-        &client_key.display().to_string(),
+        &key,
         "--known-hosts-file",
-        &known_hosts.display().to_string(),
-        "--read-only",
+        &known_hosts,
         "--no-wait",
-    ]);
+    ];
+
+    let refused = node.bootstrap(&args);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("read-only deploy key"),
+        "the server's word: {stderr}"
+    );
+    assert!(stderr.contains("--read-only"), "what to do: {stderr}");
+    assert!(!node.config.exists(), "a failed push writes no config");
+
+    let output = node.bootstrap(&[&args[..], &["--read-only"]].concat());
 
     assert_success(&output);
     assert!(!node.has_branches(), "nothing pushed");
@@ -325,6 +340,25 @@ fn a_read_only_key_pushes_nothing_and_prints_what_to_commit() {
         "{config}"
     );
     assert!(!node.keys.exists(), "no key made, no host key scanned");
+}
+
+/// Lets `key` only fetch from the test sshd, as a forge's read-only deploy
+/// key: any other command is refused with a message.
+fn make_read_only(sshd_dir: &Path, key: &Path) {
+    let script = sshd_dir.join("read-only.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  git-upload-pack*) exec sh -c \"$SSH_ORIGINAL_COMMAND\" ;;\n  *) echo 'read-only deploy key' >&2; exit 1 ;;\nesac\n",
+    )
+    .expect("write the forced command");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    std::fs::write(
+        sshd_dir.join("authorized_keys"),
+        format!("command=\"{}\" {public}", script.display()),
+    )
+    .expect("write authorized_keys");
 }
 
 #[test]
