@@ -126,17 +126,17 @@ pub fn wait_ready(socket: &Path, expected: &[String], timeout: Duration) -> anyh
             }
             Ok(other) => vec![("daemon".into(), format!("unexpected reply {other:?}"))],
             Err(err @ (ClientError::NotRunning { .. } | ClientError::Stopped { .. })) => {
-                vec![("daemon".into(), format!("{err}; waiting for it"))]
+                vec![("daemon".into(), err.to_string())]
             }
             Err(err) => return Err(err.into()),
         };
-        if let Some((_, line)) = lines.last() {
-            last = line.clone();
+        if let Some((unit, line)) = lines.iter().find(|(_, line)| !line.starts_with("Ready")) {
+            last = format!("{unit}: {line}");
         }
         print_changed(&mut shown, lines);
         if Instant::now() >= deadline {
             anyhow::bail!(
-                "not ready within {} ({last}); `kedge status` shows where it stands",
+                "not ready within {}: {last}; `kedge status` shows where it stands",
                 humantime::format_duration(timeout)
             );
         }

@@ -173,9 +173,9 @@ pub fn local_config(existing: &toml::Table, source: &FleetSource, config_from: &
          # holds what it needs to reach the repository. Every setting is\n\
          # documented in /usr/share/doc/kedge/examples/kedge.toml.\n\n",
     );
-    text.push_str(&section("agent", &agent));
+    text.push_str(&section("agent", &agent, AGENT_KEYS_FIRST));
     text.push('\n');
-    text.push_str(&section(&format!("git.{FLEET}"), &fleet));
+    text.push_str(&section(&format!("git.{FLEET}"), &fleet, SOURCE_KEYS));
     if !rest.is_empty() {
         text.push_str("\n# Kept from the file bootstrap replaced.\n");
         text.push_str(&toml::to_string(&rest).unwrap_or_default());
@@ -183,11 +183,22 @@ pub fn local_config(existing: &toml::Table, source: &FleetSource, config_from: &
     text
 }
 
-/// `[name]` and its keys, nested tables inline.
-fn section(name: &str, table: &toml::Table) -> String {
+/// The `[agent]` keys written first, in this order; `config_from` last.
+const AGENT_KEYS_FIRST: &[&str] = &["state_dir", "kubeconfig", "socket"];
+
+/// `[name]` and its keys, nested tables inline: the keys of `first` in
+/// that order, then the others by name, `config_from` last.
+fn section(name: &str, table: &toml::Table, first: &[&str]) -> String {
+    let rank = |key: &str| match first.iter().position(|f| *f == key) {
+        Some(position) => (0, position),
+        None if key == "config_from" => (2, 0),
+        None => (1, 0),
+    };
+    let mut keys: Vec<&String> = table.keys().collect();
+    keys.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
     let mut text = format!("[{name}]\n");
-    for (key, value) in table {
-        text.push_str(&format!("{} = {}\n", toml_key(key), inline(value)));
+    for key in keys {
+        text.push_str(&format!("{} = {}\n", toml_key(key), inline(&table[key])));
     }
     text
 }

@@ -66,6 +66,7 @@ pub struct GitArgs {
     /// HTTPS: the user; the password (or token) is read from --password-file.
     #[arg(long, requires = "password_file")]
     username: Option<String>,
+    /// HTTPS: the file holding the password or token of --username.
     #[arg(long, requires = "username")]
     password_file: Option<PathBuf>,
     /// HTTPS: a CA bundle (PEM) the server's certificate chains to.
