@@ -423,6 +423,34 @@ fn an_unreachable_server_is_a_clear_error_and_nothing_is_written() {
 }
 
 #[test]
+fn a_password_is_never_sent_over_plain_http() {
+    let node = Node::new();
+    let password = node.root.path().join("password");
+    std::fs::write(&password, "s3cret\n").expect("write password");
+    // Nothing listens there: trying to connect would be another error.
+    let url = format!("http://127.0.0.1:{}/fleet.git", free_port());
+
+    let output = node.bootstrap(&[
+        "--url",
+        &url,
+        "--username",
+        "kedge",
+        "--password-file",
+        &password.display().to_string(),
+        "--no-wait",
+    ]);
+
+    assert!(!output.status.success(), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("clear text") && stderr.contains("https"),
+        "refused before connecting: {}",
+        text(&output)
+    );
+    assert!(!node.config.exists());
+}
+
+#[test]
 fn a_generated_deploy_key_is_waited_for_until_the_server_accepts_it() {
     let node = Node::new();
     let other_key = node.root.path().join("someone_else");

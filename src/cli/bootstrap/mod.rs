@@ -221,6 +221,11 @@ fn connect_other(args: &GitArgs, scratch: &Path) -> anyhow::Result<Connected> {
     if let Some(flag) = ssh_flag {
         anyhow::bail!("{flag} is for SSH URLs, and {} is not one", args.url);
     }
+    // The daemon refuses this too, but bootstrap asks the server first.
+    anyhow::ensure!(
+        args.password_file.is_none() || !args.url.to_ascii_lowercase().starts_with("http://"),
+        "refusing to send --password-file in clear text over http://; use https"
+    );
     let source = FleetSource {
         url: args.url.clone(),
         branch: args.branch.clone(),
