@@ -86,8 +86,13 @@ impl Setup {
 
     /// Writes the config with `kustomizations` (a running daemon reloads it).
     pub(crate) fn write_config(&self, kustomizations: &str) {
+        self.write_config_with_agent("", kustomizations);
+    }
+
+    /// [`Setup::write_config`] with `agent_keys` (TOML lines) added to `[agent]`.
+    pub(crate) fn write_config_with_agent(&self, agent_keys: &str, kustomizations: &str) {
         let text = format!(
-            "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\nsocket = {:?}\n\n[git.fleet]\nurl = \"file://{}\"\ninterval = \"1s\"\n{}\n\n{kustomizations}",
+            "[agent]\nstate_dir = {:?}\nkubeconfig = {:?}\nsocket = {:?}\n{agent_keys}\n[git.fleet]\nurl = \"file://{}\"\ninterval = \"1s\"\n{}\n\n{kustomizations}",
             self.state_dir.display().to_string(),
             cluster().kubeconfig.display().to_string(),
             self.socket().display().to_string(),

@@ -37,6 +37,8 @@ mod git_verify;
 mod bootstrap;
 // The config file: located validation errors, defaults, config.example.toml, check-config.
 mod config;
+// `[agent] config_from`: kustomizations declared in Git, refused commits, restart while Git is down.
+mod config_from_git;
 // `kedge run` with kustomizations against the test control plane: apply, prune, drift, dependsOn, restart.
 mod kustomization_run;
 // Drift under `kedge run`: what is drift, the modes correct/detect/off, ignore rules.

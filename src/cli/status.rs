@@ -154,15 +154,47 @@ pub fn print_report(out: &mut dyn Write, report: &StatusReport) -> std::io::Resu
         return Ok(());
     }
     let headers = ["NAME", "REVISION", "SUSPENDED", "READY", "AGE", "MESSAGE"];
+    let layered = tables
+        .iter()
+        .flat_map(|rows| rows.iter())
+        .any(|row| row.declared_in.is_some());
     let mut first = true;
     for rows in tables.into_iter().filter(|rows| !rows.is_empty()) {
         if !first {
             writeln!(out)?;
         }
         first = false;
-        print_table(out, headers, rows.iter().map(|r| unit_cells(r, now)))?;
+        if layered {
+            print_table(
+                out,
+                DECLARED_HEADERS,
+                rows.iter().map(|r| declared_cells(r, now)),
+            )?;
+        } else {
+            print_table(out, headers, rows.iter().map(|r| unit_cells(r, now)))?;
+        }
     }
     Ok(())
+}
+
+/// The columns when part of the config comes from `[agent] config_from`.
+const DECLARED_HEADERS: [&str; 7] = [
+    "NAME",
+    "REVISION",
+    "SUSPENDED",
+    "READY",
+    "AGE",
+    "DECLARED IN",
+    "MESSAGE",
+];
+
+fn declared_cells(row: &UnitRow, now: i64) -> [String; 7] {
+    let [name, revision, suspended, ready, age, message] = unit_cells(row, now);
+    let declared = row
+        .declared_in
+        .clone()
+        .unwrap_or_else(|| "local file".into());
+    [name, revision, suspended, ready, age, declared, message]
 }
 
 fn unit_cells(row: &UnitRow, now: i64) -> [String; 6] {

@@ -745,7 +745,7 @@ impl Config {
 }
 
 /// The file at `path` as text, refused past [`MAX_CONFIG_BYTES`].
-fn read_bounded(path: &Path) -> Result<String, Error> {
+pub fn read_bounded(path: &Path) -> Result<String, Error> {
     use std::io::Read;
     let read_error = |source| Error::Read {
         path: path.to_path_buf(),

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
+pub mod config_from;
 pub mod config_watch;
 mod control;
 pub mod logging;
@@ -39,7 +40,8 @@ use crate::config::Config;
 use crate::observe::{self, Alerts, Metrics, Observer};
 use crate::reconcile::kustomization;
 use crate::reconcile::scheduler::Heartbeat;
-use crate::state::{self, Store, CONFIG_REFUSED};
+use crate::reconcile::SourceUpdate;
+use crate::state::{self, Store, CONFIG_FROM_REFUSED, CONFIG_REFUSED};
 
 /// How often the daemon checks that its state database is still the file
 /// on disk, and whether the `STATUS=` line says something new.
@@ -88,6 +90,7 @@ pub enum Error {
 pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     let store = open_store(&config)?;
     let store = Arc::new(Mutex::new(store));
+    let (mut files, config) = config_from::ConfigFiles::start(config_path, config, &store);
     let mut signals = Signals::install()?;
     let socket_path = config.agent.socket.clone();
     let listener = socket::bind(&socket_path)?;
@@ -120,12 +123,15 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
             None
         }
     };
+    let source_updates = broadcast::channel(64).0;
+    let mut config_updates = source_updates.subscribe();
     let mut units = units::Units::start(
         config_path.to_path_buf(),
         config,
         store.clone(),
         heartbeat_factory(&store),
         observer,
+        source_updates,
     )
     .await?;
     if let Ok(true) = kustomization::lock(&store).clear_agent_problem(CONFIG_REFUSED) {
@@ -140,24 +146,31 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     );
     notify::ready(&status_line(&store));
     // A save between the first read and the watch's start is not missed.
-    if Config::load(config_path).map_or(true, |now| &now != units.file_config()) {
-        reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+    if files.load().map_or(true, |now| &now != units.file_config()) {
+        reload::reload(&files, reload::Cause::FileChanged, &mut units, &store).await;
         edges.follow(units.config()).await;
     }
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
     let mut status = StatusFollower::new(&store);
     let stopped: Result<&str, state::Error> = loop {
-        let removal_due = units.removal_due();
+        // Kustomizations declared in a source not read yet look removed.
+        let removal_due = units
+            .removal_due()
+            .filter(|_| files.complete(units.file_config()));
         tokio::select! {
             received = signals.recv() => match received {
                 Received::Stop(name) => break Ok(name),
                 Received::Reload => {
-                    reload::reload(config_path, reload::Cause::Sighup, &mut units, &store).await;
+                    reload::reload(&files, reload::Cause::Sighup, &mut units, &store).await;
                     edges.follow(units.config()).await;
                 }
             },
             _ = changed(&mut file_watch) => {
-                reload::reload(config_path, reload::Cause::FileChanged, &mut units, &store).await;
+                reload::reload(&files, reload::Cause::FileChanged, &mut units, &store).await;
+                edges.follow(units.config()).await;
+            }
+            Some(update) = next_update(&mut config_updates) => {
+                config_from::follow(&update, &mut files, &mut units, &store).await;
                 edges.follow(units.config()).await;
             }
             Some(call) = incoming.recv() => control::handle(call, &mut units, &store).await,
@@ -184,6 +197,19 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     drop(store);
     tracing::info!("stopped");
     stopped.map(drop).map_err(Error::State)
+}
+
+/// The next source update; `None` when updates were missed (the next
+/// fetch of a source announces its artifact again) or none can come.
+async fn next_update(updates: &mut broadcast::Receiver<SourceUpdate>) -> Option<SourceUpdate> {
+    match updates.recv().await {
+        Ok(update) => Some(update),
+        Err(broadcast::error::RecvError::Lagged(missed)) => {
+            tracing::warn!("{missed} source updates missed while reading the config");
+            None
+        }
+        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+    }
 }
 
 /// Resolves at `deadline`, never without one.
@@ -305,7 +331,11 @@ pub(crate) fn status_line(store: &Mutex<Store>) -> String {
         return format!("state not saved (see kedge status) · {summary}");
     }
     match store.agent_problems() {
-        Ok(problems) if problems.iter().any(|p| p.key == CONFIG_REFUSED) => {
+        Ok(problems)
+            if problems
+                .iter()
+                .any(|p| p.key == CONFIG_REFUSED || p.key == CONFIG_FROM_REFUSED) =>
+        {
             format!("config refused (see kedge status) · {summary}")
         }
         _ => summary,

@@ -2,13 +2,13 @@
 //! as a diff; an invalid one is refused, recorded where `kedge status`
 //! shows it, and the last good config keeps running.
 
-use std::path::Path;
 use std::sync::Mutex;
 
-use crate::config::{Config, ConfigDiff};
+use crate::config::ConfigDiff;
 use crate::reconcile::kustomization::lock;
 use crate::state::{Event, Severity, Store, CONFIG_REFUSED};
 
+use super::config_from::ConfigFiles;
 use super::units::{Confirm, Units};
 use super::{notify, status_line};
 
@@ -19,18 +19,21 @@ pub enum Cause {
     Sighup,
 }
 
-/// Reloads `path` into `units`, telling systemd (`RELOADING=1`, then
+/// Reloads `files` into `units`, telling systemd (`RELOADING=1`, then
 /// `READY=1`) and the log what happened.
-pub async fn reload(path: &Path, cause: Cause, units: &mut Units, store: &Mutex<Store>) {
+pub async fn reload(files: &ConfigFiles, cause: Cause, units: &mut Units, store: &Mutex<Store>) {
+    let path = files.local();
     notify::reloading("reloading the config");
     tracing::info!(config = %path.display(), ?cause, "reloading the config");
-    match Config::load(path) {
+    match files.load() {
         Err(err) => refuse(
             store,
+            CONFIG_REFUSED,
             &format!("config refused, still running the last good one: {err}"),
         ),
         Ok(new) if new.agent != units.file_config().agent => refuse(
             store,
+            CONFIG_REFUSED,
             &format!(
                 "config refused: the [agent] table of {} changed; restart kedge to apply it",
                 path.display()
@@ -38,14 +41,15 @@ pub async fn reload(path: &Path, cause: Cause, units: &mut Units, store: &Mutex<
         ),
         Ok(new) => match units.apply(new).await {
             Ok(changes) => {
-                accepted(store, &changes);
+                accepted(store, CONFIG_REFUSED, &changes);
                 reconnect(units).await;
-                // SIGHUP is the operator saying the file is final.
-                if matches!(cause, Cause::Sighup) {
+                // SIGHUP is the operator saying the file is final; a
+                // config still waiting for its source is not.
+                if matches!(cause, Cause::Sighup) && files.complete(units.file_config()) {
                     units.confirm_removals(Confirm::Now).await;
                 }
             }
-            Err(err) => refuse(store, &format!("config not applied: {err}")),
+            Err(err) => refuse(store, CONFIG_REFUSED, &format!("config not applied: {err}")),
         },
     }
     notify::ready(&status_line(store));
@@ -69,9 +73,11 @@ async fn reconnect(units: &mut Units) {
     }
 }
 
-fn accepted(store: &Mutex<Store>, changes: &ConfigDiff) {
+/// Records an accepted config, clearing the refusal `problem` (the local
+/// file's, or the source's) recorded before.
+pub(super) fn accepted(store: &Mutex<Store>, problem: &str, changes: &ConfigDiff) {
     let store = lock(store);
-    match store.clear_agent_problem(CONFIG_REFUSED) {
+    match store.clear_agent_problem(problem) {
         Ok(true) => tracing::info!(reason = "ConfigAccepted", "the config is valid again"),
         Ok(false) => {}
         Err(err) => tracing::error!("clearing the config problem: {err}"),
@@ -93,20 +99,19 @@ fn accepted(store: &Mutex<Store>, changes: &ConfigDiff) {
     }
 }
 
-fn refuse(store: &Mutex<Store>, message: &str) {
+/// Records a refused config as the agent's `problem`, an event and a log line.
+pub(super) fn refuse(store: &Mutex<Store>, problem: &str, message: &str) {
     tracing::error!(reason = "ConfigRefused", "{message}");
     let store = lock(store);
-    let recorded = store
-        .set_agent_problem(CONFIG_REFUSED, message)
-        .and_then(|()| {
-            store.record_event(&Event::new(
-                "agent",
-                "config",
-                Severity::Error,
-                "ConfigRefused",
-                message,
-            ))
-        });
+    let recorded = store.set_agent_problem(problem, message).and_then(|()| {
+        store.record_event(&Event::new(
+            "agent",
+            "config",
+            Severity::Error,
+            "ConfigRefused",
+            message,
+        ))
+    });
     if let Err(err) = recorded {
         tracing::error!("recording the refused config: {err}");
     }

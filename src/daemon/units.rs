@@ -107,13 +107,14 @@ pub enum Confirm {
 impl Units {
     /// Starts the units of `file_config` (read from `config_path`);
     /// kustomizations that left it while the daemon was stopped become
-    /// pending removals.
+    /// pending removals. Every new artifact is sent on `updates`.
     pub async fn start(
         config_path: PathBuf,
         file_config: Config,
         store: Arc<Mutex<Store>>,
         heartbeat: HeartbeatFactory,
         observer: Observer,
+        updates: broadcast::Sender<SourceUpdate>,
     ) -> Result<Units, Error> {
         let config = Arc::new(effective(&file_config, &store)?);
         let state_was_empty = lock(&store).is_empty()?;
@@ -127,7 +128,7 @@ impl Units {
             heartbeat,
             scheduler: None,
             runner: None,
-            updates: broadcast::channel(64).0,
+            updates,
             source_triggers: SourceTriggers::default(),
             ctx: None,
             kubeconfig: None,

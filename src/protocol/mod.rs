@@ -152,6 +152,10 @@ pub struct UnitRow {
     /// When the shown state began (new artifact, last attempt), in
     /// milliseconds since the Unix epoch.
     pub since: Option<i64>,
+    /// Where it is declared when not in the local file:
+    /// `git/fleet@<revision>:<path>` (`[agent] config_from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_in: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +282,7 @@ mod tests {
                 reason: "Succeeded".into(),
                 message: "stored".into(),
                 since: Some(1),
+                declared_in: None,
             }],
             kustomizations: vec![],
             helm_releases: vec![],

@@ -81,7 +81,17 @@ pub fn status_report(
     }
     source_rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
     kustomization_rows.sort_by(|a, b| a.name.cmp(&b.name));
-    let helm_releases = release_rows(store, config, suspended)?;
+    let mut helm_releases = release_rows(store, config, suspended)?;
+    if let Some(config) = config {
+        let rows = source_rows
+            .iter_mut()
+            .chain(&mut kustomization_rows)
+            .chain(&mut helm_releases);
+        for row in rows {
+            let key = format!("{}/{}", row.kind, row.name);
+            row.declared_in = config.declared_in.get(&key).cloned();
+        }
+    }
     Ok(StatusReport {
         daemon_running: false,
         problems: problems
@@ -124,6 +134,7 @@ fn release_rows(
             reason: r.reason.clone(),
             message: r.message.clone(),
             since: r.last_attempt_at,
+            declared_in: None,
         })
         .collect();
     for (name, release) in config.map(|c| &c.helm_releases).into_iter().flatten() {
@@ -177,6 +188,7 @@ fn source_row(s: &SourceStatus, suspended: bool) -> UnitRow {
         reason: s.reason.clone(),
         message: s.message.clone(),
         since: s.last_artifact_at,
+        declared_in: None,
     }
 }
 
@@ -190,6 +202,7 @@ fn kustomization_row(k: &KustomizationStatus, suspended: bool) -> UnitRow {
         reason: k.reason.clone(),
         message: k.message.clone(),
         since: k.last_attempt_at,
+        declared_in: None,
     }
 }
 
@@ -203,6 +216,7 @@ fn never_run(kind: &str, name: &str, suspended: bool, message: &str) -> UnitRow 
         reason: "Progressing".into(),
         message: message.into(),
         since: None,
+        declared_in: None,
     }
 }
 

@@ -449,6 +449,52 @@ pub fn extract_verified(artifact: &Artifact, dest: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
+/// The regular files of `artifact` (checked against its digest first)
+/// whose relative path `wanted` accepts, by path, without unpacking it:
+/// refused past `limit` bytes in all.
+pub fn read_files(
+    artifact: &Artifact,
+    wanted: impl Fn(&str) -> bool,
+    limit: u64,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    store::verify(artifact).map_err(|damage| Error::ArtifactDamaged {
+        path: artifact.path.clone(),
+        damage,
+    })?;
+    let read_error = || io_error("reading artifact", &artifact.path);
+    let file = File::open(&artifact.path).map_err(io_error("opening artifact", &artifact.path))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut files = Vec::new();
+    let mut total = 0;
+    for entry in archive.entries().map_err(read_error())? {
+        let mut entry = entry.map_err(read_error())?;
+        let path = entry.path().map_err(read_error())?.into_owned();
+        let relative = checked_relative(&artifact.path, &path)?;
+        let relative = relative.to_string_lossy().into_owned();
+        let regular = matches!(
+            entry.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        );
+        if !regular || !wanted(&relative) {
+            continue;
+        }
+        total += entry.size();
+        if total > limit {
+            return Err(Error::TooLarge {
+                source_name: artifact.revision.clone(),
+                path: relative,
+                size: total,
+                limit,
+            });
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(read_error())?;
+        files.push((relative, bytes));
+    }
+    files.sort();
+    Ok(files)
+}
+
 fn unpack(artifact: &Path, reader: impl Read, dest: &Path) -> Result<Manifest> {
     std::fs::create_dir_all(dest).map_err(io_error("creating directory", dest))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));

@@ -1,5 +1,6 @@
 //! The daemon's own state: problems that are not about one source or
-//! kustomization (a refused config), and suspensions made from the CLI.
+//! kustomization (a refused config), suspensions made from the CLI, and
+//! the last good config read from a source.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -7,6 +8,9 @@ use super::{now_millis, query_error, Result, Store};
 
 /// The key of the problem recorded while the config file on disk is refused.
 pub const CONFIG_REFUSED: &str = "config";
+/// The key of the problem recorded while the config read from `[agent]
+/// config_from`'s source is refused.
+pub const CONFIG_FROM_REFUSED: &str = "config_from";
 
 /// A problem of the daemon itself, shown by `kedge status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +22,29 @@ pub struct AgentProblem {
 }
 
 impl Store {
+    /// Keeps `layer` (serialised by its owner) as the last good config
+    /// read from `[agent] config_from`, replacing the one before.
+    pub fn save_config_layer(&self, layer: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO config_layer (id, layer, at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET layer = excluded.layer, at = excluded.at",
+                params![layer, now_millis()],
+            )
+            .map_err(query_error("saving the config read from a source"))?;
+        Ok(())
+    }
+
+    /// The layer [`Store::save_config_layer`] kept, if any.
+    pub fn config_layer(&self) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT layer FROM config_layer WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(query_error("reading the config read from a source"))
+    }
+
     /// Records (or replaces) the problem `key`.
     pub fn set_agent_problem(&self, key: &str, message: &str) -> Result<()> {
         self.conn

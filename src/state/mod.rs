@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use agent::{AgentProblem, CONFIG_REFUSED};
+pub use agent::{AgentProblem, CONFIG_FROM_REFUSED, CONFIG_REFUSED};
 pub use alerts::QueuedAlert;
 pub use events::{Event, Severity};
 pub use helm_releases::HelmReleaseStatus;
@@ -129,6 +129,13 @@ const MIGRATIONS: &[&str] = &[
         next_attempt_at INTEGER NOT NULL
     );
     CREATE INDEX alert_queue_by_due ON alert_queue (next_attempt_at, id);",
+    // 7: the last good config read from `[agent] config_from`, used after
+    // a restart while its source is unreachable.
+    "CREATE TABLE config_layer (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        layer TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );",
 ];
 
 /// How many events the history keeps; older ones are dropped on insert.
