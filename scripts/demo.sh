@@ -65,10 +65,19 @@ trap cleanup EXIT
 say "bootstrap again: nothing changes; it waits until the node is Ready"
 "${bootstrap[@]}"
 
-say "adding an app to the node is a commit to clusters/edge-1"
+say "adding an app to the node is a commit: its manifests in apps/web, a kustomization in clusters/edge-1/kedge.toml"
 git clone -q "$repo" "$work"
+mkdir -p "$work/apps/web"
+cat >> "$work/clusters/edge-1/kedge.toml" <<'TOML'
+
+[kustomization.web]
+source = "git/fleet"
+path = "apps/web"
+interval = "5m"
+prune = true
+TOML
 cat "$work/clusters/edge-1/kedge.toml"
-cat > "$work/clusters/edge-1/kustomization.yaml" <<'YAML'
+cat > "$work/apps/web/kustomization.yaml" <<'YAML'
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: demo
@@ -87,13 +96,13 @@ images:
 - name: nginx
   newTag: "1.27"
 YAML
-cat > "$work/clusters/edge-1/namespace.yaml" <<'YAML'
+cat > "$work/apps/web/namespace.yaml" <<'YAML'
 apiVersion: v1
 kind: Namespace
 metadata:
   name: demo
 YAML
-cat > "$work/clusters/edge-1/web.yaml" <<'YAML'
+cat > "$work/apps/web/web.yaml" <<'YAML'
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -126,11 +135,12 @@ spec:
   - port: 80
 YAML
 git -C "$work" add -A && commit -m "web app" && git -C "$work" push -q origin main
-"$kedge" reconcile kustomization edge-1 --with-source --config "$demo/kedge.toml"
+say "kedge reconcile source git/fleet: the new kedge.toml declares kustomization/web"
+"$kedge" reconcile source git/fleet --config "$demo/kedge.toml"
 
 wait_ready() {
   for _ in $(seq 150); do
-    if "$kedge" status --config "$demo/kedge.toml" >/dev/null 2>&1; then return 0; fi
+    if "$kedge" status --config "$demo/kedge.toml" 2>/dev/null | grep -q '^kustomization/web .* True'; then return 0; fi
     sleep 0.2
   done
   "$kedge" status --config "$demo/kedge.toml" || true
@@ -142,7 +152,7 @@ say "kedge status"
 
 if command -v kubectl >/dev/null; then
   say "what kedge applied"
-  kubectl get -n demo deployment,service,configmap -l kedge.dev/name=edge-1
+  kubectl get -n demo deployment,service,configmap -l kedge.dev/name=web
   say "drift: someone edits the Deployment's image by hand"
   kubectl -n demo set image deployment/web web=nginx:hacked >/dev/null
   kubectl -n demo get deployment web -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}'
@@ -152,20 +162,20 @@ if command -v kubectl >/dev/null; then
 fi
 
 say "a new commit: two replicas, and the Service is removed (pruned)"
-sed -i 's/replicas: 1/replicas: 2/' "$work/clusters/edge-1/web.yaml"
-python3 - "$work/clusters/edge-1/web.yaml" <<'PY'
+sed -i 's/replicas: 1/replicas: 2/' "$work/apps/web/web.yaml"
+python3 - "$work/apps/web/web.yaml" <<'PY'
 import sys; p = sys.argv[1]; docs = open(p).read().split("---\n"); open(p, "w").write(docs[0])
 PY
 commit -am "scale web, drop its Service" && git -C "$work" push -q origin main
 commit=$(git -C "$work" rev-parse HEAD)
-say "kedge reconcile kustomization edge-1 --with-source (through the control socket)"
-"$kedge" reconcile kustomization edge-1 --with-source --config "$demo/kedge.toml" || true
+say "kedge reconcile kustomization web --with-source (through the control socket)"
+"$kedge" reconcile kustomization web --with-source --config "$demo/kedge.toml" || true
 for _ in $(seq 100); do
-  "$kedge" status --config "$demo/kedge.toml" 2>/dev/null | grep -q "kustomization/edge-1.*$commit" && break
+  "$kedge" status --config "$demo/kedge.toml" 2>/dev/null | grep -q "kustomization/web.*$commit" && break
   sleep 0.2
 done
 "$kedge" status --config "$demo/kedge.toml"
 if command -v kubectl >/dev/null; then
-  kubectl get -n demo deployment,service -l kedge.dev/name=edge-1
+  kubectl get -n demo deployment,service -l kedge.dev/name=web
 fi
 say "done: kedge keeps the cluster equal to Git, and its own configuration comes from Git"

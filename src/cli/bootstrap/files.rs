@@ -98,8 +98,8 @@ pub fn fragment(path: &str) -> String {
 # Add [kustomization.NAME] and [helm_release.NAME] tables here; every key
 # is documented in /usr/share/doc/kedge/examples/kedge.toml.
 
-# The Kubernetes manifests (*.yaml, *.yml) in {path}/ and below, or what
-# a kustomization.yaml there lists. Objects removed from Git are pruned.
+# The Kubernetes manifests (*.yaml, *.yml) in this directory and below, or
+# what a kustomization.yaml here lists. Objects removed from Git are pruned.
 [kustomization.{name}]
 source = "git/{FLEET}"
 path = "{path}"
