@@ -364,7 +364,9 @@ fn make_read_only(sshd_dir: &Path, key: &Path) {
 #[test]
 fn running_bootstrap_twice_changes_nothing_the_second_time() {
     let node = Node::new();
-    node.write_packaged_config();
+    // The file the .deb ships, as on a fresh install.
+    let shipped = crate::support::repo_root().join("packaging/deb/kedge.toml");
+    std::fs::copy(&shipped, &node.config).expect("copy the packaged config");
     let url = format!("file://{}", node.repo.bare.display());
     let first = node.bootstrap(&["--url", &url, "--no-wait"]);
     assert_success(&first);
@@ -372,6 +374,10 @@ fn running_bootstrap_twice_changes_nothing_the_second_time() {
         git(&node.repo.bare, &["rev-parse", "main"]),
         node.config_text(),
         std::fs::read_to_string(node.backup()).expect("backup of the packaged config"),
+    );
+    assert_eq!(
+        backup,
+        std::fs::read_to_string(&shipped).expect("packaged config")
     );
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let (config_time, backup_time) = (modified(&node.config), modified(&node.backup()));
