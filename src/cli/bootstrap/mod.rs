@@ -33,7 +33,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::layers::{parse_layered, Fragment, Layer};
-use crate::config::{GitAuth, GitRef, GitSource, DEFAULT_CONFIG_PATH};
+use crate::config::{Config, GitAuth, GitRef, GitSource, DEFAULT_CONFIG_PATH};
 use files::{FleetSource, FLEET};
 use remote::{Failure, Remote};
 use ssh::SshHost;
@@ -126,7 +126,11 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
         (Some(head), true) => format!("{}@sha1:{head}", args.branch),
         _ => format!("{} (bootstrap's commit)", args.branch),
     };
-    let config = match parse_layered(&config_path, &text, &node.layer(revision)) {
+    // On its own (what `kedge check-config` reads, and what the daemon
+    // runs until it has read the source), then with the node's kedge.toml.
+    let config = Config::parse(&config_path, &text)
+        .and_then(|_| parse_layered(&config_path, &text, &node.layer(revision)));
+    let config = match config {
         Ok(config) => config,
         Err(err) => anyhow::bail!("the config bootstrap would write is invalid:\n{err}"),
     };
