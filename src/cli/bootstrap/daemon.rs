@@ -205,6 +205,7 @@ mod tests {
             reason: if ready { "Succeeded" } else { "Progressing" }.into(),
             message: String::new(),
             since: None,
+            declared_in: None,
         }
     }
 
