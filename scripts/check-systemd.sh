@@ -311,7 +311,8 @@ ct systemctl daemon-reload
 # kedge bootstrap git on the running node: one commit of the node's
 # directory pushed, /etc/kedge/kedge.toml rewritten (the old one kept),
 # kedge restarted by systemctl because [agent] changed, and bootstrap waits
-# until the node's kustomization is Ready. A second run changes nothing.
+# until the node's kustomization is Ready. A second run changes nothing;
+# one while kedge is stopped starts it.
 bootstrap() { ct kedge bootstrap git --url /srv/node.git --branch main --path clusters/check --timeout 60s; }
 bootstrap >"$run/bootstrap.log" 2>&1 || { cat "$run/bootstrap.log"; fail "kedge bootstrap git"; }
 grep -q "systemctl restart kedge" "$run/bootstrap.log" || fail "bootstrap did not restart kedge: $(cat "$run/bootstrap.log")"
@@ -322,7 +323,11 @@ ct test -e /etc/kedge/kedge.toml.bootstrap-old || fail "bootstrap did not keep t
 bootstrap >"$run/bootstrap-again.log" 2>&1 || { cat "$run/bootstrap-again.log"; fail "kedge bootstrap git, run again"; }
 grep -q "kedge runs this config already" "$run/bootstrap-again.log" || fail "a second bootstrap changed something: $(cat "$run/bootstrap-again.log")"
 [ "$(git -C "$run/node.git" rev-list --count main)" = 2 ] || fail "a second bootstrap pushed a commit"
-say "bootstrap: pushed, restarted by systemctl, Ready; a second run changed nothing"
+ct systemctl stop kedge
+bootstrap >"$run/bootstrap-stopped.log" 2>&1 || { cat "$run/bootstrap-stopped.log"; fail "kedge bootstrap git, kedge stopped"; }
+grep -q "systemctl start kedge" "$run/bootstrap-stopped.log" || fail "bootstrap did not start kedge: $(cat "$run/bootstrap-stopped.log")"
+ct systemctl is-active kedge >/dev/null || fail "kedge is not active after bootstrap started it"
+say "bootstrap: pushed, restarted by systemctl, Ready; a second run changed nothing; a stopped kedge is started"
 
 # Remove keeps the conffile and state; purge leaves nothing.
 ct apt-get remove -y -q kedge >>"$run/apt.log" 2>&1 || fail "apt remove"
