@@ -515,80 +515,165 @@ fn a_generated_deploy_key_is_waited_for_until_the_server_accepts_it() {
     )));
 }
 
-#[tokio::test]
-async fn bootstrap_waits_until_kedge_has_applied_the_node_directory() {
-    let client = cluster().client().await;
-    let ns = TestNamespace::new(&client, "bootstrap").await;
-    let node = Node::new();
-    let path = "clusters/bootstrap-e2e";
-    node.repo.commit(
-        &[(
-            &format!("{path}/web.yaml"),
-            &format!(
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: {}\ndata:\n  key: bootstrapped\n",
-                ns.name
+/// A node directory holding one ConfigMap of a test namespace, and a
+/// config like the packaged one that reaches the test control plane.
+struct EndToEnd {
+    client: kube::Client,
+    ns: TestNamespace,
+    node: Node,
+    path: String,
+}
+
+impl EndToEnd {
+    async fn new(path: &str) -> EndToEnd {
+        let client = cluster().client().await;
+        let ns = TestNamespace::new(&client, "bootstrap").await;
+        let node = Node::new();
+        node.repo.commit(
+            &[(
+                &format!("{path}/web.yaml"),
+                &format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: {}\ndata:\n  key: bootstrapped\n",
+                    ns.name
+                ),
+            )],
+            "a manifest before kedge",
+        );
+        std::fs::write(
+            &node.config,
+            format!(
+                "[agent]\nstate_dir = {:?}\nsocket = {:?}\nkubeconfig = {:?}\n",
+                node.root.path().join("state").display().to_string(),
+                node.socket().display().to_string(),
+                cluster().kubeconfig.display().to_string(),
             ),
-        )],
-        "a manifest before kedge",
-    );
-    std::fs::write(
-        &node.config,
-        format!(
-            "[agent]\nstate_dir = {:?}\nsocket = {:?}\nkubeconfig = {:?}\n",
-            node.root.path().join("state").display().to_string(),
-            node.socket().display().to_string(),
-            cluster().kubeconfig.display().to_string(),
-        ),
-    )
-    .expect("write config");
-    let url = node.repo.bare.display().to_string();
-    let bootstrap = Command::new(env!("CARGO_BIN_EXE_kedge"))
-        .args([
-            "bootstrap",
-            "git",
-            "--url",
-            &url,
-            "--path",
-            path,
-            "--timeout",
-            "120s",
-        ])
-        .arg("--config")
-        .arg(&node.config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kedge bootstrap");
-
-    // No daemon runs: bootstrap says how to start one and waits for it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !node.config_text().contains("config_from") {
-        assert!(Instant::now() < deadline, "config not written within 60s");
-        std::thread::sleep(Duration::from_millis(100));
+        )
+        .expect("write config");
+        EndToEnd {
+            client,
+            ns,
+            node,
+            path: path.to_string(),
+        }
     }
-    let _daemon = run_daemon(&node.config, &node.root.path().join("kedge.log"));
-    let output = bootstrap.wait_with_output().expect("bootstrap ends");
 
-    let log = std::fs::read_to_string(node.root.path().join("kedge.log")).unwrap_or_default();
-    assert!(
-        output.status.success(),
-        "{}\nkedge log:\n{log}",
-        text(&output)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("kedge run --config"),
-        "how to start kedge: {stdout}"
-    );
-    assert!(
-        stdout.contains("kustomization/bootstrap-e2e: Ready"),
-        "{stdout}"
-    );
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    eventually(Duration::from_secs(10), "the ConfigMap applied", || {
-        let configmaps = configmaps.clone();
-        async move { configmaps.get_opt("web").await.ok().flatten().is_some() }
-    })
-    .await;
+    fn log(&self) -> PathBuf {
+        self.node.root.path().join("kedge.log")
+    }
+
+    /// `kedge bootstrap git` (waiting for Ready), its stdout read line by line.
+    fn spawn_bootstrap(&self) -> Running {
+        let url = self.node.repo.bare.display().to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kedge"))
+            .args(["bootstrap", "git", "--url", &url, "--path", &self.path])
+            .args(["--timeout", "120s", "--config"])
+            .arg(&self.node.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kedge bootstrap");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                collected.lock().expect("lines").push(line);
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Bootstrap succeeded, said `said`, and the ConfigMap is applied.
+    async fn assert_done(&self, running: Running, said: &str) {
+        let (output, stdout) = running.finish();
+        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+        assert!(
+            output.status.success(),
+            "{}{stdout}\nkedge log:\n{log}",
+            text(&output)
+        );
+        assert!(stdout.contains(said), "{stdout}");
+        let ready = format!("kustomization/{}: Ready", last_component(&self.path));
+        assert!(stdout.contains(&ready), "{stdout}");
+        let configmaps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.ns.name);
+        eventually(Duration::from_secs(10), "the ConfigMap applied", || {
+            let configmaps = configmaps.clone();
+            async move { configmaps.get_opt("web").await.ok().flatten().is_some() }
+        })
+        .await;
+    }
+}
+
+fn last_component(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn stdout(&self) -> String {
+        self.lines.lock().expect("lines").join("\n")
+    }
+
+    /// Waits until bootstrap printed a line holding `text`.
+    fn wait_for_line(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.stdout().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "bootstrap did not say {text:?} within 60s: {}",
+                self.stdout()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the exit; the output (stderr) and the stdout lines.
+    fn finish(self) -> (Output, String) {
+        let output = self.child.wait_with_output().expect("bootstrap ends");
+        // The reader thread ends with the pipe.
+        std::thread::sleep(Duration::from_millis(100));
+        let stdout = self.lines.lock().expect("lines").join("\n");
+        (output, stdout)
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_starts_nothing_itself_but_waits_until_kedge_has_applied_the_node_directory() {
+    let e2e = EndToEnd::new("clusters/bootstrap-e2e").await;
+
+    let running = e2e.spawn_bootstrap();
+    // No daemon runs, and no systemd runs kedge for this file: bootstrap
+    // says how to start it and waits.
+    running.wait_for_line("start it with `kedge run --config");
+    let _daemon = run_daemon(&e2e.node.config, &e2e.log());
+
+    e2e.assert_done(running, "waiting up to 2m").await;
+}
+
+#[tokio::test]
+async fn a_running_kedge_is_told_to_restart_and_bootstrap_waits_across_the_restart() {
+    let e2e = EndToEnd::new("clusters/bootstrap-restart").await;
+    let daemon = run_daemon(&e2e.node.config, &e2e.log());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !e2e.node.socket().exists() {
+        assert!(Instant::now() < deadline, "kedge did not start within 30s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let running = e2e.spawn_bootstrap();
+    // A reload keeps the old [agent] table, config_from with it.
+    running.wait_for_line("restart it");
+    drop(daemon);
+    let _daemon = run_daemon(&e2e.node.config, &e2e.log());
+
+    e2e.assert_done(running, "the old [agent] table").await;
 }
