@@ -8,14 +8,14 @@ set -euo pipefail
 # tests; openssl: the test CA of the HTTPS Git tests; lintian, dpkg-dev,
 # binutils (objdump): the .deb checks; systemd: systemd-analyze verify;
 # debootstrap, systemd-container (systemd-nspawn), curl: the check under systemd;
-# make, gcc: jemalloc's build (tikv-jemalloc-sys);
+# make, gcc, libc6-dev: jemalloc's build (tikv-jemalloc-sys) and Gitea's cgo SQLite driver;
 # time (GNU time): helm's peak RSS in benches/helm_index.rs; docker-registry
 # (the CNCF distribution registry) and apache2-utils (htpasswd): the OCI Helm
 # tests, the OCI artifact tests and benches/oci_poll.rs; gnupg (gpg, gpg-agent,
 # gpgconf): the OpenPGP-signed commits and tags of the Git verification tests
 # (SSH signatures come from openssh-client's ssh-keygen) and the OpenPGP keys
 # of the SOPS tests.
-packages=(make gcc git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils gnupg)
+packages=(make gcc libc6-dev git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils gnupg)
 
 missing=()
 for p in "${packages[@]}"; do

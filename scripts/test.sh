@@ -19,6 +19,13 @@ report() {
 trap report EXIT
 
 phase "install dependencies" scripts/install-deps.sh
+# Gitea (the commit status tests' forge) takes minutes to build cold: in the
+# background from here, overlapping the other builds and most of the tests
+# (the Gitea tests wait for it: scripts/gitea.sh builds one at a time).
+mkdir -p target/gitea
+scripts/gitea.sh build >target/gitea/build.log 2>&1 &
+gitea_build=$!
+wait_gitea() { wait "$gitea_build" || { cat target/gitea/build.log >&2; return 1; }; cat target/gitea/build.log; }
 phase "build test control plane" scripts/testcluster.sh build
 phase "build kustomize oracle" scripts/kustomize-oracle.sh build
 phase "build Helm helper (kedge-helm)" scripts/kedge-helm.sh build
@@ -27,6 +34,7 @@ phase "build S3 server (versitygw)" scripts/s3server.sh build
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 phase "cargo test" cargo test --locked
+phase "build Gitea (in the background since the dependencies)" wait_gitea
 if [ "${CI:-}" = "true" ]; then
   phase "debian package (build, lintian, install, remove, purge)" scripts/check-deb.sh
   phase "under systemd (nspawn boot, apt install, systemctl, journald, watchdog)" scripts/check-systemd.sh

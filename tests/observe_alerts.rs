@@ -329,8 +329,31 @@ fn alert_tables_are_validated_with_their_positions() {
     );
     let forge = problems(&table("gitea", ""));
     assert!(
-        forge.contains("provider \"gitea\" (commit status) is not supported yet"),
+        forge.contains("alert.ops.address: the repository address of provider \"gitea\" is written https://HOST/OWNER/REPO")
+            && forge.contains("alert.ops.token_file: provider \"gitea\" needs token_file"),
         "{forge}"
+    );
+    let token = "token_file = \"/etc/hostname\"\n";
+    let github = |events: &str| {
+        problems(&format!("[alert.ops]\nprovider = \"github\"\naddress = \"https://github.com/org/fleet\"\n{token}events = {events}\n"))
+    };
+    assert_eq!(github("[\"kustomization/*\"]"), "");
+    let sources = github("[\"git/fleet\", \"kustomization/apps\"]");
+    assert!(
+        sources.contains(
+            "alert.ops.events: \"git/fleet\": a commit status is posted for kustomizations only"
+        ) && !sources.contains("\"kustomization/apps\":"),
+        "{sources}"
+    );
+    let plain_ca = problems(&format!(
+        "[alert.ops]\nprovider = \"gitea\"\naddress = \"http://git.example.org/o/r\"\n{token}ca_file = \"/etc/hostname\"\nevents = [\"kustomization/*\"]\n"
+    ));
+    assert!(
+        plain_ca.contains("alert.ops.ca_file: ca_file is not used over plain HTTP")
+            && plain_ca.contains(
+                "alert.ops.address: the repository address is plain http:// to another host"
+            ),
+        "{plain_ca}"
     );
     let matrix = problems(&table("matrix", ""));
     assert!(

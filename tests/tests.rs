@@ -87,3 +87,5 @@ mod observe_metrics;
 mod observe_receiver;
 // [alert.NAME]: each provider's payload captured on 127.0.0.1, changes only, retries, a restart while down.
 mod observe_alerts;
+// provider = "github" | "gitlab" | "gitea": commit statuses, captured on 127.0.0.1 and in a real Gitea.
+mod observe_forge;

@@ -2,8 +2,10 @@
 # control plane, the Helm helper, test tools): one cached build per source
 # hash, under target/, with Go's caches there too.
 #
-#   go_build_cached NAME SRC_DIR OUT_DIR [LDFLAGS]   prints the binary's path
+#   go_build_cached NAME SRC_DIR OUT_DIR [LDFLAGS] [TAGS]   prints the binary's path
 #
+# Builds are static (CGO_ENABLED=0) unless GO_BUILD_CGO=1 (Gitea's SQLite
+# driver is C).
 # NAME-<hash> is reused while go.mod, go.sum and the *.go files of SRC_DIR
 # are unchanged; a failed or interrupted build leaves nothing under its name.
 
@@ -21,14 +23,14 @@ go_source_hash() { # SRC_DIR
   (cd "$1" && cat go.mod go.sum ./*.go) | sha256sum | cut -c1-16
 }
 
-go_build_cached() { # NAME SRC_DIR OUT_DIR [LDFLAGS]
-  local name=$1 src=$2 out=$3 ldflags=${4:-}
+go_build_cached() { # NAME SRC_DIR OUT_DIR [LDFLAGS] [TAGS]
+  local name=$1 src=$2 out=$3 ldflags=${4:-} tags=${5:-}
   local bin; bin="$out/$name-$(go_source_hash "$src")"
   if [ -x "$bin" ]; then echo "$name: cached $bin" >&2; echo "$bin"; return; fi
   go_env "$out"
   local started=$SECONDS
   echo "$name: building $bin" >&2
-  (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$bin.partial" -ldflags "-s -w $ldflags" .) >&2
+  (cd "$src" && CGO_ENABLED="${GO_BUILD_CGO:-0}" go build -trimpath -tags "$tags" -o "$bin.partial" -ldflags "-s -w $ldflags" .) >&2
   mv "$bin.partial" "$bin"
   echo "$name: built in $((SECONDS - started))s" >&2
   echo "$bin"

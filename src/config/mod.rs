@@ -38,6 +38,7 @@ macro_rules! source_settings {
 mod diff;
 mod drift;
 mod error;
+pub mod forge;
 mod helm;
 pub mod layers;
 mod overlay;
@@ -183,9 +184,13 @@ pub struct Alert {
     /// The webhook URL (Slack, Teams, …), the Matrix homeserver, the
     /// Alertmanager alerts endpoint; `None` only for Telegram's own API.
     pub address: Option<AlertAddress>,
-    /// The HMAC key (generic-hmac), access token (matrix) or bot token
-    /// (telegram); a bearer token otherwise, if given.
+    /// The HMAC key (generic-hmac), access token (matrix), bot token
+    /// (telegram) or API token (github, gitlab, gitea); a bearer token
+    /// otherwise, if given.
     pub token_file: Option<PathBuf>,
+    /// A CA (PEM) the provider's certificate may chain to, besides the
+    /// system's: a self-hosted forge or webhook.
+    pub ca_file: Option<PathBuf>,
     /// A Slack or Discord channel, a Matrix room id, a Telegram chat id.
     pub channel: Option<String>,
     pub username: Option<String>,
@@ -218,6 +223,10 @@ pub enum AlertProvider {
     Matrix,
     Telegram,
     Alertmanager,
+    /// Commit status providers: the address is the repository's URL.
+    Github,
+    Gitlab,
+    Gitea,
 }
 
 impl AlertProvider {
@@ -231,6 +240,9 @@ impl AlertProvider {
         AlertProvider::Matrix,
         AlertProvider::Telegram,
         AlertProvider::Alertmanager,
+        AlertProvider::Github,
+        AlertProvider::Gitlab,
+        AlertProvider::Gitea,
     ];
 
     /// The provider as written in `provider = "…"`.
@@ -245,7 +257,18 @@ impl AlertProvider {
             AlertProvider::Matrix => "matrix",
             AlertProvider::Telegram => "telegram",
             AlertProvider::Alertmanager => "alertmanager",
+            AlertProvider::Github => "github",
+            AlertProvider::Gitlab => "gitlab",
+            AlertProvider::Gitea => "gitea",
         }
+    }
+
+    /// Whether it posts commit statuses to a forge rather than messages.
+    pub fn is_forge(self) -> bool {
+        matches!(
+            self,
+            AlertProvider::Github | AlertProvider::Gitlab | AlertProvider::Gitea
+        )
     }
 }
 

@@ -412,6 +412,7 @@ pub struct RawAlert {
     pub address: Option<Spanned<String>>,
     pub address_file: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
     pub channel: Option<Spanned<String>>,
     pub username: Option<Spanned<String>>,
     pub severity: Option<Spanned<String>>,

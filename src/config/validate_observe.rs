@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use toml::Spanned;
 
+use super::forge::ForgeRepository;
 use super::raw::{RawAlert, RawReceiver};
 use super::validate::Checker;
 use super::{
@@ -14,8 +15,6 @@ use crate::state::Severity;
 
 /// The kinds of object an alert's `events` may name, besides sources.
 const RECONCILED_KINDS: &[&str] = &["kustomization", "helm_release"];
-/// Forges whose commit status API kedge does not post to yet.
-const FORGES: &[&str] = &["github", "gitlab", "gitea"];
 
 /// The most sources one receiver may trigger.
 pub const MAX_RECEIVER_RESOURCES: usize = 100;
@@ -150,6 +149,7 @@ impl Checker<'_> {
             }
             (Some(address), None) => self
                 .alert_url(address.get_ref(), address.span(), &format!("{key}.address"))
+                .filter(|url| self.forge_address(provider, url, address.span(), key))
                 .map(AlertAddress::Inline),
             (None, Some(file)) => self
                 .absolute_path(file, &format!("{key}.address_file"), true)
@@ -160,6 +160,13 @@ impl Checker<'_> {
             .token_file
             .as_ref()
             .and_then(|file| self.absolute_path(file, &format!("{key}.token_file"), true));
+        let ca_file = raw
+            .ca_file
+            .as_ref()
+            .and_then(|file| self.absolute_path(file, &format!("{key}.ca_file"), true));
+        if matches!(&raw.address, Some(a) if a.get_ref().starts_with("http://")) {
+            self.not_over_plain_http(key, &[(&raw.ca_file, "ca_file")]);
+        }
         let channel = raw.channel.as_ref().map(|c| c.get_ref().clone());
         if let Some(provider) = provider {
             let needs = |what: &str| format!("provider {:?} needs {what}", provider.as_str());
@@ -171,10 +178,11 @@ impl Checker<'_> {
                     needs("address_file (or address)"),
                 );
             }
-            let needs_token = matches!(
-                provider,
-                AlertProvider::GenericHmac | AlertProvider::Matrix | AlertProvider::Telegram
-            );
+            let needs_token = provider.is_forge()
+                || matches!(
+                    provider,
+                    AlertProvider::GenericHmac | AlertProvider::Matrix | AlertProvider::Telegram
+                );
             if needs_token && raw.token_file.is_none() {
                 self.problem(
                     span.clone(),
@@ -212,6 +220,9 @@ impl Checker<'_> {
         }
         for pattern in &raw.events {
             self.event_pattern(pattern, &format!("{key}.events"));
+            if provider.is_some_and(AlertProvider::is_forge) {
+                self.commit_status_pattern(pattern, &format!("{key}.events"));
+            }
         }
         let exclude: Vec<String> = raw
             .exclude
@@ -237,6 +248,7 @@ impl Checker<'_> {
             provider: provider?,
             address,
             token_file,
+            ca_file,
             channel,
             username: raw.username.map(Spanned::into_inner),
             severity: severity?,
@@ -255,20 +267,56 @@ impl Checker<'_> {
         {
             return Some(provider);
         }
-        let message = if FORGES.contains(&written) {
-            format!("provider {written:?} (commit status) is not supported yet")
-        } else {
-            let known: Vec<String> = AlertProvider::ALL
-                .iter()
-                .map(|p| format!("{:?}", p.as_str()))
-                .collect();
+        let known: Vec<String> = AlertProvider::ALL
+            .iter()
+            .map(|p| format!("{:?}", p.as_str()))
+            .collect();
+        self.problem(
+            value.span(),
+            key,
             format!(
                 "unknown provider {written:?}: kedge knows {}",
                 known.join(", ")
-            )
-        };
-        self.problem(value.span(), key, message);
+            ),
+        );
         None
+    }
+
+    /// A forge's `address` must name a repository; other providers take
+    /// any URL.
+    fn forge_address(
+        &mut self,
+        provider: Option<AlertProvider>,
+        url: &str,
+        span: std::ops::Range<usize>,
+        key: &str,
+    ) -> bool {
+        let Some(provider) = provider.filter(|p| p.is_forge()) else {
+            return true;
+        };
+        match ForgeRepository::parse(provider, url) {
+            Ok(_) => true,
+            Err(err) => {
+                self.problem(span, &format!("{key}.address"), err);
+                false
+            }
+        }
+    }
+
+    /// A commit status is posted on the commit a kustomization applied:
+    /// a forge's `events` name kustomizations only (a source's or a Helm
+    /// release's revision is no commit it applied).
+    fn commit_status_pattern(&mut self, pattern: &Spanned<String>, key: &str) {
+        if !pattern.get_ref().starts_with("kustomization/") {
+            self.problem(
+                pattern.span(),
+                key,
+                format!(
+                    "{:?}: a commit status is posted for kustomizations only: write kustomization/NAME or kustomization/*",
+                    pattern.get_ref()
+                ),
+            );
+        }
     }
 
     fn alert_url(&mut self, url: &str, span: std::ops::Range<usize>, key: &str) -> Option<String> {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use regex::Regex;
 use tokio::sync::{watch, Notify};
 
+use super::forge::{self, Unposted};
 use super::providers::{self, flux_kind, AlertEvent, InvolvedObject, ProviderRequest};
 use super::rate::RateLimit;
 use super::Metrics;
@@ -62,15 +63,17 @@ struct Outcome<'a> {
 }
 
 /// The condition `store` records for `kind/name`: a kustomization's
-/// applied revision, a release's chart version, a source's artifact
-/// revision.
+/// attempted revision (the one a failure is about; after a success, the
+/// applied one), a release's chart version, a source's artifact revision.
 fn condition(store: &Store, kind: &str, name: &str) -> Option<Condition> {
     if kind == "kustomization" {
         let status = store.kustomization_status(name).ok()??;
         return Some(Condition {
             ready: status.ready,
             reason: status.reason,
-            revision: status.last_applied_revision,
+            revision: status
+                .last_attempted_revision
+                .or(status.last_applied_revision),
         });
     }
     if kind == "helm_release" {
@@ -147,7 +150,6 @@ impl Alerts {
         if before.0.as_ref() == Some(&now) {
             return;
         }
-        let object = format!("{kind}/{name}");
         let severity = if now.ready {
             Severity::Info
         } else {
@@ -159,38 +161,47 @@ impl Alerts {
             now,
             message,
         };
-        let mut queued = false;
-        for alert in alerts
-            .values()
-            .filter(|a| wants(a, &object, severity, message))
-        {
-            let allowed = lock(&inner.limits)
-                .entry((alert.name.clone(), object.clone()))
-                .or_insert_with(|| RateLimit::new(BURST, REFILL_EVERY))
-                .take();
-            if !allowed {
-                tracing::warn!(alert = %alert.name, object = %object, "alert dropped: rate limited");
-                inner.metrics.alert_dropped(&alert.name, "rate_limited");
-                continue;
-            }
-            let event = event(alert, &outcome, severity, &inner.instance);
-            let Ok(json) = serde_json::to_string(&event) else {
-                continue;
-            };
-            match store.queue_alert(&alert.name, &json, state::now_millis(), MAX_QUEUED) {
-                Ok(dropped) => {
-                    queued = true;
-                    for name in dropped {
-                        tracing::warn!(alert = %name, "alert dropped: the queue holds {MAX_QUEUED}");
-                        inner.metrics.alert_dropped(&name, "queue_full");
-                    }
-                }
-                Err(err) => tracing::error!(alert = %alert.name, "queueing an alert: {err}"),
-            }
+        inner.queue(store, alerts.values(), &outcome, severity);
+    }
+
+    /// Queues a pending commit status for each forge alert that wants
+    /// `kind/name`, which has just applied a new `revision` and waits for
+    /// its objects' health; the outcome that follows replaces it. The
+    /// store is locked only when a forge alert is configured.
+    pub fn progressing(
+        &self,
+        store: &Mutex<Store>,
+        kind: &str,
+        name: &str,
+        revision: &str,
+        message: &str,
+    ) {
+        let Some(inner) = &self.0 else {
+            return;
+        };
+        let alerts = lock(&inner.alerts).clone();
+        if !alerts.values().any(|a| a.provider.is_forge()) {
+            return;
         }
-        if queued {
-            inner.wake.notify_one();
+        let store = lock(store);
+        let known = condition(&store, kind, name).and_then(|c| c.revision);
+        if known.as_deref() == Some(revision) {
+            // Not a new commit: its status is set already, and the outcome
+            // may not change it again.
+            return;
         }
+        let outcome = Outcome {
+            kind,
+            name,
+            now: Condition {
+                ready: false,
+                reason: "Progressing".to_string(),
+                revision: Some(revision.to_string()),
+            },
+            message,
+        };
+        let forges = alerts.values().filter(|a| a.provider.is_forge());
+        inner.queue(&store, forges, &outcome, Severity::Info);
     }
 
     /// Delivers queued alerts until `shutdown`.
@@ -233,6 +244,74 @@ impl Alerts {
                 () = tokio::time::sleep(wait) => {}
                 () = inner.wake.notified() => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Queues `outcome` for each of `alerts` that takes it, after the rate
+    /// limit of the alert and object; wakes the delivery.
+    fn queue<'a>(
+        &self,
+        store: &Store,
+        alerts: impl Iterator<Item = &'a Alert>,
+        outcome: &Outcome,
+        severity: Severity,
+    ) {
+        let object = format!("{}/{}", outcome.kind, outcome.name);
+        let mut queued = false;
+        for alert in alerts.filter(|a| wants(a, &object, severity, outcome.message)) {
+            let allowed = lock(&self.limits)
+                .entry((alert.name.clone(), object.clone()))
+                .or_insert_with(|| RateLimit::new(BURST, REFILL_EVERY))
+                .take();
+            if !allowed {
+                tracing::warn!(alert = %alert.name, object = %object, "alert dropped: rate limited");
+                self.metrics.alert_dropped(&alert.name, "rate_limited");
+                continue;
+            }
+            let event = event(alert, outcome, severity, &self.instance);
+            let Ok(json) = serde_json::to_string(&event) else {
+                continue;
+            };
+            if alert.provider.is_forge() {
+                drop_superseded(store, &alert.name, &event);
+            }
+            match store.queue_alert(&alert.name, &json, state::now_millis(), MAX_QUEUED) {
+                Ok(dropped) => {
+                    queued = true;
+                    for name in dropped {
+                        tracing::warn!(alert = %name, "alert dropped: the queue holds {MAX_QUEUED}");
+                        self.metrics.alert_dropped(&name, "queue_full");
+                    }
+                }
+                Err(err) => tracing::error!(alert = %alert.name, "queueing an alert: {err}"),
+            }
+        }
+        if queued {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Removes the statuses still queued for forge alert `alert` about the
+/// object and commit of `event`, which replaces them: delivered after it
+/// (a retry), an older one would show as the commit's latest.
+fn drop_superseded(store: &Store, alert: &str, event: &AlertEvent) {
+    let Ok(queued) = store.due_alerts(i64::MAX, MAX_QUEUED) else {
+        return;
+    };
+    let same_commit = |other: &AlertEvent| {
+        other.involved_object == event.involved_object
+            && other.metadata.get("revision") == event.metadata.get("revision")
+    };
+    for row in queued.iter().filter(|row| row.alert == alert) {
+        let superseded =
+            serde_json::from_str::<AlertEvent>(&row.event).is_ok_and(|other| same_commit(&other));
+        if superseded {
+            if let Err(err) = store.remove_alert(row.id) {
+                tracing::error!(alert, "removing a superseded commit status: {err}");
             }
         }
     }
@@ -290,7 +369,7 @@ fn host_name() -> String {
 /// The delivery client, made once; `None` (logged) while it cannot be made.
 fn cached_client(cached: &mut Option<reqwest::Client>) -> Option<reqwest::Client> {
     if cached.is_none() {
-        match http_client() {
+        match http_client(None) {
             Ok(client) => *cached = Some(client),
             Err(err) => tracing::error!("alerts are not delivered yet: {err}"),
         }
@@ -298,12 +377,45 @@ fn cached_client(cached: &mut Option<reqwest::Client>) -> Option<reqwest::Client
     cached.clone()
 }
 
-fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+/// A delivery client, trusting `ca` besides the system's roots.
+fn http_client(ca: Option<reqwest::Certificate>) -> Result<reqwest::Client, reqwest::Error> {
     crate::source::install_tls_provider();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(DELIVERY_TIMEOUT)
         .connect_timeout(DELIVERY_TIMEOUT)
-        .build()
+        // GitHub's API refuses requests without one.
+        .user_agent(concat!("kedge/", env!("CARGO_PKG_VERSION")));
+    match ca {
+        Some(ca) => builder.add_root_certificate(ca),
+        None => builder,
+    }
+    .build()
+}
+
+/// The client for `alert`: `shared`, or one trusting its `ca_file`, read
+/// now (a renewed CA is used at the next delivery).
+fn client_for(alert: &Alert, shared: &reqwest::Client) -> Result<reqwest::Client, DeliveryError> {
+    let Some(path) = &alert.ca_file else {
+        return Ok(shared.clone());
+    };
+    let pem = read_secret(path)?;
+    let ca = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|source| {
+        DeliveryError::Certificate {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    http_client(Some(ca)).map_err(DeliveryError::Http)
+}
+
+/// A file's text, trimmed: an address, a token or a CA.
+fn read_secret(path: &std::path::Path) -> Result<String, DeliveryError> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_string())
+        .map_err(|source| DeliveryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Why a delivery failed, without the address (it may hold a token).
@@ -315,6 +427,14 @@ enum DeliveryError {
         #[source]
         source: std::io::Error,
     },
+    #[error("ca_file {path}: not a PEM certificate: {source}")]
+    Certificate {
+        path: std::path::PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{0}")]
+    Address(String),
     #[error("{0}")]
     Http(reqwest::Error),
     #[error("the provider answered {0}")]
@@ -334,7 +454,10 @@ async fn deliver_one(
         let _ = lock(store).remove_alert(queued.id);
         return;
     };
-    let result = send(client, &alert, &event).await;
+    let result = match client_for(&alert, client) {
+        Ok(client) => send(&client, &alert, &event).await,
+        Err(err) => Err(err),
+    };
     let delivered = result.is_ok();
     inner.metrics.alert_delivery(&alert.name, delivered);
     let written = match result {
@@ -363,21 +486,26 @@ async fn send(
     alert: &Alert,
     event: &AlertEvent,
 ) -> Result<(), DeliveryError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path)
-            .map(|text| text.trim().to_string())
-            .map_err(|source| DeliveryError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-    };
     let address = match &alert.address {
         Some(AlertAddress::Inline(address)) => address.clone(),
-        Some(AlertAddress::File(path)) => read(path)?,
+        Some(AlertAddress::File(path)) => read_secret(path)?,
         None => providers::TELEGRAM_API.to_string(),
     };
-    let token = alert.token_file.as_deref().map(read).transpose()?;
-    let Some(request) = providers::request(alert, &address, token.as_deref(), event) else {
+    let token = alert.token_file.as_deref().map(read_secret).transpose()?;
+    let request = if alert.provider.is_forge() {
+        let token = token.as_deref().unwrap_or_default();
+        match forge::request(alert.provider, &address, token, event) {
+            Ok(request) => request,
+            Err(Unposted::Address(reason)) => return Err(DeliveryError::Address(reason)),
+            Err(unposted) => {
+                tracing::warn!(alert = %alert.name, object = %event.object(), "no commit status: {unposted}");
+                None
+            }
+        }
+    } else {
+        providers::request(alert, &address, token.as_deref(), event)
+    };
+    let Some(request) = request else {
         return Ok(());
     };
     let ProviderRequest {
@@ -420,6 +548,7 @@ mod tests {
             provider: AlertProvider::Generic,
             address: Some(AlertAddress::Inline("http://127.0.0.1:9/".into())),
             token_file: None,
+            ca_file: None,
             channel: None,
             username: None,
             severity,
@@ -522,6 +651,70 @@ mod tests {
             record(ready)?;
         }
         assert_eq!(store.queued_alerts()?, i64::from(BURST));
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_commit_status_replaces_the_one_queued_for_the_same_commit(
+    ) -> Result<(), state::Error> {
+        let shared = Mutex::new(Store::open_in_memory()?);
+        let Ok(mut config) = Config::parse(std::path::Path::new("k.toml"), "") else {
+            panic!("an empty config is valid");
+        };
+        let mut forge = alert(&["kustomization/*"], Severity::Info, &[]);
+        forge.provider = AlertProvider::Gitea;
+        config.alerts.insert("ops".into(), forge);
+        let alerts = Alerts::new(&config, Metrics::default());
+        let record = |ready: bool, revision: &str| -> Result<(), state::Error> {
+            let store = lock(&shared);
+            let before = alerts.before(&store, "kustomization", "apps");
+            let outcome = state::KustomizationOutcome {
+                ready,
+                reason: if ready {
+                    "ReconciliationSucceeded"
+                } else {
+                    "HealthCheckFailed"
+                },
+                message: "m",
+                attempted_revision: Some(revision),
+                applied_revision: ready.then_some(revision),
+                duration_ms: 1,
+                deletion_policy: "delete",
+            };
+            store.record_kustomization_outcome(
+                "apps",
+                "git/fleet",
+                state::now_millis(),
+                outcome,
+            )?;
+            alerts.recorded(&store, before, "kustomization", "apps", "m");
+            Ok(())
+        };
+        alerts.progressing(&shared, "kustomization", "apps", "main@sha1:a", "waiting");
+        assert_eq!(lock(&shared).queued_alerts()?, 1, "pending on commit a");
+        record(true, "main@sha1:a")?;
+        assert_eq!(
+            lock(&shared).queued_alerts()?,
+            1,
+            "success replaced pending"
+        );
+        alerts.progressing(&shared, "kustomization", "apps", "main@sha1:a", "waiting");
+        assert_eq!(lock(&shared).queued_alerts()?, 1, "commit a is no news");
+        alerts.progressing(&shared, "kustomization", "apps", "main@sha1:b", "waiting");
+        record(false, "main@sha1:b")?;
+        let queued = lock(&shared).due_alerts(i64::MAX, 10)?;
+        let revisions: Vec<String> = queued
+            .iter()
+            .filter_map(|row| serde_json::from_str::<AlertEvent>(&row.event).ok())
+            .map(|event| format!("{} {}", event.metadata["revision"], event.reason))
+            .collect();
+        assert_eq!(
+            revisions,
+            [
+                "main@sha1:a ReconciliationSucceeded",
+                "main@sha1:b HealthCheckFailed"
+            ]
+        );
         Ok(())
     }
 

@@ -8,10 +8,12 @@
 //! `kedge reconcile source` sends over the control socket. Both are off
 //! unless configured and cost nothing then. [`alert`] queues the outcomes
 //! that change an object in the state database and delivers them to chat
-//! and webhook providers ([`providers`]).
+//! and webhook providers ([`providers`]) and, as commit statuses, to
+//! forges ([`forge`]).
 
 pub mod alert;
 pub mod endpoint;
+pub mod forge;
 pub mod http;
 pub mod metrics;
 mod process;

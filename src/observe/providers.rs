@@ -174,6 +174,8 @@ pub fn request(
             alertmanager(event),
             bearer.into_iter().collect(),
         ),
+        // Commit statuses: `forge::request`, which can tell why none is sent.
+        AlertProvider::Github | AlertProvider::Gitlab | AlertProvider::Gitea => None,
     }
 }
 
@@ -278,8 +280,9 @@ fn sha2_digest(text: &str) -> Vec<u8> {
 }
 
 /// `text` as one URL path segment: unreserved characters kept, the rest
-/// percent-encoded (a Matrix room id is `!id:server`).
-fn path_segment(text: &str) -> String {
+/// percent-encoded (a Matrix room id is `!id:server`, a GitLab project
+/// `group/project`).
+pub(super) fn path_segment(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

@@ -435,6 +435,18 @@ async fn pipeline(
     // Objects skipped by their policy may not exist: not waited for.
     let checked = health_targets(k, &inventory::diff(&new, &skipped));
     if !checked.is_empty() {
+        let waiting = format!(
+            "Applied revision: {}; waiting for {} objects to be healthy",
+            artifact.revision,
+            checked.len()
+        );
+        ctx.observer.alerts.progressing(
+            &ctx.store,
+            "kustomization",
+            &k.name,
+            &artifact.revision,
+            &waiting,
+        );
         // Ends before the whole run's timeout, to report which objects are not healthy.
         let left = k.timeout.saturating_sub(started.elapsed() + HEALTH_MARGIN);
         ctx.manager.wait(&checked, left).await?;

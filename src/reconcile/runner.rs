@@ -7,8 +7,9 @@
 //! [`Notify`] (keyed by [`unit_key`]). A kustomization's task runs
 //! [`kustomization::reconcile`], then (re)starts a drift watch on the
 //! inventory it returned, then sleeps until the requeue delay or a wake; a
-//! release's task runs [`helmrelease::reconcile`] the same way. A router
-//! task turns source updates and requests into wakes.
+//! release's task runs [`helmrelease::reconcile`] the same way: one loop,
+//! `run_unit`, over what differs between the two (`Unit`). A router task
+//! turns source updates and requests into wakes.
 //!
 //! # Guarantees
 //! - One reconcile of a kustomization at a time; wakes that arrive during a
@@ -21,6 +22,7 @@
 //!   by one apply.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,11 +31,11 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::helmrelease::{self, ReleaseContext};
-use super::kustomization::{self, Context, OWNER_KIND};
+use super::kustomization::{self, Action, Context, OWNER_KIND};
 use super::overlay::drift_ignore;
 use super::scheduler::{next_delay, SourceUpdate};
 use crate::apply::{debounce, DriftIgnore, Manager, ObjRef, Owner};
-use crate::config::{Config, Dependency, DriftMode, Kustomization};
+use crate::config::{Config, Dependency, DriftMode, HelmRelease, Kustomization, SourceRef};
 use crate::helm::Helper;
 
 /// How long a watch must be quiet before the drift it saw is reverted.
@@ -81,8 +83,8 @@ impl Runner {
     }
 }
 
-/// Starts one task per kustomization of `config`. They stop when
-/// `shutdown` becomes `true`.
+/// Starts one task per kustomization and release of `config`. They stop
+/// when `shutdown` becomes `true`.
 pub fn runner(
     config: Arc<Config>,
     ctx: Context,
@@ -102,14 +104,13 @@ pub fn runner(
         .collect();
     let wakers = Arc::new(wakers);
     let mut tasks = JoinSet::new();
-    for name in config.kustomizations.keys() {
-        tasks.spawn(run_kustomization(
-            name.clone(),
-            config.clone(),
-            ctx.clone(),
-            wakers.clone(),
-            shutdown.clone(),
-        ));
+    for k in config.kustomizations.values() {
+        let unit = KustomizationUnit {
+            k: k.clone(),
+            config: config.clone(),
+            ctx: ctx.clone(),
+        };
+        tasks.spawn(run_unit(unit, wakers.clone(), shutdown.clone()));
     }
     if !config.helm_releases.is_empty() {
         let rc = ReleaseContext {
@@ -118,14 +119,13 @@ pub fn runner(
                 .map_err(|_| config.agent.helm_helper.clone()),
             kubeconfig: config.agent.kubeconfig.clone(),
         };
-        for name in config.helm_releases.keys() {
-            tasks.spawn(run_release(
-                name.clone(),
-                config.clone(),
-                rc.clone(),
-                wakers.clone(),
-                shutdown.clone(),
-            ));
+        for release in config.helm_releases.values() {
+            let unit = ReleaseUnit {
+                release: release.clone(),
+                config: config.clone(),
+                rc: rc.clone(),
+            };
+            tasks.spawn(run_unit(unit, wakers.clone(), shutdown.clone()));
         }
     }
     let (requests, receiver) = mpsc::channel(32);
@@ -184,23 +184,126 @@ fn wake(wakers: &BTreeMap<String, Arc<Notify>>, name: &str) -> bool {
     }
 }
 
-async fn run_kustomization(
-    name: String,
+/// What one task of the runner runs: a kustomization or a Helm release.
+trait Unit: Send + Sync + 'static {
+    /// Its [`unit_key`].
+    fn key(&self) -> String;
+    fn name(&self) -> &str;
+    /// The owner kind of its objects (`kedge.dev/kind`).
+    fn owner_kind(&self) -> &'static str;
+    fn config(&self) -> &Config;
+    fn ctx(&self) -> &Context;
+    /// The source (or chart) whose first fetch its first run waits for.
+    fn source(&self) -> &SourceRef;
+    fn suspended(&self) -> bool;
+    /// What its dependents name in `depends_on`.
+    fn dependency(&self) -> Dependency;
+    /// What its drift watch ignores; `None`: no drift watch.
+    fn drift_ignore(&self) -> Option<DriftIgnore>;
+    /// One run; `drifted` when its watch saw drift since the last one.
+    fn reconcile(&self, drifted: bool) -> impl Future<Output = Action> + Send;
+}
+
+struct KustomizationUnit {
+    k: Kustomization,
     config: Arc<Config>,
     ctx: Context,
-    wakers: Wakers,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let Some(k) = config.kustomizations.get(&name) else {
+}
+
+impl Unit for KustomizationUnit {
+    fn key(&self) -> String {
+        self.k.name.clone()
+    }
+    fn name(&self) -> &str {
+        &self.k.name
+    }
+    fn owner_kind(&self) -> &'static str {
+        OWNER_KIND
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+    fn source(&self) -> &SourceRef {
+        &self.k.source
+    }
+    fn suspended(&self) -> bool {
+        self.k.suspend
+    }
+    fn dependency(&self) -> Dependency {
+        Dependency::Kustomization(self.k.name.clone())
+    }
+    fn drift_ignore(&self) -> Option<DriftIgnore> {
+        if self.k.drift.mode == DriftMode::Off {
+            return None;
+        }
+        drift_ignore(&self.k.drift.ignore)
+            .map_err(|err| {
+                tracing::warn!(kustomization = %self.k.name, "drift watch not started: drift.ignore: {err}");
+            })
+            .ok()
+    }
+    // A kustomization's run compares with the cluster anyway: it needs
+    // no word of drift.
+    async fn reconcile(&self, _drifted: bool) -> Action {
+        kustomization::reconcile(&self.ctx, &self.config, &self.k).await
+    }
+}
+
+struct ReleaseUnit {
+    release: HelmRelease,
+    config: Arc<Config>,
+    rc: ReleaseContext,
+}
+
+impl Unit for ReleaseUnit {
+    fn key(&self) -> String {
+        unit_key(helmrelease::KIND, &self.release.name)
+    }
+    fn name(&self) -> &str {
+        &self.release.name
+    }
+    fn owner_kind(&self) -> &'static str {
+        helmrelease::OWNER_KIND
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn ctx(&self) -> &Context {
+        &self.rc.ctx
+    }
+    fn source(&self) -> &SourceRef {
+        &self.release.chart
+    }
+    fn suspended(&self) -> bool {
+        self.release.suspend
+    }
+    fn dependency(&self) -> Dependency {
+        Dependency::HelmRelease(self.release.name.clone())
+    }
+    // Rules that do not compile fail each run, which then watches nothing.
+    fn drift_ignore(&self) -> Option<DriftIgnore> {
+        helmrelease::drift_ignore(&self.release).ok()
+    }
+    async fn reconcile(&self, drifted: bool) -> Action {
+        helmrelease::reconcile(&self.rc, &self.config, &self.release, drifted).await
+    }
+}
+
+/// Runs `unit` until shutdown: a run, its drift watch (re)started on the
+/// inventory the run returned, then a rest until the requeue delay or a wake.
+async fn run_unit(unit: impl Unit, wakers: Wakers, mut shutdown: watch::Receiver<bool>) {
+    let key = unit.key();
+    let Some(own_wake) = wakers.get(&key).cloned() else {
         return;
     };
-    let Some(own_wake) = wakers.get(&name).cloned() else {
-        return;
-    };
-    let mut drift = DriftWatch::new(OWNER_KIND);
+    let ignore = unit.drift_ignore().map(Arc::new);
+    let mut drift = DriftWatch::new(unit.owner_kind());
     let mut pace = Pace::default();
     tokio::select! {
-        _ = kustomization::first_fetch(&ctx, &config, &k.source) => {}
+        _ = kustomization::first_fetch(unit.ctx(), unit.config(), unit.source()) => {}
         _ = stopped(&mut shutdown) => return,
     }
     loop {
@@ -210,20 +313,24 @@ async fn run_kustomization(
         // A wake that came before this run (a new artifact during the
         // first fetch, say) is served by it: the run reads the latest state.
         let _ = own_wake.notified().now_or_never();
+        let drifted = drift.take_seen();
         let started = tokio::time::Instant::now();
         let action = tokio::select! {
-            action = kustomization::reconcile(&ctx, &config, k) => action,
+            action = unit.reconcile(drifted) => action,
             _ = stopped(&mut shutdown) => break,
         };
         let ended = tokio::time::Instant::now();
-        let failed = pace.ran(action.ready, k.suspend);
+        let failed = pace.ran(action.ready, unit.suspended());
         if action.ready {
-            wake_dependents(&config, &wakers, &Dependency::Kustomization(name.clone()));
+            wake_dependents(unit.config(), &wakers, &unit.dependency());
         }
-        if !k.suspend {
-            tokio::select! {
-                () = drift.follow_kustomization(&ctx, k, &action.inventory, own_wake.clone()) => {}
-                _ = stopped(&mut shutdown) => break,
+        if !unit.suspended() {
+            match &ignore {
+                Some(ignore) => tokio::select! {
+                    () = drift.follow(unit.ctx(), unit.name(), &action.inventory, ignore.clone(), own_wake.clone()) => {}
+                    _ = stopped(&mut shutdown) => break,
+                },
+                None => drift.stop(),
             }
         }
         let next = Next {
@@ -233,7 +340,7 @@ async fn run_kustomization(
             failed,
         };
         if !pace
-            .rest(&name, next, &own_wake, &ctx.manager, &mut shutdown)
+            .rest(&key, next, &own_wake, &unit.ctx().manager, &mut shutdown)
             .await
         {
             break;
@@ -260,66 +367,6 @@ fn wake_dependents(config: &Config, wakers: &Wakers, ready: &Dependency) {
     {
         wake(wakers, &unit_key(helmrelease::KIND, &dependent.name));
     }
-}
-
-async fn run_release(
-    name: String,
-    config: Arc<Config>,
-    rc: ReleaseContext,
-    wakers: Wakers,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let Some(release) = config.helm_releases.get(&name) else {
-        return;
-    };
-    let Some(own_wake) = wakers.get(&unit_key(helmrelease::KIND, &name)).cloned() else {
-        return;
-    };
-    let mut pace = Pace::default();
-    let mut drift = DriftWatch::new(helmrelease::OWNER_KIND);
-    tokio::select! {
-        _ = kustomization::first_fetch(&rc.ctx, &config, &release.chart) => {}
-        _ = stopped(&mut shutdown) => return,
-    }
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let _ = own_wake.notified().now_or_never();
-        let drifted = drift.take_seen();
-        let started = tokio::time::Instant::now();
-        let action = tokio::select! {
-            action = helmrelease::reconcile(&rc, &config, release, drifted) => action,
-            _ = stopped(&mut shutdown) => break,
-        };
-        let ended = tokio::time::Instant::now();
-        let failed = pace.ran(action.ready, release.suspend);
-        if action.ready {
-            wake_dependents(&config, &wakers, &Dependency::HelmRelease(name.clone()));
-        }
-        if !release.suspend {
-            // Rules that do not compile fail the run, which then watches nothing.
-            let ignore = helmrelease::drift_ignore(release).unwrap_or_default();
-            tokio::select! {
-                () = drift.follow(&rc.ctx, &name, &action.inventory, ignore, own_wake.clone()) => {}
-                _ = stopped(&mut shutdown) => break,
-            }
-        }
-        let next = Next {
-            started,
-            ended,
-            requeue_after: action.requeue_after,
-            failed,
-        };
-        let unit = unit_key(helmrelease::KIND, &name);
-        if !pace
-            .rest(&unit, next, &own_wake, &rc.ctx.manager, &mut shutdown)
-            .await
-        {
-            break;
-        }
-    }
-    drift.stop();
 }
 
 /// When a run started and ended, when it asked to run again, and whether
@@ -430,33 +477,12 @@ impl DriftWatch {
         self.seen.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// A kustomization's watch: its mode and ignore rules.
-    async fn follow_kustomization(
-        &mut self,
-        ctx: &Context,
-        k: &Kustomization,
-        inventory: &[ObjRef],
-        wake: Arc<Notify>,
-    ) {
-        if k.drift.mode == DriftMode::Off {
-            self.watching = inventory.to_vec();
-            self.stop();
-            return;
-        }
-        match drift_ignore(&k.drift.ignore) {
-            Ok(ignore) => self.follow(ctx, &k.name, inventory, ignore, wake).await,
-            Err(err) => {
-                tracing::warn!(kustomization = %k.name, "drift watch not started: drift.ignore: {err}");
-            }
-        }
-    }
-
     async fn follow(
         &mut self,
         ctx: &Context,
         name: &str,
         inventory: &[ObjRef],
-        ignore: DriftIgnore,
+        ignore: Arc<DriftIgnore>,
         wake: Arc<Notify>,
     ) {
         if self.task.is_some() && self.watching == inventory {
@@ -472,7 +498,7 @@ impl DriftWatch {
         // both follow keeps its watch (and its fingerprints) running.
         let followed = ctx
             .manager
-            .drift_watch_ignoring(inventory, &owner, Arc::new(ignore))
+            .drift_watch_ignoring(inventory, &owner, ignore)
             .await;
         self.stop();
         match followed {

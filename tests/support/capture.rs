@@ -37,10 +37,19 @@ pub struct CaptureServer {
 impl CaptureServer {
     /// Listens on `port` (0: any free one).
     pub fn start(port: u16) -> CaptureServer {
+        CaptureServer::start_with(port, None)
+    }
+
+    /// Listens on any free port over TLS with `tls`'s certificate.
+    pub fn start_tls(tls: tokio_rustls::TlsAcceptor) -> CaptureServer {
+        CaptureServer::start_with(0, Some(tls))
+    }
+
+    fn start_with(port: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> CaptureServer {
         let captured = Arc::new(Mutex::new(Vec::new()));
         let failures = Arc::new(AtomicUsize::new(0));
         let (log, fail) = (captured.clone(), failures.clone());
-        let server = HttpServer::start(port, None, move |request| {
+        let server = HttpServer::start(port, tls, move |request| {
             let (log, fail) = (log.clone(), fail.clone());
             async move { record(request, &log, &fail).await }
         });

@@ -336,7 +336,8 @@ pub fn test_ca(dir: &Path) -> TestCa {
     }
 }
 
-fn tls_acceptor(ca: &TestCa) -> tokio_rustls::TlsAcceptor {
+/// A TLS acceptor presenting `ca`'s server certificate for 127.0.0.1.
+pub fn tls_acceptor(ca: &TestCa) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls;
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(&ca.cert_pem)

@@ -21,6 +21,7 @@ pub mod capture;
 pub mod charts;
 pub mod cluster;
 pub mod git;
+pub mod gitea;
 pub mod helm;
 pub mod hostile_s3;
 pub mod http_server;

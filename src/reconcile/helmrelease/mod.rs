@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::kustomization::{self, lock, Context};
+use super::kustomization::{self, lock, Action, Context};
 use super::overlay;
 use crate::apply::{ApplyOptions, DriftIgnore, ObjRef, Owner};
 use crate::config::{
@@ -64,15 +64,6 @@ pub struct ReleaseContext {
     /// refused, so only a helper removed at run time gets here).
     pub helper: Result<Helper, PathBuf>,
     pub kubeconfig: Option<PathBuf>,
-}
-
-/// What the runner does next: run again after `requeue_after`, and watch
-/// `inventory` for drift (empty when drift detection is disabled).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Action {
-    pub requeue_after: Duration,
-    pub ready: bool,
-    pub inventory: Vec<ObjRef>,
 }
 
 /// Why a run stopped before the planner could act.
