@@ -89,9 +89,9 @@ fn systemctl(args: &[&str]) -> anyhow::Result<()> {
 
 /// What must be Ready: `kind/name` of the fleet source and of each
 /// kustomization and Helm release the node's `kedge.toml` declares.
-pub fn expected_units(source: &str, fragment: Option<&str>) -> Vec<String> {
+pub fn expected_units(source: &str, fragment: &str) -> Vec<String> {
     let mut units = vec![source.to_string()];
-    let Some(table) = fragment.and_then(|text| toml::from_str::<toml::Table>(text).ok()) else {
+    let Ok(table) = toml::from_str::<toml::Table>(fragment) else {
         return units;
     };
     for kind in ["kustomization", "helm_release"] {
@@ -213,7 +213,7 @@ mod tests {
     fn ready_means_the_source_and_everything_the_fragment_declares() {
         let expected = expected_units(
             "git/fleet",
-            Some("[kustomization.edge-1]\npath = \"x\"\n[helm_release.redis]\n"),
+            "[kustomization.edge-1]\npath = \"x\"\n[helm_release.redis]\n",
         );
         assert_eq!(
             expected,

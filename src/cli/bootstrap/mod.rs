@@ -122,37 +122,10 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
     // Checked as the daemon will check it, before anything is pushed: a
     // config the node would refuse must not leave a commit behind.
     let text = files::local_config(&existing, &source, &node.config_from());
-    let revision = match (&head, node.added.is_empty()) {
-        (Some(head), true) => format!("{}@sha1:{head}", args.branch),
-        _ => format!("{} (bootstrap's commit)", args.branch),
-    };
-    // On its own (what `kedge check-config` reads, and what the daemon
-    // runs until it has read the source), then with the node's kedge.toml.
-    let config = Config::parse(&config_path, &text)
-        .and_then(|_| parse_layered(&config_path, &text, &node.layer(revision)));
-    let config = match config {
-        Ok(config) => config,
-        Err(err) => anyhow::bail!("the config bootstrap would write is invalid:\n{err}"),
-    };
+    let config = checked_config(&config_path, &text, &node, &args.branch, head.as_deref())?;
     node.publish(args, &remote, &work)?;
+    let written = write_local_config(&config_path, old_text.as_deref(), &text)?;
 
-    let written = old_text.as_deref() != Some(text.as_str());
-    if written {
-        files::replace_config(&config_path, old_text.as_deref(), &text)?;
-        match old_text {
-            Some(_) => println!(
-                "wrote {} (the old one is {})",
-                config_path.display(),
-                files::backup_path(&config_path).display()
-            ),
-            None => println!("wrote {}", config_path.display()),
-        }
-    } else {
-        println!(
-            "{} is already as bootstrap writes it",
-            config_path.display()
-        );
-    }
     let new_table: toml::Table = toml::from_str(&text).context("reading back the config")?;
     let change = daemon::Change {
         written,
@@ -162,9 +135,46 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
     if args.no_wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let expected = daemon::expected_units(&format!("git/{FLEET}"), Some(&node.fragment));
+    let expected = daemon::expected_units(&format!("git/{FLEET}"), &node.fragment);
     daemon::wait_ready(&config.agent.socket, &expected, args.timeout)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The local config `text` on its own (what `kedge check-config` reads, and
+/// what the daemon runs until it has read the source), then with the
+/// node's kedge.toml laid over it.
+fn checked_config(
+    config_path: &Path,
+    text: &str,
+    node: &NodeDirectory,
+    branch: &str,
+    head: Option<&str>,
+) -> anyhow::Result<Config> {
+    let revision = match head {
+        Some(head) if node.added.is_empty() => format!("{branch}@sha1:{head}"),
+        _ => format!("{branch} (bootstrap's commit)"),
+    };
+    Config::parse(config_path, text)
+        .and_then(|_| parse_layered(config_path, text, &node.layer(revision)))
+        .map_err(|err| anyhow::anyhow!("the config bootstrap would write is invalid:\n{err}"))
+}
+
+/// Writes `text` unless the file holds it already; whether it wrote.
+fn write_local_config(path: &Path, old_text: Option<&str>, text: &str) -> anyhow::Result<bool> {
+    if old_text == Some(text) {
+        println!("{} is already as bootstrap writes it", path.display());
+        return Ok(false);
+    }
+    files::replace_config(path, old_text, text)?;
+    match old_text {
+        Some(_) => println!(
+            "wrote {} (the old one is {})",
+            path.display(),
+            files::backup_path(path).display()
+        ),
+        None => println!("wrote {}", path.display()),
+    }
+    Ok(true)
 }
 
 /// `--path` without `./`, empty or `.` components and trailing slashes;
