@@ -457,6 +457,59 @@ fn a_password_is_never_sent_over_plain_http() {
 }
 
 #[test]
+fn the_host_key_is_trusted_only_when_the_user_says_so() {
+    let node = Node::new();
+    let client_key = node.root.path().join("client_key");
+    ssh_keygen(&client_key);
+    let server = node.sshd(&client_key);
+    let url = node.ssh_url(&server);
+    let key = client_key.display().to_string();
+    let args = ["--url", &url, "--private-key-file", &key, "--no-wait"];
+
+    let unanswered = node.bootstrap(&args);
+
+    assert!(!unanswered.status.success(), "{}", text(&unanswered));
+    let stdout = String::from_utf8_lossy(&unanswered.stdout);
+    assert!(
+        stdout.contains("SHA256:"),
+        "the fingerprint is shown: {stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&unanswered.stderr).contains("--yes"),
+        "{}",
+        text(&unanswered)
+    );
+    assert!(!node.keys.join("known_hosts").exists(), "nothing trusted");
+    assert!(!node.config.exists());
+
+    let mut child = node
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kedge bootstrap");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(b"yes\n")
+        .expect("answer");
+    let answered = child.wait_with_output().expect("bootstrap ends");
+
+    assert_success(&answered);
+    let known_hosts = std::fs::read_to_string(node.keys.join("known_hosts")).expect("known_hosts");
+    let host_key = server
+        .known_hosts_line
+        .split_whitespace()
+        .nth(2)
+        .expect("key");
+    assert!(known_hosts.contains(host_key), "{known_hosts}");
+    assert_eq!(node.commits_on_main(), 1);
+}
+
+#[test]
 fn a_generated_deploy_key_is_waited_for_until_the_server_accepts_it() {
     let node = Node::new();
     let other_key = node.root.path().join("someone_else");
