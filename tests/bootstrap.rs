@@ -228,14 +228,23 @@ fn a_node_directory_already_on_the_branch_is_used_as_it_is() {
         .repo
         .commit(&[(&format!("{NODE}/kedge.toml"), fragment)], "by hand");
     let url = node.repo.bare.display().to_string();
+    let kubeconfig = node.root.path().join("k3s.yaml");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").expect("write kubeconfig");
+    let kubeconfig = kubeconfig.display().to_string();
 
-    let output = node.bootstrap(&["--url", &url, "--no-wait"]);
+    let output = node.bootstrap(&["--url", &url, "--kubeconfig", &kubeconfig, "--no-wait"]);
 
     assert_success(&output);
     assert_eq!(
         git(&node.repo.bare, &["rev-parse", "main"]),
         head,
         "no commit"
+    );
+    let config: toml::Table = toml::from_str(&node.config_text()).expect("config is TOML");
+    assert_eq!(
+        config["agent"]["kubeconfig"].as_str(),
+        Some(kubeconfig.as_str()),
+        "--kubeconfig is the cluster"
     );
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("used as it is"),

@@ -232,6 +232,16 @@ fn toml_key(key: &str) -> String {
     }
 }
 
+/// Sets `[agent] kubeconfig` in `config`.
+pub fn set_kubeconfig(config: &mut toml::Table, kubeconfig: &Path) {
+    let agent = config
+        .entry("agent")
+        .or_insert_with(|| toml::Table::new().into());
+    if let Some(agent) = agent.as_table_mut() {
+        agent.insert("kubeconfig".into(), kubeconfig.display().to_string().into());
+    }
+}
+
 /// The existing config file as TOML, empty when there is none. A file that
 /// is not TOML is an error: bootstrap would lose what it says.
 pub fn read_existing(path: &Path) -> anyhow::Result<(Option<String>, toml::Table)> {

@@ -85,6 +85,10 @@ pub struct GitArgs {
     /// The node's config file to write.
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
+    /// The cluster's kubeconfig, for `[agent] kubeconfig`; default: the one
+    /// the config names, else k3s's (/etc/rancher/k3s/k3s.yaml) if present.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Where the deploy key and known_hosts go.
     #[arg(long, default_value = "/etc/kedge/keys")]
     keys_dir: PathBuf,
@@ -101,7 +105,11 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
     let path = node_path(&args.path)?;
     let config_path = std::path::absolute(&args.config)
         .with_context(|| format!("--config {}", args.config.display()))?;
-    let (old_text, existing) = files::read_existing(&config_path)?;
+    let (old_text, mut existing) = files::read_existing(&config_path)?;
+    if let Some(kubeconfig) = cluster(args, &existing)? {
+        println!("cluster: {}", kubeconfig.display());
+        files::set_kubeconfig(&mut existing, &kubeconfig);
+    }
     let scratch = tempfile::tempdir().context("making a scratch directory")?;
     println!(
         "bootstrapping git/{FLEET}: {} branch {} path {path}",
@@ -126,10 +134,14 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
     node.publish(args, &remote, &work)?;
     let written = write_local_config(&config_path, old_text.as_deref(), &text)?;
 
+    let old_table: toml::Table = old_text
+        .as_deref()
+        .and_then(|text| toml::from_str(text).ok())
+        .unwrap_or_default();
     let new_table: toml::Table = toml::from_str(&text).context("reading back the config")?;
     let change = daemon::Change {
         written,
-        agent_changed: existing.get("agent") != new_table.get("agent"),
+        agent_changed: old_table.get("agent") != new_table.get("agent"),
     };
     daemon::apply(&config_path, &config.agent.socket, &change)?;
     if args.no_wait {
@@ -138,6 +150,23 @@ pub fn git(args: &GitArgs) -> anyhow::Result<ExitCode> {
     let expected = daemon::expected_units(&format!("git/{FLEET}"), &node.fragment);
     daemon::wait_ready(&config.agent.socket, &expected, args.timeout)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where k3s writes its kubeconfig.
+const K3S_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+
+/// The kubeconfig to set in `[agent]`: `--kubeconfig`, else k3s's when the
+/// config names none (kedge runs as a service: no $KUBECONFIG or
+/// ~/.kube/config to fall back on); `None` leaves `[agent]` as it is.
+fn cluster(args: &GitArgs, existing: &toml::Table) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = &args.kubeconfig {
+        return absolute("--kubeconfig", path).map(Some);
+    }
+    let named = existing
+        .get("agent")
+        .is_some_and(|agent| agent.get("kubeconfig").is_some());
+    let k3s = Path::new(K3S_KUBECONFIG);
+    Ok((!named && k3s.is_file()).then(|| k3s.to_path_buf()))
 }
 
 /// The local config `text` on its own (what `kedge check-config` reads, and
