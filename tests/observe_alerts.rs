@@ -317,6 +317,34 @@ fn problems(table: &str) -> String {
 }
 
 #[test]
+fn a_token_never_goes_over_plain_http_to_another_host() {
+    let alert = |provider: &str, address: &str| {
+        problems(&format!(
+            "[alert.ops]\nprovider = \"{provider}\"\naddress = \"{address}\"\ntoken_file = \"/etc/hostname\"\nchannel = \"!room\"\nevents = [\"kustomization/*\"]\n"
+        ))
+    };
+    for provider in ["matrix", "generic", "telegram"] {
+        let refused = alert(provider, "http://chat.example.org/hook");
+        assert!(
+            refused.contains("kedge.toml:3:11: alert.ops.address: plain http:// to another host: the token would travel in clear text; use https"),
+            "{provider}: {refused}"
+        );
+        assert_eq!(
+            alert(provider, "http://127.0.0.1:8008/hook"),
+            "",
+            "{provider}: loopback is fine"
+        );
+        assert_eq!(
+            alert(provider, "https://chat.example.org/hook"),
+            "",
+            "{provider}"
+        );
+    }
+    // generic-hmac sends a signature made with the token, never the token.
+    assert_eq!(alert("generic-hmac", "http://hooks.example.org/x"), "");
+}
+
+#[test]
 fn alert_tables_are_validated_with_their_positions() {
     let table = |provider: &str, extra: &str| {
         format!("[alert.ops]\nprovider = \"{provider}\"\naddress = \"https://hooks.example.org/x\"\nevents = [\"kustomization/*\"]\n{extra}")

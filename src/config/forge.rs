@@ -6,6 +6,15 @@
 
 use super::AlertProvider;
 
+/// Why a token may not go to a plain `http://` address off this machine.
+pub const CLEAR_TEXT_TOKEN: &str =
+    "plain http:// to another host: the token would travel in clear text; use https";
+
+/// Whether `url` is plain HTTP to a host other than this machine.
+pub fn is_plain_http_elsewhere(url: &reqwest::Url) -> bool {
+    url.scheme() == "http" && !url.host_str().is_some_and(is_loopback)
+}
+
 /// A repository on a forge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForgeRepository {
@@ -30,10 +39,8 @@ impl ForgeRepository {
             );
         }
         let host = url.host_str().ok_or("the repository address has no host")?;
-        if url.scheme() == "http" && !is_loopback(host) {
-            return Err(
-                "the repository address is plain http:// to another host: the token would travel in clear text; use https".into(),
-            );
+        if is_plain_http_elsewhere(&url) {
+            return Err(format!("the repository address is {CLEAR_TEXT_TOKEN}"));
         }
         let server = match url.port() {
             Some(port) => format!("{}://{host}:{port}", url.scheme()),

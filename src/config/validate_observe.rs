@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use toml::Spanned;
 
-use super::forge::ForgeRepository;
+use super::forge::{self, ForgeRepository};
 use super::raw::{RawAlert, RawReceiver};
 use super::validate::Checker;
 use super::{
@@ -166,6 +166,20 @@ impl Checker<'_> {
             .and_then(|file| self.absolute_path(file, &format!("{key}.ca_file"), true));
         if matches!(&raw.address, Some(a) if a.get_ref().starts_with("http://")) {
             self.not_over_plain_http(key, &[(&raw.ca_file, "ca_file")]);
+        }
+        // Forges say so in their own address check; generic-hmac sends a
+        // signature made with the token, never the token.
+        let sends_token = raw.token_file.is_some()
+            && provider.is_some_and(|p| !p.is_forge() && p != AlertProvider::GenericHmac);
+        if let Some(address) = raw.address.as_ref().filter(|_| sends_token) {
+            let url = reqwest::Url::parse(address.get_ref());
+            if url.is_ok_and(|url| forge::is_plain_http_elsewhere(&url)) {
+                self.problem(
+                    address.span(),
+                    &format!("{key}.address"),
+                    forge::CLEAR_TEXT_TOKEN,
+                );
+            }
         }
         let channel = raw.channel.as_ref().map(|c| c.get_ref().clone());
         if let Some(provider) = provider {

@@ -25,7 +25,8 @@ use super::forge::{self, Unposted};
 use super::providers::{self, flux_kind, AlertEvent, InvolvedObject, ProviderRequest};
 use super::rate::RateLimit;
 use super::Metrics;
-use crate::config::{Alert, AlertAddress, Config};
+use crate::config::forge::{is_plain_http_elsewhere, CLEAR_TEXT_TOKEN};
+use crate::config::{Alert, AlertAddress, AlertProvider, Config};
 use crate::state::{self, QueuedAlert, Severity, Store};
 
 /// The most alerts waiting in the queue.
@@ -514,6 +515,13 @@ async fn send(
         headers,
         body,
     } = request;
+    // An address_file is read only now: its URL is checked here.
+    let sends_token = token.is_some() && alert.provider != AlertProvider::GenericHmac;
+    if sends_token && reqwest::Url::parse(&url).is_ok_and(|url| is_plain_http_elsewhere(&url)) {
+        return Err(DeliveryError::Address(format!(
+            "the address is {CLEAR_TEXT_TOKEN}"
+        )));
+    }
     let method = if method == "PUT" {
         reqwest::Method::PUT
     } else {
