@@ -79,6 +79,7 @@ fn kedge_sync(source: &Source, state_dir: &Path, previous: Option<&SourceStatus>
         state_dir,
         previous,
         None,
+        None,
         Limits::default(),
         &AtomicBool::new(false),
     )

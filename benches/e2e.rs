@@ -17,6 +17,8 @@
 //! Run: `cargo bench --bench e2e` (prints a table; figures go to
 //! docs/BENCHMARKS.md). Needs `kubectl` on PATH for the references.
 
+#[path = "common/applied.rs"]
+mod applied;
 #[path = "../tests/support/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
@@ -127,31 +129,14 @@ impl Run {
 
     /// Waits until every kustomization in `names` is Ready at `commit`.
     fn wait_applied(&self, names: &[String], commit: &str) {
-        let revision = format!("main@sha1:{commit}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let db = self.state_dir.join("kedge.db");
-            let done = Store::open_read_only(&db).ok().is_some_and(|store| {
-                names.iter().all(|name| {
-                    store
-                        .kustomization_status(name)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|s| {
-                            s.ready && s.last_applied_revision.as_deref() == Some(revision.as_str())
-                        })
-                })
-            });
-            if done {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not applied within 120s; see {}",
-                self.root.join("kedge.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        applied::wait_applied(
+            &self.state_dir,
+            &names,
+            commit,
+            Duration::from_secs(120),
+            &self.root.join("kedge.log"),
+        );
     }
 }
 

@@ -124,6 +124,7 @@ impl Side {
             self.state.path(),
             previous,
             None,
+            None,
             Limits::default(),
             &AtomicBool::new(false),
         )

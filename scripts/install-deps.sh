@@ -14,8 +14,10 @@ set -euo pipefail
 # tests, the OCI artifact tests and benches/oci_poll.rs; gnupg (gpg, gpg-agent,
 # gpgconf): the OpenPGP-signed commits and tags of the Git verification tests
 # (SSH signatures come from openssh-client's ssh-keygen) and the OpenPGP keys
-# of the SOPS tests.
-packages=(make gcc libc6-dev git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils gnupg)
+# of the SOPS tests. strace, iproute2 (ip), util-linux (unshare) and procps
+# (pgrep): the air-gapped bundle test in a network namespace, which traces
+# every connect(2) of kedge.
+packages=(make gcc libc6-dev git openssh-server openssh-client openssl lintian dpkg-dev binutils systemd ca-certificates debootstrap systemd-container curl time docker-registry apache2-utils gnupg strace iproute2 util-linux procps)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -61,6 +61,7 @@ fn sync(
             state_dir,
             previous,
             None,
+            None,
             Limits::default(),
             &AtomicBool::new(false),
         )

@@ -17,7 +17,7 @@ use crate::support::{built_tool, cluster, repo_root, TestNamespace};
 
 const BOUND: Duration = Duration::from_secs(120);
 
-fn helper_path() -> &'static Path {
+pub(crate) fn helper_path() -> &'static Path {
     static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match PATH.get_or_init(|| built_tool("scripts/kedge-helm.sh", "KEDGE_HELM_BIN")) {
         Ok(path) => path,
@@ -127,7 +127,7 @@ impl Release {
     }
 }
 
-fn chart_files(root: &Path) -> Vec<(String, String)> {
+pub(crate) fn chart_files(root: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {

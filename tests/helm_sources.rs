@@ -58,6 +58,7 @@ impl Syncer {
             self.state_dir.path(),
             previous.as_ref(),
             upstream.as_ref(),
+            None,
             Limits::default(),
             &AtomicBool::new(false),
         );

@@ -99,6 +99,7 @@ impl Syncer {
             self.state_dir.path(),
             self.status.as_ref(),
             None,
+            None,
             Limits::default(),
             &AtomicBool::new(false),
         )?;

@@ -89,3 +89,5 @@ mod observe_receiver;
 mod observe_alerts;
 // provider = "github" | "gitlab" | "gitea": commit statuses, captured on 127.0.0.1 and in a real Gitea.
 mod observe_forge;
+// Signed offline bundles: create, import, bundle_dir, bad bundles, downgrades, an air-gapped node in a network namespace.
+mod bundle;

@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod build;
+mod bundle;
 mod check_config;
 mod control;
 mod metrics;
@@ -118,6 +119,11 @@ pub enum Command {
         #[command(subcommand)]
         target: BootstrapTarget,
     },
+    /// Signed offline bundles for air-gapped nodes.
+    Bundle {
+        #[command(subcommand)]
+        action: BundleAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +132,16 @@ pub enum BootstrapTarget {
     /// it is there), point /etc/kedge/kedge.toml at it (`[agent]
     /// config_from`), start or reload kedge and wait until it is Ready.
     Git(bootstrap::GitArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleAction {
+    /// Pack the current artifacts of sources into one signed file (an OCI
+    /// image layout tarball), on a machine that fetched them.
+    Create(bundle::CreateArgs),
+    /// Verify a bundle against the trusted keys and import its artifacts
+    /// (through the daemon when it runs).
+    Import(bundle::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,5 +292,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bootstrap {
             target: BootstrapTarget::Git(args),
         } => bootstrap::git(&args),
+        Command::Bundle {
+            action: BundleAction::Create(args),
+        } => bundle::create(&args),
+        Command::Bundle {
+            action: BundleAction::Import(args),
+        } => bundle::import(&args),
     }
 }

@@ -174,6 +174,20 @@ pub fn print_report(out: &mut dyn Write, report: &StatusReport) -> std::io::Resu
             print_table(out, headers, rows.iter().map(|r| unit_cells(r, now)))?;
         }
     }
+    if !report.bundles.is_empty() {
+        writeln!(out)?;
+        let headers = ["BUNDLE", "SEQUENCE", "AGE", "SOURCES", "SIGNER"];
+        let rows = report.bundles.iter().map(|b| {
+            [
+                b.file.clone(),
+                b.sequence.to_string(),
+                age(now - b.at),
+                b.sources.clone(),
+                b.signer.clone(),
+            ]
+        });
+        print_table(out, headers, rows)?;
+    }
     Ok(())
 }
 

@@ -83,6 +83,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/kedge";
 pub const DEFAULT_SOCKET_PATH: &str = "/run/kedge/kedge.sock";
 /// Where the `kedge-helm` Debian package installs the Helm helper.
 pub const DEFAULT_HELM_HELPER: &str = "/usr/lib/kedge/kedge-helm";
+/// Where bundle signing keys are trusted from unless `[agent] trusted_keys_dir` says otherwise.
+pub const DEFAULT_TRUSTED_KEYS_DIR: &str = "/etc/kedge/trusted-keys";
+/// The `url` of a source fed by signed bundles only: it never touches the network.
+pub const BUNDLE_URL: &str = "bundle:";
 
 /// A validated config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +121,10 @@ pub struct Agent {
     pub helm_helper: PathBuf,
     /// Where `/metrics` is served (`None`: not at all).
     pub metrics: Option<SocketAddr>,
+    /// A directory watched for signed bundles (`None`: only `kedge bundle import`).
+    pub bundle_dir: Option<PathBuf>,
+    /// The SSH public keys a bundle must be signed with, one file or more.
+    pub trusted_keys_dir: PathBuf,
     /// Where the rest of the config comes from, besides this file.
     pub config_from: Option<ConfigFrom>,
 }
@@ -657,6 +665,18 @@ impl Source {
 
     pub fn suspend(&self) -> bool {
         self.settings().suspend()
+    }
+
+    /// Whether only bundles feed it (`url = "bundle:"`, or a chart of such
+    /// a repository): its sync never touches the network.
+    pub fn is_bundle_only(&self) -> bool {
+        match self {
+            Source::Chart(chart) => match &chart.origin {
+                ChartOrigin::Repository { endpoint, .. } => endpoint.url == BUNDLE_URL,
+                ChartOrigin::Source { .. } | ChartOrigin::File { .. } => false,
+            },
+            other => other.settings().url() == BUNDLE_URL,
+        }
     }
 }
 

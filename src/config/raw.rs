@@ -41,6 +41,8 @@ pub struct RawAgent {
     pub helm_helper: Option<Spanned<String>>,
     pub metrics: Option<Spanned<String>>,
     pub metrics_allow_remote: Option<Spanned<bool>>,
+    pub bundle_dir: Option<Spanned<String>>,
+    pub trusted_keys_dir: Option<Spanned<String>>,
     pub config_from: Option<Spanned<RawConfigFrom>>,
 }
 

@@ -12,9 +12,9 @@ use super::error::{Locator, Problem};
 use super::raw::{RawAgent, RawConfig, RawConfigFrom, RawGitRef, RawGitSource, RawHelmRelease};
 use super::{
     validate_helm, Agent, Config, ConfigFrom, GitAuth, GitRef, GitSource, HelmRelease,
-    Kustomization, Source, SourceKind, SourceRef, DEFAULT_HELM_HELPER,
-    DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR, MAX_HELM_RELEASES,
-    MAX_KUSTOMIZATIONS, MAX_SOURCES,
+    Kustomization, Source, SourceKind, SourceRef, BUNDLE_URL, DEFAULT_HELM_HELPER,
+    DEFAULT_REMOVAL_GRACE_PERIOD, DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR, DEFAULT_TRUSTED_KEYS_DIR,
+    MAX_HELM_RELEASES, MAX_KUSTOMIZATIONS, MAX_SOURCES,
 };
 
 pub(super) const DEFAULT_GIT_INTERVAL: Duration = Duration::from_secs(60);
@@ -145,6 +145,8 @@ impl Checker<'_> {
                 removal_grace_period: DEFAULT_REMOVAL_GRACE_PERIOD,
                 helm_helper: PathBuf::from(DEFAULT_HELM_HELPER),
                 metrics: None,
+                bundle_dir: None,
+                trusted_keys_dir: PathBuf::from(DEFAULT_TRUSTED_KEYS_DIR),
                 config_from: None,
             },
         };
@@ -345,6 +347,13 @@ impl Checker<'_> {
         let metrics = raw
             .metrics
             .and_then(|address| self.metrics_address(&address, allow_remote));
+        let bundle_dir = raw
+            .bundle_dir
+            .and_then(|dir| self.absolute_path(&dir, "agent.bundle_dir", false));
+        let trusted_keys_dir = raw
+            .trusted_keys_dir
+            .and_then(|dir| self.absolute_path(&dir, "agent.trusted_keys_dir", false))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_TRUSTED_KEYS_DIR));
         let config_from = raw.config_from.and_then(|from| self.config_from(from));
         Agent {
             state_dir,
@@ -353,6 +362,8 @@ impl Checker<'_> {
             removal_grace_period,
             helm_helper,
             metrics,
+            bundle_dir,
+            trusted_keys_dir,
             config_from,
         }
     }
@@ -547,6 +558,9 @@ impl Checker<'_> {
     }
 
     fn git_url(&mut self, url: &Spanned<String>, key: &str) -> Option<gix::url::Scheme> {
+        if url.get_ref() == BUNDLE_URL {
+            return None;
+        }
         let parsed = match gix::url::parse(gix::bstr::BStr::new(url.get_ref().as_str())) {
             Ok(parsed) => parsed,
             Err(err) => {

@@ -144,6 +144,9 @@ impl Checker<'_> {
     /// travel in clear text.
     fn endpoint(&mut self, value: &Spanned<String>, key: &str, insecure: bool) -> Option<String> {
         let written = value.get_ref().trim_end_matches('/');
+        if written == super::BUNDLE_URL {
+            return Some(written.to_string());
+        }
         let (scheme, host) = match written.split_once("://") {
             Some((scheme, host)) => (Some(scheme), host),
             None => (None, written),
@@ -265,6 +268,8 @@ fn display_url(
     prefix: &str,
 ) -> String {
     match (provider, endpoint) {
+        // A bundle-only bucket names no server: `Source::is_bundle_only` reads this.
+        (_, Some(super::BUNDLE_URL)) => super::BUNDLE_URL.to_string(),
         (_, Some(endpoint)) => format!("{endpoint}/{bucket}/{prefix}"),
         (BucketProvider::Gcp, None) => format!("gs://{bucket}/{prefix}"),
         (_, None) => format!("s3://{bucket}/{prefix}"),

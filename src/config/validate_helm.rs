@@ -117,6 +117,9 @@ impl Checker<'_> {
 
     /// The URL's scheme (`http`, `https` or `oci`), when the URL is usable.
     fn helm_url(&mut self, url: &Spanned<String>, key: &str) -> Option<String> {
+        if url.get_ref() == super::BUNDLE_URL {
+            return None;
+        }
         let parsed = match reqwest::Url::parse(url.get_ref()) {
             Ok(parsed) => parsed,
             Err(err) => {

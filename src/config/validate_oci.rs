@@ -94,6 +94,9 @@ impl Checker<'_> {
     /// (they belong in `ref`), a repository name as the OCI spec allows.
     fn oci_url(&mut self, url: &Spanned<String>, key: &str) {
         let written = url.get_ref();
+        if written == super::BUNDLE_URL {
+            return;
+        }
         let Some(rest) = written.strip_prefix("oci://") else {
             self.problem(
                 url.span(),

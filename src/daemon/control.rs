@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::apply::{DiffKind, ObjectDiff, Owner};
 use crate::config::{HelmRelease, Kustomization, SourceKind, SourceRef};
+use crate::reconcile::bundle as reconcile_bundle;
 use crate::reconcile::kustomization::{self, lock, Context, OWNER_KIND};
 use crate::reconcile::runner::unit_key;
 use crate::reconcile::{helmrelease, Request as RunnerRequest};
@@ -95,6 +96,19 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
                 }
             }
         }
+        Request::ImportBundle {
+            file,
+            allow_downgrade,
+        } => {
+            let import = bundle_import(units, store, file, allow_downgrade);
+            answer_later(reply, async move {
+                match import.await {
+                    Ok(report) => Reply::Done { message: report },
+                    Err(message) => Reply::Failed { message },
+                }
+            });
+            return;
+        }
         Request::Build { name } => match build_target(units, &name) {
             Err(message) => Reply::Failed { message },
             Ok(target) => {
@@ -119,6 +133,34 @@ pub async fn handle(call: Call, units: &mut Units, store: &Arc<Mutex<Store>>) {
         },
     };
     let _ = reply.send(answer);
+}
+
+/// Imports a bundle on the blocking pool, then asks the scheduler to sync
+/// every source it gave an artifact: the summary, or why it was refused.
+pub(super) fn bundle_import(
+    units: &Units,
+    store: &Arc<Mutex<Store>>,
+    file: std::path::PathBuf,
+    allow_downgrade: bool,
+) -> impl Future<Output = Result<String, String>> + Send + 'static {
+    let config = units.config().clone();
+    let triggers = units.source_triggers();
+    let store = store.clone();
+    async move {
+        let (report, file) = tokio::task::spawn_blocking(move || {
+            let report = reconcile_bundle::import(&file, &config, &store, allow_downgrade);
+            (report, file)
+        })
+        .await
+        .map_err(|err| format!("the import task failed: {err}"))?;
+        let report = report.map_err(|err| err.to_string())?;
+        for source in &report.imported {
+            if !triggers.request(source) {
+                tracing::warn!(source = %source, "no scheduler took the sync after a bundle import; it syncs at its interval");
+            }
+        }
+        Ok(report.summary(&file))
+    }
 }
 
 /// Answers `reply` with the outcome of a removal once it is done.

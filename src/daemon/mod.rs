@@ -22,6 +22,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc, watch};
 
+pub mod bundle_watch;
 pub mod config_from;
 pub mod config_watch;
 mod control;
@@ -150,6 +151,13 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
         reload::reload(&files, reload::Cause::FileChanged, &mut units, &store).await;
         edges.follow(units.config()).await;
     }
+    // Read at start: a changed bundle_dir takes effect on restart.
+    let mut bundles = units
+        .config()
+        .agent
+        .bundle_dir
+        .as_deref()
+        .map(bundle_watch::spawn);
     let mut state_checks = tokio::time::interval(STATE_CHECK_EVERY);
     let mut status = StatusFollower::new(&store);
     let stopped: Result<&str, state::Error> = loop {
@@ -174,6 +182,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
                 edges.follow(units.config()).await;
             }
             Some(call) = incoming.recv() => control::handle(call, &mut units, &store).await,
+            found = next_bundles(&mut bundles) => import_in_order(&units, &store, found),
             _ = at(removal_due) => units.confirm_removals(units::Confirm::AfterGrace).await,
             _ = state_checks.tick() => {
                 if let Err(err) = kustomization::lock(&store).check_file() {
@@ -197,6 +206,31 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     drop(store);
     tracing::info!("stopped");
     stopped.map(drop).map_err(Error::State)
+}
+
+/// The next bundle files dropped into `[agent] bundle_dir`; never without one.
+async fn next_bundles(watch: &mut Option<mpsc::Receiver<Vec<PathBuf>>>) -> Vec<PathBuf> {
+    match watch {
+        Some(found) => match found.recv().await {
+            Some(files) => files,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Imports `files` one after the other on a task of their own (each logs
+/// and records its outcome).
+fn import_in_order(units: &units::Units, store: &Arc<Mutex<Store>>, files: Vec<PathBuf>) {
+    let imports: Vec<_> = files
+        .into_iter()
+        .map(|file| control::bundle_import(units, store, file, false))
+        .collect();
+    tokio::spawn(async move {
+        for import in imports {
+            let _ = import.await;
+        }
+    });
 }
 
 /// The next source update; `None` when updates were missed (the next

@@ -160,6 +160,11 @@ impl Units {
     }
 
     /// The config as read from the file (without CLI suspensions).
+    /// Sync requests for whichever scheduler runs.
+    pub fn source_triggers(&self) -> SourceTriggers {
+        self.source_triggers.clone()
+    }
+
     pub fn file_config(&self) -> &Config {
         &self.file_config
     }

@@ -70,6 +70,12 @@ pub enum Request {
     },
     /// The Prometheus text of `/metrics`.
     Metrics,
+    /// Verify and import the signed bundle at `file` (a path the daemon
+    /// reads), then sync the sources it carries.
+    ImportBundle {
+        file: PathBuf,
+        allow_downgrade: bool,
+    },
 }
 
 /// A request inside the process (from the control socket or an HTTP
@@ -113,6 +119,21 @@ pub struct StatusReport {
     pub kustomizations: Vec<UnitRow>,
     #[serde(default)]
     pub helm_releases: Vec<UnitRow>,
+    /// The newest bundle imports, newest first.
+    #[serde(default)]
+    pub bundles: Vec<BundleRow>,
+}
+
+/// One import of a signed bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRow {
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub file: String,
+    pub sequence: i64,
+    /// `kind/name` of the sources it gave an artifact, comma-separated.
+    pub sources: String,
+    pub signer: String,
 }
 
 impl StatusReport {
@@ -286,6 +307,7 @@ mod tests {
             }],
             kustomizations: vec![],
             helm_releases: vec![],
+            bundles: vec![],
         });
         let line = serde_json::to_string(&reply).unwrap_or_default();
         let back: Result<Reply, _> = serde_json::from_str(&line);

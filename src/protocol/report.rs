@@ -5,7 +5,7 @@
 use crate::config::{Config, HelmRelease, SourceRef};
 use crate::state::{self, Event, KustomizationStatus, SourceStatus, Store};
 
-use super::{parse_object, EventRow, ProblemRow, StatusReport, UnitRow};
+use super::{parse_object, BundleRow, EventRow, ProblemRow, StatusReport, UnitRow};
 
 /// Whether the source of `status` is in `config`.
 fn is_configured(config: &Config, status: &SourceStatus) -> bool {
@@ -105,7 +105,28 @@ pub fn status_report(
         sources: source_rows,
         kustomizations: kustomization_rows,
         helm_releases,
+        bundles: bundle_rows(store),
     })
+}
+
+/// How many bundle imports `kedge status` shows.
+const BUNDLES_SHOWN: usize = 5;
+
+fn bundle_rows(store: Option<&Store>) -> Vec<BundleRow> {
+    // A database of an older kedge opened read-only has no such table.
+    let imports = store
+        .map(|s| s.bundle_imports(BUNDLES_SHOWN).unwrap_or_default())
+        .unwrap_or_default();
+    imports
+        .into_iter()
+        .map(|import| BundleRow {
+            at: import.at,
+            file: import.file,
+            sequence: import.sequence,
+            sources: import.sources,
+            signer: import.signer,
+        })
+        .collect()
 }
 
 /// Releases as `flux get helmreleases` shows them: revision is the chart

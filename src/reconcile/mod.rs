@@ -1,6 +1,7 @@
 //! The scheduler and one reconciler per kind; the only module that joins
 //! sources, the kustomize engine and the cluster.
 
+pub mod bundle;
 pub mod helmrelease;
 pub mod kustomization;
 pub mod overlay;

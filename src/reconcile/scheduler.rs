@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, Source, SourceRef};
 use crate::observe::Observer;
-use crate::source::{self, Artifact, ArtifactStore, Limits, Restored, SyncOutcome};
+use crate::source::{self, bundle, Artifact, ArtifactStore, Limits, Restored, SyncOutcome};
 use crate::state::{self, Event, Severity, SourceOutcome, Store};
 
 /// How long an interrupted fetch may take to stop at shutdown.
@@ -310,6 +310,7 @@ async fn sync_once(
         let status = read_status(shared, &upstream)?;
         source::sync::recorded_artifact(&status)
     });
+    let imported = imported_artifact(shared, source);
     let interrupt = Arc::new(AtomicBool::new(false));
     let mut task = tokio::task::spawn_blocking({
         let (source, shared, lock, interrupt) = (
@@ -341,6 +342,7 @@ async fn sync_once(
                 &shared.state_dir,
                 previous.as_ref(),
                 upstream.as_ref(),
+                imported.as_ref(),
                 shared.limits,
                 &interrupt,
             );
@@ -397,6 +399,27 @@ fn failed_sync(err: source::Error) -> Synced {
 
 fn previous_status(shared: &Shared, source: &Source) -> Option<state::SourceStatus> {
     read_status(shared, &source.source_ref())
+}
+
+/// What the last imported bundle gave `source`, if any.
+fn imported_artifact(shared: &Shared, source: &Source) -> Option<bundle::Imported> {
+    let store = match shared.store.lock() {
+        Ok(store) => store,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let row = store
+        .bundle_artifact(source.kind().as_str(), source.name())
+        .map_err(|err| tracing::error!(source = %source.source_ref(), error = %err, "reading bundle state"))
+        .ok()??;
+    Some(bundle::Imported {
+        artifact: Artifact {
+            revision: row.revision,
+            digest: row.digest,
+            path: row.path,
+        },
+        sequence: u64::try_from(row.sequence).unwrap_or(0),
+        imported_at: row.imported_at,
+    })
 }
 
 fn read_status(shared: &Shared, source: &SourceRef) -> Option<state::SourceStatus> {

@@ -31,6 +31,7 @@
 
 pub mod archive;
 pub mod bucket;
+pub mod bundle;
 pub mod chart;
 pub mod git;
 pub mod helm;
@@ -57,16 +58,22 @@ pub use sync::{restore_artifact, sync_git_source, Restored, SyncOutcome};
 /// Fetches `source` and returns its current artifact, building a new one
 /// only when what it is built from differs from `previous`. `upstream` is
 /// the current artifact of [`Source::upstream`], for a kind built from
-/// another source. Blocking; an `interrupt` set from another thread makes
-/// it stop early.
+/// another source; `imported` what the last bundle imported for it, which
+/// decides for a bundle-only source and for a fresher bundle
+/// ([`bundle`]). Blocking; an `interrupt` set from another thread makes it
+/// stop early.
 pub fn sync(
     source: &Source,
     state_dir: &Path,
     previous: Option<&SourceStatus>,
     upstream: Option<&Artifact>,
+    imported: Option<&bundle::Imported>,
     limits: Limits,
     interrupt: &AtomicBool,
 ) -> Result<SyncOutcome> {
+    if let Some(outcome) = bundle::bundle_outcome(source, previous, imported) {
+        return outcome;
+    }
     match source {
         Source::Git(git) => sync_git_source(git, state_dir, previous, limits, interrupt),
         Source::Helm(helm) => helm::sync_helm_repository(helm, state_dir, previous, interrupt),
@@ -87,6 +94,9 @@ pub fn restore(
     previous: &SourceStatus,
     limits: Limits,
 ) -> Result<Option<Restored>> {
+    if source.is_bundle_only() {
+        return report_damage(previous);
+    }
     match source {
         Source::Git(git) => restore_artifact(git, state_dir, previous, limits),
         Source::Helm(_) | Source::Chart(_) | Source::Oci(_) => report_damage(previous),
@@ -259,6 +269,14 @@ pub enum Error {
         source_name: String,
         message: String,
     },
+    /// A bundle-only source (`url = "bundle:"`) no bundle has fed yet.
+    #[error(
+        "source {source_name}: no bundle carrying it has been imported yet (url = \"bundle:\")"
+    )]
+    NoBundle {
+        kind: SourceKind,
+        source_name: String,
+    },
     /// The source a chart is made from has no artifact yet.
     #[error("chart {source_name}: {upstream} has no artifact yet")]
     UpstreamNotReady {
@@ -344,6 +362,7 @@ impl Error {
             | Error::Helm { kind, .. }
             | Error::Registry { kind, .. } => kind.fetch_failed_reason(),
             Error::Verification { .. } => "VerificationError",
+            Error::NoBundle { .. } => "NoBundleImported",
             Error::Chart { .. } => "ChartPackageFailed",
             Error::UpstreamNotReady { .. } => "DependencyNotReady",
             // Flux's reason when a source's secret cannot be used, of any kind.

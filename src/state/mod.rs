@@ -12,6 +12,7 @@
 
 mod agent;
 mod alerts;
+mod bundles;
 mod events;
 mod helm_releases;
 mod kustomizations;
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use agent::{AgentProblem, CONFIG_FROM_REFUSED, CONFIG_REFUSED};
 pub use alerts::QueuedAlert;
+pub use bundles::{BundleArtifact, BundleImport};
 pub use events::{Event, Severity};
 pub use helm_releases::HelmReleaseStatus;
 pub use kustomizations::{KustomizationOutcome, KustomizationStatus, REMOVAL_PENDING};
@@ -135,6 +137,28 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY CHECK (id = 1),
         layer TEXT NOT NULL,
         at INTEGER NOT NULL
+    );",
+    // 8: signed bundles: the artifact (and sequence) each source's last
+    // imported bundle gave it, and the history of imports.
+    "CREATE TABLE bundle_artifacts (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        revision TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        path TEXT NOT NULL,
+        imported_at INTEGER NOT NULL,
+        bundle TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    CREATE TABLE bundle_imports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        file TEXT NOT NULL,
+        manifest_digest TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        signer TEXT NOT NULL,
+        sources TEXT NOT NULL
     );",
 ];
 

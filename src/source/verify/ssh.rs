@@ -36,15 +36,7 @@ pub struct AllowedSigners {
 impl AllowedSigners {
     /// Parses `text`, the content of `file`; an error names the line.
     pub fn parse(file: &Path, text: &str) -> Result<AllowedSigners, String> {
-        let mut signers = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let signer = parse_line(line).map_err(|err| format!("line {}: {err}", index + 1))?;
-            signers.push(signer);
-        }
+        let signers = parse_signers(file, text)?;
         if signers.is_empty() {
             return Err("it holds no key".to_string());
         }
@@ -54,8 +46,52 @@ impl AllowedSigners {
         })
     }
 
-    /// Checks an armored SSH signature over `payload`; returns the signer.
+    /// The keys of every file in `dir` (ALLOWED SIGNERS lines or bare
+    /// public keys, which any principal may use); an error names the file
+    /// and line.
+    pub fn read_dir(dir: &Path) -> Result<AllowedSigners, String> {
+        let listing = std::fs::read_dir(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        let mut files = Vec::new();
+        for entry in listing {
+            let path = entry
+                .map_err(|err| format!("{}: {err}", dir.display()))?
+                .path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        let mut signers = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|err| format!("{}: {err}", file.display()))?;
+            signers.extend(
+                parse_signers(&file, &text).map_err(|err| format!("{}: {err}", file.display()))?,
+            );
+        }
+        if signers.is_empty() {
+            return Err(format!("{}: it holds no key", dir.display()));
+        }
+        Ok(AllowedSigners {
+            file: dir.to_path_buf(),
+            signers,
+        })
+    }
+
+    /// Checks an armored SSH signature over `payload` made in namespace
+    /// `git`; returns the signer.
     pub fn verify(&self, armored: &[u8], payload: &[u8]) -> Result<String, Refusal> {
+        self.verify_in(GIT_NAMESPACE, armored, payload)
+    }
+
+    /// Checks an armored SSH signature over `payload` made in `namespace`;
+    /// returns the signer.
+    pub fn verify_in(
+        &self,
+        namespace: &str,
+        armored: &[u8],
+        payload: &[u8],
+    ) -> Result<String, Refusal> {
         let signature =
             SshSig::from_pem(armored).map_err(|err| Refusal::Unreadable(err.to_string()))?;
         let key = describe_key(signature.public_key());
@@ -71,30 +107,44 @@ impl AllowedSigners {
             key: key.clone(),
             detail,
         };
-        if !signer.allows(GIT_NAMESPACE) {
+        if !signer.allows(namespace) {
             return Err(bad(format!(
-                "the key of {} is not allowed namespace {GIT_NAMESPACE:?} in {}",
+                "the key of {} is not allowed namespace {namespace:?} in {}",
                 signer.principals,
                 self.file.display()
             )));
         }
-        if signature.namespace() != GIT_NAMESPACE {
+        if signature.namespace() != namespace {
             return Err(bad(format!(
-                "it is made for namespace {:?}, not {GIT_NAMESPACE:?}",
+                "it is made for namespace {:?}, not {namespace:?}",
                 signature.namespace()
             )));
         }
         signer
             .key
-            .verify(GIT_NAMESPACE, payload, &signature)
+            .verify(namespace, payload, &signature)
             .map_err(|err| match err {
                 ssh_key::Error::Crypto => {
-                    bad("it does not match the signed commit or tag (changed after signing)".into())
+                    bad("it does not match what it signs (changed after signing)".into())
                 }
                 other => bad(other.to_string()),
             })?;
         Ok(format!("{key} of {}", signer.principals))
     }
+}
+
+/// The keys of `text`, the content of `file`; an error names the line.
+fn parse_signers(file: &Path, text: &str) -> Result<Vec<AllowedSigner>, String> {
+    let mut signers = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let signer = parse_line(line, file).map_err(|err| format!("line {}: {err}", index + 1))?;
+        signers.push(signer);
+    }
+    Ok(signers)
 }
 
 impl AllowedSigner {
@@ -114,10 +164,15 @@ fn describe_key(key: &ssh_key::public::KeyData) -> String {
     )
 }
 
-fn parse_line(line: &str) -> Result<AllowedSigner, String> {
+/// A line of ALLOWED SIGNERS, or a bare public key (`ssh-ed25519 AAAA…
+/// comment`, a `.pub` file's line), whose principal is then `file`.
+fn parse_line(line: &str, file: &Path) -> Result<AllowedSigner, String> {
     let fields = split_fields(line)?;
-    let mut fields = fields.iter().map(String::as_str);
-    let principals = fields.next().ok_or("no principals")?.to_string();
+    let mut fields = fields.iter().map(String::as_str).peekable();
+    let principals = match fields.peek() {
+        Some(first) if is_key_type(first) => file.display().to_string(),
+        _ => fields.next().ok_or("no principals")?.to_string(),
+    };
     let mut next = fields.next().ok_or("no key after the principals")?;
     let mut namespaces = None;
     if !is_key_type(next) {
