@@ -332,4 +332,16 @@ async fn a_kustomization_is_reconciled_on_request_and_diffed_and_built_by_name_w
         value_of(&client, &ns.name, "a").await.as_deref(),
         Some("three")
     );
+    // The new artifact wakes the kustomization: the request adds no second run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let runs = setup
+        .log_text()
+        .matches(&format!("Applied revision: main@sha1:{third}"))
+        .count();
+    assert_eq!(
+        runs,
+        1,
+        "runs at the new revision; log:\n{}",
+        setup.log_text()
+    );
 }
