@@ -6,7 +6,8 @@
 # repository as the source. Then checks, each by polling with a deadline:
 # enable --now, the STATUS= line, journald fields, socket access by group,
 # good and bad reloads, a rewritten kubeconfig, drift, stop, the watchdog,
-# systemd-analyze, remove and purge.
+# systemd-analyze, kedge bootstrap git (systemctl restart, wait for Ready),
+# remove and purge.
 #
 # Needs root (it boots a container). Without machined on the host, nspawn
 # runs with --register=no --keep-unit inside its own mount namespace with a
@@ -138,12 +139,36 @@ git -C "$work" add -A
 git -C "$work" -c user.name=check -c user.email=check@localhost commit -q -m "web"
 git -C "$work" push -q "$run/fleet.git" main
 
+# The repository `kedge bootstrap git` connects the node to: a manifest in
+# the node's directory, no kedge.toml yet (bootstrap pushes it).
+git init -q --bare -b main "$run/node.git"
+node_work=$run/node-work
+git init -q -b main "$node_work"
+mkdir -p "$node_work/clusters/check"
+cat >"$node_work/clusters/check/bootstrapped.yaml" <<'EOF'
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: bootstrap-check
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: bootstrapped
+  namespace: bootstrap-check
+data:
+  from: git
+EOF
+git -C "$node_work" add -A
+git -C "$node_work" -c user.name=check -c user.email=check@localhost commit -q -m "node"
+git -C "$node_work" push -q "$run/node.git" main
+
 # Boot. The overlay keeps the cached root filesystem untouched.
 unshare --mount bash -c '
   mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn
   exec systemd-nspawn --quiet --boot --register=no --keep-unit --volatile=overlay \
     --directory="$0" --machine=kedge-check --console=read-only \
-    --bind-ro="$1/fleet.git:/srv/fleet.git" --bind-ro="$1/deb:/mnt/deb"' \
+    --bind-ro="$1/fleet.git:/srv/fleet.git" --bind="$1/node.git:/srv/node.git" --bind-ro="$1/deb:/mnt/deb"' \
   "$root_dir" "$run" </dev/null >"$run/console.log" 2>&1 &
 nspawn_pid=$!
 leader_of_nspawn() { # the container's systemd, a child of nspawn
@@ -282,6 +307,27 @@ ct journalctl -u kedge -o cat | grep -qi 'watchdog timeout' || fail "no watchdog
 until_ok "kedge active after the watchdog restart" ct systemctl is-active kedge
 rm -rf "$(ct_file /etc/systemd/system/kedge.service.d)"
 ct systemctl daemon-reload
+
+# kedge bootstrap git on the running node: one commit of the node's
+# directory pushed, /etc/kedge/kedge.toml rewritten (the old one kept),
+# kedge restarted by systemctl because [agent] changed, and bootstrap waits
+# until the node's kustomization is Ready. A second run changes nothing;
+# one while kedge is stopped starts it.
+bootstrap() { ct kedge bootstrap git --url /srv/node.git --branch main --path clusters/check --timeout 60s; }
+bootstrap >"$run/bootstrap.log" 2>&1 || { cat "$run/bootstrap.log"; fail "kedge bootstrap git"; }
+grep -q "systemctl restart kedge" "$run/bootstrap.log" || fail "bootstrap did not restart kedge: $(cat "$run/bootstrap.log")"
+grep -q "kustomization/check: Ready" "$run/bootstrap.log" || fail "bootstrap did not wait for Ready: $(cat "$run/bootstrap.log")"
+api GET /api/v1/namespaces/bootstrap-check/configmaps/bootstrapped >/dev/null || fail "the node's directory was not applied"
+ct test -e /etc/kedge/kedge.toml.bootstrap-old || fail "bootstrap did not keep the old config"
+[ "$(git -C "$run/node.git" rev-list --count main)" = 2 ] || fail "bootstrap did not push exactly one commit"
+bootstrap >"$run/bootstrap-again.log" 2>&1 || { cat "$run/bootstrap-again.log"; fail "kedge bootstrap git, run again"; }
+grep -q "kedge runs this config already" "$run/bootstrap-again.log" || fail "a second bootstrap changed something: $(cat "$run/bootstrap-again.log")"
+[ "$(git -C "$run/node.git" rev-list --count main)" = 2 ] || fail "a second bootstrap pushed a commit"
+ct systemctl stop kedge
+bootstrap >"$run/bootstrap-stopped.log" 2>&1 || { cat "$run/bootstrap-stopped.log"; fail "kedge bootstrap git, kedge stopped"; }
+grep -q "systemctl start kedge" "$run/bootstrap-stopped.log" || fail "bootstrap did not start kedge: $(cat "$run/bootstrap-stopped.log")"
+ct systemctl is-active kedge >/dev/null || fail "kedge is not active after bootstrap started it"
+say "bootstrap: pushed, restarted by systemctl, Ready; a second run changed nothing; a stopped kedge is started"
 
 # Remove keeps the conffile and state; purge leaves nothing.
 ct apt-get remove -y -q kedge >>"$run/apt.log" 2>&1 || fail "apt remove"

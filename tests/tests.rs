@@ -33,6 +33,8 @@ mod git_ssh;
 mod git_run;
 // Signed commits and tags (`verify`): SSH and OpenPGP signatures by the real git, ssh-keygen and gpg.
 mod git_verify;
+// `kedge bootstrap git` against sshd and git http-backend on loopback, and end to end with `kedge run`.
+mod bootstrap;
 // The config file: located validation errors, defaults, config.example.toml, check-config.
 mod config;
 // `[agent] config_from`: kustomizations declared in Git, refused commits, restart while Git is down.

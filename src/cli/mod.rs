@@ -1,6 +1,7 @@
 //! The `kedge` command line: one subcommand per user task. This is the
 //! binary's edge, so errors are `anyhow` and printed with their causes.
 
+mod bootstrap;
 mod build;
 mod bundle;
 mod check_config;
@@ -112,11 +113,25 @@ pub enum Command {
         #[command(subcommand)]
         target: PushTarget,
     },
+    /// Connect this node to its fleet repository: from then on its kedge
+    /// configuration comes from Git.
+    Bootstrap {
+        #[command(subcommand)]
+        target: BootstrapTarget,
+    },
     /// Signed offline bundles for air-gapped nodes.
     Bundle {
         #[command(subcommand)]
         action: BundleAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BootstrapTarget {
+    /// Write the node's directory to a Git repository (one commit, unless
+    /// it is there), point /etc/kedge/kedge.toml at it (`[agent]
+    /// config_from`), start or reload kedge and wait until it is Ready.
+    Git(bootstrap::GitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +289,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push {
             target: PushTarget::Artifact(args),
         } => push::artifact(&args),
+        Command::Bootstrap {
+            target: BootstrapTarget::Git(args),
+        } => bootstrap::git(&args),
         Command::Bundle {
             action: BundleAction::Create(args),
         } => bundle::create(&args),

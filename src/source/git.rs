@@ -251,7 +251,7 @@ fn shell_quote(text: &str) -> String {
 
 /// The `ssh` command line for `source`, its stderr appended to
 /// `stderr_file` so that a refused host key can be reported in the error.
-fn ssh_command(source: &GitSource, stderr_file: &Path) -> Option<String> {
+pub fn ssh_command(source: &GitSource, stderr_file: &Path) -> Option<String> {
     let key = source.auth.ssh_key_file.as_ref()?;
     let known_hosts = source.auth.known_hosts_file.as_ref()?;
     let connect_timeout = source.timeout.as_secs().max(1);
