@@ -29,8 +29,17 @@ pub struct S3Server {
 }
 
 fn binary() -> PathBuf {
-    super::cluster::built_tool("scripts/s3server.sh", "KEDGE_S3SERVER_BIN")
-        .unwrap_or_else(|err| panic!("{err}"))
+    if let Ok(bin) = std::env::var("KEDGE_S3SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3server.sh");
+    let output = Command::new(&script)
+        .arg("path")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(output.status.success(), "{} path failed", script.display());
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
 fn free_port() -> u16 {
