@@ -119,3 +119,28 @@ pub fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
+
+/// What a real tool (`tool`: sops, cosign) made of `inputs`, recorded
+/// under `tests/fixtures/TOOL/recorded/` and named by a digest of the
+/// inputs: `run`, which runs the tool, only when no recording is there.
+/// A run that finds its recordings needs no tool, so CI builds none; a
+/// test whose inputs change records anew (commit the new file).
+pub fn recorded(tool: &str, inputs: &[&[u8]], run: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for input in inputs {
+        hasher.update((input.len() as u64).to_le_bytes());
+        hasher.update(input);
+    }
+    let digest = kedge::source::store::hex(&hasher.finalize()[..12]);
+    let dir = repo_root().join(format!("tests/fixtures/{tool}/recorded"));
+    let path = dir.join(digest);
+    if let Ok(output) = std::fs::read(&path) {
+        return output;
+    }
+    let output = run();
+    std::fs::create_dir_all(&dir).expect("create the recordings directory");
+    std::fs::write(&path, &output)
+        .unwrap_or_else(|e| panic!("record {tool}'s output in {}: {e}", path.display()));
+    output
+}

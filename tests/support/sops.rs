@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use sha2::{Digest, Sha256};
-
 /// The sops binary, built once per test binary.
 pub fn sops() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -52,21 +50,7 @@ impl AgeKey {
 
 /// The recorded output of sops for `inputs`, or `run`'s, recorded.
 fn recorded(inputs: &[&[u8]], run: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
-    let mut hasher = Sha256::new();
-    for input in inputs {
-        hasher.update((input.len() as u64).to_le_bytes());
-        hasher.update(input);
-    }
-    let digest = kedge::source::store::hex(&hasher.finalize()[..12]);
-    let dir = super::repo_root().join("tests/fixtures/sops/recorded");
-    let path = dir.join(digest);
-    if let Ok(output) = std::fs::read(&path) {
-        return output;
-    }
-    let output = run();
-    std::fs::create_dir_all(&dir).expect("create the recordings directory");
-    std::fs::write(&path, &output).expect("record the sops output");
-    output
+    super::recorded("sops", inputs, run)
 }
 
 /// `plaintext` (whose format `sops` tells by `name`'s extension) encrypted
