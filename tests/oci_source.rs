@@ -4,11 +4,12 @@
 //! client (the registry's HTTP API and GNU tar), polls that cost one HEAD,
 //! tag, semver and digest references, layers that climb out, the copy
 //! operation, cosign signatures (valid, by another key, for another
-//! digest, missing) made with the OpenSSL CLI in cosign's format, and
-//! `kedge run` applying an artifact on the test control plane.
+//! digest, missing) made by the real `cosign sign` (recorded once, see
+//! tests/support/cosign.rs), and `kedge run` applying an artifact on the
+//! test control plane.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 
@@ -23,7 +24,8 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config as BlobConfig, Ima
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::support::git::{openssl, test_ca};
+use crate::support::cosign;
+use crate::support::git::test_ca;
 use crate::support::registry::{self, Registry};
 use crate::support::{artifact_files, reconcile_source};
 
@@ -367,59 +369,6 @@ fn an_htpasswd_registry_over_tls_needs_the_credentials_for_push_and_pull() {
     assert!(!status.contains("s3cret"), "{status}");
 }
 
-/// A cosign key pair made by the OpenSSL CLI: ECDSA P-256, the public key
-/// as cosign writes it (PEM SubjectPublicKeyInfo).
-struct Signer {
-    dir: tempfile::TempDir,
-}
-
-impl Signer {
-    fn new() -> Signer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        openssl(
-            dir.path(),
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "key.pem",
-            ],
-        );
-        openssl(
-            dir.path(),
-            &["ec", "-in", "key.pem", "-pubout", "-out", "cosign.pub"],
-        );
-        Signer { dir }
-    }
-
-    fn public_key(&self) -> PathBuf {
-        self.dir.path().join("cosign.pub")
-    }
-
-    /// The base64 DER ECDSA signature over SHA-256 of `payload`.
-    fn sign(&self, payload: &[u8]) -> String {
-        let payload_path = self.dir.path().join("payload");
-        std::fs::write(&payload_path, payload).expect("payload");
-        openssl(
-            self.dir.path(),
-            &[
-                "dgst",
-                "-sha256",
-                "-sign",
-                "key.pem",
-                "-out",
-                "signature",
-                "payload",
-            ],
-        );
-        let signature = std::fs::read(self.dir.path().join("signature")).expect("signature");
-        crate::support::git::base64(&signature)
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -448,24 +397,17 @@ fn push_image(registry: &Registry, repository: &str, tag: &str, layers: Vec<Imag
         .expect("push image");
 }
 
-/// Pushes cosign's signature of `digest` (naming `signed`) by `signer`.
+/// Pushes `signature`, as cosign pushed it, as the `.sig` image of `digest`.
 fn push_signature(
     registry: &Registry,
     repository: &str,
     digest: &str,
-    signed: &str,
-    signer: &Signer,
+    signature: &cosign::Signature,
 ) {
-    let payload = format!(
-        r#"{{"critical":{{"identity":{{"docker-reference":"{}/{repository}"}},"image":{{"docker-manifest-digest":"{signed}"}},"type":"cosign container image signature"}},"optional":null}}"#,
-        registry.host()
-    );
-    let signature = signer.sign(payload.as_bytes());
-    let annotations = BTreeMap::from([(COSIGN_SIGNATURE_ANNOTATION.to_string(), signature)]);
     let layer = ImageLayer::new(
-        payload.into_bytes(),
-        COSIGN_PAYLOAD_MEDIA_TYPE.to_string(),
-        Some(annotations),
+        signature.payload.clone().into_bytes(),
+        signature.media_type.clone(),
+        Some(signature.annotations.clone()),
     );
     push_image(registry, repository, &signature_tag(digest), vec![layer]);
 }
@@ -473,14 +415,31 @@ fn push_signature(
 #[test]
 fn cosign_signatures_valid_by_another_key_for_another_digest_and_missing() {
     let registry = registry::start(None, None);
-    let trusted = Signer::new();
-    let other = Signer::new();
     let files = tree(SAMPLE);
     let pushed = push_plain(&registry, "fleet/signed:v1", files.path());
     let digest = digest_of(&pushed);
+    let another = tree(&[("version.txt", "another\n")]);
+    let another_digest = digest_of(&push_plain(
+        &registry,
+        "fleet/signed:another",
+        another.path(),
+    ));
+    let by_fleet = cosign::signature(&registry, "fleet/signed", &digest, "fleet");
+    let by_other = cosign::signature(&registry, "fleet/signed", &digest, "other");
+    let of_another = cosign::signature(&registry, "fleet/signed", &another_digest, "fleet");
+    // What kedge reads is what cosign writes.
+    assert_eq!(by_fleet.media_type, COSIGN_PAYLOAD_MEDIA_TYPE);
+    assert!(
+        by_fleet
+            .annotations
+            .contains_key(COSIGN_SIGNATURE_ANNOTATION),
+        "{by_fleet:?}"
+    );
+    assert!(by_fleet.payload.contains(&digest), "{by_fleet:?}");
+
     let verify = format!(
         "ref = {{ tag = \"v1\" }}\nverify = {{ cosign_public_key_file = {:?} }}",
-        trusted.public_key()
+        cosign::public_key("fleet")
     );
     let mut syncer = Syncer::new(&plain_table(&registry, "fleet/signed", &verify));
 
@@ -489,7 +448,7 @@ fn cosign_signatures_valid_by_another_key_for_another_digest_and_missing() {
     assert!(missing.to_string().contains("is not signed"), "{missing}");
     assert!(syncer.status.is_none(), "no artifact before verification");
 
-    push_signature(&registry, "fleet/signed", &digest, &digest, &other);
+    push_signature(&registry, "fleet/signed", &digest, &by_other);
     let wrong_key = syncer.failure();
     assert_eq!(wrong_key.reason(), "VerificationError", "{wrong_key}");
     assert!(
@@ -497,12 +456,17 @@ fn cosign_signatures_valid_by_another_key_for_another_digest_and_missing() {
         "{wrong_key}"
     );
 
-    let elsewhere = format!("sha256:{}", "0".repeat(64));
-    push_signature(&registry, "fleet/signed", &digest, &elsewhere, &trusted);
+    push_signature(&registry, "fleet/signed", &digest, &of_another);
     let wrong_digest = syncer.failure();
     assert_eq!(wrong_digest.reason(), "VerificationError", "{wrong_digest}");
+    assert!(
+        wrong_digest
+            .to_string()
+            .contains("none of the 1 signature(s)"),
+        "{wrong_digest}"
+    );
 
-    push_signature(&registry, "fleet/signed", &digest, &digest, &trusted);
+    push_signature(&registry, "fleet/signed", &digest, &by_fleet);
     let artifact = syncer.new_artifact();
     assert_eq!(artifact.revision, format!("v1@{digest}"));
     assert_eq!(syncer.unchanged(), artifact);

@@ -20,6 +20,7 @@ pub mod admission;
 pub mod capture;
 pub mod charts;
 pub mod cluster;
+pub mod cosign;
 pub mod fetch;
 pub mod git;
 pub mod gitea;
