@@ -211,3 +211,39 @@ async fn nothing_declared_in_git_is_deleted_while_the_config_source_was_never_re
         Some("kept")
     );
 }
+
+#[tokio::test]
+async fn a_commit_refused_for_want_of_a_local_table_applies_once_the_local_file_has_it() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "cfg-retry").await;
+    let setup = Setup::new("");
+    setup.write_config_with_agent(CONFIG_FROM, "");
+    let from_extra = kustomization("cfg-retry", "./apps", &ns.name, "")
+        .replace("source = \"git/fleet\"", "source = \"git/extra\"");
+    let commit = setup.repo.commit(
+        &[
+            ("clusters/edge-1/apps.toml", &from_extra),
+            ("apps/a.yaml", &configmap("a", "retried")),
+        ],
+        "a kustomization of a source the node does not have yet",
+    );
+    let _daemon = setup.start();
+    wait_status(&setup, "kustomization.cfg-retry.source: no source [git.extra]");
+
+    // The operator adds the source to the local file: the refused commit
+    // is tried again at once, not at the next commit.
+    let extra = format!(
+        "[git.extra]\nurl = \"file://{}\"\ninterval = \"1s\"\n",
+        setup.repo.bare.display()
+    );
+    setup.write_config_with_agent(CONFIG_FROM, &extra);
+    setup.wait_for("cfg-retry", "applied from git/extra", |s| {
+        s.ready && s.last_applied_revision.as_deref() == Some(&format!("main@sha1:{commit}"))
+    });
+    assert_eq!(
+        value_of(&client, &ns.name, "a").await.as_deref(),
+        Some("retried")
+    );
+    let said = status(&setup);
+    assert!(!said.contains("refused"), "{said}");
+}

@@ -45,6 +45,10 @@ pub enum ReadError {
 pub struct ConfigFiles {
     local: PathBuf,
     layer: Option<Layer>,
+    /// The newest layer read, if it was refused: tried again when the
+    /// local file changes (it may have been refused for want of a table
+    /// the local file now has).
+    refused: Option<Layer>,
 }
 
 impl ConfigFiles {
@@ -56,6 +60,7 @@ impl ConfigFiles {
         let mut files = ConfigFiles {
             local: local.to_path_buf(),
             layer: None,
+            refused: None,
         };
         let Some(from) = config.agent.config_from.clone() else {
             return (files, config);
@@ -161,28 +166,39 @@ pub async fn follow(
     notify::ready(&status_line(store));
 }
 
-async fn apply(layer: Layer, files: &mut ConfigFiles, units: &mut Units, store: &Mutex<Store>) {
-    let new = match files.with_layer(&layer) {
-        Ok(new) => new,
-        Err(err) => {
-            return refuse(
-                store,
-                CONFIG_FROM_REFUSED,
-                &format!("config refused, still running the last good one: {err}"),
-            )
-        }
+/// Tries the layer refused last again, after the local file changed.
+pub async fn retry_refused(files: &mut ConfigFiles, units: &mut Units, store: &Mutex<Store>) {
+    let Some(layer) = files.refused.take() else {
+        return;
     };
-    match units.apply(new).await {
+    let from = units.file_config().agent.config_from.clone();
+    if from.is_some_and(|from| layer.is_for(&from)) {
+        tracing::info!(source = %layer.source, revision = %layer.revision, "the local file changed: trying the config refused from {}@{} again", layer.source, layer.revision);
+        apply(layer, files, units, store).await;
+    }
+}
+
+async fn apply(layer: Layer, files: &mut ConfigFiles, units: &mut Units, store: &Mutex<Store>) {
+    let applied = match files.with_layer(&layer) {
+        Ok(new) => units
+            .apply(new)
+            .await
+            .map_err(|err| format!("config not applied: {err}")),
+        Err(err) => Err(format!(
+            "config refused, still running the last good one: {err}"
+        )),
+    };
+    match applied {
         Ok(changes) => {
             save_layer(store, &layer);
             files.layer = Some(layer);
+            files.refused = None;
             accepted(store, CONFIG_FROM_REFUSED, &changes);
         }
-        Err(err) => refuse(
-            store,
-            CONFIG_FROM_REFUSED,
-            &format!("config not applied: {err}"),
-        ),
+        Err(message) => {
+            files.refused = Some(layer);
+            refuse(store, CONFIG_FROM_REFUSED, &message);
+        }
     }
 }
 

@@ -148,7 +148,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
     notify::ready(&status_line(&store));
     // A save between the first read and the watch's start is not missed.
     if files.load().map_or(true, |now| &now != units.file_config()) {
-        reload::reload(&files, reload::Cause::FileChanged, &mut units, &store).await;
+        reload::reload(&mut files, reload::Cause::FileChanged, &mut units, &store).await;
         edges.follow(units.config()).await;
     }
     // Read at start: a changed bundle_dir takes effect on restart.
@@ -169,12 +169,12 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), Error> {
             received = signals.recv() => match received {
                 Received::Stop(name) => break Ok(name),
                 Received::Reload => {
-                    reload::reload(&files, reload::Cause::Sighup, &mut units, &store).await;
+                    reload::reload(&mut files, reload::Cause::Sighup, &mut units, &store).await;
                     edges.follow(units.config()).await;
                 }
             },
             _ = changed(&mut file_watch) => {
-                reload::reload(&files, reload::Cause::FileChanged, &mut units, &store).await;
+                reload::reload(&mut files, reload::Cause::FileChanged, &mut units, &store).await;
                 edges.follow(units.config()).await;
             }
             Some(update) = next_update(&mut config_updates) => {

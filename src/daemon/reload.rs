@@ -8,7 +8,7 @@ use crate::config::ConfigDiff;
 use crate::reconcile::kustomization::lock;
 use crate::state::{Event, Severity, Store, CONFIG_REFUSED};
 
-use super::config_from::ConfigFiles;
+use super::config_from::{self, ConfigFiles};
 use super::units::{Confirm, Units};
 use super::{notify, status_line};
 
@@ -21,7 +21,12 @@ pub enum Cause {
 
 /// Reloads `files` into `units`, telling systemd (`RELOADING=1`, then
 /// `READY=1`) and the log what happened.
-pub async fn reload(files: &ConfigFiles, cause: Cause, units: &mut Units, store: &Mutex<Store>) {
+pub async fn reload(
+    files: &mut ConfigFiles,
+    cause: Cause,
+    units: &mut Units,
+    store: &Mutex<Store>,
+) {
     let path = files.local();
     notify::reloading("reloading the config");
     tracing::info!(config = %path.display(), ?cause, "reloading the config");
@@ -43,6 +48,7 @@ pub async fn reload(files: &ConfigFiles, cause: Cause, units: &mut Units, store:
             Ok(changes) => {
                 accepted(store, CONFIG_REFUSED, &changes);
                 reconnect(units).await;
+                config_from::retry_refused(files, units, store).await;
                 // SIGHUP is the operator saying the file is final; a
                 // config still waiting for its source is not.
                 if matches!(cause, Cause::Sighup) && files.complete(units.file_config()) {

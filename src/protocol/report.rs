@@ -3,6 +3,7 @@
 //! reading the database while the daemon is stopped.
 
 use crate::config::{Config, HelmRelease, SourceRef};
+use crate::source;
 use crate::state::{self, Event, KustomizationStatus, SourceStatus, Store};
 
 use super::{parse_object, BundleRow, EventRow, ProblemRow, StatusReport, UnitRow};
@@ -58,7 +59,13 @@ pub fn status_report(
                 .iter_mut()
                 .find(|r| r.kind == kind && r.name == name)
             {
-                Some(row) => row.suspended |= source.suspend(),
+                Some(row) => {
+                    row.suspended |= source.suspend();
+                    let recorded = sources.iter().find(|s| s.kind == kind && s.name == name);
+                    if let Some(recorded) = recorded {
+                        not_fetched_from_new_url(row, &recorded.url, &source::display_url(source));
+                    }
+                }
                 None => source_rows.push(never_run(
                     kind,
                     name,
@@ -213,6 +220,19 @@ fn source_row(s: &SourceStatus, suspended: bool) -> UnitRow {
     }
 }
 
+/// A source whose artifact came from a URL the config no longer names is
+/// not ready until it fetched from the new one.
+fn not_fetched_from_new_url(row: &mut UnitRow, recorded: &str, configured: &str) {
+    if recorded == configured {
+        return;
+    }
+    row.ready = false;
+    row.reason = "Progressing".into();
+    row.message = format!(
+        "url changed to {configured}: not fetched from it yet (the artifact is from {recorded})"
+    );
+}
+
 fn kustomization_row(k: &KustomizationStatus, suspended: bool) -> UnitRow {
     UnitRow {
         kind: "kustomization".into(),
@@ -266,6 +286,39 @@ mod tests {
             .collect();
         assert_eq!(names, [("fleet", true), ("other", true)]);
         assert!(!report.all_ready());
+        Ok(())
+    }
+
+    #[test]
+    fn a_source_whose_url_changed_is_not_ready_until_it_fetched_from_the_new_one(
+    ) -> Result<(), state::Error> {
+        let store = Store::open_in_memory()?;
+        let ready = state::SourceOutcome::Ready {
+            revision: "main@sha1:0123",
+            digest: "d",
+            path: Path::new("/var/lib/kedge/a.tar.gz"),
+            inputs: "",
+            new_artifact: true,
+        };
+        store.record_source_outcome("git", "fleet", "/srv/old", 1, ready)?;
+        let config = |url: &str| {
+            Config::parse(
+                Path::new("k.toml"),
+                &format!("[git.fleet]\nurl = \"{url}\"\n"),
+            )
+            .unwrap_or_else(|err| panic!("test config must be valid: {err}"))
+        };
+        let unchanged = status_report(Some(&store), Some(&config("/srv/old")))?;
+        assert!(unchanged.sources[0].ready);
+        let moved = status_report(Some(&store), Some(&config("/srv/new")))?;
+        let row = &moved.sources[0];
+        assert!(!row.ready, "{row:?}");
+        assert_eq!(row.reason, "Progressing");
+        assert!(
+            row.message.contains("/srv/new") && row.message.contains("/srv/old"),
+            "{}",
+            row.message
+        );
         Ok(())
     }
 
