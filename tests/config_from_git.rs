@@ -228,7 +228,10 @@ async fn a_commit_refused_for_want_of_a_local_table_applies_once_the_local_file_
         "a kustomization of a source the node does not have yet",
     );
     let _daemon = setup.start();
-    wait_status(&setup, "kustomization.cfg-retry.source: no source [git.extra]");
+    wait_status(
+        &setup,
+        "kustomization.cfg-retry.source: no source [git.extra]",
+    );
 
     // The operator adds the source to the local file: the refused commit
     // is tried again at once, not at the next commit.
