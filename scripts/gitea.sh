@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Gitea server the commit status tests post to (tests/forge_status.rs):
+# Builds the Gitea server the commit status tests post to (tests/observe_forge.rs):
 # Gitea from its pinned Go module, through the wrapper module in
 # scripts/gitea/ (Gitea's go.mod has replace directives, which `go install`
 # refuses), with its C SQLite driver.
