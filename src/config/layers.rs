@@ -72,13 +72,16 @@ struct Segment {
 pub fn parse_layered(local: &Path, local_text: &str, layer: &Layer) -> Result<Config, Error> {
     let config_source = config_source(local_text);
     let mut refused = Vec::new();
+    let mut declared_in = BTreeMap::new();
     for fragment in &layer.fragments {
-        let problems = fragment_problems(&fragment.text, config_source.as_ref());
-        if !problems.is_empty() {
-            refused.push(Problems {
+        match checked_fragment(&fragment.text, config_source.as_ref()) {
+            Ok(names) => {
+                declared_in.extend(names.into_iter().map(|name| (name, layer.label(fragment))));
+            }
+            Err(problems) => refused.push(Problems {
                 file: PathBuf::from(layer.label(fragment)),
                 problems,
-            });
+            }),
         }
     }
     if !refused.is_empty() {
@@ -87,7 +90,7 @@ pub fn parse_layered(local: &Path, local_text: &str, layer: &Layer) -> Result<Co
     let (text, segments) = appended(local, local_text, layer);
     match parse_and_validate(&text) {
         Ok(mut config) => {
-            config.declared_in = declared_in(layer);
+            config.declared_in = declared_in;
             Ok(config)
         }
         Err(problems) => Err(Error::InvalidLayers(by_file(problems, &segments))),
@@ -101,20 +104,21 @@ fn config_source(local_text: &str) -> Option<SourceRef> {
     SourceRef::parse(from.source.get_ref())
 }
 
-/// What one fragment may not do, checked on its own text.
-fn fragment_problems(text: &str, config_source: Option<&SourceRef>) -> Vec<Problem> {
+/// One fragment checked on its own text for what it may not do: the
+/// tables it declares (`kind/name`), or its problems.
+fn checked_fragment(
+    text: &str,
+    config_source: Option<&SourceRef>,
+) -> Result<Vec<String>, Vec<Problem>> {
     let locator = Locator::new(text);
     if let Some(offset) = key_above_first_table(text) {
-        return vec![locator.problem(
+        return Err(vec![locator.problem(
             offset..offset,
             "(top level)",
             "a fragment holds tables only: put this key under a header such as [kustomization.NAME]",
-        )];
+        )]);
     }
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(err) => return vec![syntax_problem(text, &err)],
-    };
+    let raw: RawConfig = toml::from_str(text).map_err(|err| vec![syntax_problem(text, &err)])?;
     let mut problems = Vec::new();
     if let Some(agent) = &raw.agent {
         problems.push(locator.problem(
@@ -123,6 +127,7 @@ fn fragment_problems(text: &str, config_source: Option<&SourceRef>) -> Vec<Probl
             "a fragment may not set [agent]: it stays in the local file",
         ));
     }
+    let mut names = Vec::new();
     for (kind, name) in declared_names(&raw) {
         let declared = SourceRef::from_parts(kind, name.get_ref());
         if declared.is_some() && declared.as_ref() == config_source {
@@ -132,8 +137,13 @@ fn fragment_problems(text: &str, config_source: Option<&SourceRef>) -> Vec<Probl
                 "a fragment may not declare the source the config comes from: it stays in the local file, so that a commit cannot cut the node off from its repository",
             ));
         }
+        names.push(format!("{kind}/{}", name.get_ref()));
     }
-    problems
+    if problems.is_empty() {
+        Ok(names)
+    } else {
+        Err(problems)
+    }
 }
 
 /// The offset of the first `key = value` line before any `[table]` header.
@@ -219,20 +229,6 @@ fn by_file(problems: Vec<Problem>, segments: &[Segment]) -> Vec<Problems> {
         }
     }
     grouped
-}
-
-/// Where each table the fragments declare comes from, by `kind/name`.
-fn declared_in(layer: &Layer) -> BTreeMap<String, String> {
-    let mut declared = BTreeMap::new();
-    for fragment in &layer.fragments {
-        let Ok(raw) = toml::from_str::<RawConfig>(&fragment.text) else {
-            continue;
-        };
-        for (kind, name) in declared_names(&raw) {
-            declared.insert(format!("{kind}/{}", name.get_ref()), layer.label(fragment));
-        }
-    }
-    declared
 }
 
 #[cfg(test)]

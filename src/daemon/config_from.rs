@@ -114,12 +114,12 @@ impl ConfigFiles {
     /// Reads the local file with the last good layer laid over it (when it
     /// is still for the file's `config_from`).
     pub fn load(&self) -> Result<Config, config::Error> {
-        let Some(layer) = &self.layer else {
-            return Config::load(&self.local);
-        };
-        let alone = Config::load(&self.local)?;
-        match &alone.agent.config_from {
-            Some(from) if layer.is_for(from) => self.with_layer(layer),
+        let text = config::read_bounded(&self.local)?;
+        let alone = Config::parse(&self.local, &text)?;
+        match (&self.layer, &alone.agent.config_from) {
+            (Some(layer), Some(from)) if layer.is_for(from) => {
+                parse_layered(&self.local, &text, layer)
+            }
             _ => Ok(alone),
         }
     }
