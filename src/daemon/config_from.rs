@@ -66,11 +66,7 @@ impl ConfigFiles {
             return (files, config);
         };
         let saved = saved_layer(store).filter(|layer| layer.is_for(&from));
-        let stored = stored_layer(store, &from).filter(|layer| {
-            saved
-                .as_ref()
-                .is_none_or(|saved| saved.revision != layer.revision)
-        });
+        let stored = stored_layer(store, &from, saved.as_ref());
         for (layer, is_new) in stored
             .map(|l| (l, true))
             .into_iter()
@@ -237,11 +233,15 @@ pub fn read_layer(from: &ConfigFrom, artifact: &Artifact) -> Result<Layer, ReadE
 }
 
 /// The layer of the config source's artifact recorded in `store`, if it
-/// has one and it reads.
-fn stored_layer(store: &Mutex<Store>, from: &ConfigFrom) -> Option<Layer> {
+/// has one, it reads, and its revision is not the `saved` layer's
+/// (whose artifact is then not read at all).
+fn stored_layer(store: &Mutex<Store>, from: &ConfigFrom, saved: Option<&Layer>) -> Option<Layer> {
     let kind = from.source.kind.as_str();
     let artifact = source::store::latest_artifact(&lock(store), kind, &from.source.name);
     match artifact {
+        Ok(Some(artifact)) if saved.is_some_and(|saved| saved.revision == artifact.revision) => {
+            None
+        }
         Ok(Some(artifact)) => read_layer(from, &artifact)
             .map_err(|err| tracing::warn!(source = %from.source, "{err}"))
             .ok(),
